@@ -1,0 +1,86 @@
+package testkit
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/embedded"
+)
+
+// NATS is an embedded JetStream server on a random loopback port with a
+// temp store, shut down when the test ends.
+type NATS struct {
+	t      testing.TB
+	Server *server.Server
+	dir    string
+	port   int
+}
+
+// StartNATS starts a fresh server for the test.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, dir: t.TempDir()}
+	n.start(-1)
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func (n *NATS) start(port int) {
+	n.t.Helper()
+	srv, err := embedded.Start(embedded.Config{
+		Name: "test-" + RandomSuffix(6), StoreDir: n.dir, Host: "127.0.0.1", Port: port,
+		ReadyTimeout: 20 * time.Second,
+	})
+	if err != nil {
+		n.t.Fatalf("start embedded nats: %v", err)
+	}
+	n.Server = srv
+	n.port = srv.Addr().(*net.TCPAddr).Port
+}
+
+// URL is the client URL of the server.
+func (n *NATS) URL() string { return n.Server.ClientURL() }
+
+// Stop shuts the server down (idempotent).
+func (n *NATS) Stop() {
+	if n.Server != nil {
+		embedded.Stop(n.Server)
+		n.Server = nil
+	}
+}
+
+// Restart stops the server and starts it again on the same port and store,
+// as a process restart would. Clients created by Connect reconnect.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.Stop()
+	n.start(n.port)
+}
+
+// Connect opens a client connection that reconnects forever (so it rides
+// out Restart) and is closed when the test ends.
+func (n *NATS) Connect(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.Name(t.Name()))
+	if err != nil {
+		t.Fatalf("connect to embedded nats: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream opens a new connection and returns its JetStream context.
+func (n *NATS) JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(n.Connect(t))
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}

@@ -1,0 +1,103 @@
+package testkit
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// DefaultPostgresURL is the developer and CI server (DESIGN.md, "Real
+// components"); TMS_TEST_DATABASE_URL overrides it.
+const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// PostgresURL is the admin URL of the test Postgres server.
+func PostgresURL() string {
+	if u := os.Getenv("TMS_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return DefaultPostgresURL
+}
+
+// AdminConn opens a superuser connection to the maintenance database,
+// closed when the test ends. A server that cannot be reached fails the test
+// with what to do: tests never skip for want of Postgres.
+func AdminConn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, PostgresURL())
+	if err != nil {
+		t.Fatalf("connect to test Postgres %s (start it, or set TMS_TEST_DATABASE_URL): %v", PostgresURL(), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = conn.Close(ctx)
+	})
+	return conn
+}
+
+// DatabasePrefix returns a database-name prefix unique to this test and
+// registers a cleanup that drops every database whose name starts with it:
+// hand it to code that creates databases (tenant provisioning).
+func DatabasePrefix(t testing.TB) string {
+	t.Helper()
+	prefix := "tmst_" + RandomSuffix(8) + "_"
+	admin := AdminConn(t)
+	t.Cleanup(func() { DropDatabases(t, admin, prefix) })
+	return prefix
+}
+
+// DropDatabases drops every database whose name starts with prefix,
+// disconnecting its sessions first.
+func DropDatabases(t testing.TB, admin *pgx.Conn, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rows, err := admin.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, prefix)
+	if err != nil {
+		t.Errorf("list test databases: %v", err)
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Errorf("list test databases: %v", err)
+		return
+	}
+	for _, name := range names {
+		if _, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	}
+}
+
+// NewDatabase creates an empty, uniquely named database, dropped when the
+// test ends, and returns its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	prefix := DatabasePrefix(t)
+	name := prefix + sanitize(t.Name())
+	admin := AdminConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create test database %s: %v", name, err)
+	}
+	return DatabaseURL(t, PostgresURL(), name)
+}
+
+// DatabaseURL returns serverURL with its database replaced by name.
+func DatabaseURL(t testing.TB, serverURL, name string) string {
+	t.Helper()
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		t.Fatalf("parse %s: %v", serverURL, err)
+	}
+	u.Path = "/" + strings.TrimPrefix(name, "/")
+	return u.String()
+}
