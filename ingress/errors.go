@@ -1,0 +1,114 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"tms/tenants"
+)
+
+// Machine-readable error codes, the "error" member of every error body.
+const (
+	codeInvalidJSON          = "invalid_json"
+	codeUnknownField         = "unknown_field"
+	codeInvalidField         = "invalid_field"
+	codeBodyTooLarge         = "body_too_large"
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeUnauthorized         = "unauthorized"
+	codeInvalidCredentials   = "invalid_credentials"
+	codeForbidden            = "forbidden"
+	codeNotFound             = "not_found"
+	codeAgentNotFound        = "agent_not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeEmailTaken           = "email_taken"
+	codeUnavailable          = "unavailable"
+	codeNotReady             = "not_ready"
+	codeInternal             = "internal"
+)
+
+// Fixed messages: the same answer every time, so that the body itself
+// reveals nothing (the two causes of invalid_credentials above all).
+const (
+	msgInvalidCredentials = "client_id or password is incorrect"
+	msgUnauthorized       = "a valid bearer token is required (Authorization: Bearer <token> from /login)"
+	msgInternal           = "internal error"
+	msgUnavailable        = "the service cannot reach its storage right now; retry shortly"
+)
+
+// apiError is an error answer: an HTTP status, a machine code, a message
+// naming the offending field and any headers the status calls for. cause,
+// when set, is logged and never sent.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	header  map[string]string
+	cause   error
+}
+
+func (e *apiError) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("%d %s: %s: %v", e.status, e.code, e.message, e.cause)
+	}
+	return fmt.Sprintf("%d %s: %s", e.status, e.code, e.message)
+}
+
+func (e *apiError) Unwrap() error { return e.cause }
+
+func newError(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func errInvalidField(field, format string, args ...any) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: codeInvalidField,
+		message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// errUnauthorized is the 401 for a missing or unusable Authorization
+// header; invalidToken adds RFC 6750's error="invalid_token" for a token
+// that was presented but refused.
+func errUnauthorized(invalidToken bool) *apiError {
+	challenge := "Bearer"
+	if invalidToken {
+		challenge = `Bearer error="invalid_token"`
+	}
+	return &apiError{status: http.StatusUnauthorized, code: codeUnauthorized, message: msgUnauthorized,
+		header: map[string]string{"WWW-Authenticate": challenge}}
+}
+
+var errForbiddenClient = newError(http.StatusForbidden, codeForbidden,
+	"client_id: does not match the tenant of the bearer token")
+
+// toAPIError maps any error onto the answer to send. It is the one place
+// where errors of the tenants package become HTTP codes. Anything it does
+// not know is a 500 whose cause is logged, never sent.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var fe *tenants.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return errInvalidField(fe.Field, "%s", fe.Reason)
+	case errors.Is(err, tenants.ErrEmailTaken):
+		return newError(http.StatusConflict, codeEmailTaken, "official_email: already registered")
+	case errors.Is(err, tenants.ErrInvalidCredentials):
+		return newError(http.StatusUnauthorized, codeInvalidCredentials, msgInvalidCredentials)
+	case errors.Is(err, tenants.ErrUnauthenticated), errors.Is(err, tenants.ErrTenantNotFound):
+		// The only tenant ingress looks up by id is the bearer token's; one
+		// that is gone makes the token worthless.
+		return errUnauthorized(true)
+	case errors.Is(err, tenants.ErrAgentNotFound):
+		return newError(http.StatusNotFound, codeAgentNotFound, "agent_id: no such agent")
+	case errors.Is(err, tenants.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		// A storage call that ran out of its deadline is an outage from the
+		// client's point of view: retrying later is the right advice.
+		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: msgUnavailable,
+			header: map[string]string{"Retry-After": "1"}, cause: err}
+	default:
+		return &apiError{status: http.StatusInternalServerError, code: codeInternal, message: msgInternal, cause: err}
+	}
+}

@@ -1,0 +1,59 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// errorBody is the JSON form of every error answer.
+type errorBody struct {
+	Status  string `json:"status"`
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// writeJSON sends v as the JSON body with the given status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only our own response types reach here; failing to encode one
+		// is a programming error, answered without leaking it.
+		status = http.StatusInternalServerError
+		body = []byte(`{"status":"error","error":"internal","message":"internal error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// writeError sends the answer for err (see toAPIError). A 5xx is logged
+// with its cause; a request the client abandoned is logged at debug only.
+func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	ae := toAPIError(err)
+	if ae.status >= 500 {
+		level := slog.LevelError
+		if errors.Is(r.Context().Err(), context.Canceled) {
+			level = slog.LevelDebug
+		}
+		logger.LogAttrs(r.Context(), level, "request failed",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", ae.status), slog.String("code", ae.code), slog.Any("err", err))
+	}
+	for k, v := range ae.header {
+		w.Header().Set(k, v)
+	}
+	writeJSON(w, ae.status, errorBody{Status: "error", Error: ae.code, Message: ae.message})
+}
+
+// timestamp formats t as RFC 3339 in UTC. Sub-second digits are kept to
+// the microsecond, which is what Postgres stores, so a value reads the same
+// whether it came from memory or from the database.
+func timestamp(t time.Time) string {
+	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
+}

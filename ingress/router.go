@@ -1,0 +1,158 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tms/tenants"
+)
+
+// Config holds what the routers need. Registry, Sessions and Agents are
+// required by the public router only.
+type Config struct {
+	Registry *tenants.Registry
+	Sessions *tenants.Sessions
+	Agents   *tenants.Agents
+	Logger   *slog.Logger // nil: discard
+	// Metrics receives request counts and latency histograms per listener,
+	// route pattern, method and code; Gatherer is served at GET /metrics.
+	Metrics  prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the process can serve (NATS and the tenant
+	// registry usable): nil means ready. /readyz answers 503 otherwise.
+	Ready func(ctx context.Context) error
+	// Now is the clock for times ingress makes itself (nil: time.Now).
+	Now func() time.Time
+}
+
+// readyTimeout bounds one readiness check, well inside a probe's timeout.
+const readyTimeout = 2 * time.Second
+
+// api is the state the handlers share.
+type api struct {
+	registry *tenants.Registry
+	sessions *tenants.Sessions
+	agents   *tenants.Agents
+	logger   *slog.Logger
+	gatherer prometheus.Gatherer
+	ready    func(ctx context.Context) error
+	now      func() time.Time
+}
+
+func newAPI(cfg Config) (*api, error) {
+	if cfg.Metrics == nil {
+		return nil, errors.New("ingress: Config.Metrics is nil")
+	}
+	if cfg.Ready == nil {
+		return nil, errors.New("ingress: Config.Ready is nil")
+	}
+	a := &api{
+		registry: cfg.Registry, sessions: cfg.Sessions, agents: cfg.Agents,
+		logger: cfg.Logger, gatherer: cfg.Gatherer, ready: cfg.Ready, now: cfg.Now,
+	}
+	if a.logger == nil {
+		a.logger = slog.New(slog.DiscardHandler)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	return a, nil
+}
+
+// newRouter returns a chi router with the middleware every listener
+// shares and JSON answers for unknown paths and wrong methods.
+func newRouter(listener string, a *api, reg prometheus.Registerer) (*chi.Mux, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	logger := a.logger.With(slog.String("listener", listener))
+	r := chi.NewRouter()
+	r.Use(observe(listener, logger, m), recoverer(logger))
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, req, logger, newError(http.StatusNotFound, codeNotFound, "no route for %s", quote(req.URL.Path)))
+	})
+	r.MethodNotAllowed(methodNotAllowed(r, logger))
+	r.Get("/healthz", a.healthz)
+	r.Get("/readyz", a.readyz)
+	return r, nil
+}
+
+// methodNotAllowed answers 405 with the Allow header chi leaves to custom
+// handlers, found by asking the router which methods match the path.
+func methodNotAllowed(mux *chi.Mux, logger *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range knownMethods {
+			if mux.Match(chi.NewRouteContext(), m, r.URL.Path) {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) == 0 {
+			// chi also lands here for a method it does not know at all,
+			// on any path; a path nobody serves is still a 404.
+			writeError(w, r, logger, newError(http.StatusNotFound, codeNotFound, "no route for %s", quote(r.URL.Path)))
+			return
+		}
+		for _, m := range allowed {
+			w.Header().Add("Allow", m)
+		}
+		writeError(w, r, logger, newError(http.StatusMethodNotAllowed, codeMethodNotAllowed,
+			"%s is not allowed on %s", quote(r.Method), quote(r.URL.Path)))
+	}
+}
+
+// NewPublic returns the handler of the public listener: accounts,
+// sessions, agents, health, readiness and metrics.
+func NewPublic(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Registry == nil:
+		return nil, errors.New("ingress: Config.Registry is nil")
+	case cfg.Sessions == nil:
+		return nil, errors.New("ingress: Config.Sessions is nil")
+	case cfg.Agents == nil:
+		return nil, errors.New("ingress: Config.Agents is nil")
+	case cfg.Gatherer == nil:
+		return nil, errors.New("ingress: Config.Gatherer is nil")
+	}
+	a, err := newAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRouter("public", a, cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
+		Timeout:  callTimeout,
+	}))
+	r.Post("/create_account", a.createAccount)
+	r.Post("/login", a.login)
+	r.Group(func(r chi.Router) {
+		r.Use(a.authenticate)
+		r.Post("/logout", a.logout)
+		r.Post("/agents", a.createAgent)
+		r.Get("/agents", a.listAgents)
+		r.Patch("/agents/{agent_id}", a.setAgentStatus)
+	})
+	return r, nil
+}
+
+// NewInternal returns the handler of the internal listener ("within
+// VPN"): health and readiness for now; the two-phase ETA endpoints join it
+// with tickets.
+func NewInternal(cfg Config) (http.Handler, error) {
+	a, err := newAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newRouter("internal", a, cfg.Metrics)
+}
