@@ -1,0 +1,34 @@
+package ops
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrBadLogConfig reports an unknown log level or format.
+	ErrBadLogConfig = errors.New("bad log configuration")
+	// ErrNATSUnreachable reports that no NATS server answered before the
+	// first-connect deadline.
+	ErrNATSUnreachable = errors.New("NATS server not reachable")
+	// ErrNATSTooOld reports a NATS server older than MinServerVersion.
+	ErrNATSTooOld = errors.New("NATS server too old")
+	// ErrNoJetStream reports a NATS server (or account) without JetStream.
+	ErrNoJetStream = errors.New("JetStream not enabled")
+	// ErrNotReady is wrapped by the error of a failing readiness check.
+	ErrNotReady = errors.New("not ready")
+)
+
+// kindError is an error whose text is written for an operator in full,
+// while errors.Is still matches its sentinel kind.
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return e.msg }
+func (e *kindError) Unwrap() error { return e.kind }
+
+func errorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,233 @@
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// MinServerVersion is the oldest nats-server tms runs against: per-key TTL
+// in KV buckets (sessions, pending holds) arrived in 2.11.
+const MinServerVersion = "2.11.0"
+
+// NATSOptions tunes ConnectNATS; the zero value is what the commands use.
+type NATSOptions struct {
+	// ConnectTimeout bounds the first connection (all attempts together);
+	// 0 means 10s. The context's deadline, if sooner, wins.
+	ConnectTimeout time.Duration
+	// Flag names the setting an operator changes, for error messages
+	// ("--nats-url"); empty leaves it out.
+	Flag string
+}
+
+// ConnectNATS connects to an external server or cluster. urls is a
+// comma-separated list. The first connection is retried until its deadline;
+// once connected, the client reconnects forever. The server must be
+// MinServerVersion or newer with JetStream enabled for this account,
+// otherwise the connection is closed and a one-line error says why.
+func ConnectNATS(ctx context.Context, urls, name string, logger *slog.Logger, o NATSOptions) (*nats.Conn, error) {
+	if strings.TrimSpace(urls) == "" {
+		return nil, errorf(ErrNATSUnreachable, "no NATS URL given%s", flagHint(o.Flag))
+	}
+	timeout := o.ConnectTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	opts := append(connOptions(name, logger), nats.Timeout(2*time.Second))
+	var (
+		nc   *nats.Conn
+		err  error
+		wait = 50 * time.Millisecond
+	)
+	for {
+		nc, err = nats.Connect(urls, opts...)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errorf(ErrNATSUnreachable, "cannot connect to NATS at %s within %s: %v%s", RedactURLs(urls), timeout, err, flagHint(o.Flag))
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+	if err := CheckServer(ctx, nc, o.Flag); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	logger.Info("connected to NATS", "nats_url", nc.ConnectedUrlRedacted(),
+		"nats_server", nc.ConnectedServerName(), "nats_version", nc.ConnectedServerVersion())
+	return nc, nil
+}
+
+// ConnectEmbedded connects to a server running in this process without a
+// socket. The embedded server is always new enough; the check still runs so
+// that a server started without JetStream fails here, not on first use.
+func ConnectEmbedded(ctx context.Context, srv *server.Server, name string, logger *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect("", append(connOptions(name, logger), nats.InProcessServer(srv))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
+	}
+	if err := CheckServer(ctx, nc, ""); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return nc, nil
+}
+
+// CheckServer refuses a server older than MinServerVersion or one without
+// JetStream for this connection's account.
+func CheckServer(ctx context.Context, nc *nats.Conn, flag string) error {
+	addr := nc.ConnectedUrlRedacted()
+	version := nc.ConnectedServerVersion()
+	if err := checkVersion(version); err != nil {
+		return errorf(ErrNATSTooOld, "NATS server at %s is v%s; tms needs %s or newer for per-key TTL%s",
+			addr, version, strings.TrimSuffix(MinServerVersion, ".0"), flagHint(flag))
+	}
+	if on, _ := nc.ConnectedServerJetStream(); !on {
+		return errorf(ErrNoJetStream, "NATS server at %s (v%s) runs without JetStream; start it with -js%s",
+			addr, version, flagHint(flag))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return errorf(ErrNoJetStream, "NATS server at %s: %v%s", addr, err, flagHint(flag))
+		}
+		return errorf(ErrNATSUnreachable, "NATS server at %s: JetStream account info: %v%s", addr, err, flagHint(flag))
+	}
+	return nil
+}
+
+// Drain drains nc (subscriptions, then pending publishes) and waits until it
+// is closed or ctx is done, when it closes it outright.
+func Drain(ctx context.Context, nc *nats.Conn) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := nc.StatusChanged(nats.CLOSED)
+	defer nc.RemoveStatusListener(closed)
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return fmt.Errorf("drain NATS connection: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return fmt.Errorf("drain NATS connection: %w", ctx.Err())
+	}
+}
+
+func connOptions(name string, logger *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DrainTimeout(10 * time.Second),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("NATS reconnected", "nats_url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"err", err}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			logger.Error("NATS async error", attrs...)
+		}),
+	}
+}
+
+// checkVersion reports whether v ("2.10.22", "v2.11.0-beta.1") is at least
+// MinServerVersion. A pre-release of the minimum counts as the minimum.
+func checkVersion(v string) error {
+	have, err := parseVersion(v)
+	if err != nil {
+		return err
+	}
+	want, _ := parseVersion(MinServerVersion)
+	for i := range have {
+		if have[i] != want[i] {
+			if have[i] < want[i] {
+				return fmt.Errorf("version %s < %s", v, MinServerVersion)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+func parseVersion(v string) ([3]int, error) {
+	var out [3]int
+	s := strings.TrimPrefix(strings.TrimSpace(v), "v")
+	if i := strings.IndexAny(s, "-+"); i >= 0 {
+		s = s[:i]
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return out, fmt.Errorf("version %q: want major.minor.patch", v)
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, fmt.Errorf("version %q: want major.minor.patch", v)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func flagHint(flag string) string {
+	if flag == "" {
+		return ""
+	}
+	return " (" + flag + ")"
+}
+
+// RedactURLs masks the password of every URL in a comma-separated list,
+// for logs and error messages.
+func RedactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		parts[i] = RedactURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
+}
+
+// RedactURL masks the password in one URL; a string that does not parse
+// as a URL is returned with everything before an '@' masked.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return "xxxxx" + raw[i:]
+		}
+		return raw
+	}
+	return u.Redacted()
+}
