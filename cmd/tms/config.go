@@ -1,0 +1,293 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"tms/ops"
+)
+
+// config is everything a tms command reads from its flags and TMS_*
+// environment variables. A flag given on the command line wins over the
+// variable, which wins over the default.
+type config struct {
+	Command      string
+	HTTPAddr     string
+	InternalAddr string
+	NATSURL      string
+	NATSListen   string
+	DataDir      string
+	DatabaseURL  string
+	DBPrefix     string
+	HoldTTL      time.Duration
+	Replicas     int
+	LogLevel     string
+	LogFormat    string
+}
+
+// Flags, in the order the help shows them. roles lists the commands that
+// take the flag.
+type flagDef struct {
+	name, usage string
+	roles       string
+	bind        func(fs *flag.FlagSet, c *config, name, usage string)
+}
+
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	defaultNATSListen  = "127.0.0.1:4223"
+)
+
+func str(p func(*config) *string, def string) func(*flag.FlagSet, *config, string, string) {
+	return func(fs *flag.FlagSet, c *config, name, usage string) { fs.StringVar(p(c), name, def, usage) }
+}
+
+var flagDefs = []flagDef{
+	{"http-addr", "public HTTP listener address", "serve ingress",
+		str(func(c *config) *string { return &c.HTTPAddr }, ":8080")},
+	{"internal-addr", "internal HTTP listener address (keep it inside the VPN)", "serve ingress",
+		str(func(c *config) *string { return &c.InternalAddr }, "127.0.0.1:8081")},
+	{"nats-url", "external NATS server or cluster, comma-separated; empty runs an embedded server (serve only)", "serve ingress worker",
+		str(func(c *config) *string { return &c.NATSURL }, "")},
+	{"nats-listen", "client address of the embedded NATS server (port 0: a random free port)", "serve",
+		str(func(c *config) *string { return &c.NATSListen }, defaultNATSListen)},
+	{"data-dir", "directory for the embedded NATS server's JetStream store (<data-dir>/nats)", "serve",
+		str(func(c *config) *string { return &c.DataDir }, "./var")},
+	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database", "serve ingress",
+		str(func(c *config) *string { return &c.DatabaseURL }, defaultDatabaseURL)},
+	{"db-prefix", "name prefix of tenant databases (advanced: tests use it to find and drop theirs)", "serve ingress",
+		str(func(c *config) *string { return &c.DBPrefix }, "tms_")},
+	{"hold-ttl", "lifetime of a pending slot hold from validate_eta (used with ticket admission)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.DurationVar(&c.HoldTTL, name, 30*time.Second, usage)
+		}},
+	{"replicas", "replicas of the KV buckets tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
+	{"log-level", "debug, info, warn or error", "serve ingress worker",
+		str(func(c *config) *string { return &c.LogLevel }, "info")},
+	{"log-format", "text or json", "serve ingress worker",
+		str(func(c *config) *string { return &c.LogFormat }, "text")},
+}
+
+var commands = []struct{ name, summary string }{
+	{"serve", "run everything in one process: embedded NATS (unless --nats-url), public and internal HTTP"},
+	{"ingress", "run the HTTP listeners against an external NATS (--nats-url required)"},
+	{"worker", "connect to an external NATS (--nats-url required) and wait: the allocator workers arrive with ticket admission"},
+	{"help", "show this help; `tms help <command>` shows a command's flags"},
+}
+
+// envName is the environment variable of a flag: hold-ttl -> TMS_HOLD_TTL.
+func envName(flagName string) string {
+	return "TMS_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// setHint tells an operator how to change a flag's value.
+func setHint(flagName string) string {
+	return fmt.Sprintf("set --%s or %s", flagName, envName(flagName))
+}
+
+// errHelp means help was asked for and printed: exit 0.
+var errHelp = errors.New("help requested")
+
+// usageError is a bad command line or environment: exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// loadConfig parses args (without the program name) and the environment.
+// Help goes to out.
+func loadConfig(args []string, getenv func(string) string, out io.Writer) (config, error) {
+	var cfg config
+	if len(args) == 0 {
+		printUsage(out)
+		return cfg, usagef("no command given: want serve, ingress or worker")
+	}
+	cmd := args[0]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && isCommand(args[1]) && args[1] != "help" {
+			printCommandUsage(out, newFlagSet(args[1], &config{}))
+		} else {
+			printUsage(out)
+		}
+		return cfg, errHelp
+	}
+	if !isCommand(cmd) {
+		return cfg, usagef("unknown command %q: want serve, ingress or worker (see tms help)", cmd)
+	}
+	cfg.Command = cmd
+	fs := newFlagSet(cmd, &cfg)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		v, ok := lookupEnv(getenv, envName(f.Name))
+		if !ok || envErr != nil {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = usagef("%s=%q: invalid value for --%s: %v", envName(f.Name), v, f.Name, err)
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandUsage(out, fs)
+			return cfg, errHelp
+		}
+		return cfg, usagef("tms %s: %v (see tms help %s)", cmd, err, cmd)
+	}
+	if fs.NArg() > 0 {
+		return cfg, usagef("tms %s: unexpected argument %q (see tms help %s)", cmd, fs.Arg(0), cmd)
+	}
+	return cfg, cfg.validate()
+}
+
+func lookupEnv(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+func isCommand(name string) bool {
+	for _, c := range commands {
+		if c.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func newFlagSet(cmd string, cfg *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("tms "+cmd, flag.ContinueOnError)
+	for _, d := range flagDefs {
+		if strings.Contains(" "+d.roles+" ", " "+cmd+" ") {
+			d.bind(fs, cfg, d.name, d.usage)
+		}
+	}
+	return fs
+}
+
+var dbPrefixRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,29}$`)
+
+func (c *config) validate() error {
+	c.NATSURL = strings.TrimSpace(c.NATSURL)
+	if c.NATSURL == "" && c.Command != "serve" {
+		return usagef("tms %s needs an external NATS: %s (a comma-separated list for a cluster)", c.Command, setHint("nats-url"))
+	}
+	if c.Command == "serve" && c.NATSURL == "" {
+		host, port, err := net.SplitHostPort(c.NATSListen)
+		if err != nil {
+			return usagef("--nats-listen %q: want host:port (%v)", c.NATSListen, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || host == "" {
+			return usagef("--nats-listen %q: want host:port with a port number in 0..65535", c.NATSListen)
+		}
+		if c.Replicas != 1 {
+			return usagef("--replicas %d: the embedded server is a single node, so 1 is the only choice (use --nats-url for a cluster)", c.Replicas)
+		}
+		if strings.TrimSpace(c.DataDir) == "" {
+			return usagef("--data-dir is empty: %s", setHint("data-dir"))
+		}
+	}
+	if c.Command == "worker" {
+		return c.validateLog()
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return usagef("--replicas %d: want 1..5", c.Replicas)
+	}
+	if strings.TrimSpace(c.DatabaseURL) == "" {
+		return usagef("--database-url is empty: %s", setHint("database-url"))
+	}
+	if !dbPrefixRE.MatchString(c.DBPrefix) {
+		return usagef("--db-prefix %q: want a lower-case letter, then up to 29 of [a-z0-9_]", c.DBPrefix)
+	}
+	if c.HoldTTL < time.Second {
+		return usagef("--hold-ttl %s: want at least 1s", c.HoldTTL)
+	}
+	return c.validateLog()
+}
+
+func (c *config) validateLog() error {
+	if _, err := ops.NewLogger(io.Discard, c.LogLevel, c.LogFormat); err != nil {
+		return usagef("%v (--log-level, --log-format)", err)
+	}
+	return nil
+}
+
+// databaseURLs splits --database-url into its servers.
+func (c *config) databaseURLs() []string {
+	var out []string
+	for _, u := range strings.Split(c.DatabaseURL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// logAttrs describes the configuration for the start-up log line, with
+// the passwords in URLs masked.
+func (c *config) logAttrs() []any {
+	attrs := []any{slog.String("command", c.Command)}
+	add := func(roles, key string, v any) {
+		if strings.Contains(" "+roles+" ", " "+c.Command+" ") {
+			attrs = append(attrs, slog.Any(key, v))
+		}
+	}
+	add("serve ingress", "http_addr", c.HTTPAddr)
+	add("serve ingress", "internal_addr", c.InternalAddr)
+	if c.NATSURL == "" {
+		add("serve", "nats", "embedded")
+		add("serve", "nats_listen", c.NATSListen)
+		add("serve", "data_dir", c.DataDir)
+	} else {
+		add("serve ingress worker", "nats_url", ops.RedactURLs(c.NATSURL))
+	}
+	add("serve ingress", "database_url", ops.RedactURLs(c.DatabaseURL))
+	add("serve ingress", "db_prefix", c.DBPrefix)
+	add("serve ingress", "hold_ttl", c.HoldTTL.String())
+	add("serve ingress", "replicas", c.Replicas)
+	add("serve ingress worker", "log_level", c.LogLevel)
+	add("serve ingress worker", "log_format", c.LogFormat)
+	return attrs
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `tms: ticket management with SLA-guaranteed admission.
+
+Usage: tms <command> [flags]
+
+Commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+Every flag is also an environment variable: --hold-ttl is TMS_HOLD_TTL.
+A flag on the command line wins over the variable, which wins over the default.
+Logs go to stdout; a fatal error is one line on stderr (exit 1; 2 for bad flags).
+SIGTERM or SIGINT: stop accepting, finish in-flight requests, exit 0.
+`)
+}
+
+func printCommandUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s [flags]\n\nFlags (each also TMS_<NAME>; the command line wins):\n", fs.Name())
+	fs.VisitAll(func(f *flag.Flag) {
+		def := f.DefValue
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%s (%s, default %s)\n      %s\n", f.Name, envName(f.Name), def, f.Usage)
+	})
+}

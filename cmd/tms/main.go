@@ -1,0 +1,61 @@
+// Command tms runs the ticket management service: `tms serve` runs every
+// part in one process with an embedded NATS server; `tms ingress` and
+// `tms worker` run one role each against an external NATS cluster.
+// Run `tms help` for the commands and flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"tms/ops"
+)
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// realMain loads the configuration, builds the logger and calls run; it
+// turns the outcome into an exit code: 0 on a clean stop or help, 1 when
+// the service cannot start or fails, 2 for bad flags or variables.
+func realMain(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(args, getenv, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tms: "+oneLine(err))
+		return 2
+	}
+	logger, err := ops.NewLogger(stdout, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "tms: "+oneLine(err))
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		// After the first signal, a second one kills the process at once
+		// (the default behaviour) instead of waiting for the shutdown.
+		<-ctx.Done()
+		stop()
+	}()
+
+	if err := run(ctx, cfg, logger); err != nil {
+		fmt.Fprintln(stderr, "tms: "+oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// oneLine keeps a fatal error to one line on stderr, whatever it wraps.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
