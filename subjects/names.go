@@ -75,6 +75,9 @@ func SubDomainKey(sub string) string { return "subdomain." + mustID(sub) }
 // of the token (the token itself is never stored).
 func SessionKey(tokenHashHex string) string { return "s." + mustID(tokenHashHex) }
 
+// SessionKeys is the watch filter that matches every session key.
+const SessionKeys = "s.*"
+
 // AgentKey is the agents-bucket key of one agent of one tenant.
 func AgentKey(tenant, agent string) string { return mustID(tenant) + "." + mustID(agent) }
 

@@ -2,11 +2,17 @@ package tenants
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
 )
 
 // Agent is one service agent as the API shows it.
@@ -25,21 +31,220 @@ type AgentsConfig struct {
 	Replicas int
 }
 
-// Agents manages service agents.
-type Agents struct{}
+// Agents keeps each tenant's service agents in the tenant's database (the
+// source) and mirrors them to the KV bucket subjects.BucketAgents, which the
+// ETA responders read instead of Postgres.
+//
+// Each write runs the KV put inside the open database transaction and
+// commits after it: a failed put rolls the row back, so the two never
+// disagree silently. What remains is a process crash (or a failed commit)
+// after the put and before the commit: KV then shows a change the
+// database lacks. A failed commit is compensated by restoring the previous
+// KV value; a crash is not, until the next SetStatus of that agent
+// rewrites its record.
+type Agents struct {
+	pools *Pools
+	kv    jetstream.KeyValue
+	log   *slog.Logger
+	now   func() time.Time
+}
 
-// NewAgents creates the bucket.
-func NewAgents(ctx context.Context, cfg AgentsConfig) (*Agents, error) { return nil, errors.New("todo") }
+// NewAgents creates or updates the bucket subjects.BucketAgents.
+func NewAgents(ctx context.Context, cfg AgentsConfig) (*Agents, error) {
+	if cfg.Pools == nil {
+		return nil, errors.New("agents: nil Pools")
+	}
+	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
+		Bucket:      subjects.BucketAgents,
+		Description: "tms service agents and their availability, per tenant",
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Agents{pools: cfg.Pools, kv: kv, now: orNow(cfg.Now),
+		log: orDiscard(cfg.Logger).With(slog.String("component", "agents"))}, nil
+}
 
-// Create creates an agent.
+const agentColumns = `id, name, status::text, available_since, created_at, updated_at`
+
+func scanAgent(row pgx.Row) (Agent, error) {
+	var a Agent
+	err := row.Scan(&a.ID, &a.Name, &a.Status, &a.AvailableSince, &a.CreatedAt, &a.UpdatedAt)
+	if a.AvailableSince != nil {
+		u := a.AvailableSince.UTC()
+		a.AvailableSince = &u
+	}
+	a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
+	return a, err
+}
+
+// timestamp is now at the database's precision, in UTC.
+func (a *Agents) timestamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
+
+// Create adds an agent to t's database, available from now.
 func (a *Agents) Create(ctx context.Context, t Tenant, name string) (Agent, error) {
-	return Agent{}, errors.New("todo")
+	name, err := validateAgentName(name)
+	if err != nil {
+		return Agent{}, err
+	}
+	if subjects.ValidID(t.ID) != nil {
+		return Agent{}, ErrTenantNotFound
+	}
+	now := a.timestamp()
+	ag := Agent{ID: newID("a"), Name: name, Status: subjects.AgentAvailable, AvailableSince: &now,
+		CreatedAt: now, UpdatedAt: now}
+	err = a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		return inTx(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO service_agents (id, name, status, available_since, created_at, updated_at)
+				VALUES ($1, $2, $3::sa_status, $4, $5, $6)`,
+				ag.ID, ag.Name, ag.Status, ag.AvailableSince, ag.CreatedAt, ag.UpdatedAt); err != nil {
+				return pgErr("inserting agent", err)
+			}
+			return a.publishInTx(ctx, tx, t.ID, ag, nil)
+		})
+	})
+	if err != nil {
+		return Agent{}, fmt.Errorf("create agent for tenant %s: %w", t.ID, err)
+	}
+	a.log.Info("agent created", slog.String("tenant", t.ID), slog.String("agent", ag.ID))
+	return ag, nil
 }
 
-// SetStatus sets the status.
+// SetStatus sets an agent's status. Becoming available sets
+// available_since to now; becoming unavailable clears it; repeating the
+// current status keeps it (and re-publishes the KV record).
 func (a *Agents) SetStatus(ctx context.Context, t Tenant, agentID, status string) (Agent, error) {
-	return Agent{}, errors.New("todo")
+	if status != subjects.AgentAvailable && status != subjects.AgentUnavailable {
+		return Agent{}, &FieldError{Field: "agent_status", Reason: "must be available or unavailable"}
+	}
+	if subjects.ValidID(agentID) != nil {
+		return Agent{}, ErrAgentNotFound
+	}
+	if subjects.ValidID(t.ID) != nil {
+		return Agent{}, ErrTenantNotFound
+	}
+	now := a.timestamp()
+	var ag Agent
+	err := a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		return inTx(ctx, conn, func(tx pgx.Tx) error {
+			old, err := scanAgent(tx.QueryRow(ctx, `SELECT `+agentColumns+` FROM service_agents WHERE id = $1 FOR UPDATE`,
+				agentID))
+			if errors.Is(err, pgx.ErrNoRows) {
+				return ErrAgentNotFound
+			}
+			if err != nil {
+				return pgErr("reading agent", err)
+			}
+			ag = old
+			ag.Status, ag.UpdatedAt = status, now
+			switch {
+			case status == old.Status:
+			case status == subjects.AgentAvailable:
+				ag.AvailableSince = &now
+			default:
+				ag.AvailableSince = nil
+			}
+			if _, err := tx.Exec(ctx, `UPDATE service_agents
+				SET status = $2::sa_status, available_since = $3, updated_at = $4 WHERE id = $1`,
+				ag.ID, ag.Status, ag.AvailableSince, ag.UpdatedAt); err != nil {
+				return pgErr("updating agent", err)
+			}
+			return a.publishInTx(ctx, tx, t.ID, ag, &old)
+		})
+	})
+	if err != nil {
+		if errors.Is(err, ErrAgentNotFound) {
+			return Agent{}, ErrAgentNotFound
+		}
+		return Agent{}, fmt.Errorf("set status of agent %s of tenant %s: %w", agentID, t.ID, err)
+	}
+	a.log.Info("agent status set", slog.String("tenant", t.ID), slog.String("agent", ag.ID),
+		slog.String("status", ag.Status))
+	return ag, nil
 }
 
-// List lists agents.
-func (a *Agents) List(ctx context.Context, t Tenant) ([]Agent, error) { return nil, errors.New("todo") }
+// inTx runs fn in a transaction that fn commits itself (publishInTx);
+// any way out without a commit rolls back.
+func inTx(ctx context.Context, conn *pgxpool.Conn, fn func(tx pgx.Tx) error) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return pgErr("beginning transaction", err)
+	}
+	defer func() {
+		rctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after a commit: ErrTxClosed, ignored
+	}()
+	return fn(tx)
+}
+
+// publishInTx puts the agent's KV record while tx is open and arranges,
+// through the commit, that a failed commit restores the previous record
+// (prev nil: removes it).
+func (a *Agents) publishInTx(ctx context.Context, tx pgx.Tx, tenant string, ag Agent, prev *Agent) error {
+	key := subjects.AgentKey(tenant, ag.ID)
+	if err := a.put(ctx, key, tenant, ag); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		var uerr error
+		if prev == nil {
+			uerr = a.kv.Purge(cctx, key)
+		} else {
+			uerr = a.put(cctx, key, tenant, *prev)
+		}
+		if uerr != nil {
+			a.log.Error("agent record in KV disagrees with the database after a failed commit",
+				slog.String("tenant", tenant), slog.String("agent", ag.ID), slog.Any("err", uerr))
+		}
+		return pgErr("committing agent", err)
+	}
+	return nil
+}
+
+func (a *Agents) put(ctx context.Context, key, tenant string, ag Agent) error {
+	body, err := json.Marshal(subjects.AgentRecord{Tenant: tenant, ID: ag.ID, Name: ag.Name, Status: ag.Status,
+		AvailableSince: ag.AvailableSince, UpdatedAt: ag.UpdatedAt})
+	if err != nil {
+		return err
+	}
+	kctx, cancel := kvContext(ctx)
+	defer cancel()
+	if _, err := a.kv.Put(kctx, key, body); err != nil {
+		return natsErr("publishing agent "+ag.ID, err)
+	}
+	return nil
+}
+
+// List returns t's agents, oldest first, from the tenant's database.
+func (a *Agents) List(ctx context.Context, t Tenant) ([]Agent, error) {
+	if subjects.ValidID(t.ID) != nil {
+		return nil, ErrTenantNotFound
+	}
+	agents := []Agent{}
+	err := a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT `+agentColumns+` FROM service_agents ORDER BY created_at, id`)
+		if err != nil {
+			return pgErr("listing agents", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			ag, err := scanAgent(rows)
+			if err != nil {
+				return pgErr("listing agents", err)
+			}
+			agents = append(agents, ag)
+		}
+		if err := rows.Err(); err != nil {
+			return pgErr("listing agents", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list agents of tenant %s: %w", t.ID, err)
+	}
+	return agents, nil
+}

@@ -1,0 +1,128 @@
+package tenants
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"net/mail"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Input limits.
+const (
+	maxNameLen      = 200 // client_name, in characters
+	maxEmailLen     = 254 // RFC 5321 path limit
+	minPasswordLen  = 10  // characters
+	maxPasswordLen  = 1024
+	maxAgentNameLen = 100 // service_agents.name is varchar(100)
+	maxSlugLen      = 40
+)
+
+// validateAccount checks create_account input and returns the cleaned
+// name and e-mail.
+func validateAccount(name, email, password string) (string, string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return "", "", &FieldError{Field: "client_name", Reason: "must not be empty"}
+	case !utf8.ValidString(name):
+		return "", "", &FieldError{Field: "client_name", Reason: "must be valid UTF-8"}
+	case utf8.RuneCountInString(name) > maxNameLen:
+		return "", "", &FieldError{Field: "client_name", Reason: "must be at most 200 characters"}
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return "", "", &FieldError{Field: "client_name", Reason: "must not contain control characters"}
+	}
+	email = strings.TrimSpace(email)
+	if email == "" {
+		return "", "", &FieldError{Field: "official_email", Reason: "must not be empty"}
+	}
+	if len(email) > maxEmailLen {
+		return "", "", &FieldError{Field: "official_email", Reason: "must be at most 254 characters"}
+	}
+	// The whole value must be one bare address: no display name, no
+	// angle brackets, no comments.
+	addr, err := mail.ParseAddress(email)
+	if err != nil || addr.Address != email || addr.Name != "" || !strings.Contains(email, "@") {
+		return "", "", &FieldError{Field: "official_email", Reason: "must be an e-mail address like name@example.com"}
+	}
+	if strings.IndexFunc(email, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0 {
+		return "", "", &FieldError{Field: "official_email", Reason: "must not contain spaces or control characters"}
+	}
+	switch {
+	case !utf8.ValidString(password):
+		return "", "", &FieldError{Field: "password", Reason: "must be valid UTF-8"}
+	case utf8.RuneCountInString(password) < minPasswordLen:
+		return "", "", &FieldError{Field: "password", Reason: "must be at least 10 characters"}
+	case len(password) > maxPasswordLen:
+		return "", "", &FieldError{Field: "password", Reason: "must be at most 1024 bytes"}
+	}
+	return name, email, nil
+}
+
+// validateAgentName returns the trimmed name or a FieldError for "name".
+func validateAgentName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "":
+		return "", &FieldError{Field: "name", Reason: "must not be empty"}
+	case !utf8.ValidString(name):
+		return "", &FieldError{Field: "name", Reason: "must be valid UTF-8"}
+	case utf8.RuneCountInString(name) > maxAgentNameLen:
+		return "", &FieldError{Field: "name", Reason: "must be at most 100 characters"}
+	case strings.IndexFunc(name, unicode.IsControl) >= 0:
+		return "", &FieldError{Field: "name", Reason: "must not contain control characters"}
+	}
+	return name, nil
+}
+
+// slug derives a sub_domain candidate from a tenant name: lower-case
+// ASCII letters and digits, every other run of characters one '-', no
+// leading or trailing '-', at most 40 characters; "tenant" if nothing is
+// left.
+func slug(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+			dash = false
+			continue
+		}
+		if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	s := b.String()
+	if len(s) > maxSlugLen {
+		s = s[:maxSlugLen]
+	}
+	s = strings.Trim(s, "-")
+	if s == "" {
+		return "tenant"
+	}
+	return s
+}
+
+// withSuffix returns base-suffix, shortening base so the result stays
+// within maxSlugLen.
+func withSuffix(base, suffix string) string {
+	suffix = "-" + suffix
+	if len(base)+len(suffix) > maxSlugLen {
+		base = strings.TrimRight(base[:maxSlugLen-len(suffix)], "-")
+	}
+	return base + suffix
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns prefix followed by 20 random lower-case base32 characters
+// (100 bits): a valid subjects.ValidID token.
+func newID(prefix string) string {
+	b := make([]byte, 13)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return prefix + idEncoding.EncodeToString(b)[:20]
+}
