@@ -141,7 +141,6 @@ func observe(listener string, logger *slog.Logger, m *metrics) func(http.Handler
 				level = slog.LevelDebug
 			}
 			attrs := []slog.Attr{
-				slog.String("listener", listener),
 				slog.String("method", r.Method),
 				slog.String("route", route),
 				slog.Int("status", status),
