@@ -1,0 +1,82 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	t.Parallel()
+	// Default, then the variable, then the flag on the command line.
+	cfg, err := loadConfig([]string{"serve"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != ":8080" || cfg.InternalAddr != "127.0.0.1:8081" || cfg.NATSListen != "127.0.0.1:4223" ||
+		cfg.DataDir != "./var" || cfg.HoldTTL != 30*time.Second || cfg.DBPrefix != "tms_" || cfg.Replicas != 1 ||
+		cfg.DatabaseURL != defaultDatabaseURL || cfg.LogLevel != "info" || cfg.LogFormat != "text" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	vars := env(map[string]string{"TMS_HTTP_ADDR": ":9000", "TMS_HOLD_TTL": "45s", "TMS_DATA_DIR": "/srv/tms"})
+	cfg, err = loadConfig([]string{"serve", "--http-addr", ":9100"}, vars, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != ":9100" || cfg.HoldTTL != 45*time.Second || cfg.DataDir != "/srv/tms" {
+		t.Fatalf("precedence: %+v", cfg)
+	}
+}
+
+func TestConfigRefusesBadValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"ingress"}, nil, "--nats-url"},
+		{[]string{"worker"}, nil, "--nats-url"},
+		{[]string{"serve", "--nats-listen", "4223"}, nil, "--nats-listen"},
+		{[]string{"serve", "--replicas", "3"}, nil, "--replicas"},
+		{[]string{"ingress", "--nats-url", "nats://a", "--replicas", "0"}, nil, "--replicas"},
+		{[]string{"serve", "--hold-ttl", "10ms"}, nil, "--hold-ttl"},
+		{[]string{"serve", "--db-prefix", "Bad-Prefix"}, nil, "--db-prefix"},
+		{[]string{"serve", "--database-url", " "}, nil, "--database-url"},
+		{[]string{"serve", "--log-format", "xml"}, nil, "log format"},
+		{[]string{"serve", "extra"}, nil, "unexpected argument"},
+		{[]string{"serve"}, map[string]string{"TMS_REPLICAS": "many"}, "TMS_REPLICAS"},
+		{[]string{"frobnicate"}, nil, "unknown command"},
+		{[]string{"worker", "--http-addr", ":1"}, nil, "http-addr"}, // worker has no listener
+	} {
+		_, err := loadConfig(tc.args, env(tc.env), io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loadConfig(%q, %v) = %v, want a usage error naming %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestConfigLogMasksPasswords(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig([]string{"ingress",
+		"--nats-url", "nats://app:natssecret@n1:4222,nats://app:natssecret@n2:4222",
+		"--database-url", "postgres://tms:pgsecret@db1/postgres,postgres://tms:pgsecret@db2/postgres"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := fmt.Sprint(cfg.logAttrs()...)
+	if strings.Contains(logged, "secret") || !strings.Contains(logged, "tms:xxxxx@db2") || !strings.Contains(logged, "app:xxxxx@n2") {
+		t.Fatalf("logged config %s", logged)
+	}
+	if got := cfg.databaseURLs(); len(got) != 2 {
+		t.Fatalf("databaseURLs: %q", got)
+	}
+}
