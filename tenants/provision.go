@@ -115,10 +115,15 @@ func maskURL(s string) string {
 	if u, err := url.Parse(s); err == nil && u.Scheme != "" {
 		return u.Redacted()
 	}
+	// Unparseable: mask whatever looks like a password anyway.
+	s = passwordURL.ReplaceAllString(s, "${1}xxxxx@")
 	return passwordKV.ReplaceAllString(s, "password=xxxxx")
 }
 
-var passwordKV = regexp.MustCompile(`password\s*=\s*('(\\'|[^'])*'|\S*)`)
+var (
+	passwordURL = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
+	passwordKV  = regexp.MustCompile(`password\s*=\s*('(\\'|[^'])*'|\S*)`)
+)
 
 // Servers returns the placement keys (host:port) of the configured
 // servers, in the configured order.
