@@ -26,6 +26,7 @@ type env struct {
 	agents   *tenants.Agents
 	metrics  *prometheus.Registry
 	handler  http.Handler
+	clock    *testkit.Clock // the sessions' clock, to expire tokens
 }
 
 func newEnv(t *testing.T) *env {
@@ -45,7 +46,8 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatalf("NewRegistry: %v", err)
 	}
-	sessions, err := tenants.NewSessions(ctx, tenants.SessionsConfig{JS: js, Logger: logger})
+	clock := testkit.NewClock(time.Now())
+	sessions, err := tenants.NewSessions(ctx, tenants.SessionsConfig{JS: js, Logger: logger, Now: clock.Now})
 	if err != nil {
 		t.Fatalf("NewSessions: %v", err)
 	}
@@ -70,7 +72,7 @@ func newEnv(t *testing.T) *env {
 	testkit.Eventually(t, 20*time.Second, func() bool { return registry.Ready() && sessions.Ready() },
 		"registry and sessions to load")
 
-	e := &env{t: t, registry: registry, sessions: sessions, agents: agents, metrics: prometheus.NewRegistry()}
+	e := &env{t: t, registry: registry, sessions: sessions, agents: agents, metrics: prometheus.NewRegistry(), clock: clock}
 	e.handler = e.public(func(context.Context) error { return nil })
 	return e
 }
