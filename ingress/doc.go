@@ -15,4 +15,11 @@
 // strictly: exactly one JSON object of at most 64 KiB, keys matched
 // case-sensitively, unknown and duplicate keys refused, values of the wrong
 // type refused with the field named (see decode.go).
+//
+// Answers follow the contract in API.md. Timestamps are RFC 3339 in UTC,
+// to the microsecond. POST /agents answers the whole agent (its
+// timestamps too) besides the contract's status, agent_id, name and
+// agent_status. Unknown paths and wrong methods get JSON 404 and 405 (with
+// Allow) on both listeners; their metrics share the route label
+// "unmatched", so probing cannot grow the label set.
 package ingress
