@@ -33,6 +33,7 @@ type cache[V any] struct {
 	m       map[string]V
 	lastRev uint64 // highest revision applied to m
 	ready   atomic.Bool
+	watches atomic.Int64 // watches started, for tests and logs
 }
 
 var errWatchEnded = errors.New("watch ended")
@@ -102,9 +103,17 @@ func (c *cache[V]) run(ctx context.Context) error {
 // watch runs one watch: snapshot, swap, live updates. loaded reports
 // whether the snapshot completed.
 func (c *cache[V]) watch(ctx context.Context, status <-chan nats.Status) (loaded bool, err error) {
-	wctx, cancel := kvContext(ctx)
+	// The library ends the watch when its context ends, so the context
+	// lives as long as this watch; a timer bounds only the setup call.
+	c.watches.Add(1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	setup := time.AfterFunc(kvTimeout, cancel)
 	w, err := c.kv.Watch(wctx, c.filter)
-	cancel()
+	if !setup.Stop() && err == nil {
+		err = errors.New("watch setup timed out")
+		stopWatcher(w)
+	}
 	if err != nil {
 		return false, natsErr("watching "+c.filter, err)
 	}

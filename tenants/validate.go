@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Input limits.
@@ -76,14 +78,18 @@ func validateAgentName(name string) (string, error) {
 	return name, nil
 }
 
-// slug derives a sub_domain candidate from a tenant name: lower-case
-// ASCII letters and digits, every other run of characters one '-', no
+// slug derives a sub_domain candidate from a tenant name: accents
+// dropped (NFD, then no combining marks), lower-case ASCII letters and
+// digits kept, every other run of characters one '-', no
 // leading or trailing '-', at most 40 characters; "tenant" if nothing is
 // left.
 func slug(name string) string {
 	var b strings.Builder
 	dash := false
-	for _, r := range strings.ToLower(name) {
+	for _, r := range norm.NFD.String(strings.ToLower(name)) {
+		if unicode.Is(unicode.Mn, r) {
+			continue
+		}
 		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
 			b.WriteRune(r)
 			dash = false
