@@ -180,6 +180,9 @@ func (p *Pools) Do(ctx context.Context, t Tenant, fn func(ctx context.Context, c
 }
 
 func (p *Pools) acquirePool(t Tenant) (*tenantPool, error) {
+	if p.prov == nil {
+		return nil, errors.New("pools: no provisioner configured")
+	}
 	if t.DBServer == "" || t.DBName == "" {
 		return nil, fmt.Errorf("tenant %s has no database placement", t.ID)
 	}

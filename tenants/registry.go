@@ -135,7 +135,9 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 	}
 	release := func(key string, rev *uint64) func(context.Context) {
 		return func(ctx context.Context) {
-			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev)); err != nil {
+			// Only our own revision: a claim that expired meanwhile may
+			// belong to someone else now. The marker itself expires too.
+			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev), jetstream.PurgeTTL(limitMarkerTTL)); err != nil {
 				log.Error("releasing claim failed; it expires by itself unless it was confirmed",
 					slog.String("key", key), slog.Any("err", err))
 			}

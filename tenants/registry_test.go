@@ -57,6 +57,21 @@ func TestCreateAccountAndAuthenticate(t *testing.T) {
 		}
 	}
 
+	// The claims were confirmed: their last revision carries no TTL.
+	stream, err := e.js.Stream(ctx, "KV_"+subjects.BucketTenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{subjects.EmailKey("ops@acme.example"), subjects.SubDomainKey(ten.SubDomain)} {
+		msg, err := stream.GetLastMsgForSubject(ctx, "$KV."+subjects.BucketTenants+"."+key)
+		if err != nil {
+			t.Fatalf("claim %s: %v", key, err)
+		}
+		if ttl := msg.Header.Get("Nats-TTL"); ttl != "" {
+			t.Errorf("claim %s still has TTL %s", key, ttl)
+		}
+	}
+
 	for _, email := range []string{"Ops@Acme.example", "ops@acme.example", " OPS@ACME.EXAMPLE "} {
 		if _, err := e.reg.CreateAccount(ctx, "Other", email, "another password"); !errors.Is(err, tenants.ErrEmailTaken) {
 			t.Errorf("CreateAccount with e-mail %q = %v, want ErrEmailTaken", email, err)
