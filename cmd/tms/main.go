@@ -1,4 +1,4 @@
-// Command tms runs the ticket management service: `tms serve` runs every
+// Package main is the tms command, the ticket management service: `tms serve` runs every
 // part in one process with an embedded NATS server; `tms ingress` and
 // `tms worker` run one role each against an external NATS cluster.
 // Run `tms help` for the commands and flags.
