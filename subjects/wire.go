@@ -44,3 +44,108 @@ type AgentRecord struct {
 	AvailableSince *time.Time `json:"available_since,omitempty"`
 	UpdatedAt      time.Time  `json:"updated_at"`
 }
+
+// Slot reservation states.
+const (
+	// SlotHeld is validate_eta's pending hold: it carries a key TTL of
+	// --hold-ttl and disappears unless allocate_slot confirms it.
+	SlotHeld = "held"
+	// SlotConfirmed is a reservation backing an accepted ticket. Its key
+	// TTL runs to some time after the slot's minute has passed, never
+	// shorter: a confirmed reservation does not expire while it matters.
+	SlotConfirmed = "confirmed"
+)
+
+// SlotRecord is the value stored under SlotKey.
+type SlotRecord struct {
+	State         string     `json:"state"`
+	Ticket        string     `json:"ticket,omitempty"` // set once confirmed
+	Type          string     `json:"type"`
+	CreatedAt     time.Time  `json:"created_at"` // the instant the SLA window is judged from
+	Nonce         string     `json:"nonce,omitempty"`
+	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
+}
+
+// Operations of the ETA responder protocol (request-reply on ETA(tenant)).
+// Only the responders write slot buckets; everything else asks them.
+const (
+	// ETAReserve reserves the earliest free slot for a new ticket
+	// (create_ticket): Tenant, Type, CreatedAt, Ticket.
+	ETAReserve = "reserve"
+	// ETAHold makes a pending hold (validate_eta): Tenant, Type, CreatedAt.
+	ETAHold = "hold"
+	// ETAConfirm turns a hold into a reservation (allocate_slot): Tenant,
+	// Type, SlotID, Ticket.
+	ETAConfirm = "confirm"
+	// ETARelease frees a reservation (cancel, or a publish that failed):
+	// Tenant, Ticket, Agent, SlotTime; only if it still belongs to Ticket.
+	ETARelease = "release"
+)
+
+// ETARequest is a request to an ETA responder.
+type ETARequest struct {
+	Op        string    `json:"op"`
+	Tenant    string    `json:"tenant"`
+	Type      string    `json:"type,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+	Ticket    string    `json:"ticket,omitempty"`
+	SlotID    string    `json:"slot_id,omitempty"`
+	Agent     string    `json:"agent,omitempty"`
+	SlotTime  time.Time `json:"slot_time,omitzero"`
+}
+
+// ETAReply is a responder's answer. Code is an HTTP status: 200 ok (201
+// for a reservation), 400 bad request, 404 unknown tenant, 409 no slot or
+// type does not fit, 410 hold gone, 503 store unavailable.
+type ETAReply struct {
+	Code          int        `json:"code"`
+	Error         string     `json:"error,omitempty"`
+	Message       string     `json:"message,omitempty"`
+	Agent         string     `json:"agent,omitempty"`
+	SlotTime      time.Time  `json:"slot_time,omitzero"`
+	CreatedAt     time.Time  `json:"created_at,omitzero"` // confirm: the hold's instant
+	SlotID        string     `json:"slot_id,omitempty"`
+	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
+	Revision      uint64     `json:"revision,omitempty"` // KV revision of the reservation
+}
+
+// Ticket events on the TICKETS stream, and ticket statuses in the API.
+const (
+	TicketCreated   = "created"
+	TicketCancelled = "cancelled"
+
+	StatusAccepted  = "accepted"  // admitted, not yet in the tenant's database
+	StatusAllocated = "allocated" // in the tenant's database
+	StatusCancelled = "cancelled"
+)
+
+// TicketEvent is the payload of a message on TicketSubject. A cancel
+// carries every field of the ticket too, so that a worker that sees it
+// before the create can still write the (cancelled) row.
+type TicketEvent struct {
+	Event       string     `json:"event"` // TicketCreated or TicketCancelled
+	Tenant      string     `json:"tenant"`
+	Ticket      string     `json:"ticket"`
+	Type        string     `json:"type"`
+	Agent       string     `json:"agent"`
+	SlotTime    time.Time  `json:"slot_time"`
+	CreatedAt   time.Time  `json:"created_at"`
+	Deadline    time.Time  `json:"deadline"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+}
+
+// Idempotency record states.
+const (
+	IdempotencyPending = "pending"
+	IdempotencyDone    = "done"
+)
+
+// IdempotencyRecord is the value stored under IdempotencyKey: the request's
+// fingerprint, the ticket id it was given, and, once done, the 201 body.
+type IdempotencyRecord struct {
+	State    string    `json:"state"`
+	BodyHash string    `json:"body_hash"`
+	Ticket   string    `json:"ticket"`
+	Response []byte    `json:"response,omitempty"`
+	Created  time.Time `json:"created"`
+}
