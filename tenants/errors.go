@@ -29,3 +29,27 @@ var (
 type FieldError struct{ Field, Reason string }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+// Errors of the ticket rows in a tenant's database (Tickets).
+var (
+	// ErrTicketNotFound: no ticket with that id in the tenant's database.
+	ErrTicketNotFound = errors.New("ticket not found")
+	// ErrSlotTaken: another live ticket holds the agent-minute; the
+	// error is a *SlotConflictError naming that ticket.
+	ErrSlotTaken = errors.New("slot taken by another ticket")
+	// ErrInvalidTicket: a ticket event that can never be written (bad id,
+	// type or slot, or an agent the database does not know).
+	ErrInvalidTicket = errors.New("invalid ticket event")
+)
+
+// SlotConflictError reports that the tenant database refused a ticket
+// because Ticket, a live ticket, already holds the same agent-minute: the
+// last guard against double booking (DESIGN.md).
+type SlotConflictError struct{ Ticket string }
+
+func (e *SlotConflictError) Error() string {
+	return "slot taken by live ticket " + e.Ticket
+}
+
+// Is makes errors.Is(err, ErrSlotTaken) true.
+func (e *SlotConflictError) Is(target error) bool { return target == ErrSlotTaken }

@@ -17,6 +17,11 @@ func pgUnavailable(err error) bool {
 	var ne net.Error
 	var pe *pgconn.PgError
 	switch {
+	case errors.As(err, &ce):
+		// Whatever the server said while we were connecting (too many
+		// connections, database not accepting connections, shutting
+		// down), no statement ran: it is worth trying again later.
+		return true
 	case errors.As(err, &pe):
 		switch pe.Code[:2] {
 		case "08", // connection exception
@@ -28,7 +33,7 @@ func pgUnavailable(err error) bool {
 			return true
 		}
 		return false
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+	case errors.As(err, &ne), pgconn.Timeout(err),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return true
 	}

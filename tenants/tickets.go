@@ -1,0 +1,267 @@
+package tenants
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tms/subjects"
+)
+
+// TicketRow is one ticket as the tenant's database holds it.
+type TicketRow struct {
+	ID, Type, Status, Agent       string // Status: subjects.StatusAllocated or StatusCancelled
+	SlotTime, CreatedAt, Deadline time.Time
+	CancelledAt                   *time.Time
+}
+
+// Tickets writes accepted tickets and their cancels into each tenant's
+// database, as the allocator workers apply ticket events. Every write is
+// idempotent by ticket id and insensitive to order: the stream redelivers,
+// and several workers may see a ticket's create and cancel in either
+// order. A cancel wins whenever it comes.
+//
+// Each write locks the agent-minute's slots row first, so a cancel that
+// frees a minute and a create that takes it are serialized, and the
+// slots row always ends up saying whether a live ticket holds the minute.
+type Tickets struct {
+	pools *Pools
+	log   *slog.Logger
+}
+
+// NewTickets returns the ticket store over pools.
+func NewTickets(pools *Pools, logger *slog.Logger) *Tickets {
+	return &Tickets{pools: pools, log: orDiscard(logger).With(slog.String("component", "tickets"))}
+}
+
+// conflictRetries bounds how often ApplyCreated looks again for the live
+// holder of a minute that vanished (was cancelled) between the refused
+// insert and the look-up.
+const conflictRetries = 3
+
+// slotRowID is the slots.id of an agent-minute: one row per agent and
+// minute, the same id whoever writes it first.
+func slotRowID(agent string, minute time.Time) string {
+	return agent + "." + minute.UTC().Format("200601021504")
+}
+
+// checkEvent refuses what no database write should ever accept; the
+// allocator has validated far more before calling.
+func checkEvent(ev subjects.TicketEvent) error {
+	switch {
+	case subjects.ValidID(ev.Ticket) != nil:
+		return fmt.Errorf("%w: ticket id %q", ErrInvalidTicket, ev.Ticket)
+	case subjects.ValidID(ev.Agent) != nil:
+		return fmt.Errorf("%w: agent id %q", ErrInvalidTicket, ev.Agent)
+	case ev.SlotTime.IsZero() || !ev.SlotTime.Equal(ev.SlotTime.Truncate(time.Minute)):
+		return fmt.Errorf("%w: slot time %s is not a whole minute", ErrInvalidTicket, ev.SlotTime.Format(time.RFC3339Nano))
+	case ev.CreatedAt.IsZero() || ev.Deadline.IsZero():
+		return fmt.Errorf("%w: missing created_at or deadline", ErrInvalidTicket)
+	}
+	if _, ok := subjects.SLA(ev.Type); !ok {
+		return fmt.Errorf("%w: ticket type %q", ErrInvalidTicket, ev.Type)
+	}
+	return nil
+}
+
+// lockSlot makes sure the agent-minute's slots row exists (available
+// unless a ticket takes it later in the transaction) and locks it.
+func lockSlot(ctx context.Context, tx pgx.Tx, id, agent string, minute time.Time) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO slots (id, sa_id, time, available) VALUES ($1, $2, $3, 'available')
+		ON CONFLICT DO NOTHING`, id, agent, minute.UTC()); err != nil {
+		if pgCode(err) == "23503" { // foreign_key_violation: no such agent
+			return fmt.Errorf("%w: agent %s is not in the tenant database", ErrInvalidTicket, agent)
+		}
+		return pgErr("inserting slot row", err)
+	}
+	var got string
+	if err := tx.QueryRow(ctx, `SELECT id FROM slots WHERE id = $1 FOR UPDATE`, id).Scan(&got); err != nil {
+		return pgErr("locking slot row", err)
+	}
+	return nil
+}
+
+// ApplyCreated writes an accepted ticket as allocated and marks its slot
+// unavailable, in one transaction. A ticket already present (a repeat, or
+// a cancel that came first) is left as it is. Another live ticket on the
+// same agent-minute is a *SlotConflictError naming it; nothing is written
+// then.
+func (s *Tickets) ApplyCreated(ctx context.Context, t Tenant, ev subjects.TicketEvent) error {
+	if err := checkEvent(ev); err != nil {
+		return err
+	}
+	slotID := slotRowID(ev.Agent, ev.SlotTime)
+	for try := 0; ; try++ {
+		var inserted bool
+		err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				if err := lockSlot(ctx, tx, slotID, ev.Agent, ev.SlotTime); err != nil {
+					return err
+				}
+				tag, err := tx.Exec(ctx, `INSERT INTO tickets
+					(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id)
+					VALUES ($1, $2, 'allocated', $3, $4, $5, $6, $7, $8)
+					ON CONFLICT (id) DO NOTHING`,
+					ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
+					ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID)
+				if err != nil {
+					return err // a unique violation is looked at below, after the rollback
+				}
+				if inserted = tag.RowsAffected() == 1; !inserted {
+					return nil
+				}
+				if _, err := tx.Exec(ctx, `UPDATE slots SET available = 'unavailable' WHERE id = $1`, slotID); err != nil {
+					return pgErr("marking slot unavailable", err)
+				}
+				return nil
+			})
+		})
+		if err == nil {
+			if inserted {
+				s.log.Debug("ticket allocated", slog.String("tenant", t.ID), slog.String("ticket", ev.Ticket),
+					slog.String("agent", ev.Agent), slog.Time("slot_time", ev.SlotTime))
+			}
+			return nil
+		}
+		if !minuteTaken(err) {
+			return fmt.Errorf("apply created ticket %s of tenant %s: %w", ev.Ticket, t.ID, pgWrap("writing ticket", err))
+		}
+		holder, herr := s.liveHolder(ctx, t, ev.Agent, ev.SlotTime)
+		if herr != nil {
+			return fmt.Errorf("apply created ticket %s of tenant %s: %w", ev.Ticket, t.ID, herr)
+		}
+		if holder != "" {
+			return fmt.Errorf("apply created ticket %s of tenant %s: %w", ev.Ticket, t.ID, &SlotConflictError{Ticket: holder})
+		}
+		if try >= conflictRetries {
+			return fmt.Errorf("apply created ticket %s of tenant %s: %w", ev.Ticket, t.ID, pgWrap("writing ticket", err))
+		}
+		// The holder was cancelled meanwhile: the minute is free again.
+	}
+}
+
+// minuteTaken reports the unique violation of tickets_agent_minute: a
+// live ticket already holds the agent-minute.
+func minuteTaken(err error) bool {
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pe.Code == "23505" && pe.ConstraintName == "tickets_agent_minute"
+}
+
+// pgWrap is pgErr for errors that may already carry ErrInvalidTicket or
+// ErrUnavailable from a step inside the transaction.
+func pgWrap(op string, err error) error {
+	if errors.Is(err, ErrInvalidTicket) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return pgErr(op, err)
+}
+
+// liveHolder returns the live ticket on an agent-minute, or "".
+func (s *Tickets) liveHolder(ctx context.Context, t Tenant, agent string, minute time.Time) (string, error) {
+	var id string
+	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		err := conn.QueryRow(ctx, `SELECT id FROM tickets WHERE sa_id = $1 AND start_time = $2 AND status <> 'cancelled'`,
+			agent, minute.UTC()).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return pgErr("finding the live ticket of a slot", err)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// ApplyCancelled marks a ticket cancelled and frees its slot unless
+// another live ticket holds it, in one transaction. If the create has not
+// been written yet, the whole row is written as cancelled, and a later
+// ApplyCreated leaves it so. A repeat changes nothing; the first cancel's
+// cancelled_at stays.
+func (s *Tickets) ApplyCancelled(ctx context.Context, t Tenant, ev subjects.TicketEvent) error {
+	if err := checkEvent(ev); err != nil {
+		return err
+	}
+	cancelledAt := time.Now().UTC()
+	if ev.CancelledAt != nil {
+		cancelledAt = ev.CancelledAt.UTC()
+	}
+	slotID := slotRowID(ev.Agent, ev.SlotTime)
+	var changed bool
+	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if err := lockSlot(ctx, tx, slotID, ev.Agent, ev.SlotTime); err != nil {
+				return err
+			}
+			// A cancelled row is outside the partial unique index, so this
+			// never conflicts with the minute's new holder.
+			tag, err := tx.Exec(ctx, `INSERT INTO tickets
+				(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, cancelled_at)
+				VALUES ($1, $2, 'cancelled', $3, $4, $5, $6, $7, $8, $9)
+				ON CONFLICT (id) DO UPDATE SET status = 'cancelled', cancelled_at = EXCLUDED.cancelled_at
+				WHERE tickets.status <> 'cancelled'`,
+				ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
+				ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, cancelledAt)
+			if err != nil {
+				return pgErr("writing cancelled ticket", err)
+			}
+			changed = tag.RowsAffected() == 1
+			if _, err := tx.Exec(ctx, `UPDATE slots SET available = 'available'
+				WHERE id = $1 AND available <> 'available' AND NOT EXISTS (
+					SELECT 1 FROM tickets WHERE sa_id = $2 AND start_time = $3 AND status <> 'cancelled')`,
+				slotID, ev.Agent, ev.SlotTime.UTC()); err != nil {
+				return pgErr("freeing slot", err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("apply cancelled ticket %s of tenant %s: %w", ev.Ticket, t.ID, pgWrap("cancelling ticket", err))
+	}
+	if changed {
+		s.log.Debug("ticket cancelled", slog.String("tenant", t.ID), slog.String("ticket", ev.Ticket))
+	}
+	return nil
+}
+
+// Get reads one ticket from t's database.
+func (s *Tickets) Get(ctx context.Context, t Tenant, id string) (TicketRow, error) {
+	if subjects.ValidID(id) != nil {
+		return TicketRow{}, ErrTicketNotFound
+	}
+	var r TicketRow
+	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		var start *time.Time
+		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at
+			FROM tickets WHERE id = $1`, id).
+			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrTicketNotFound
+		}
+		if err != nil {
+			return pgErr("reading ticket", err)
+		}
+		if start != nil {
+			r.SlotTime = start.UTC()
+		}
+		r.CreatedAt, r.Deadline = r.CreatedAt.UTC(), r.Deadline.UTC()
+		if r.CancelledAt != nil {
+			u := r.CancelledAt.UTC()
+			r.CancelledAt = &u
+		}
+		return nil
+	})
+	if errors.Is(err, ErrTicketNotFound) {
+		return TicketRow{}, ErrTicketNotFound
+	}
+	if err != nil {
+		return TicketRow{}, fmt.Errorf("get ticket %s of tenant %s: %w", id, t.ID, err)
+	}
+	return r, nil
+}
