@@ -211,6 +211,21 @@ func DeadLetterSubject(tenant, ticket string) string {
 	return "tms.dlq.tickets." + mustID(tenant) + "." + mustID(ticket)
 }
 
+// DeadLetterInvalid parks events whose own subject does not name a valid
+// tenant and ticket. It has one token fewer than any DeadLetterSubject, so
+// it never collides with a tenant's dead letters.
+const DeadLetterInvalid = "tms.dlq.tickets.invalid"
+
+// Headers a dead letter carries besides the original message's own.
+const (
+	// HeaderDeadLetterReason says why no worker could write the event.
+	HeaderDeadLetterReason = "Tms-Dead-Letter-Reason"
+	// HeaderOriginalSubject is the TICKETS subject the event came from.
+	HeaderOriginalSubject = "Tms-Original-Subject"
+	// HeaderOriginalSequence is the event's sequence in the TICKETS stream.
+	HeaderOriginalSequence = "Tms-Original-Sequence"
+)
+
 // ETA responders answer request-reply on a subject per tenant, as one
 // queue group so that several processes share the load.
 const (
