@@ -1,0 +1,472 @@
+package calendar
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"tms/subjects"
+)
+
+var t0 = at(10, 0, 0, 0)
+
+func slot(agent string, m time.Time) Slot { return Slot{Agent: agent, Minute: m} }
+
+// checkCounts recomputes the per-minute counts from the entries.
+func checkCounts(t *testing.T, c *Calendar) {
+	t.Helper()
+	want := make([]int32, span)
+	var avail int32
+	for _, a := range c.order {
+		if a.available {
+			avail++
+		}
+		for m, e := range a.slots {
+			if !c.inRange(m) {
+				t.Fatalf("agent %s has minute %d outside [%d, %d)", a.id, m, c.base, c.base+span)
+			}
+			if a.available && e.busy() {
+				want[m-c.base]++
+			}
+		}
+	}
+	if avail != c.nAvail {
+		t.Fatalf("nAvail = %d, want %d", c.nAvail, avail)
+	}
+	for i := range want {
+		if want[i] != c.counts[i] {
+			t.Fatalf("counts[%v] = %d, want %d", minuteTime(c.base+int64(i)), c.counts[i], want[i])
+		}
+	}
+}
+
+// claimAll claims until the calendar says no, marking each claim taken.
+func claimAll(t *testing.T, c *Calendar, created time.Time, typ string) []Slot {
+	t.Helper()
+	first, last, _ := Window(created, typ)
+	var got []Slot
+	seen := map[Slot]bool{}
+	for rev := uint64(1000); ; rev++ {
+		cl, ok := c.Claim(first, last)
+		if !ok {
+			break
+		}
+		if seen[cl.Slot] {
+			t.Fatalf("slot %v handed out twice", cl.Slot)
+		}
+		seen[cl.Slot] = true
+		if cl.Minute.Before(first) || cl.Minute.After(last) {
+			t.Fatalf("slot %v outside [%v, %v]", cl.Minute, first, last)
+		}
+		c.Taken(cl, rev)
+		got = append(got, cl.Slot)
+		if len(got) > 100000 {
+			t.Fatal("runaway")
+		}
+	}
+	checkCounts(t, c)
+	return got
+}
+
+func TestClaimCapacityAtBoundaries(t *testing.T) {
+	t.Parallel()
+	ms := int(time.Millisecond)
+	cases := []struct {
+		created     time.Time
+		typ         string
+		agents      int
+		want        int
+		first, last time.Time
+	}{
+		{at(10, 0, 0, 0), subjects.Gold, 1, 120, at(10, 0, 0, 0), at(11, 59, 0, 0)},
+		{at(10, 0, 0, ms), subjects.Gold, 1, 119, at(10, 1, 0, 0), at(11, 59, 0, 0)},
+		{at(10, 0, 59, 999*ms), subjects.Gold, 1, 119, at(10, 1, 0, 0), at(11, 59, 0, 0)},
+		{at(10, 0, 0, 0), subjects.Silver, 2, 480, at(10, 0, 0, 0), at(13, 59, 0, 0)},
+		{at(10, 0, 0, 0), subjects.Bronze, 3, 1440, at(10, 0, 0, 0), at(17, 59, 0, 0)},
+		{at(10, 0, 0, 0), subjects.Gold, 0, 0, time.Time{}, time.Time{}},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s_%s_%d", tc.typ, tc.created.Format("15:04:05.000"), tc.agents), func(t *testing.T) {
+			t.Parallel()
+			c := New(tc.created)
+			for i := 0; i < tc.agents; i++ {
+				c.SetAgent(Agent{ID: fmt.Sprintf("a%d", i), Available: true, Since: at(8, 0, 0, 0)})
+			}
+			got := claimAll(t, c, tc.created, tc.typ)
+			if len(got) != tc.want {
+				t.Fatalf("claimed %d slots, want %d", len(got), tc.want)
+			}
+			if tc.want == 0 {
+				return
+			}
+			// Earliest first, ties by agent id.
+			if got[0] != slot("a0", tc.first) {
+				t.Errorf("first claim %v, want a0 at %v", got[0], tc.first)
+			}
+			for i := 1; i < len(got); i++ {
+				p, q := got[i-1], got[i]
+				if q.Minute.Before(p.Minute) || (q.Minute.Equal(p.Minute) && q.Agent <= p.Agent) {
+					t.Fatalf("claims out of order: %v then %v", p, q)
+				}
+			}
+			lastSlot := got[len(got)-1]
+			if !lastSlot.Minute.Equal(tc.last) {
+				t.Errorf("last claim at %v, want %v", lastSlot.Minute, tc.last)
+			}
+			sla, _ := subjects.SLA(tc.typ)
+			if lastSlot.Minute.Add(time.Minute).After(tc.created.Add(sla)) {
+				t.Errorf("last slot ends after the deadline")
+			}
+		})
+	}
+}
+
+func TestGoldThenSilver(t *testing.T) {
+	t.Parallel()
+	// API.md's example: one agent, ~120 GOLD, then GOLD refused, ~120 SILVER.
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
+	if n := len(claimAll(t, c, t0, subjects.Gold)); n != 120 {
+		t.Fatalf("gold: %d", n)
+	}
+	if n := len(claimAll(t, c, t0.Add(time.Second), subjects.Gold)); n != 0 {
+		t.Fatalf("gold after full: %d", n)
+	}
+	if n := len(claimAll(t, c, t0.Add(time.Second), subjects.Silver)); n != 120 {
+		t.Fatalf("silver: %d, want 120 (12:00..13:59)", n)
+	}
+}
+
+func TestAgentAvailability(t *testing.T) {
+	t.Parallel()
+	first, last, _ := Window(t0, subjects.Gold)
+
+	t.Run("mid-minute", func(t *testing.T) {
+		t.Parallel()
+		c := New(t0)
+		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(10, 30, 20, 0)})
+		cl, ok := c.Claim(first, last)
+		if !ok || cl.Slot != slot("a1", at(10, 31, 0, 0)) {
+			t.Fatalf("claim %v %v, want a1 at 10:31", cl, ok)
+		}
+		if n := c.Free(first, last); n != 88 { // 10:32 .. 11:59
+			t.Fatalf("free = %d, want 88", n)
+		}
+	})
+	t.Run("available exactly on a minute", func(t *testing.T) {
+		t.Parallel()
+		c := New(t0)
+		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(10, 30, 0, 0)})
+		if cl, ok := c.Claim(first, last); !ok || !cl.Minute.Equal(at(10, 30, 0, 0)) {
+			t.Fatalf("claim %v %v, want 10:30", cl, ok)
+		}
+	})
+	t.Run("available after the window", func(t *testing.T) {
+		t.Parallel()
+		c := New(t0)
+		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(11, 59, 0, 1)})
+		if cl, ok := c.Claim(first, last); ok {
+			t.Fatalf("claimed %v", cl)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		t.Parallel()
+		c := New(t0)
+		c.SetAgent(Agent{ID: "a1", Available: false})
+		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(9, 0, 0, 0)})
+		for i := 0; i < 5; i++ {
+			cl, ok := c.Claim(first, last)
+			if !ok || cl.Agent != "a2" {
+				t.Fatalf("claim %v %v, want a2", cl, ok)
+			}
+			c.Taken(cl, uint64(i+1))
+		}
+		c.SetAgent(Agent{ID: "a2", Available: false})
+		checkCounts(t, c)
+		if cl, ok := c.Claim(first, last); ok {
+			t.Fatalf("claimed %v with no agent available", cl)
+		}
+		// Back: its earlier reservations still count, new slots from the
+		// next whole minute after Since.
+		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(10, 2, 0, 500)})
+		checkCounts(t, c)
+		cl, ok := c.Claim(first, last)
+		if !ok || cl.Slot != slot("a2", at(10, 5, 0, 0)) {
+			t.Fatalf("claim %v %v, want a2 at 10:05", cl, ok)
+		}
+	})
+	t.Run("LoadAgents drops missing agents", func(t *testing.T) {
+		t.Parallel()
+		c := New(t0)
+		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
+		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(9, 0, 0, 0)})
+		c.LoadAgents([]Agent{{ID: "a2", Available: true, Since: at(9, 0, 0, 0)}})
+		checkCounts(t, c)
+		if cl, ok := c.Claim(first, last); !ok || cl.Agent != "a2" {
+			t.Fatalf("claim %v %v, want a2", cl, ok)
+		}
+		c.LoadAgents(nil)
+		if cl, ok := c.Claim(first, last); ok {
+			t.Fatalf("claimed %v after every agent left", cl)
+		}
+	})
+}
+
+func TestEventsAndRevisions(t *testing.T) {
+	t.Parallel()
+	first, last, _ := Window(t0, subjects.Gold)
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
+	s0 := slot("a1", t0)
+
+	// A watch put makes the slot busy; the next claim moves on.
+	c.Put(s0, 5)
+	if cl, _ := c.Claim(first, last); !cl.Minute.Equal(at(10, 1, 0, 0)) {
+		t.Fatalf("claim %v, want 10:01", cl)
+	} else {
+		c.Abandon(cl)
+	}
+	// An older delete delivered late does not free it; a newer one does.
+	c.Delete(s0, 4)
+	if !c.Reserved(s0) {
+		t.Fatal("an older delete freed the slot")
+	}
+	c.Delete(s0, 6)
+	if c.Reserved(s0) {
+		t.Fatal("a newer delete did not free the slot")
+	}
+	c.Put(s0, 6) // same revision: ignored
+	if c.Reserved(s0) {
+		t.Fatal("a put at an already seen revision applied")
+	}
+
+	// Own write: reserved at once; the watch's echo and older events
+	// change nothing.
+	cl, ok := c.Claim(first, last)
+	if !ok || cl.Slot != s0 {
+		t.Fatalf("claim %v, want %v", cl, s0)
+	}
+	c.Taken(cl, 9)
+	c.Put(s0, 9)
+	c.Delete(s0, 7)
+	if !c.Reserved(s0) {
+		t.Fatal("own reservation lost to an old event")
+	}
+	// Own release of revision 9: free at once, a late put of 9 is ignored.
+	c.Released(s0, 9)
+	c.Put(s0, 9)
+	if c.Reserved(s0) {
+		t.Fatal("released slot reserved again by a stale put")
+	}
+	c.Delete(s0, 10) // the purge's echo
+	checkCounts(t, c)
+
+	// A lost create marks the slot reserved, unless the watch knows newer.
+	cl, _ = c.Claim(first, last)
+	c.Lost(cl)
+	if !c.Reserved(cl.Slot) {
+		t.Fatal("lost create did not mark the slot reserved")
+	}
+	c.Put(cl.Slot, 11)
+	c.Delete(cl.Slot, 12)
+	cl2, _ := c.Claim(first, last)
+	if cl2.Slot != cl.Slot {
+		t.Fatalf("claim %v, want the freed %v", cl2.Slot, cl.Slot)
+	}
+	c.Put(cl2.Slot, 13)
+	c.Delete(cl2.Slot, 14) // the watch saw the holder come and go meanwhile
+	c.Lost(cl2)
+	if c.Reserved(cl2.Slot) {
+		t.Fatal("lost create overrode newer watch knowledge")
+	}
+	checkCounts(t, c)
+}
+
+func TestClaimsNotHandedOutTwice(t *testing.T) {
+	t.Parallel()
+	first, last, _ := Window(t0, subjects.Gold)
+	c := New(t0)
+	c.SetAgent(Agent{ID: "b", Available: true, Since: at(9, 0, 0, 0)})
+	c.SetAgent(Agent{ID: "a", Available: true, Since: at(9, 0, 0, 0)})
+	var claims []Claim
+	for {
+		cl, ok := c.Claim(first, last)
+		if !ok {
+			break
+		}
+		claims = append(claims, cl)
+	}
+	if len(claims) != 240 {
+		t.Fatalf("%d outstanding claims, want 240", len(claims))
+	}
+	if claims[0].Slot != slot("a", t0) || claims[1].Slot != slot("b", t0) {
+		t.Fatalf("ties not by agent id: %v %v", claims[0].Slot, claims[1].Slot)
+	}
+	checkCounts(t, c)
+	// A snapshot load keeps claims in flight.
+	c.LoadSlots([]Entry{{Slot: slot("a", at(11, 0, 0, 0)), Rev: 3}})
+	if _, ok := c.Claim(first, last); ok {
+		t.Fatal("claim handed out while all are in flight")
+	}
+	c.Abandon(claims[7])
+	if cl, ok := c.Claim(first, last); !ok || cl.Slot != claims[7].Slot {
+		t.Fatalf("abandoned claim not handed out again: %v %v", cl, ok)
+	}
+	checkCounts(t, c)
+}
+
+func TestLoadSlotsReplaces(t *testing.T) {
+	t.Parallel()
+	first, last, _ := Window(t0, subjects.Gold)
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
+	c.Put(slot("a1", t0), 50)
+	c.Delete(slot("a1", at(10, 1, 0, 0)), 60)
+	// Rebuilt watch: revision numbers restart from the snapshot; a key
+	// absent from it is free, whatever revision was known before.
+	c.LoadSlots([]Entry{{Slot: slot("a1", at(10, 1, 0, 0)), Rev: 7}})
+	if c.Reserved(slot("a1", t0)) || !c.Reserved(slot("a1", at(10, 1, 0, 0))) {
+		t.Fatal("snapshot not applied")
+	}
+	cl, _ := c.Claim(first, last)
+	if cl.Slot != slot("a1", t0) {
+		t.Fatalf("claim %v", cl)
+	}
+	checkCounts(t, c)
+}
+
+func TestRebase(t *testing.T) {
+	t.Parallel()
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
+	c.Put(slot("a1", t0), 1)
+	// Far outside the indexed range: ignored (a create would conflict).
+	c.Put(slot("a1", t0.Add(100*time.Hour)), 2)
+	checkCounts(t, c)
+	// A day later the range moves; old minutes are dropped.
+	later := t0.Add(24 * time.Hour)
+	first, last, _ := Window(later, subjects.Bronze)
+	cl, ok := c.Claim(first, last)
+	if !ok || cl.Slot != slot("a1", later) {
+		t.Fatalf("claim %v %v", cl, ok)
+	}
+	if c.Reserved(slot("a1", t0)) {
+		t.Fatal("minute of yesterday still indexed")
+	}
+	checkCounts(t, c)
+	if n := len(claimAll(t, c, later, subjects.Bronze)); n != 479 {
+		t.Fatalf("claimed %d more, want 479", n)
+	}
+}
+
+// TestRandomOperations drives a calendar with random claims, outcomes,
+// events and agent changes, checking after every step that a claim is
+// inside its window, never handed out while in flight or reserved, and
+// that the per-minute counts agree with the entries.
+func TestRandomOperations(t *testing.T) {
+	t.Parallel()
+	for seed := uint64(0); seed < 20; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		c := New(t0)
+		agents := []string{"a", "b", "c", "d"}
+		inFlight := map[Slot]Claim{}
+		reserved := map[Slot]uint64{} // the "KV": key -> revision
+		rev := uint64(0)
+		for step := 0; step < 3000; step++ {
+			switch op := rng.IntN(10); {
+			case op < 4:
+				created := t0.Add(time.Duration(rng.Int64N(int64(30 * time.Minute))))
+				typ := []string{subjects.Gold, subjects.Silver, subjects.Bronze}[rng.IntN(3)]
+				first, last, _ := Window(created, typ)
+				cl, ok := c.Claim(first, last)
+				if !ok {
+					continue
+				}
+				if cl.Minute.Before(first) || cl.Minute.After(last) {
+					t.Fatalf("seed %d: claim %v outside [%v, %v]", seed, cl.Slot, first, last)
+				}
+				if _, dup := inFlight[cl.Slot]; dup {
+					t.Fatalf("seed %d: %v claimed twice", seed, cl.Slot)
+				}
+				if _, held := reserved[cl.Slot]; held && c.Reserved(cl.Slot) {
+					t.Fatalf("seed %d: %v claimed while known reserved", seed, cl.Slot)
+				}
+				inFlight[cl.Slot] = cl
+			case op < 7 && len(inFlight) > 0:
+				for s, cl := range inFlight {
+					delete(inFlight, s)
+					if _, held := reserved[s]; held {
+						c.Lost(cl)
+					} else if rng.IntN(5) == 0 {
+						c.Abandon(cl)
+					} else {
+						rev++
+						reserved[s] = rev
+						c.Taken(cl, rev)
+					}
+					break
+				}
+			case op < 8 && len(reserved) > 0:
+				for s, r := range reserved {
+					delete(reserved, s)
+					rev++
+					if rng.IntN(2) == 0 {
+						c.Released(s, r)
+					} else {
+						c.Delete(s, rev)
+					}
+					break
+				}
+			case op < 9:
+				s := slot(agents[rng.IntN(len(agents))], t0.Add(time.Duration(rng.IntN(480))*time.Minute))
+				if _, ok := reserved[s]; !ok {
+					rev++
+					reserved[s] = rev
+					c.Put(s, rev) // another responder's write
+				}
+			default:
+				c.SetAgent(Agent{ID: agents[rng.IntN(len(agents))], Available: rng.IntN(3) > 0,
+					Since: t0.Add(time.Duration(rng.Int64N(int64(3 * time.Hour))))})
+			}
+			if step%10 == 0 {
+				checkCounts(t, c)
+			}
+		}
+		checkCounts(t, c)
+	}
+}
+
+func FuzzCalendar(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		c := New(t0)
+		inFlight := map[Slot]bool{}
+		for i, op := range ops {
+			s := slot(string(rune('a'+op%3)), t0.Add(time.Duration(op%16)*time.Minute))
+			switch op % 6 {
+			case 0:
+				c.SetAgent(Agent{ID: s.Agent, Available: op%4 != 0, Since: t0.Add(time.Duration(op) * time.Second)})
+			case 1, 2:
+				first, last, _ := Window(t0.Add(time.Duration(op)*time.Second), subjects.Gold)
+				if cl, ok := c.Claim(first, last); ok {
+					if inFlight[cl.Slot] || cl.Minute.Before(first) || cl.Minute.After(last) {
+						t.Fatalf("bad claim %v", cl.Slot)
+					}
+					inFlight[cl.Slot] = true
+					if op%2 == 0 {
+						c.Taken(cl, uint64(i+1))
+						delete(inFlight, cl.Slot)
+					}
+				}
+			case 3:
+				c.Put(s, uint64(i+1))
+			case 4:
+				c.Delete(s, uint64(i+1))
+			case 5:
+				c.LoadSlots(nil)
+			}
+			checkCounts(t, c)
+		}
+	})
+}
