@@ -1,0 +1,40 @@
+package workers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
+)
+
+// natsTimeout bounds one JetStream API call whose caller set no deadline.
+const natsTimeout = 10 * time.Second
+
+// withNATSDeadline gives ctx a deadline when it has none.
+func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, natsTimeout)
+}
+
+// EnsureStreams creates the TICKETS stream and its dead-letter stream, or
+// updates them to the configuration in package subjects. Every process
+// that publishes or consumes tickets may call it; it is idempotent.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	for _, cfg := range []jetstream.StreamConfig{
+		subjects.TicketsStreamConfig(replicas),
+		subjects.DeadLettersStreamConfig(replicas),
+	} {
+		sctx, cancel := withNATSDeadline(ctx)
+		_, err := js.CreateOrUpdateStream(sctx, cfg)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
