@@ -59,3 +59,10 @@ func TestBuildersRefuseWildcards(t *testing.T) {
 		}()
 	}
 }
+
+func TestIdempotencySubject(t *testing.T) {
+	t.Parallel()
+	if got := IdempotencySubject("c1", "ab12"); got != "$KV.TMS_IDEMPOTENCY.c1.ab12" {
+		t.Errorf("IdempotencySubject = %q", got)
+	}
+}
