@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/testkit"
@@ -21,6 +23,11 @@ import (
 // registry, sessions and pools, owned by the test and stopped in Cleanup.
 type env struct {
 	t        *testing.T
+	nats     *testkit.NATS
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	pools    *tenants.Pools
+	tickets  *tenants.Tickets
 	registry *tenants.Registry
 	sessions *tenants.Sessions
 	agents   *tenants.Agents
@@ -32,7 +39,12 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	logger := testkit.Logger(t)
-	js := testkit.StartNATS(t).JetStream(t)
+	srv := testkit.StartNATS(t)
+	nc := srv.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
 	ctx := testkit.Context(t, 2*time.Minute)
 
 	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
@@ -72,7 +84,8 @@ func newEnv(t *testing.T) *env {
 	testkit.Eventually(t, 20*time.Second, func() bool { return registry.Ready() && sessions.Ready() },
 		"registry and sessions to load")
 
-	e := &env{t: t, registry: registry, sessions: sessions, agents: agents, metrics: prometheus.NewRegistry(), clock: clock}
+	e := &env{t: t, nats: srv, nc: nc, js: js, pools: pools, tickets: tenants.NewTickets(pools, logger),
+		registry: registry, sessions: sessions, agents: agents, metrics: prometheus.NewRegistry(), clock: clock}
 	e.handler = e.public(func(context.Context) error { return nil })
 	return e
 }
@@ -80,14 +93,20 @@ func newEnv(t *testing.T) *env {
 // public builds a public router over the env's components.
 func (e *env) public(ready func(context.Context) error) http.Handler {
 	e.t.Helper()
-	h, err := NewPublic(Config{
-		Registry: e.registry, Sessions: e.sessions, Agents: e.agents,
-		Logger: testkit.Logger(e.t), Metrics: e.metrics, Gatherer: e.metrics, Ready: ready,
-	})
+	h, err := NewPublic(e.config(ready))
 	if err != nil {
 		e.t.Fatalf("NewPublic: %v", err)
 	}
 	return h
+}
+
+// config is the ingress configuration over the env's components.
+func (e *env) config(ready func(context.Context) error) Config {
+	return Config{
+		Registry: e.registry, Sessions: e.sessions, Agents: e.agents,
+		NC: e.nc, JS: e.js, Tickets: e.tickets,
+		Logger: testkit.Logger(e.t), Metrics: e.metrics, Gatherer: e.metrics, Ready: ready,
+	}
 }
 
 // request is one HTTP request to the router.

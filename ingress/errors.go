@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/nats-io/nats.go"
+
 	"tms/tenants"
 )
 
@@ -26,6 +28,22 @@ const (
 	codeUnavailable          = "unavailable"
 	codeNotReady             = "not_ready"
 	codeInternal             = "internal"
+
+	codeTicketNotFound    = "ticket_not_found"
+	codeClientNotFound    = "client_not_found"
+	codeHoldExpired       = "hold_expired"
+	codeTypeMismatch      = "type_mismatch"
+	codeSLAUnavailable    = "sla_unavailable"
+	codeIdempotencyReused = "idempotency_key_reused"
+	codeIdempotencyInUse  = "idempotency_key_in_use"
+)
+
+// Body statuses other than "error" that an error answer may carry
+// (API.md: a refused create_ticket is "rejected", a refused validate_eta
+// "unavailable").
+const (
+	statusRejected    = "rejected"
+	statusUnavailable = "unavailable"
 )
 
 // Fixed messages: the same answer every time, so that the body itself
@@ -41,11 +59,12 @@ const (
 // naming the offending field and any headers the status calls for. cause,
 // when set, is logged and never sent.
 type apiError struct {
-	status  int
-	code    string
-	message string
-	header  map[string]string
-	cause   error
+	status     int
+	code       string
+	message    string
+	bodyStatus string // the body's "status"; "" means "error"
+	header     map[string]string
+	cause      error
 }
 
 func (e *apiError) Error() string {
@@ -81,6 +100,24 @@ func errUnauthorized(invalidToken bool) *apiError {
 var errForbiddenClient = newError(http.StatusForbidden, codeForbidden,
 	"client_id: does not match the tenant of the bearer token")
 
+// errTicketNotFound is the one answer for a ticket that does not exist,
+// belongs to another tenant, or has an id no ticket can have: the answer
+// reveals nothing about other tenants.
+var errTicketNotFound = newError(http.StatusNotFound, codeTicketNotFound, "ticket_id: no such ticket")
+
+var errClientNotFound = newError(http.StatusNotFound, codeClientNotFound, "client_id: no such client")
+
+// errUnavailable is a 503 with Retry-After for a dependency that did not
+// answer in time (the ETA responders, the TICKETS stream); cause is logged.
+func errUnavailable(cause error) *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: msgUnavailable,
+		header: map[string]string{"Retry-After": "1"}, cause: cause}
+}
+
+func errInternal(cause error) *apiError {
+	return &apiError{status: http.StatusInternalServerError, code: codeInternal, message: msgInternal, cause: cause}
+}
+
 // toAPIError maps any error onto the answer to send. It is the one place
 // where errors of the tenants package become HTTP codes. Anything it does
 // not know is a 500 whose cause is logged, never sent.
@@ -103,12 +140,15 @@ func toAPIError(err error) *apiError {
 		return errUnauthorized(true)
 	case errors.Is(err, tenants.ErrAgentNotFound):
 		return newError(http.StatusNotFound, codeAgentNotFound, "agent_id: no such agent")
-	case errors.Is(err, tenants.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		// A storage call that ran out of its deadline is an outage from the
-		// client's point of view: retrying later is the right advice.
-		return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: msgUnavailable,
-			header: map[string]string{"Retry-After": "1"}, cause: err}
+	case errors.Is(err, tenants.ErrTicketNotFound):
+		return errTicketNotFound
+	case errors.Is(err, tenants.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrConnectionClosed):
+		// A storage call that ran out of its deadline, or a responder that
+		// is not there, is an outage from the client's point of view:
+		// retrying later is the right advice.
+		return errUnavailable(err)
 	default:
-		return &apiError{status: http.StatusInternalServerError, code: codeInternal, message: msgInternal, cause: err}
+		return errInternal(err)
 	}
 }

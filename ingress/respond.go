@@ -48,7 +48,16 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	for k, v := range ae.header {
 		w.Header().Set(k, v)
 	}
-	writeJSON(w, ae.status, errorBody{Status: "error", Error: ae.code, Message: ae.message})
+	writeJSON(w, ae.status, ae.body())
+}
+
+// body is the JSON form of the answer.
+func (e *apiError) body() errorBody {
+	status := e.bodyStatus
+	if status == "" {
+		status = "error"
+	}
+	return errorBody{Status: status, Error: e.code, Message: e.message}
 }
 
 // timestamp formats t as RFC 3339 in UTC. Sub-second digits are kept to

@@ -8,19 +8,36 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tms/tenants"
 )
 
-// Config holds what the routers need. Registry, Sessions and Agents are
-// required by the public router only.
+// Config holds what the routers and the NATS API need. Sessions and
+// Agents are required by the public router only; Registry, NC, JS and
+// Tickets by both routers and the NATS API.
 type Config struct {
 	Registry *tenants.Registry
 	Sessions *tenants.Sessions
 	Agents   *tenants.Agents
-	Logger   *slog.Logger // nil: discard
+	// NC carries requests to the ETA responders; JS publishes ticket
+	// events to the TICKETS stream and keeps Idempotency-Key records.
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Tickets *tenants.Tickets // ticket rows already written by the allocators
+	// ETATimeout bounds one request to the ETA responders (0: 2 s); no
+	// answer within it is a 503 with Retry-After.
+	ETATimeout time.Duration
+	// Replicas is the replica count of the TICKETS stream and the
+	// idempotency bucket when ingress is the first to need them (0: 1).
+	Replicas int
+	// NATSConcurrency is how many NATS API requests one process handles
+	// at once (0: 64); more wait in the subscription's buffer.
+	NATSConcurrency int
+	Logger          *slog.Logger // nil: discard
 	// Metrics receives request counts and latency histograms per listener,
 	// route pattern, method and code; Gatherer is served at GET /metrics.
 	Metrics  prometheus.Registerer
@@ -35,6 +52,9 @@ type Config struct {
 // readyTimeout bounds one readiness check, well inside a probe's timeout.
 const readyTimeout = 2 * time.Second
 
+// defaultETATimeout is Config.ETATimeout's default.
+const defaultETATimeout = 2 * time.Second
+
 // api is the state the handlers share.
 type api struct {
 	registry *tenants.Registry
@@ -44,6 +64,7 @@ type api struct {
 	gatherer prometheus.Gatherer
 	ready    func(ctx context.Context) error
 	now      func() time.Time
+	tickets  *ticketService
 }
 
 func newAPI(cfg Config) (*api, error) {
@@ -64,6 +85,22 @@ func newAPI(cfg Config) (*api, error) {
 		a.now = time.Now
 	}
 	return a, nil
+}
+
+// withTickets adds the ticket service, whose dependencies are checked here.
+func (a *api) withTickets(cfg Config) error {
+	switch {
+	case cfg.Registry == nil:
+		return errors.New("ingress: Config.Registry is nil")
+	case cfg.NC == nil:
+		return errors.New("ingress: Config.NC is nil")
+	case cfg.JS == nil:
+		return errors.New("ingress: Config.JS is nil")
+	case cfg.Tickets == nil:
+		return errors.New("ingress: Config.Tickets is nil")
+	}
+	a.tickets = newTicketService(cfg, a.logger, a.now)
+	return nil
 }
 
 // newRouter returns a chi router with the middleware every listener
@@ -126,6 +163,9 @@ func NewPublic(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.withTickets(cfg); err != nil {
+		return nil, err
+	}
 	r, err := newRouter("public", a, cfg.Metrics)
 	if err != nil {
 		return nil, err
@@ -142,17 +182,30 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		r.Post("/agents", a.createAgent)
 		r.Get("/agents", a.listAgents)
 		r.Patch("/agents/{agent_id}", a.setAgentStatus)
+		r.Post("/create_ticket", a.createTicketHTTP)
+		r.Post("/cancel_ticket", a.cancelTicketHTTP)
+		r.Get("/tickets/{ticket_id}", a.getTicketHTTP)
 	})
 	return r, nil
 }
 
 // NewInternal returns the handler of the internal listener ("within
-// VPN"): health and readiness for now; the two-phase ETA endpoints join it
-// with tickets.
+// VPN"): health, readiness and the two-phase form of ticket admission,
+// validate_eta and allocate_slot. It has no bearer authentication: the
+// network boundary is its access control.
 func NewInternal(cfg Config) (http.Handler, error) {
 	a, err := newAPI(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return newRouter("internal", a, cfg.Metrics)
+	if err := a.withTickets(cfg); err != nil {
+		return nil, err
+	}
+	r, err := newRouter("internal", a, cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	r.Post("/validate_eta", a.validateETAHTTP)
+	r.Post("/allocate_slot", a.allocateSlotHTTP)
+	return r, nil
 }

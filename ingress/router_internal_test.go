@@ -18,7 +18,9 @@ import (
 
 func newInternalForTest(t *testing.T, ready func(context.Context) error) http.Handler {
 	t.Helper()
-	h, err := NewInternal(Config{Logger: testkit.Logger(t), Metrics: prometheus.NewRegistry(), Ready: ready})
+	cfg := newEnv(t).config(ready)
+	cfg.Metrics = prometheus.NewRegistry()
+	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)
 	}
@@ -55,7 +57,9 @@ func TestInternalRouter(t *testing.T) {
 		{http.MethodGet, "/healthz", 200, "", ""},
 		{http.MethodGet, "/readyz", 200, "", ""},
 		{http.MethodGet, "/nope", 404, codeNotFound, ""},
-		{http.MethodPost, "/validate_eta", 404, codeNotFound, ""},
+		{http.MethodGet, "/validate_eta", 405, codeMethodNotAllowed, "POST"},
+		{http.MethodPost, "/allocate_slot", 400, codeInvalidJSON, ""},
+		{http.MethodPost, "/create_ticket", 404, codeNotFound, ""},
 		{http.MethodGet, "/metrics", 404, codeNotFound, ""},
 		{http.MethodPost, "/healthz", 405, codeMethodNotAllowed, "GET"},
 		{http.MethodDelete, "/readyz", 405, codeMethodNotAllowed, "GET"},
