@@ -71,35 +71,35 @@ type Allocator struct {
 	m       *allocatorMetrics
 
 	mu        sync.Mutex
-	conflicts map[uint64]conflictCount // by stream sequence
+	conflicts map[uint64]allocConflictCount // by stream sequence
 }
 
-type conflictCount struct {
+type allocConflictCount struct {
 	n    int
 	last time.Time
 }
 
 // Tuning of the allocators.
 const (
-	defaultConcurrency = 16
-	defaultAckWait     = 30 * time.Second
-	// maxAckPending bounds the messages handed out and not yet acked,
+	allocConcurrency = 16
+	allocAckWait     = 30 * time.Second
+	// allocMaxAckPending bounds the messages handed out and not yet acked,
 	// over all processes. Messages waiting for a NakWithDelay count too:
 	// a tenant whose database is down holds up to this many.
-	maxAckPending = 10_000
-	// maxConflictTries is how many times a double booking is retried
+	allocMaxAckPending = 10_000
+	// allocMaxConflictTries is how many times a double booking is retried
 	// (by this process) before it is dead-lettered.
-	maxConflictTries = 8
-	// maxErrorDeliveries bounds the deliveries of a message that keeps
+	allocMaxConflictTries = 8
+	// allocMaxErrorDeliveries bounds the deliveries of a message that keeps
 	// failing for an unexpected reason (not an outage).
-	maxErrorDeliveries = 10
-	// maxEventBytes is the largest ticket event accepted.
-	maxEventBytes = 8 << 10
-	// dbTimeout bounds one write to a tenant database.
-	dbTimeout = 20 * time.Second
-	// conflictResolveRounds is how often one delivery applies a holder's
+	allocMaxErrorDeliveries = 10
+	// allocMaxEventBytes is the largest ticket event accepted.
+	allocMaxEventBytes = 8 << 10
+	// allocDBTimeout bounds one write to a tenant database.
+	allocDBTimeout = 20 * time.Second
+	// allocConflictRounds is how often one delivery applies a holder's
 	// cancel and retries before giving the message back.
-	conflictResolveRounds = 3
+	allocConflictRounds = 3
 )
 
 // DefaultBackoff is the redelivery delay used when none is configured.
@@ -125,20 +125,20 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		return nil, fmt.Errorf("%w: nil Tickets", ErrAllocatorConfig)
 	}
 	a := &Allocator{js: cfg.JS, reg: cfg.Registry, tickets: cfg.Tickets, conc: cfg.Concurrency,
-		backoff: cfg.Backoff, ackWait: cfg.AckWait, conflicts: map[uint64]conflictCount{}}
+		backoff: cfg.Backoff, ackWait: cfg.AckWait, conflicts: map[uint64]allocConflictCount{}}
 	a.log = cfg.Logger
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.log = a.log.With(slog.String("component", "allocator"))
 	if a.conc <= 0 {
-		a.conc = defaultConcurrency
+		a.conc = allocConcurrency
 	}
 	if a.backoff == nil {
 		a.backoff = DefaultBackoff
 	}
 	if a.ackWait <= 0 {
-		a.ackWait = defaultAckWait
+		a.ackWait = allocAckWait
 	}
 	if cfg.Metrics != nil {
 		m, err := newAllocatorMetrics(cfg.Metrics)
@@ -166,7 +166,7 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		// Unbounded: a Postgres outage must never drop a ticket. Events
 		// that can never be written go to the dead-letter stream instead.
 		MaxDeliver:    -1,
-		MaxAckPending: maxAckPending,
+		MaxAckPending: allocMaxAckPending,
 		Replicas:      cfg.Replicas,
 	}
 	if _, err := a.consumer(ctx); err != nil {
@@ -282,7 +282,7 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With(slog.String("tenant", tenant), slog.String("ticket", ticket))
-	ev, err := decodeEvent(msg.Data(), tenant, ticket)
+	ev, err := decodeTicketEvent(msg.Data(), tenant, ticket)
 	if err != nil {
 		a.deadLetter(ctx, log, msg, md, tenant, ticket, "invalid", err.Error())
 		return
@@ -303,7 +303,7 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 
 	err = a.apply(ctx, ten, ev)
-	for round := 0; round < conflictResolveRounds; round++ {
+	for round := 0; round < allocConflictRounds; round++ {
 		conflict, ok := errors.AsType[*tenants.SlotConflictError](err)
 		if !ok {
 			break
@@ -337,7 +337,7 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 		a.deadLetter(ctx, log, msg, md, tenant, ticket, "invalid", err.Error())
 	case isConflict:
 		n := a.countConflict(md.Sequence.Stream)
-		if n >= maxConflictTries {
+		if n >= allocMaxConflictTries {
 			a.forgetConflict(md.Sequence.Stream)
 			a.deadLetter(ctx, log.With(slog.String("holder", conflict.Ticket)), msg, md, tenant, ticket,
 				"double_booking", "double booking refused by Postgres: agent "+ev.Agent+" at "+
@@ -352,7 +352,7 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 			log.Warn("nak failed; the message comes back after the ack wait", slog.Any("err", err))
 		}
 	default:
-		if md.NumDelivered >= maxErrorDeliveries {
+		if md.NumDelivered >= allocMaxErrorDeliveries {
 			a.deadLetter(ctx, log, msg, md, tenant, ticket, "error", err.Error())
 			return
 		}
@@ -362,7 +362,7 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 
 // apply writes one validated event with a deadline of its own.
 func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, ev subjects.TicketEvent) error {
-	dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+	dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
 	defer cancel()
 	if ev.Event == subjects.TicketCancelled {
 		return a.tickets.ApplyCancelled(dctx, ten, ev)
@@ -387,7 +387,7 @@ func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, ten t
 	if err != nil {
 		return false, fmt.Errorf("reading the latest event of ticket %s: %w: %w", holder, tenants.ErrUnavailable, err)
 	}
-	ev, err := decodeEvent(raw.Data, ten.ID, holder)
+	ev, err := decodeTicketEvent(raw.Data, ten.ID, holder)
 	if err != nil || ev.Event != subjects.TicketCancelled {
 		// A bad cancel is dead-lettered when its own turn comes.
 		return false, nil
@@ -423,7 +423,7 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 	if tenant != "" && ticket != "" {
 		subject = subjects.DeadLetterSubject(tenant, ticket)
 	}
-	reason = headerSafe(reason)
+	reason = headerValue(reason)
 	dl := &nats.Msg{Subject: subject, Data: msg.Data(), Header: nats.Header{}}
 	for k, vs := range msg.Headers() {
 		// The original's Nats-* headers (message id, expectations) would
@@ -434,7 +434,7 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 		dl.Header[k] = append([]string(nil), vs...)
 	}
 	dl.Header.Set(subjects.HeaderDeadLetterReason, reason)
-	dl.Header.Set(subjects.HeaderOriginalSubject, headerSafe(msg.Subject()))
+	dl.Header.Set(subjects.HeaderOriginalSubject, headerValue(msg.Subject()))
 	seq := strconv.FormatUint(md.Sequence.Stream, 10)
 	dl.Header.Set(subjects.HeaderOriginalSequence, seq)
 	pctx, cancel := withNATSDeadline(ctx)
@@ -454,8 +454,8 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 	}
 }
 
-// headerSafe keeps a header value on one line and bounded.
-func headerSafe(s string) string {
+// headerValue keeps a header value on one line and bounded.
+func headerValue(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
@@ -517,13 +517,13 @@ func (a *Allocator) forgetConflict(seq uint64) {
 	delete(a.conflicts, seq)
 }
 
-// decodeEvent reads a ticket event strictly (unknown fields, trailing data
+// decodeTicketEvent reads a ticket event strictly (unknown fields, trailing data
 // and oversize bodies refused) and checks it against its subject's tenant
 // and ticket, the SLA of its type and the window rule of API.md.
-func decodeEvent(data []byte, tenant, ticket string) (subjects.TicketEvent, error) {
+func decodeTicketEvent(data []byte, tenant, ticket string) (subjects.TicketEvent, error) {
 	var ev subjects.TicketEvent
-	if len(data) > maxEventBytes {
-		return ev, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidEvent, len(data), maxEventBytes)
+	if len(data) > allocMaxEventBytes {
+		return ev, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidEvent, len(data), allocMaxEventBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
