@@ -192,11 +192,24 @@ func (s *Tickets) ApplyCancelled(ctx context.Context, t Tenant, ev subjects.Tick
 	if ev.CancelledAt != nil {
 		cancelledAt = ev.CancelledAt.UTC()
 	}
-	slotID := slotRowID(ev.Agent, ev.SlotTime)
 	var changed bool
 	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if err := lockSlot(ctx, tx, slotID, ev.Agent, ev.SlotTime); err != nil {
+			// A ticket already written keeps its own minute: free that one
+			// even if this event disagrees with it.
+			agent, minute := ev.Agent, ev.SlotTime.UTC()
+			var rowAgent *string
+			var rowMinute *time.Time
+			err := tx.QueryRow(ctx, `SELECT sa_id, start_time FROM tickets WHERE id = $1`, ev.Ticket).Scan(&rowAgent, &rowMinute)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return pgErr("reading ticket", err)
+			case rowAgent != nil && rowMinute != nil:
+				agent, minute = *rowAgent, rowMinute.UTC()
+			}
+			slotID := slotRowID(agent, minute)
+			if err := lockSlot(ctx, tx, slotID, agent, minute); err != nil {
 				return err
 			}
 			// A cancelled row is outside the partial unique index, so this
@@ -215,7 +228,7 @@ func (s *Tickets) ApplyCancelled(ctx context.Context, t Tenant, ev subjects.Tick
 			if _, err := tx.Exec(ctx, `UPDATE slots SET available = 'available'
 				WHERE id = $1 AND available <> 'available' AND NOT EXISTS (
 					SELECT 1 FROM tickets WHERE sa_id = $2 AND start_time = $3 AND status <> 'cancelled')`,
-				slotID, ev.Agent, ev.SlotTime.UTC()); err != nil {
+				slotID, agent, minute); err != nil {
 				return pgErr("freeing slot", err)
 			}
 			return nil

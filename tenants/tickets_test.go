@@ -211,6 +211,25 @@ func TestTickets(t *testing.T) {
 		}
 	})
 
+	t.Run("a cancel frees the written ticket's own minute", func(t *testing.T) {
+		ctx := testkit.Context(t, 30*time.Second)
+		created := e.event(subjects.TicketCreated, "t-moved", 5)
+		if err := e.tickets.ApplyCreated(ctx, e.ten, created); err != nil {
+			t.Fatal(err)
+		}
+		wrong := e.event(subjects.TicketCancelled, created.Ticket, 6) // names another minute
+		if err := e.tickets.ApplyCancelled(ctx, e.ten, wrong); err != nil {
+			t.Fatal(err)
+		}
+		row := e.mustGet(t, created.Ticket, subjects.StatusCancelled)
+		if !row.SlotTime.Equal(created.SlotTime) {
+			t.Errorf("cancel moved the ticket to %v", row.SlotTime)
+		}
+		if s := e.slotState(t, created); s != "available" {
+			t.Errorf("the ticket's own minute is %q, want available", s)
+		}
+	})
+
 	t.Run("bad events and ids", func(t *testing.T) {
 		ctx := testkit.Context(t, 30*time.Second)
 		if _, err := e.tickets.Get(ctx, e.ten, "nope"); !errors.Is(err, tenants.ErrTicketNotFound) {
@@ -219,17 +238,17 @@ func TestTickets(t *testing.T) {
 		if _, err := e.tickets.Get(ctx, e.ten, "a.b"); !errors.Is(err, tenants.ErrTicketNotFound) {
 			t.Errorf("Get(bad id) = %v", err)
 		}
-		unknown := e.event(subjects.TicketCreated, "t-ghost-agent", 4)
+		unknown := e.event(subjects.TicketCreated, "t-ghost-agent", 7)
 		unknown.Agent = "aghost"
 		if err := e.tickets.ApplyCreated(ctx, e.ten, unknown); !errors.Is(err, tenants.ErrInvalidTicket) {
 			t.Errorf("unknown agent: %v, want ErrInvalidTicket", err)
 		}
-		partial := e.event(subjects.TicketCreated, "t-partial", 4)
+		partial := e.event(subjects.TicketCreated, "t-partial", 7)
 		partial.SlotTime = partial.SlotTime.Add(time.Second)
 		if err := e.tickets.ApplyCreated(ctx, e.ten, partial); !errors.Is(err, tenants.ErrInvalidTicket) {
 			t.Errorf("slot inside a minute: %v, want ErrInvalidTicket", err)
 		}
-		badType := e.event(subjects.TicketCancelled, "t-bad-type", 4)
+		badType := e.event(subjects.TicketCancelled, "t-bad-type", 7)
 		badType.Type = "gold"
 		if err := e.tickets.ApplyCancelled(ctx, e.ten, badType); !errors.Is(err, tenants.ErrInvalidTicket) {
 			t.Errorf("bad type: %v, want ErrInvalidTicket", err)
