@@ -1,7 +1,7 @@
-// Package ingress is the HTTP edge of tms: the public and internal chi
-// routers, strict JSON request decoding, bearer authentication, the JSON
-// error format, request logging and metrics, and the HTTP server with its
-// timeouts and graceful shutdown.
+// Package ingress is the edge of tms: the public and internal chi routers,
+// the public NATS API, strict JSON request decoding, bearer authentication,
+// the JSON error format, request logging and metrics, and the HTTP server
+// with its timeouts and graceful shutdown.
 //
 // Handlers do no business logic of their own. They decode and check the
 // request, call the tenants package, and map its errors onto HTTP codes in
@@ -22,4 +22,48 @@
 // agent_status. Unknown paths and wrong methods get JSON 404 and 405 (with
 // Allow) on both listeners; their metrics share the route label
 // "unmatched", so probing cannot grow the label set.
+//
+// # Tickets
+//
+// Ticket admission is one transport-agnostic service (tickets.go) that the
+// HTTP handlers and the NATS API both call, so they answer alike. Ingress
+// never writes a slot: it asks the tenant's ETA responders
+// (subjects.ETA(tenant): reserve, hold, confirm, release; no answer within
+// Config.ETATimeout is 503 with Retry-After) and publishes ticket events to
+// the TICKETS stream (message id = ticket id, or ticket id + ":cancel"),
+// which the allocator workers write into the tenant's database.
+//
+//   - create_ticket reserves, publishes, then answers 201. If the publish
+//     fails the reservation is released and the answer is 503, never 201.
+//   - cancel_ticket publishes the cancel first and then releases the slot,
+//     so a later ticket in that slot comes after the cancel in the stream,
+//     and the slot is free for the very next create.
+//   - GET /tickets/{id} reads the ticket's latest event still in the stream
+//     and the tenant database: accepted (admitted, not yet written),
+//     allocated, or cancelled. Another tenant's ticket is 404 like a ticket
+//     that does not exist.
+//   - validate_eta and allocate_slot, on the internal listener only, are
+//     the two-phase form: a hold that expires, then a ticket whose
+//     created_at is the hold's instant.
+//
+// Idempotency-Key (idempotency.go) claims the key with a KV create of a
+// pending record that fixes the ticket id, and replaces it with the 201
+// (24 h TTL) or forgets it after a 409 or 503: a rejection is not
+// remembered. A twin in flight is waited for, briefly.
+//
+// # The NATS API
+//
+// NATSAPI serves tms.api.<tenant>.<op> (subjects.API) for services that
+// publish directly, as the queue group subjects.QueueAPI: ops
+// create_ticket, cancel_ticket, get_ticket ({"ticket_id"}), validate_eta
+// and allocate_slot, with the HTTP bodies, an Idempotency-Key NATS header,
+// and the HTTP answer's JSON object plus "code" (the HTTP status). A body
+// whose client_id is not the subject's tenant is 403.
+//
+// There is no bearer token on this path: the NATS server's authorization
+// is the boundary. Give each calling service a NATS account or user whose
+// publish permissions allow only tms.api.<its tenant>.> (and the inbox for
+// replies); anyone who may publish on tms.api.<tenant>.> acts as that
+// tenant, and validate_eta and allocate_slot, internal on HTTP, are
+// reachable here to the same holders.
 package ingress

@@ -116,6 +116,7 @@ type request struct {
 	auth         string // a raw Authorization header, overrides token
 	contentType  string // "" means application/json when there is a body
 	body         string
+	header       http.Header // extra request headers
 }
 
 type response struct {
@@ -126,6 +127,12 @@ type response struct {
 }
 
 func (e *env) do(t *testing.T, req request) response {
+	t.Helper()
+	return doOn(t, e.handler, req)
+}
+
+// doOn sends req to the handler h and decodes the JSON answer.
+func doOn(t *testing.T, h http.Handler, req request) response {
 	t.Helper()
 	r := httptest.NewRequest(req.method, req.path, bytes.NewReader([]byte(req.body)))
 	if req.body != "" {
@@ -143,8 +150,13 @@ func (e *env) do(t *testing.T, req request) response {
 	case req.token != "":
 		r.Header.Set("Authorization", "Bearer "+req.token)
 	}
+	for k, vs := range req.header {
+		for _, v := range vs {
+			r.Header.Add(k, v)
+		}
+	}
 	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, r)
+	h.ServeHTTP(rec, r)
 	resp := response{status: rec.Code, header: rec.Header(), raw: rec.Body.Bytes()}
 	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
 		t.Errorf("%s %s: Content-Type %q", req.method, req.path, ct)

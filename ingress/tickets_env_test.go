@@ -1,0 +1,276 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/testkit"
+	"tms/subjects"
+	"tms/tenants"
+	"tms/workers"
+)
+
+// ticketEnv is env plus what tickets need, all real: an ETA responder and
+// (once started) an allocator from package workers, the internal router
+// and the NATS API. The ticket clock is frozen at the start, shared by
+// ingress and the responder, so the slot each create gets is predictable.
+type ticketEnv struct {
+	*env
+	clock    *testkit.Clock
+	internal http.Handler
+	natsAPI  *NATSAPI
+	client   *nats.Conn // a caller of the NATS API
+
+	mu      sync.Mutex
+	stops   []func()
+	running map[string]bool
+}
+
+type ticketEnvOptions struct {
+	holdTTL time.Duration // the responder's; 0: its default
+}
+
+func newTicketEnv(t *testing.T, opts ticketEnvOptions) *ticketEnv {
+	t.Helper()
+	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now()), running: map[string]bool{}}
+	t.Cleanup(e.stopAll)
+	cfg := e.ticketConfig()
+	h, err := NewInternal(cfg)
+	if err != nil {
+		t.Fatalf("NewInternal: %v", err)
+	}
+	e.internal = h
+	e.handler, err = NewPublic(cfg)
+	if err != nil {
+		t.Fatalf("NewPublic: %v", err)
+	}
+	e.natsAPI, err = NewNATSAPI(cfg)
+	if err != nil {
+		t.Fatalf("NewNATSAPI: %v", err)
+	}
+	e.run("nats api", e.natsAPI.Run)
+	e.client = e.nats.Connect(t)
+
+	ctx := testkit.Context(t, time.Minute)
+	responder, err := workers.NewResponder(ctx, workers.ResponderConfig{
+		NC: e.nats.Connect(t), JS: e.js, Registry: e.registry, Logger: testkit.Logger(t).With("part", "responder"),
+		Now: e.clock.Now, HoldTTL: opts.holdTTL,
+	})
+	if err != nil {
+		t.Fatalf("NewResponder: %v", err)
+	}
+	e.run("responder", responder.Run)
+	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && e.natsAPI.Ready() },
+		"the responder and the NATS API to start")
+	return e
+}
+
+func (e *ticketEnv) ticketConfig() Config {
+	cfg := e.config(func(context.Context) error { return nil })
+	cfg.Now = e.clock.Now
+	return cfg
+}
+
+// run starts a part's Run loop, stopped (and its error checked) at cleanup.
+func (e *ticketEnv) run(name string, run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := run(ctx); err != nil {
+			e.t.Errorf("%s Run: %v", name, err)
+		}
+	}()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stops = append(e.stops, func() { cancel(); <-done })
+	e.running[name] = true
+}
+
+func (e *ticketEnv) stopAll() {
+	e.mu.Lock()
+	stops := e.stops
+	e.stops = nil
+	e.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+}
+
+// startAllocator starts an allocator worker on the env's tenants.
+func (e *ticketEnv) startAllocator(t *testing.T) {
+	t.Helper()
+	ctx := testkit.Context(t, time.Minute)
+	alloc, err := workers.NewAllocator(ctx, workers.AllocatorConfig{
+		JS: e.js, Registry: e.registry, Tickets: e.tickets, Logger: testkit.Logger(t).With("part", "allocator"),
+		Backoff: func(int) time.Duration { return 50 * time.Millisecond },
+	})
+	if err != nil {
+		t.Fatalf("NewAllocator: %v", err)
+	}
+	e.run("allocator", alloc.Run)
+}
+
+// tenantWithAgent opens an account with one available agent.
+func (e *ticketEnv) tenantWithAgent(t *testing.T, name, email string) (account, string) {
+	t.Helper()
+	a := e.openAccount(t, name, email)
+	return a, e.addAgent(t, a)
+}
+
+func (e *ticketEnv) addAgent(t *testing.T, a account) string {
+	t.Helper()
+	body := e.must(t, http.StatusCreated, request{method: "POST", path: "/agents", token: a.token,
+		body: jsonBody(map[string]string{"client_id": a.id, "name": "agent"})})
+	return body["agent_id"].(string)
+}
+
+// create is POST /create_ticket.
+func (e *ticketEnv) create(t *testing.T, a account, typ string, header http.Header) response {
+	t.Helper()
+	return e.do(t, request{method: "POST", path: "/create_ticket", token: a.token, header: header,
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": typ})})
+}
+
+// createUntilSlot creates typ tickets until the responder has seen the
+// tenant's agents (a new agent reaches it through a KV watch), and returns
+// the first 201.
+func (e *ticketEnv) createWhenReady(t *testing.T, a account, typ string) map[string]any {
+	t.Helper()
+	var got map[string]any
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		resp := e.create(t, a, typ, nil)
+		switch resp.status {
+		case http.StatusCreated:
+			got = resp.body
+			return true
+		case http.StatusConflict:
+			return false
+		}
+		t.Fatalf("create_ticket: %d %s", resp.status, resp.raw)
+		return false
+	}, "the responder to see the tenant's agent")
+	return got
+}
+
+func (e *ticketEnv) getTicket(t *testing.T, a account, id string) response {
+	t.Helper()
+	return e.do(t, request{method: "GET", path: "/tickets/" + id, token: a.token})
+}
+
+func (e *ticketEnv) cancel(t *testing.T, a account, id string) response {
+	t.Helper()
+	return e.do(t, request{method: "POST", path: "/cancel_ticket", token: a.token,
+		body: jsonBody(map[string]string{"ticket_id": id})})
+}
+
+func (e *ticketEnv) internalDo(t *testing.T, path string, body any) response {
+	t.Helper()
+	return doOn(t, e.internal, request{method: "POST", path: path, body: jsonBody(body)})
+}
+
+// natsCall sends one request to the NATS API and decodes the reply.
+func (e *ticketEnv) natsCall(t *testing.T, tenant, op string, body any, header nats.Header) map[string]any {
+	t.Helper()
+	data, ok := body.(string)
+	if !ok {
+		data = jsonBody(body)
+	}
+	msg := &nats.Msg{Subject: subjects.API(tenant, op), Data: []byte(data), Header: header}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply, err := e.client.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		t.Fatalf("NATS %s: %v", msg.Subject, err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(reply.Data, &out); err != nil {
+		t.Fatalf("NATS %s: reply %q: %v", msg.Subject, reply.Data, err)
+	}
+	return out
+}
+
+// streamMessages counts the tenant's messages in the TICKETS stream.
+func (e *ticketEnv) streamMessages(t *testing.T, tenant string) uint64 {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	st, err := e.js.Stream(ctx, subjects.StreamTickets)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subjects.TenantTickets(tenant)))
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// slotKeys lists the tenant's keys in its slot shard bucket.
+func (e *ticketEnv) slotKeys(t *testing.T, tenant string) []string {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatalf("slot bucket: %v", err)
+	}
+	lister, err := kv.ListKeysFiltered(ctx, subjects.TenantSlots(tenant))
+	if err != nil {
+		t.Fatalf("list slot keys: %v", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// idempotencyKeys lists the tenant's keys in the idempotency bucket.
+func (e *ticketEnv) idempotencyKeys(t *testing.T, tenant string) []string {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.BucketIdempotency)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("idempotency bucket: %v", err)
+	}
+	lister, err := kv.ListKeysFiltered(ctx, tenant+".*")
+	if err != nil {
+		t.Fatalf("list idempotency keys: %v", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// row reads a ticket's row from the tenant database.
+func (e *ticketEnv) row(t *testing.T, tenant, id string) (tenants.TicketRow, error) {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	tn, err := e.registry.Get(ctx, tenant)
+	if err != nil {
+		t.Fatalf("tenant %s: %v", tenant, err)
+	}
+	return e.tickets.Get(ctx, tn, id)
+}
+
+var ticketIDPattern = regexp.MustCompile(`^t[a-z2-7]{20}$`)
