@@ -397,7 +397,13 @@ func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, ten t
 		ev.CancelledAt = &at
 	}
 	if err := a.apply(ctx, ten, ev); err != nil {
-		return false, err
+		if errors.Is(err, tenants.ErrUnavailable) {
+			return false, err
+		}
+		// The cancel's own delivery reports what is wrong with it; this
+		// create stays a plain conflict.
+		log.Warn("the holder's pending cancel could not be applied", slog.String("holder", holder), slog.Any("err", err))
+		return false, nil
 	}
 	log.Info("applied the holder's pending cancel before the create that retakes its slot",
 		slog.String("holder", holder))
