@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"reflect"
@@ -588,5 +589,67 @@ func TestTicketBadInputsChangeNothing(t *testing.T) {
 	}
 	if got := e.getTicket(t, b, bTicket); got.body["status"] != "accepted" {
 		t.Errorf("b's ticket after a's attempts: %s", got.raw)
+	}
+}
+
+// TestPublishFailureReleasesTheSlot: when the ticket cannot be published
+// the client gets a 503, never a 201, and the reservation is released.
+func TestPublishFailureReleasesTheSlot(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{})
+	a, _ := e.tenantWithAgent(t, "Massive Dynamic", "ops@massive.example")
+	first := e.createWhenReady(t, a, subjects.Gold)
+
+	ctx := testkit.Context(t, 10*time.Second)
+	if err := e.js.DeleteStream(ctx, subjects.StreamTickets); err != nil {
+		t.Fatalf("delete stream: %v", err)
+	}
+	resp := e.create(t, a, subjects.Gold, http.Header{"Idempotency-Key": {"during-outage"}})
+	if resp.status != http.StatusServiceUnavailable || resp.body["error"] != codeUnavailable || resp.header.Get("Retry-After") == "" {
+		t.Fatalf("create while the stream is gone: %d %s %v", resp.status, resp.raw, resp.header)
+	}
+	keys := e.slotKeys(t, a.id)
+	if len(keys) != 1 {
+		t.Errorf("slot keys %v, want only the first ticket's (%v)", keys, first["slot_time"])
+	}
+	if keys := e.idempotencyKeys(t, a.id); len(keys) != 0 {
+		t.Errorf("a failed attempt is remembered: %v", keys)
+	}
+}
+
+// TestNoResponderIs503: without a responder the answer is an immediate
+// 503 with Retry-After, and nothing is left behind.
+func TestNoResponderIs503(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := e.config(func(context.Context) error { return nil })
+	cfg.ETATimeout = 500 * time.Millisecond
+	public, err := NewPublic(cfg)
+	if err != nil {
+		t.Fatalf("NewPublic: %v", err)
+	}
+	internal, err := NewInternal(cfg)
+	if err != nil {
+		t.Fatalf("NewInternal: %v", err)
+	}
+	e.handler = public
+	a := e.openAccount(t, "Aperture", "ops@aperture.example")
+
+	resp := e.do(t, request{method: "POST", path: "/create_ticket", token: a.token, header: http.Header{"Idempotency-Key": {"k"}},
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})})
+	if resp.status != http.StatusServiceUnavailable || resp.body["error"] != codeUnavailable || resp.header.Get("Retry-After") == "" {
+		t.Errorf("create_ticket: %d %s %v", resp.status, resp.raw, resp.header)
+	}
+	hold := doOn(t, internal, request{method: "POST", path: "/validate_eta",
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})})
+	if hold.status != http.StatusServiceUnavailable || hold.header.Get("Retry-After") == "" {
+		t.Errorf("validate_eta: %d %s", hold.status, hold.raw)
+	}
+	te := &ticketEnv{env: e}
+	if keys := te.idempotencyKeys(t, a.id); len(keys) != 0 {
+		t.Errorf("idempotency keys %v after a 503", keys)
+	}
+	if n := te.streamMessages(t, a.id); n != 0 {
+		t.Errorf("%d stream messages after a 503", n)
 	}
 }
