@@ -30,9 +30,8 @@ type ticketEnv struct {
 	natsAPI  *NATSAPI
 	client   *nats.Conn // a caller of the NATS API
 
-	mu      sync.Mutex
-	stops   []func()
-	running map[string]bool
+	mu    sync.Mutex
+	stops []func()
 }
 
 type ticketEnvOptions struct {
@@ -41,7 +40,7 @@ type ticketEnvOptions struct {
 
 func newTicketEnv(t *testing.T, opts ticketEnvOptions) *ticketEnv {
 	t.Helper()
-	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now()), running: map[string]bool{}}
+	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now())}
 	t.Cleanup(e.stopAll)
 	cfg := e.ticketConfig()
 	h, err := NewInternal(cfg)
@@ -93,7 +92,6 @@ func (e *ticketEnv) run(name string, run func(context.Context) error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.stops = append(e.stops, func() { cancel(); <-done })
-	e.running[name] = true
 }
 
 func (e *ticketEnv) stopAll() {
@@ -141,7 +139,7 @@ func (e *ticketEnv) create(t *testing.T, a account, typ string, header http.Head
 		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": typ})})
 }
 
-// createUntilSlot creates typ tickets until the responder has seen the
+// createWhenReady creates typ tickets until the responder has seen the
 // tenant's agents (a new agent reaches it through a KV watch), and returns
 // the first 201.
 func (e *ticketEnv) createWhenReady(t *testing.T, a account, typ string) map[string]any {
