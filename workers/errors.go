@@ -1,0 +1,36 @@
+package workers
+
+import "errors"
+
+// Errors of the ETA responder. Only the responder turns them into reply
+// codes (see replyOf); callers of the package test them with errors.Is.
+var (
+	// ErrResponderConfig: NewResponder was given an unusable config.
+	ErrResponderConfig = errors.New("responder config")
+	// ErrNoSlot: no free agent-minute inside the ticket's SLA window.
+	ErrNoSlot = errors.New("no free slot in the SLA window")
+	// ErrContended: every candidate tried was taken by another responder
+	// first; the caller may try again.
+	ErrContended = errors.New("slot candidates kept being taken by others")
+	// ErrHoldGone: no live hold matches the slot id (expired, confirmed,
+	// never issued or replaced).
+	ErrHoldGone = errors.New("no live hold for that slot id")
+	// ErrTypeMismatch: the held slot is outside the window of the ticket
+	// type, judged from the hold's instant.
+	ErrTypeMismatch = errors.New("slot outside the SLA window of the ticket type")
+	// ErrUnavailable: NATS could not give an answer now; always wrapped
+	// together with the cause.
+	ErrUnavailable = errors.New("slot store unavailable")
+)
+
+// RequestError is a request the responder refuses as it stands: Code is
+// the reply's machine code (invalid_json, unknown_field, invalid_field,
+// tenant_mismatch, body_too_large), Field the offending JSON field.
+type RequestError struct{ Code, Field, Reason string }
+
+func (e *RequestError) Error() string {
+	if e.Field == "" {
+		return e.Code + ": " + e.Reason
+	}
+	return e.Code + ": " + e.Field + ": " + e.Reason
+}

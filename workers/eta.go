@@ -1,0 +1,396 @@
+package workers
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
+	"tms/tenants"
+	"tms/workers/calendar"
+)
+
+// Reply codes of the ETA protocol beside the HTTP status.
+const (
+	codeInvalidJSON    = "invalid_json"
+	codeUnknownField   = "unknown_field"
+	codeInvalidField   = "invalid_field"
+	codeTenantMismatch = "tenant_mismatch"
+	codeBodyTooLarge   = "body_too_large"
+	codeClientNotFound = "client_not_found"
+	codeSLAUnavailable = "sla_unavailable"
+	codeHoldExpired    = "hold_expired"
+	codeTypeMismatch   = "type_mismatch"
+	codeUnavailable    = "unavailable"
+)
+
+// Handle answers one ETA request as if it arrived on subject; Run's
+// subscription calls it for every message. It never panics on input and
+// changes nothing for a request it refuses.
+func (r *Responder) Handle(ctx context.Context, subject string, data []byte) subjects.ETAReply {
+	req, err := decodeRequest(subject, data)
+	var reply subjects.ETAReply
+	if err == nil {
+		reply, err = r.serve(ctx, req)
+	}
+	if err != nil {
+		reply = replyOf(err)
+	}
+	log := r.log.With(slog.String("op", req.Op), slog.String("tenant", req.Tenant), slog.Int("code", reply.Code))
+	switch {
+	case reply.Code >= 500:
+		log.Warn("eta request failed", slog.Any("err", err))
+	case reply.Code == http.StatusBadRequest:
+		log.Info("eta request refused", slog.String("subject", subject), slog.Any("err", err))
+	default:
+		log.Debug("eta request answered", slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
+			slog.Time("slot_time", reply.SlotTime))
+	}
+	r.metrics.request(opLabel(req.Op), reply.Code)
+	return reply
+}
+
+// opLabel keeps a hostile op string out of metric labels.
+func opLabel(op string) string {
+	switch op {
+	case subjects.ETAReserve, subjects.ETAHold, subjects.ETAConfirm, subjects.ETARelease:
+		return op
+	}
+	return "invalid"
+}
+
+// decodeRequest decodes strictly and checks every field the operation
+// needs, as ids and values that are safe to put into keys.
+func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
+	var req subjects.ETARequest
+	if len(data) > maxRequestBytes {
+		return req, &RequestError{Code: codeBodyTooLarge, Reason: fmt.Sprintf("request over %d bytes", maxRequestBytes)}
+	}
+	tenant, err := subjects.ParseETA(subject)
+	if err != nil {
+		return req, &RequestError{Code: codeInvalidField, Field: "subject", Reason: err.Error()}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return subjects.ETARequest{}, &RequestError{Code: codeUnknownField, Field: strings.Trim(f, `"`), Reason: "unknown field"}
+		}
+		return subjects.ETARequest{}, &RequestError{Code: codeInvalidJSON, Reason: err.Error()}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return subjects.ETARequest{}, &RequestError{Code: codeInvalidJSON, Reason: "data after the JSON object"}
+	}
+	if req.Tenant != tenant {
+		return req, &RequestError{Code: codeTenantMismatch, Field: "tenant", Reason: "does not match the subject"}
+	}
+	field := func(name, reason string) error { return &RequestError{Code: codeInvalidField, Field: name, Reason: reason} }
+	id := func(name, v string) error {
+		if err := subjects.ValidID(v); err != nil {
+			return field(name, err.Error())
+		}
+		return nil
+	}
+	typ := func() error {
+		if _, ok := subjects.SLA(req.Type); !ok {
+			return field("type", "must be GOLD, SILVER or BRONZE")
+		}
+		return nil
+	}
+	var errs []error
+	switch req.Op {
+	case subjects.ETAReserve:
+		errs = append(errs, typ(), id("ticket", req.Ticket))
+	case subjects.ETAHold:
+		errs = append(errs, typ())
+	case subjects.ETAConfirm:
+		errs = append(errs, typ(), id("ticket", req.Ticket))
+		if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
+			errs = append(errs, field("slot_id", err.Error()))
+		}
+	case subjects.ETARelease:
+		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent))
+		if req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)) {
+			errs = append(errs, field("slot_time", "must be a whole minute"))
+		}
+	default:
+		errs = append(errs, field("op", "must be reserve, hold, confirm or release"))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// replyOf maps an error onto the reply; the responder is the only place
+// that does.
+func replyOf(err error) subjects.ETAReply {
+	var re *RequestError
+	switch {
+	case errors.As(err, &re):
+		return subjects.ETAReply{Code: http.StatusBadRequest, Error: re.Code, Message: re.Error()}
+	case errors.Is(err, tenants.ErrTenantNotFound):
+		return subjects.ETAReply{Code: http.StatusNotFound, Error: codeClientNotFound, Message: "no such client"}
+	case errors.Is(err, ErrNoSlot):
+		return subjects.ETAReply{Code: http.StatusConflict, Error: codeSLAUnavailable, Message: err.Error()}
+	case errors.Is(err, ErrTypeMismatch):
+		return subjects.ETAReply{Code: http.StatusConflict, Error: codeTypeMismatch, Message: err.Error()}
+	case errors.Is(err, ErrHoldGone):
+		return subjects.ETAReply{Code: http.StatusGone, Error: codeHoldExpired, Message: err.Error()}
+	}
+	return subjects.ETAReply{Code: http.StatusServiceUnavailable, Error: codeUnavailable, Message: err.Error()}
+}
+
+func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
+	now := r.now()
+	switch req.Op {
+	case subjects.ETAReserve, subjects.ETAHold:
+		if d := req.CreatedAt.Sub(now); req.CreatedAt.IsZero() || d > maxSkew || d < -maxSkew {
+			return subjects.ETAReply{}, &RequestError{Code: codeInvalidField, Field: "created_at",
+				Reason: fmt.Sprintf("must be within %s of the responder's clock", maxSkew)}
+		}
+	}
+	if req.Op != subjects.ETARelease {
+		// A release needs no tenant lookup: a key that is not there is
+		// nothing to release.
+		if _, err := r.registry.Get(ctx, req.Tenant); err != nil {
+			if errors.Is(err, tenants.ErrTenantNotFound) {
+				return subjects.ETAReply{}, err
+			}
+			return subjects.ETAReply{}, fmt.Errorf("looking up tenant %s: %w: %w", req.Tenant, ErrUnavailable, err)
+		}
+	}
+	switch req.Op {
+	case subjects.ETAReserve:
+		return r.reserve(ctx, req, now)
+	case subjects.ETAHold:
+		return r.hold(ctx, req, now)
+	case subjects.ETAConfirm:
+		return r.confirm(ctx, req, now)
+	default:
+		return r.release(ctx, req)
+	}
+}
+
+// reserve takes the earliest free slot for a new ticket, confirmed at once.
+func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
+	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotConfirmed, Ticket: req.Ticket, Type: req.Type,
+		CreatedAt: req.CreatedAt})
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	slot, rev, err := r.take(ctx, req, value, func(minute time.Time) time.Duration { return r.confirmedTTL(minute, now) })
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	return subjects.ETAReply{Code: http.StatusCreated, Agent: slot.Agent, SlotTime: slot.Minute, Revision: rev}, nil
+}
+
+// hold takes the earliest free slot as a pending hold that expires after
+// HoldTTL unless confirmed.
+func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
+	nonce, err := newNonce()
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	expires := now.Add(r.holdTTL).UTC()
+	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotHeld, Type: req.Type, CreatedAt: req.CreatedAt,
+		Nonce: nonce, HoldExpiresAt: &expires})
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	slot, rev, err := r.take(ctx, req, value, func(time.Time) time.Duration { return r.holdTTL })
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	return subjects.ETAReply{Code: http.StatusOK, Agent: slot.Agent, SlotTime: slot.Minute,
+		SlotID: subjects.FormatSlotID(slot.Agent, slot.Minute, nonce), HoldExpiresAt: &expires, Revision: rev}, nil
+}
+
+// take claims candidates from the tenant's calendar, earliest first, and
+// creates each one's key only if absent until one create wins. A lost
+// create marks the slot taken and moves on; the winner is recorded in the
+// calendar at once (read-your-writes: the watch echoes it later).
+func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []byte,
+	ttl func(minute time.Time) time.Duration) (calendar.Slot, uint64, error) {
+	first, last, _ := calendar.Window(req.CreatedAt, req.Type)
+	tc := r.calendar(req.Tenant)
+	kv := r.shardKV(req.Tenant)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		tc.mu.Lock()
+		cl, ok := tc.cal.Claim(first, last)
+		tc.mu.Unlock()
+		if !ok {
+			return calendar.Slot{}, 0, ErrNoSlot
+		}
+		key := subjects.SlotKey(req.Tenant, cl.Agent, cl.Minute)
+		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		rev, err := kv.Create(kctx, key, value, jetstream.KeyTTL(wholeSeconds(ttl(cl.Minute))))
+		cancel()
+		tc.mu.Lock()
+		switch {
+		case err == nil:
+			tc.cal.Taken(cl, rev)
+		case errors.Is(err, jetstream.ErrKeyExists):
+			tc.cal.Lost(cl)
+		default:
+			tc.cal.Abandon(cl)
+		}
+		tc.mu.Unlock()
+		switch {
+		case err == nil:
+			return cl.Slot, rev, nil
+		case errors.Is(err, jetstream.ErrKeyExists):
+			r.metrics.conflict()
+			continue
+		}
+		return calendar.Slot{}, 0, fmt.Errorf("creating slot %s: %w: %w", key, ErrUnavailable, err)
+	}
+	return calendar.Slot{}, 0, fmt.Errorf("tenant %s after %d attempts: %w: %w", req.Tenant, maxAttempts, ErrUnavailable, ErrContended)
+}
+
+// confirm turns a live hold into a reservation. The write is checked
+// against the hold's revision and carries the reservation's own TTL, so
+// the short hold TTL is gone and the key outlives its minute.
+func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
+	agent, minute, nonce, _ := subjects.ParseSlotID(req.SlotID) // checked by decodeRequest
+	key := subjects.SlotKey(req.Tenant, agent, minute)
+	kv := r.shardKV(req.Tenant)
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	e, err := kv.Get(kctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return subjects.ETAReply{}, ErrHoldGone
+	}
+	if err != nil {
+		return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
+	}
+	var rec subjects.SlotRecord
+	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Nonce != nonce {
+		return subjects.ETAReply{}, ErrHoldGone
+	}
+	done := subjects.ETAReply{Code: http.StatusOK, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
+		Revision: e.Revision()}
+	switch {
+	case rec.State == subjects.SlotConfirmed && rec.Ticket == req.Ticket:
+		return done, nil // a repeated confirm of the same ticket: the same answer
+	case rec.State != subjects.SlotHeld || rec.HoldExpiresAt == nil || !now.Before(*rec.HoldExpiresAt):
+		return subjects.ETAReply{}, ErrHoldGone
+	}
+	if first, last, ok := calendar.Window(rec.CreatedAt, req.Type); !ok || minute.Before(first) || minute.After(last) {
+		return subjects.ETAReply{}, fmt.Errorf("slot %s for %s: %w", minute.Format(time.RFC3339), req.Type, ErrTypeMismatch)
+	}
+	rec.State, rec.Ticket, rec.Type, rec.HoldExpiresAt = subjects.SlotConfirmed, req.Ticket, req.Type, nil
+	msg := nats.NewMsg(subjects.SlotSubject(req.Tenant, agent, minute, r.nShards))
+	if msg.Data, err = json.Marshal(rec); err != nil {
+		return subjects.ETAReply{}, err
+	}
+	ack, err := r.js.PublishMsg(kctx, msg, jetstream.WithExpectLastSequencePerSubject(e.Revision()),
+		jetstream.WithMsgTTL(wholeSeconds(r.confirmedTTL(minute, now))))
+	if wrongLastSequence(err) {
+		return subjects.ETAReply{}, ErrHoldGone // expired, confirmed or replaced since the read
+	}
+	if err != nil {
+		return subjects.ETAReply{}, fmt.Errorf("confirming slot %s: %w: %w", key, ErrUnavailable, err)
+	}
+	tc := r.calendar(req.Tenant)
+	tc.mu.Lock()
+	tc.cal.Put(calendar.Slot{Agent: agent, Minute: minute}, ack.Sequence)
+	tc.mu.Unlock()
+	done.Revision = ack.Sequence
+	return done, nil
+}
+
+// release frees a reservation if it still belongs to the ticket; anything
+// else (absent, a hold, another ticket's) is nothing to release. The purge
+// is checked against the revision read, and its marker expires.
+func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
+	minute := req.SlotTime.UTC()
+	key := subjects.SlotKey(req.Tenant, req.Agent, minute)
+	kv := r.shardKV(req.Tenant)
+	ok := subjects.ETAReply{Code: http.StatusOK, Agent: req.Agent, SlotTime: minute}
+	for attempt := 0; attempt < 3; attempt++ {
+		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		e, err := kv.Get(kctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			cancel()
+			return ok, nil
+		}
+		if err != nil {
+			cancel()
+			return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
+		}
+		var rec subjects.SlotRecord
+		if json.Unmarshal(e.Value(), &rec) != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != req.Ticket {
+			cancel()
+			return ok, nil
+		}
+		err = kv.Purge(kctx, key, jetstream.LastRevision(e.Revision()), jetstream.PurgeTTL(subjects.SlotMarkerTTL))
+		cancel()
+		if err == nil {
+			tc := r.calendar(req.Tenant)
+			tc.mu.Lock()
+			tc.cal.Released(calendar.Slot{Agent: req.Agent, Minute: minute}, e.Revision())
+			tc.mu.Unlock()
+			ok.Revision = e.Revision()
+			return ok, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSequence(err) {
+			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
+		}
+		// Changed since the read: look again.
+	}
+	return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, ErrContended)
+}
+
+// confirmedTTL keeps a reservation until its minute has passed plus a
+// margin.
+func (r *Responder) confirmedTTL(minute, now time.Time) time.Duration {
+	return minute.Add(time.Minute + reservationMargin).Sub(now)
+}
+
+// wholeSeconds rounds a TTL up to whole seconds, at least one (the
+// server's unit and minimum).
+func wholeSeconds(d time.Duration) time.Duration {
+	if d < time.Second {
+		return time.Second
+	}
+	if rem := d % time.Second; rem != 0 {
+		d += time.Second - rem
+	}
+	return d
+}
+
+// wrongLastSequence reports a CAS conflict of a direct stream publish;
+// replicated streams answer 10164 instead of 10071 (NATS.md).
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+var nonceEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newNonce is the random part of a slot id: subjects.HoldNonceLen
+// characters of [a-z2-7].
+func newNonce() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return nonceEncoding.EncodeToString(b[:])[:subjects.HoldNonceLen], nil
+}

@@ -1,0 +1,364 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tms/subjects"
+	"tms/tenants"
+	"tms/workers/calendar"
+)
+
+// ResponderConfig configures a Responder.
+type ResponderConfig struct {
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Registry *tenants.Registry // a request for an unknown tenant is 404 client_not_found
+	Logger   *slog.Logger
+	// Now is the clock (nil: time.Now). It also bounds the CreatedAt a
+	// request may carry: within maxSkew of Now.
+	Now func() time.Time
+	// HoldTTL is how long a pending hold lives (0: 30s); whole seconds,
+	// at least 1s.
+	HoldTTL time.Duration
+	// Shards is the slot shard count (0: subjects.DefaultSlotShards).
+	Shards   int
+	Replicas int
+	// Concurrency bounds the requests handled at once per process (0: 64).
+	Concurrency int
+	Metrics     prometheus.Registerer // may be nil
+}
+
+const (
+	defaultHoldTTL     = 30 * time.Second
+	defaultConcurrency = 64
+	// kvTimeout bounds one KV round trip; requestTimeout one request.
+	kvTimeout      = 5 * time.Second
+	requestTimeout = 10 * time.Second
+	// maxSkew is how far a request's CreatedAt may be from Now: the
+	// ingress stamps it just before asking, so more means a broken clock
+	// or a forged request.
+	maxSkew = 5 * time.Second
+	// reservationMargin keeps a confirmed key this long after its minute
+	// has passed: the key matters only until then (Postgres keeps the
+	// ticket), so keys of past minutes do not pile up.
+	reservationMargin = 15 * time.Minute
+	// maxAttempts bounds the creates one request tries when others keep
+	// winning the race; each lost create marks a slot taken, so this is
+	// reached only under heavy contention (the answer is then 503).
+	maxAttempts = 64
+	// maxRequestBytes bounds a request body; real ones are a few hundred.
+	maxRequestBytes = 4 << 10
+)
+
+// Responder answers ETA requests for every tenant (request-reply on
+// subjects.ETAAll, queue group subjects.QueueETA) and is the only writer of
+// the slot buckets. Each tenant has an in-memory calendar fed by a watch on
+// its shard bucket, by a watch on the agents bucket and by the responder's
+// own writes; the calendar only proposes candidates, the KV create decides.
+type Responder struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	registry *tenants.Registry
+	log      *slog.Logger
+	now      func() time.Time
+	holdTTL  time.Duration
+	nShards  int
+	shards   []jetstream.KeyValue
+	agents   jetstream.KeyValue
+	sem      chan struct{}
+	metrics  *responderMetrics
+
+	mu      sync.Mutex
+	tenants map[string]*tenantCalendar
+
+	loaded  []atomic.Bool // one per shard watch, then the agents watch
+	ready   atomic.Bool
+	hmu     sync.Mutex // guards closed and handlers.Add
+	closed  bool
+	handler sync.WaitGroup
+	base    context.Context // Run's context, without its cancellation, for handlers
+}
+
+// tenantCalendar is one tenant's calendar and the lock that serialises it.
+type tenantCalendar struct {
+	shard int
+	mu    sync.Mutex
+	cal   *calendar.Calendar
+}
+
+// NewResponder creates or updates the slot shard buckets and opens the
+// agents bucket (creating it if no tenants process has yet).
+func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) {
+	if cfg.NC == nil || cfg.JS == nil || cfg.Registry == nil {
+		return nil, fmt.Errorf("%w: NC, JS and Registry are required", ErrResponderConfig)
+	}
+	holdTTL := cfg.HoldTTL
+	if holdTTL == 0 {
+		holdTTL = defaultHoldTTL
+	}
+	if holdTTL < time.Second || holdTTL%time.Second != 0 {
+		return nil, fmt.Errorf("%w: hold TTL %s is not a whole number of seconds >= 1s", ErrResponderConfig, holdTTL)
+	}
+	n := cfg.Shards
+	if n == 0 {
+		n = subjects.DefaultSlotShards
+	}
+	if n < 0 {
+		return nil, fmt.Errorf("%w: %d shards", ErrResponderConfig, n)
+	}
+	conc := cfg.Concurrency
+	if conc <= 0 {
+		conc = defaultConcurrency
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	r := &Responder{
+		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, now: now, holdTTL: holdTTL, nShards: n,
+		log: log.With(slog.String("component", "eta_responder")), sem: make(chan struct{}, conc),
+		tenants: make(map[string]*tenantCalendar), loaded: make([]atomic.Bool, n+1),
+		base: context.Background(),
+	}
+	for i := 0; i < n; i++ {
+		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+		kv, err := cfg.JS.CreateOrUpdateKeyValue(kctx, subjects.SlotBucketConfig(i, cfg.Replicas))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
+		}
+		r.shards = append(r.shards, kv)
+	}
+	agents, err := openAgents(ctx, cfg.JS, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	r.agents = agents
+	if cfg.Metrics != nil {
+		if r.metrics, err = newResponderMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// openAgents opens subjects.BucketAgents, creating it as package tenants
+// does when this process is the first to need it.
+func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+	defer cancel()
+	kv, err := js.KeyValue(kctx, subjects.BucketAgents)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(kctx, jetstream.KeyValueConfig{
+			Bucket: subjects.BucketAgents, Description: "tms service agents and their availability, per tenant",
+			History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(kctx, subjects.BucketAgents)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w: %w", subjects.BucketAgents, ErrUnavailable, err)
+	}
+	return kv, nil
+}
+
+// Ready reports whether the calendars are loaded and requests are served.
+func (r *Responder) Ready() bool { return r.ready.Load() }
+
+// Run loads every calendar (one watch per shard bucket and one on the
+// agents bucket), then answers requests until ctx is done; in-flight
+// requests are finished before it returns nil.
+func (r *Responder) Run(ctx context.Context) error {
+	r.base = context.WithoutCancel(ctx)
+	wctx, stopWatches := context.WithCancel(ctx)
+	var watches sync.WaitGroup
+	defer func() {
+		stopWatches()
+		watches.Wait()
+	}()
+	for i, kv := range r.shards {
+		watches.Go(func() { r.watchLoop(wctx, kv, r.shardSink(i)) })
+	}
+	watches.Go(func() { r.watchLoop(wctx, r.agents, r.agentSink()) })
+
+	tick := time.NewTicker(10 * time.Millisecond)
+	for !r.allLoaded() {
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return nil
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+
+	sub, err := r.nc.QueueSubscribe(subjects.ETAAll, subjects.QueueETA, r.onMsg)
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w: %w", subjects.ETAAll, ErrUnavailable, err)
+	}
+	// Ready only once the server has the interest: a request sent right
+	// after would otherwise find no responders.
+	if err := r.nc.FlushTimeout(kvTimeout); err != nil {
+		r.log.Warn("flushing the subscription", slog.Any("err", err))
+	}
+	r.ready.Store(true)
+	r.log.Info("eta responder ready", slog.Int("shards", r.nShards), slog.Int("concurrency", cap(r.sem)))
+	<-ctx.Done()
+	r.ready.Store(false)
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		r.log.Warn("unsubscribing", slog.Any("err", err))
+	}
+	r.hmu.Lock()
+	r.closed = true
+	r.hmu.Unlock()
+	r.handler.Wait()
+	r.log.Info("eta responder stopped")
+	return nil
+}
+
+func (r *Responder) allLoaded() bool {
+	for i := range r.loaded {
+		if !r.loaded[i].Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// onMsg is the subscription callback. The library calls it serially, so
+// it only hands the message to a bounded pool; while the pool is full it
+// blocks, and further requests wait in the subscription's buffer.
+func (r *Responder) onMsg(msg *nats.Msg) {
+	r.sem <- struct{}{}
+	r.hmu.Lock()
+	if r.closed {
+		r.hmu.Unlock()
+		<-r.sem
+		r.respond(msg, subjects.ETAReply{Code: http.StatusServiceUnavailable, Error: "unavailable",
+			Message: "responder stopping"})
+		return
+	}
+	r.handler.Add(1)
+	r.hmu.Unlock()
+	go func() {
+		defer r.handler.Done()
+		defer func() { <-r.sem }()
+		ctx, cancel := context.WithTimeout(r.base, requestTimeout)
+		defer cancel()
+		r.respond(msg, r.Handle(ctx, msg.Subject, msg.Data))
+	}()
+}
+
+func (r *Responder) respond(msg *nats.Msg, reply subjects.ETAReply) {
+	if msg.Reply == "" {
+		return
+	}
+	b, err := json.Marshal(reply)
+	if err != nil {
+		r.log.Error("encoding reply", slog.Any("err", err))
+		return
+	}
+	if err := msg.Respond(b); err != nil {
+		r.log.Warn("replying", slog.String("subject", msg.Subject), slog.Any("err", err))
+	}
+}
+
+// calendar returns a tenant's calendar, creating an empty one.
+func (r *Responder) calendar(tenant string) *tenantCalendar {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tc, ok := r.tenants[tenant]
+	if !ok {
+		tc = &tenantCalendar{shard: subjects.SlotShard(tenant, r.nShards), cal: calendar.New(r.now())}
+		r.tenants[tenant] = tc
+	}
+	return tc
+}
+
+func (r *Responder) shardKV(tenant string) jetstream.KeyValue {
+	return r.shards[subjects.SlotShard(tenant, r.nShards)]
+}
+
+// responderMetrics are the responder's Prometheus counters.
+type responderMetrics struct {
+	requests  *prometheus.CounterVec
+	conflicts prometheus.Counter
+	rebuilds  *prometheus.CounterVec
+}
+
+func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
+	m := &responderMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tms_eta_requests_total", Help: "ETA requests answered, by operation and reply code.",
+		}, []string{"op", "code"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tms_eta_kv_create_conflicts_total",
+			Help: "Slot creates lost to another writer (the next candidate is tried).",
+		}),
+		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tms_eta_watch_restarts_total", Help: "KV watches restarted and rebuilt, by bucket.",
+		}, []string{"bucket"}),
+	}
+	var err error
+	m.requests, err = register(reg, m.requests)
+	if err != nil {
+		return nil, err
+	}
+	if m.conflicts, err = register(reg, m.conflicts); err != nil {
+		return nil, err
+	}
+	if m.rebuilds, err = register(reg, m.rebuilds); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (two responders in one process share the counters).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("registering responder metrics: %w", err)
+	}
+	return c, nil
+}
+
+func (m *responderMetrics) request(op string, code int) {
+	if m != nil {
+		m.requests.WithLabelValues(op, fmt.Sprint(code)).Inc()
+	}
+}
+
+func (m *responderMetrics) conflict() {
+	if m != nil {
+		m.conflicts.Inc()
+	}
+}
+
+func (m *responderMetrics) rebuild(bucket string) {
+	if m != nil {
+		m.rebuilds.WithLabelValues(bucket).Inc()
+	}
+}
