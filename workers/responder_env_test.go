@@ -1,0 +1,221 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tms/ops/testkit"
+	"tms/subjects"
+	"tms/tenants"
+	"tms/workers"
+)
+
+// respEnv is one embedded NATS server, real tenants (registry, databases,
+// agents) on the test Postgres, and a fake clock every part shares.
+type respEnv struct {
+	nats   *testkit.NATS
+	js     jetstream.JetStream
+	reg    *tenants.Registry
+	agents *tenants.Agents
+	clock  *testkit.Clock
+}
+
+// respT0 is a whole minute: a GOLD request at it has exactly 120 slots.
+var respT0 = time.Date(2030, 5, 6, 10, 0, 0, 0, time.UTC)
+
+func newRespEnv(t *testing.T) *respEnv {
+	t.Helper()
+	ctx := testkit.Context(t, 60*time.Second)
+	e := &respEnv{nats: testkit.StartNATS(t), clock: testkit.NewClock(respT0)}
+	e.js = e.nats.JetStream(t)
+	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
+		ServerURLs: []string{testkit.PostgresURL()}, DBPrefix: testkit.DatabasePrefix(t), Logger: testkit.Logger(t),
+	})
+	if err != nil {
+		t.Fatalf("NewProvisioner: %v", err)
+	}
+	t.Cleanup(prov.Close)
+	e.reg, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: e.js, Provisioner: prov, Logger: testkit.Logger(t),
+		Now: e.clock.Now})
+	if err != nil {
+		t.Fatalf("NewRegistry: %v", err)
+	}
+	runPart(t, "Registry", e.reg.Run)
+	testkit.Eventually(t, 10*time.Second, e.reg.Ready, "registry ready")
+	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: testkit.Logger(t)})
+	runPart(t, "Pools", pools.Run)
+	e.agents, err = tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t),
+		Now: e.clock.Now})
+	if err != nil {
+		t.Fatalf("NewAgents: %v", err)
+	}
+	return e
+}
+
+// runPart runs a Run method in the background and stops it (waiting for
+// it) when the test ends.
+func runPart(t *testing.T, what string, fn func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := fn(ctx); err != nil {
+			t.Errorf("%s.Run: %v", what, err)
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+func (e *respEnv) account(t *testing.T, name string) tenants.Tenant {
+	t.Helper()
+	ten, err := e.reg.CreateAccount(testkit.Context(t, 60*time.Second), name, testkit.RandomSuffix(8)+"@eta.example",
+		"correct horse battery")
+	if err != nil {
+		t.Fatalf("CreateAccount(%q): %v", name, err)
+	}
+	return ten
+}
+
+// agentAt creates an agent of ten that became available at since.
+func (e *respEnv) agentAt(t *testing.T, ten tenants.Tenant, since time.Time) tenants.Agent {
+	t.Helper()
+	saved := e.clock.Now()
+	e.clock.Set(since)
+	defer e.clock.Set(saved)
+	a, err := e.agents.Create(testkit.Context(t, 30*time.Second), ten, "agent "+testkit.RandomSuffix(4))
+	if err != nil {
+		t.Fatalf("create agent: %v", err)
+	}
+	return a
+}
+
+func (e *respEnv) setStatus(t *testing.T, ten tenants.Tenant, agent, status string, at time.Time) {
+	t.Helper()
+	saved := e.clock.Now()
+	e.clock.Set(at)
+	defer e.clock.Set(saved)
+	if _, err := e.agents.SetStatus(testkit.Context(t, 30*time.Second), ten, agent, status); err != nil {
+		t.Fatalf("SetStatus(%s, %s): %v", agent, status, err)
+	}
+}
+
+// responder starts a responder on its own NATS connection, ready.
+func (e *respEnv) responder(t *testing.T, mod func(*workers.ResponderConfig)) *workers.Responder {
+	t.Helper()
+	nc := e.nats.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := workers.ResponderConfig{NC: nc, JS: js, Registry: e.reg, Logger: testkit.Logger(t), Now: e.clock.Now,
+		Concurrency: 16}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := workers.NewResponder(testkit.Context(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatalf("NewResponder: %v", err)
+	}
+	runPart(t, "Responder", r.Run)
+	testkit.Eventually(t, 15*time.Second, r.Ready, "responder ready")
+	return r
+}
+
+// ask sends one request and decodes the answer.
+func ask(t *testing.T, nc *nats.Conn, subject string, req any) (subjects.ETAReply, error) {
+	t.Helper()
+	var data []byte
+	switch v := req.(type) {
+	case []byte:
+		data = v
+	default:
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	var reply subjects.ETAReply
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatalf("decoding reply %q: %v", msg.Data, err)
+	}
+	return reply, nil
+}
+
+// mustAsk is ask for a request that must be answered.
+func mustAsk(t *testing.T, nc *nats.Conn, req subjects.ETARequest) subjects.ETAReply {
+	t.Helper()
+	reply, err := ask(t, nc, subjects.ETA(req.Tenant), req)
+	if err != nil {
+		t.Fatalf("%s request: %v", req.Op, err)
+	}
+	return reply
+}
+
+func reserveReq(tenant, typ, ticket string, created time.Time) subjects.ETARequest {
+	return subjects.ETARequest{Op: subjects.ETAReserve, Tenant: tenant, Type: typ, CreatedAt: created, Ticket: ticket}
+}
+
+// slotKeys returns every slot key of tenant with its record.
+func (e *respEnv) slotKeys(t *testing.T, tenant string) map[string]subjects.SlotRecord {
+	t.Helper()
+	ctx := testkit.Context(t, 30*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lister, err := kv.ListKeysFiltered(ctx, subjects.TenantSlots(tenant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]subjects.SlotRecord{}
+	for key := range lister.Keys() {
+		en, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // expired meanwhile
+		}
+		if err != nil {
+			t.Fatalf("get %s: %v", key, err)
+		}
+		var rec subjects.SlotRecord
+		if err := json.Unmarshal(en.Value(), &rec); err != nil {
+			t.Fatalf("record of %s: %v", key, err)
+		}
+		out[key] = rec
+	}
+	return out
+}
+
+// counter reads a counter's value (summed over labels) from reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
