@@ -96,7 +96,9 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	if req.Tenant != tenant {
 		return req, &RequestError{Code: codeTenantMismatch, Field: "tenant", Reason: "does not match the subject"}
 	}
-	field := func(name, reason string) error { return &RequestError{Code: codeInvalidField, Field: name, Reason: reason} }
+	field := func(name, reason string) error {
+		return &RequestError{Code: codeInvalidField, Field: name, Reason: reason}
+	}
 	id := func(name, v string) error {
 		if err := subjects.ValidID(v); err != nil {
 			return field(name, err.Error())
