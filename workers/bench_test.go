@@ -1,0 +1,181 @@
+package workers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/testkit"
+	"tms/subjects"
+	"tms/tenants"
+	"tms/workers"
+	"tms/workers/calendar"
+)
+
+// benchEnv is an embedded server (fsync on every write, as in
+// production) with one tenant whose records are written straight to KV:
+// the admission path reads only KV, so no Postgres is involved.
+type benchEnv struct {
+	nats   *testkit.NATS
+	r      *workers.Responder
+	tenant string
+	bodies [][]byte
+}
+
+// newBenchEnv gives the tenant enough agents that n BRONZE reservations
+// never run out (480 slots per agent in the window).
+func newBenchEnv(b *testing.B, n int) *benchEnv {
+	b.Helper()
+	ctx := testkit.Context(b, 60*time.Second)
+	e := &benchEnv{nats: testkit.StartNATS(b), tenant: "cbench"}
+	js := e.nats.JetStream(b)
+	reg, err := tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: js, Logger: testkit.Logger(b)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runBench(b, reg.Run)
+	kvTenants, err := js.KeyValue(ctx, subjects.BucketTenants)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rec, _ := json.Marshal(subjects.TenantRecord{ID: e.tenant, Name: "Bench", CreatedAt: respT0})
+	if _, err := kvTenants.Put(ctx, subjects.TenantKey(e.tenant), rec); err != nil {
+		b.Fatal(err)
+	}
+	agentsKV, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subjects.BucketAgents, History: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	agents := n/480 + 1
+	since := respT0
+	for i := 0; i < agents; i++ {
+		rec, _ := json.Marshal(subjects.AgentRecord{Tenant: e.tenant, ID: fmt.Sprintf("a%04d", i),
+			Status: subjects.AgentAvailable, AvailableSince: &since, UpdatedAt: since})
+		if _, err := agentsKV.Put(ctx, subjects.AgentKey(e.tenant, fmt.Sprintf("a%04d", i)), rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	nc := e.nats.Connect(b)
+	rjs, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	clock := testkit.NewClock(respT0)
+	e.r, err = workers.NewResponder(ctx, workers.ResponderConfig{NC: nc, JS: rjs, Registry: reg, Now: clock.Now,
+		Concurrency: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	runBench(b, e.r.Run)
+	first, last, _ := calendar.Window(respT0, subjects.Bronze)
+	testkit.Eventually(b, 30*time.Second, func() bool {
+		return e.r.Ready() && e.r.FreeSlots(e.tenant, first, last) == agents*480
+	}, "responder sees every agent")
+	testkit.Eventually(b, 10*time.Second, func() bool {
+		_, err := reg.Get(ctx, e.tenant)
+		return err == nil
+	}, "tenant known")
+	e.bodies = make([][]byte, n)
+	for i := range e.bodies {
+		e.bodies[i], _ = json.Marshal(reserveReq(e.tenant, subjects.Bronze, fmt.Sprintf("t%d", i), respT0))
+	}
+	return e
+}
+
+func runBench(b *testing.B, fn func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = fn(ctx)
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// BenchmarkReserve measures admission alone: a reserve request answered
+// by the responder, which claims a slot in its calendar and creates the
+// KV key (one JetStream publish with fsync). The sub-benchmarks split the
+// cost: the request-reply hop, the responder's own work, the calendar.
+func BenchmarkReserve(b *testing.B) {
+	b.Run("request-reply", func(b *testing.B) {
+		e := newBenchEnv(b, b.N)
+		client := e.nats.Connect(b)
+		subject := subjects.ETA(e.tenant)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			msg, err := client.Request(subject, e.bodies[i], 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var reply subjects.ETAReply
+			if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
+				b.Fatalf("reply %s: %v", msg.Data, err)
+			}
+		}
+	})
+	b.Run("request-reply-parallel", func(b *testing.B) {
+		e := newBenchEnv(b, b.N)
+		client := e.nats.Connect(b)
+		subject := subjects.ETA(e.tenant)
+		var next atomic.Int64
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				msg, err := client.Request(subject, e.bodies[next.Add(1)-1], 5*time.Second)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				var reply subjects.ETAReply
+				if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
+					b.Errorf("reply %s: %v", msg.Data, err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("direct", func(b *testing.B) {
+		e := newBenchEnv(b, b.N)
+		subject := subjects.ETA(e.tenant)
+		ctx := context.Background()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if reply := e.r.Handle(ctx, subject, e.bodies[i]); reply.Code != http.StatusCreated {
+				b.Fatalf("reply %+v", reply)
+			}
+		}
+	})
+	b.Run("calendar-claim", func(b *testing.B) {
+		// 20 agents, BRONZE: the claim and its bookkeeping, no I/O.
+		cal := calendar.New(respT0)
+		for i := 0; i < 20; i++ {
+			cal.SetAgent(calendar.Agent{ID: fmt.Sprintf("a%02d", i), Available: true, Since: respT0})
+		}
+		first, last, _ := calendar.Window(respT0, subjects.Bronze)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			cl, ok := cal.Claim(first, last)
+			if !ok { // full: start again on a fresh calendar
+				b.StopTimer()
+				cal.LoadSlots(nil)
+				b.StartTimer()
+				cl, _ = cal.Claim(first, last)
+			}
+			cal.Taken(cl, uint64(i+1))
+		}
+	})
+}
