@@ -22,7 +22,7 @@ import (
 // JetStream server, the test Postgres server, and the Run loops of the
 // registry, sessions and pools, owned by the test and stopped in Cleanup.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	nats     *testkit.NATS
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -36,7 +36,7 @@ type env struct {
 	clock    *testkit.Clock // the sessions' clock, to expire tokens
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	logger := testkit.Logger(t)
 	srv := testkit.StartNATS(t)
@@ -126,13 +126,13 @@ type response struct {
 	body   map[string]any
 }
 
-func (e *env) do(t *testing.T, req request) response {
+func (e *env) do(t testing.TB, req request) response {
 	t.Helper()
 	return doOn(t, e.handler, req)
 }
 
 // doOn sends req to the handler h and decodes the JSON answer.
-func doOn(t *testing.T, h http.Handler, req request) response {
+func doOn(t testing.TB, h http.Handler, req request) response {
 	t.Helper()
 	r := httptest.NewRequest(req.method, req.path, bytes.NewReader([]byte(req.body)))
 	if req.body != "" {
@@ -168,7 +168,7 @@ func doOn(t *testing.T, h http.Handler, req request) response {
 }
 
 // must does req and fails the test unless it answers want.
-func (e *env) must(t *testing.T, want int, req request) map[string]any {
+func (e *env) must(t testing.TB, want int, req request) map[string]any {
 	t.Helper()
 	resp := e.do(t, req)
 	if resp.status != want {
@@ -182,7 +182,7 @@ type account struct {
 	id, subDomain, token string
 }
 
-func (e *env) openAccount(t *testing.T, name, email string) account {
+func (e *env) openAccount(t testing.TB, name, email string) account {
 	t.Helper()
 	body := e.must(t, http.StatusCreated, request{method: "POST", path: "/create_account",
 		body: jsonBody(map[string]any{"client_name": name, "official_email": email, "password": "correct horse battery"})})
@@ -191,7 +191,7 @@ func (e *env) openAccount(t *testing.T, name, email string) account {
 	return a
 }
 
-func (e *env) login(t *testing.T, clientID string) string {
+func (e *env) login(t testing.TB, clientID string) string {
 	t.Helper()
 	body := e.must(t, http.StatusOK, request{method: "POST", path: "/login",
 		body: jsonBody(map[string]any{"client_id": clientID, "password": "correct horse battery"})})

@@ -38,7 +38,7 @@ type ticketEnvOptions struct {
 	holdTTL time.Duration // the responder's; 0: its default
 }
 
-func newTicketEnv(t *testing.T, opts ticketEnvOptions) *ticketEnv {
+func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	t.Helper()
 	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now())}
 	t.Cleanup(e.stopAll)
@@ -105,7 +105,7 @@ func (e *ticketEnv) stopAll() {
 }
 
 // startAllocator starts an allocator worker on the env's tenants.
-func (e *ticketEnv) startAllocator(t *testing.T) {
+func (e *ticketEnv) startAllocator(t testing.TB) {
 	t.Helper()
 	ctx := testkit.Context(t, time.Minute)
 	alloc, err := workers.NewAllocator(ctx, workers.AllocatorConfig{
@@ -119,13 +119,13 @@ func (e *ticketEnv) startAllocator(t *testing.T) {
 }
 
 // tenantWithAgent opens an account with one available agent.
-func (e *ticketEnv) tenantWithAgent(t *testing.T, name, email string) (account, string) {
+func (e *ticketEnv) tenantWithAgent(t testing.TB, name, email string) (account, string) {
 	t.Helper()
 	a := e.openAccount(t, name, email)
 	return a, e.addAgent(t, a)
 }
 
-func (e *ticketEnv) addAgent(t *testing.T, a account) string {
+func (e *ticketEnv) addAgent(t testing.TB, a account) string {
 	t.Helper()
 	body := e.must(t, http.StatusCreated, request{method: "POST", path: "/agents", token: a.token,
 		body: jsonBody(map[string]string{"client_id": a.id, "name": "agent"})})
@@ -133,7 +133,7 @@ func (e *ticketEnv) addAgent(t *testing.T, a account) string {
 }
 
 // create is POST /create_ticket.
-func (e *ticketEnv) create(t *testing.T, a account, typ string, header http.Header) response {
+func (e *ticketEnv) create(t testing.TB, a account, typ string, header http.Header) response {
 	t.Helper()
 	return e.do(t, request{method: "POST", path: "/create_ticket", token: a.token, header: header,
 		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": typ})})
@@ -142,7 +142,7 @@ func (e *ticketEnv) create(t *testing.T, a account, typ string, header http.Head
 // createWhenReady creates typ tickets until the responder has seen the
 // tenant's agents (a new agent reaches it through a KV watch), and returns
 // the first 201.
-func (e *ticketEnv) createWhenReady(t *testing.T, a account, typ string) map[string]any {
+func (e *ticketEnv) createWhenReady(t testing.TB, a account, typ string) map[string]any {
 	t.Helper()
 	var got map[string]any
 	testkit.Eventually(t, 10*time.Second, func() bool {
@@ -198,7 +198,7 @@ func (e *ticketEnv) natsCall(t *testing.T, tenant, op string, body any, header n
 }
 
 // streamMessages counts the tenant's messages in the TICKETS stream.
-func (e *ticketEnv) streamMessages(t *testing.T, tenant string) uint64 {
+func (e *ticketEnv) streamMessages(t testing.TB, tenant string) uint64 {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
 	st, err := e.js.Stream(ctx, subjects.StreamTickets)
@@ -220,7 +220,7 @@ func (e *ticketEnv) streamMessages(t *testing.T, tenant string) uint64 {
 }
 
 // slotKeys lists the tenant's keys in its slot shard bucket.
-func (e *ticketEnv) slotKeys(t *testing.T, tenant string) []string {
+func (e *ticketEnv) slotKeys(t testing.TB, tenant string) []string {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
 	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
