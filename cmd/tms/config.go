@@ -61,15 +61,15 @@ var flagDefs = []flagDef{
 		str(func(c *config) *string { return &c.NATSListen }, defaultNATSListen)},
 	{"data-dir", "directory for the embedded NATS server's JetStream store (<data-dir>/nats)", "serve",
 		str(func(c *config) *string { return &c.DataDir }, "./var")},
-	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database", "serve ingress",
+	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database; every process lists the same servers", "serve ingress worker",
 		str(func(c *config) *string { return &c.DatabaseURL }, defaultDatabaseURL)},
-	{"db-prefix", "name prefix of tenant databases (advanced: tests use it to find and drop theirs)", "serve ingress",
+	{"db-prefix", "name prefix of the tenant databases this process creates (advanced: tests use it to find and drop theirs)", "serve ingress",
 		str(func(c *config) *string { return &c.DBPrefix }, "tms_")},
-	{"hold-ttl", "lifetime of a pending slot hold from validate_eta (used with ticket admission)", "serve ingress",
+	{"hold-ttl", "lifetime of a pending slot hold from validate_eta, whole seconds (the ETA responders apply it)", "serve worker",
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.DurationVar(&c.HoldTTL, name, 30*time.Second, usage)
 		}},
-	{"replicas", "replicas of the KV buckets tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress",
+	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress worker",
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
 	{"log-level", "debug, info, warn or error", "serve ingress worker",
 		str(func(c *config) *string { return &c.LogLevel }, "info")},
@@ -78,9 +78,9 @@ var flagDefs = []flagDef{
 }
 
 var commands = []struct{ name, summary string }{
-	{"serve", "run everything in one process: embedded NATS (unless --nats-url), public and internal HTTP"},
-	{"ingress", "run the HTTP listeners against an external NATS (--nats-url required)"},
-	{"worker", "connect to an external NATS (--nats-url required) and wait: the allocator workers arrive with ticket admission"},
+	{"serve", "run everything in one process: embedded NATS (unless --nats-url), HTTP, NATS API, ETA responders, allocators"},
+	{"ingress", "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
+	{"worker", "run the ETA responders and the allocators against an external NATS (--nats-url required)"},
 	{"help", "show this help; `tms help <command>` shows a command's flags"},
 }
 
@@ -200,20 +200,20 @@ func (c *config) validate() error {
 			return usagef("--data-dir is empty: %s", setHint("data-dir"))
 		}
 	}
-	if c.Command == "worker" {
-		return c.validateLog()
-	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return usagef("--replicas %d: want 1..5", c.Replicas)
 	}
 	if strings.TrimSpace(c.DatabaseURL) == "" {
 		return usagef("--database-url is empty: %s", setHint("database-url"))
 	}
-	if !dbPrefixRE.MatchString(c.DBPrefix) {
+	r := rolesOf(c.Command)
+	if r.front && !dbPrefixRE.MatchString(c.DBPrefix) {
 		return usagef("--db-prefix %q: want a lower-case letter, then up to 29 of [a-z0-9_]", c.DBPrefix)
 	}
-	if c.HoldTTL < time.Second {
-		return usagef("--hold-ttl %s: want at least 1s", c.HoldTTL)
+	// The hold's lifetime is a per-key TTL, which JetStream counts in
+	// whole seconds.
+	if r.back && (c.HoldTTL < time.Second || c.HoldTTL%time.Second != 0) {
+		return usagef("--hold-ttl %s: want whole seconds, at least 1s", c.HoldTTL)
 	}
 	return c.validateLog()
 }
@@ -254,10 +254,10 @@ func (c *config) logAttrs() []any {
 	} else {
 		add("serve ingress worker", "nats_url", ops.RedactURLs(c.NATSURL))
 	}
-	add("serve ingress", "database_url", ops.RedactURLs(c.DatabaseURL))
+	add("serve ingress worker", "database_url", ops.RedactURLs(c.DatabaseURL))
 	add("serve ingress", "db_prefix", c.DBPrefix)
-	add("serve ingress", "hold_ttl", c.HoldTTL.String())
-	add("serve ingress", "replicas", c.Replicas)
+	add("serve worker", "hold_ttl", c.HoldTTL.String())
+	add("serve ingress worker", "replicas", c.Replicas)
 	add("serve ingress worker", "log_level", c.LogLevel)
 	add("serve ingress worker", "log_format", c.LogFormat)
 	return attrs

@@ -55,6 +55,11 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"TMS_REPLICAS": "many"}, "TMS_REPLICAS"},
 		{[]string{"frobnicate"}, nil, "unknown command"},
 		{[]string{"worker", "--http-addr", ":1"}, nil, "http-addr"}, // worker has no listener
+		{[]string{"worker", "--nats-url", "nats://a", "--replicas", "0"}, nil, "--replicas"},
+		{[]string{"worker", "--nats-url", "nats://a", "--hold-ttl", "1500ms"}, nil, "--hold-ttl"},
+		{[]string{"worker", "--nats-url", "nats://a", "--database-url", ""}, nil, "--database-url"},
+		{[]string{"worker", "--nats-url", "nats://a", "--db-prefix", "x_"}, nil, "db-prefix"}, // worker creates no databases
+		{[]string{"ingress", "--nats-url", "nats://a", "--hold-ttl", "30s"}, nil, "hold-ttl"}, // the responders own holds
 	} {
 		_, err := loadConfig(tc.args, env(tc.env), io.Discard)
 		var ue *usageError
@@ -78,5 +83,23 @@ func TestConfigLogMasksPasswords(t *testing.T) {
 	}
 	if got := cfg.databaseURLs(); len(got) != 2 {
 		t.Fatalf("databaseURLs: %q", got)
+	}
+}
+
+// TestConfigWorker: a worker reads the tenant databases and owns the
+// holds, so it takes --database-url, --hold-ttl and --replicas.
+func TestConfigWorker(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig([]string{"worker", "--nats-url", "nats://n1:4222", "--hold-ttl", "45s", "--replicas", "3"},
+		env(map[string]string{"TMS_DATABASE_URL": "postgres://tms:pgsecret@db1/postgres", "TMS_DB_PREFIX": "ignored_"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HoldTTL != 45*time.Second || cfg.Replicas != 3 || cfg.DatabaseURL != "postgres://tms:pgsecret@db1/postgres" {
+		t.Fatalf("worker config: %+v", cfg)
+	}
+	logged := fmt.Sprint(cfg.logAttrs()...)
+	if !strings.Contains(logged, "hold_ttl") || !strings.Contains(logged, "tms:xxxxx@db1") || strings.Contains(logged, "http_addr") {
+		t.Fatalf("worker logged config %s", logged)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"tms/ops"
 	"tms/ops/embedded"
 	"tms/tenants"
+	"tms/workers"
 )
 
 // Bounds on start-up and shutdown steps, so that neither hangs.
@@ -36,10 +37,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("starting tms", cfg.logAttrs()...)
 	var err error
 	switch cfg.Command {
-	case "serve", "ingress":
-		err = runAPI(ctx, cfg, logger)
-	case "worker":
-		err = runWorker(ctx, cfg, logger)
+	case "serve", "ingress", "worker":
+		err = runRoles(ctx, cfg, logger)
 	default:
 		err = fmt.Errorf("unknown command %q", cfg.Command)
 	}
@@ -49,27 +48,38 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	return err
 }
 
-// runAPI is `tms serve` and `tms ingress`: the checks that can fail on a
-// misconfigured machine come first (data dir, ports, Postgres, NATS), each
-// failing with one line naming the flag; then the tenant registry, the
-// sessions, the agents and the two HTTP listeners run until ctx is done.
-func runAPI(ctx context.Context, cfg config, logger *slog.Logger) error {
+// roleSet says which parts a command runs: the front (HTTP listeners and
+// the public NATS API) and the back (ETA responders and allocators).
+// tms serve runs both.
+type roleSet struct{ front, back bool }
+
+func rolesOf(command string) roleSet {
+	return roleSet{front: command != "worker", back: command != "ingress"}
+}
+
+// runRoles is every command: the checks that can fail on a misconfigured
+// machine come first (data dir, ports, Postgres, NATS), each failing with
+// one line naming the flag; then the parts run until ctx is done.
+func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
+	r := rolesOf(cfg.Command)
 	embed := cfg.Command == "serve" && cfg.NATSURL == ""
 	if embed {
 		if err := checkDataDir(cfg.DataDir); err != nil {
 			return err
 		}
 	}
-	publicLn, err := listen(ctx, cfg.HTTPAddr, "http-addr")
-	if err != nil {
-		return err
+	var publicLn, internalLn net.Listener
+	if r.front {
+		var err error
+		if publicLn, err = listen(ctx, cfg.HTTPAddr, "http-addr"); err != nil {
+			return err
+		}
+		defer publicLn.Close()
+		if internalLn, err = listen(ctx, cfg.InternalAddr, "internal-addr"); err != nil {
+			return err
+		}
+		defer internalLn.Close()
 	}
-	defer publicLn.Close()
-	internalLn, err := listen(ctx, cfg.InternalAddr, "internal-addr")
-	if err != nil {
-		return err
-	}
-	defer internalLn.Close()
 
 	prov, err := openPostgres(ctx, cfg, logger)
 	if err != nil {
@@ -85,129 +95,171 @@ func runAPI(ctx context.Context, cfg config, logger *slog.Logger) error {
 
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	parts, err := newParts(setupCtx, cfg, logger, nc, prov)
+	p, err := newParts(setupCtx, cfg, r, logger, nc, prov)
 	if err != nil {
 		return err
 	}
 
-	public := ingress.NewServer("public", publicLn, parts.public, logger)
-	internal := ingress.NewServer("internal", internalLn, parts.internal, logger)
-	logger.Info("listening", "public", publicLn.Addr().String(), "internal", internalLn.Addr().String())
-	return supervise(ctx, logger,
-		map[string]func(context.Context) error{
-			"tenant registry": parts.registry.Run,
-			"sessions":        parts.sessions.Run,
-			"tenant pools":    parts.pools.Run,
-		},
-		public.Run, internal.Run)
+	front := stage{}
+	if r.front {
+		public := ingress.NewServer("public", publicLn, p.public, logger)
+		internal := ingress.NewServer("internal", internalLn, p.internal, logger)
+		front["public http"] = public.Run
+		front["internal http"] = internal.Run
+		front["nats api"] = p.natsAPI.Run
+		logger.Info("listening", "public", publicLn.Addr().String(), "internal", internalLn.Addr().String())
+	}
+	back := stage{}
+	if r.back {
+		back["eta responder"] = p.responder.Run
+		back["allocator"] = p.allocator.Run
+	}
+	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
+	if r.front {
+		base["sessions"] = p.sessions.Run
+	}
+	// Shutdown goes front to back: requests in flight still reach the
+	// responders, and every part still has its caches and pools.
+	return supervise(ctx, logger, front, back, base)
 }
 
-// parts are the long-lived pieces of an API process.
+// parts are the long-lived pieces of a process; a role leaves the pieces
+// it does not run nil.
 type parts struct {
 	registry *tenants.Registry
-	sessions *tenants.Sessions
 	pools    *tenants.Pools
+
+	// front
+	sessions *tenants.Sessions
 	public   http.Handler
 	internal http.Handler
+	natsAPI  *ingress.NATSAPI
+
+	// back
+	responder *workers.Responder
+	allocator *workers.Allocator
 }
 
-func newParts(ctx context.Context, cfg config, logger *slog.Logger, nc *nats.Conn, prov *tenants.Provisioner) (*parts, error) {
+func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, nc *nats.Conn, prov *tenants.Provisioner) (*parts, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	registry, err := tenants.NewRegistry(ctx, tenants.RegistryConfig{
-		JS: js, Provisioner: prov, Logger: logger, Replicas: cfg.Replicas,
+	p := &parts{}
+	// Only the front creates accounts, so only it provisions databases;
+	// the back reads the registry to find each tenant's database.
+	regProv := prov
+	if !r.front {
+		regProv = nil
+	}
+	p.registry, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{
+		JS: js, Provisioner: regProv, Logger: logger, Replicas: cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tenant registry: %w", err)
 	}
-	sessions, err := tenants.NewSessions(ctx, tenants.SessionsConfig{JS: js, Logger: logger, Replicas: cfg.Replicas})
+	p.pools = tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: logger})
+	tickets := tenants.NewTickets(p.pools, logger)
+	metrics := ops.NewMetrics()
+	checks := []ops.Check{ops.NATSConnected(nc), ops.Flag("tenant registry", p.registry.Ready)}
+
+	if r.back {
+		// The streams first, with this version's configuration, so that
+		// tickets accepted from now on have a place to wait.
+		if err := workers.EnsureStreams(ctx, js, cfg.Replicas); err != nil {
+			return nil, fmt.Errorf("ticket streams: %w", err)
+		}
+		p.responder, err = workers.NewResponder(ctx, workers.ResponderConfig{
+			NC: nc, JS: js, Registry: p.registry, Logger: logger,
+			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("eta responder: %w", err)
+		}
+		p.allocator, err = workers.NewAllocator(ctx, workers.AllocatorConfig{
+			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger,
+			Replicas: cfg.Replicas, Metrics: metrics,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("allocator: %w", err)
+		}
+		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
+	}
+	if !r.front {
+		return p, nil
+	}
+
+	p.sessions, err = tenants.NewSessions(ctx, tenants.SessionsConfig{JS: js, Logger: logger, Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: logger})
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: js, Logger: logger, Replicas: cfg.Replicas})
+	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: p.pools, JS: js, Logger: logger, Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("agents: %w", err)
 	}
-	metrics := ops.NewMetrics()
 	hcfg := ingress.Config{
-		Registry: registry, Sessions: sessions, Agents: agents, Logger: logger,
+		Registry: p.registry, Sessions: p.sessions, Agents: agents, Logger: logger,
+		NC: nc, JS: js, Tickets: tickets, Replicas: cfg.Replicas,
 		Metrics: metrics, Gatherer: metrics,
-		Ready: ops.Readiness(
-			ops.NATSConnected(nc),
-			ops.Flag("tenant registry", registry.Ready),
-			ops.Flag("sessions", sessions.Ready),
-		),
 	}
-	public, err := ingress.NewPublic(hcfg)
-	if err != nil {
+	if p.natsAPI, err = ingress.NewNATSAPI(hcfg); err != nil {
 		return nil, err
 	}
-	internal, err := ingress.NewInternal(hcfg)
-	if err != nil {
+	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", p.natsAPI.Ready))
+	hcfg.Ready = ops.Readiness(checks...)
+	if p.public, err = ingress.NewPublic(hcfg); err != nil {
 		return nil, err
 	}
-	return &parts{registry: registry, sessions: sessions, pools: pools, public: public, internal: internal}, nil
+	if p.internal, err = ingress.NewInternal(hcfg); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
-// supervise runs the background loops and the front (HTTP) loops until ctx
-// is done or one of them fails. Shutdown is in two steps: the front loops
-// stop accepting and finish in-flight requests first, while the loops they
-// depend on (caches, pools) still run; then the background loops stop.
-func supervise(ctx context.Context, logger *slog.Logger, background map[string]func(context.Context) error,
-	front ...func(context.Context) error) error {
-	runCtx, cancelRun := context.WithCancel(ctx)
-	defer cancelRun()
-	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBackground()
+// stage is a set of long-running parts that stop together.
+type stage map[string]func(context.Context) error
 
-	bg := pool.New().WithErrors().WithContext(bgCtx)
-	for name, loop := range background {
-		bg.Go(func(ctx context.Context) error {
-			err := loop(ctx)
-			if err == nil && runCtx.Err() == nil {
-				err = errStopped
-			}
-			if err != nil {
-				logger.Error("part failed; shutting down", "part", name, "err", err)
-				cancelRun()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
+// supervise runs every stage's parts until ctx is done or one of them
+// fails (an error, or a return before shutdown). Then it stops the stages
+// one after the other, in the order given, each finishing its in-flight
+// work before the next is told to stop: the front first, while the parts
+// it depends on still run.
+func supervise(ctx context.Context, logger *slog.Logger, stages ...stage) error {
+	runCtx, shutdown := context.WithCancel(ctx)
+	defer shutdown()
+	type running struct {
+		stop func()
+		wait func() error
 	}
-	fg := pool.New().WithErrors().WithContext(runCtx).WithCancelOnError()
-	for _, loop := range front {
-		fg.Go(func(ctx context.Context) error {
-			err := loop(ctx)
-			if err != nil {
-				cancelRun()
-			}
-			return err
-		})
+	var all []running
+	for _, st := range stages {
+		sctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
+		g := pool.New().WithErrors()
+		for name, loop := range st {
+			g.Go(func() error {
+				err := loop(sctx)
+				if err == nil && runCtx.Err() == nil {
+					err = errStopped
+				}
+				if err != nil {
+					logger.Error("part failed; shutting down", "part", name, "err", err)
+					shutdown()
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				return nil
+			})
+		}
+		all = append(all, running{stop: stop, wait: g.Wait})
 	}
-	fgErr := fg.Wait()
+	<-runCtx.Done()
 	logger.Info("shutting down")
-	stopBackground()
-	return errors.Join(fgErr, bg.Wait())
-}
-
-// runWorker is `tms worker`. Until ticket admission lands there is nothing
-// to consume: it proves the NATS cluster is usable and waits for a signal.
-func runWorker(ctx context.Context, cfg config, logger *slog.Logger) error {
-	nc, stop, err := connectNATS(ctx, cfg, logger, false)
-	if err != nil {
-		return err
+	var errs []error
+	for _, st := range all {
+		st.stop()
+		errs = append(errs, st.wait())
 	}
-	defer stop()
-	logger.Info("worker connected; the allocator workers arrive with ticket admission, waiting for a signal")
-	<-ctx.Done()
-	if !nc.IsConnected() {
-		logger.Warn("NATS was not connected at shutdown", "status", nc.Status().String())
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkDataDir creates the data dir if needed and proves it writable.
