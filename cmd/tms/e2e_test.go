@@ -240,6 +240,12 @@ func newAPI(t *testing.T, addr string) *api {
 // do sends body (nil: none) and decodes the answer into a map.
 func (a *api) do(method, path, token string, body any) (int, map[string]any) {
 	a.t.Helper()
+	return a.doWith(method, path, token, nil, body)
+}
+
+// doWith is do with extra request headers.
+func (a *api) doWith(method, path, token string, header map[string]string, body any) (int, map[string]any) {
+	a.t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -257,6 +263,9 @@ func (a *api) do(method, path, token string, body any) (int, map[string]any) {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
@@ -317,7 +326,9 @@ func serveArgs(t *testing.T, prefix string) []string {
 
 // TestServeWalkthrough follows the README: account, login, agents,
 // logout; a second process (tms ingress on the same NATS) sees the tenant
-// and the logout; tms worker connects; SIGTERM stops all with exit 0.
+// and the logout; tms worker joins the responders and allocators, and a
+// ticket made through the second process is admitted and written; SIGTERM
+// stops all with exit 0.
 func TestServeWalkthrough(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
@@ -381,8 +392,9 @@ func TestServeWalkthrough(t *testing.T) {
 		t.Fatalf("GET /agents on the second process: %v", list)
 	}
 
-	worker := startTMS(t, []string{"TMS_NATS_URL=" + natsURL}, "worker", "--log-format", "json")
-	worker.logEvent("worker connected; the allocator workers arrive with ticket admission, waiting for a signal")
+	worker := startTMS(t, []string{"TMS_NATS_URL=" + natsURL, "TMS_DATABASE_URL=" + testkit.PostgresURL()},
+		"worker", "--log-format", "json")
+	worker.logEvent("eta responder ready")
 
 	out := pub.must(http.StatusOK, http.MethodPost, "/logout", token, map[string]any{"client_id": clientID})
 	if out["status"] != "logged_out" {
@@ -399,6 +411,15 @@ func TestServeWalkthrough(t *testing.T) {
 	t.Logf("second process refused the token after %s", time.Since(start))
 	// Other sessions of the tenant stay.
 	pub2.must(http.StatusOK, http.MethodGet, "/agents", token2, nil)
+
+	// Tickets through the second process, with three processes in the
+	// responder and allocator groups: the agent is unavailable, so none
+	// fits; once it is available again one does, and lands in the database.
+	ticket := map[string]any{"client_id": clientID, "ticket_type": "GOLD"}
+	pub2.must(http.StatusConflict, http.MethodPost, "/create_ticket", token2, ticket)
+	pub2.must(http.StatusOK, http.MethodPatch, "/agents/"+agentID, token2, map[string]any{"agent_status": "available"})
+	id := str(t, pub2.must(http.StatusCreated, http.MethodPost, "/create_ticket", token2, ticket), "ticket_id")
+	waitAllocated(t, pub, token2, id)
 
 	metrics := pub.must(http.StatusOK, http.MethodGet, "/metrics", "", nil)
 	if !strings.Contains(fmt.Sprint(metrics["raw"]), "tms_http_requests_total") {
