@@ -19,8 +19,14 @@ import (
 )
 
 // Logger returns a logger that writes through t.Log, so output shows only
-// for failing (or -v) tests and is attributed to the right test.
+// for failing (or -v) tests and is attributed to the right test. For a
+// *testing.F it discards: parts built once for a fuzz target log from
+// their own goroutines while inputs run, when F's methods must not be
+// called (they panic, and race with the fuzzing loop).
 func Logger(t testing.TB) *slog.Logger {
+	if _, ok := t.(*testing.F); ok {
+		return slog.New(slog.DiscardHandler)
+	}
 	return slog.New(slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
