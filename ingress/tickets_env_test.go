@@ -239,7 +239,7 @@ func (e *ticketEnv) slotKeys(t testing.TB, tenant string) []string {
 }
 
 // idempotencyKeys lists the tenant's keys in the idempotency bucket.
-func (e *ticketEnv) idempotencyKeys(t *testing.T, tenant string) []string {
+func (e *ticketEnv) idempotencyKeys(t testing.TB, tenant string) []string {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
 	kv, err := e.js.KeyValue(ctx, subjects.BucketIdempotency)
