@@ -31,7 +31,7 @@ type respEnv struct {
 // respT0 is a whole minute: a GOLD request at it has exactly 120 slots.
 var respT0 = time.Date(2030, 5, 6, 10, 0, 0, 0, time.UTC)
 
-func newRespEnv(t *testing.T) *respEnv {
+func newRespEnv(t testing.TB) *respEnv {
 	t.Helper()
 	ctx := testkit.Context(t, 60*time.Second)
 	e := &respEnv{nats: testkit.StartNATS(t), clock: testkit.NewClock(respT0)}
@@ -62,7 +62,7 @@ func newRespEnv(t *testing.T) *respEnv {
 
 // runPart runs a Run method in the background and stops it (waiting for
 // it) when the test ends.
-func runPart(t *testing.T, what string, fn func(context.Context) error) {
+func runPart(t testing.TB, what string, fn func(context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -77,7 +77,7 @@ func runPart(t *testing.T, what string, fn func(context.Context) error) {
 	})
 }
 
-func (e *respEnv) account(t *testing.T, name string) tenants.Tenant {
+func (e *respEnv) account(t testing.TB, name string) tenants.Tenant {
 	t.Helper()
 	ten, err := e.reg.CreateAccount(testkit.Context(t, 60*time.Second), name, testkit.RandomSuffix(8)+"@eta.example",
 		"correct horse battery")
@@ -88,7 +88,7 @@ func (e *respEnv) account(t *testing.T, name string) tenants.Tenant {
 }
 
 // agentAt creates an agent of ten that became available at since.
-func (e *respEnv) agentAt(t *testing.T, ten tenants.Tenant, since time.Time) tenants.Agent {
+func (e *respEnv) agentAt(t testing.TB, ten tenants.Tenant, since time.Time) tenants.Agent {
 	t.Helper()
 	saved := e.clock.Now()
 	e.clock.Set(since)
@@ -111,7 +111,7 @@ func (e *respEnv) setStatus(t *testing.T, ten tenants.Tenant, agent, status stri
 }
 
 // responder starts a responder on its own NATS connection, ready.
-func (e *respEnv) responder(t *testing.T, mod func(*workers.ResponderConfig)) *workers.Responder {
+func (e *respEnv) responder(t testing.TB, mod func(*workers.ResponderConfig)) *workers.Responder {
 	t.Helper()
 	nc := e.nats.Connect(t)
 	js, err := jetstream.New(nc)

@@ -1,0 +1,228 @@
+package workers
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
+	"tms/workers/calendar"
+)
+
+// Fuzz targets for the decoders that read what others wrote: the
+// allocator's ticket events, and the agent and slot entries the
+// responder's KV watches deliver (anyone with access to a bucket can
+// write there). The ETA request decoder is fuzzed through Handle on a
+// real responder in fuzz_test.go.
+
+// fuzzT0 is a whole minute; watch-fed calendars are built around it.
+var fuzzT0 = time.Date(2030, 5, 6, 10, 0, 0, 0, time.UTC)
+
+// FuzzTicketEvent: whatever the subject and body of a TICKETS message,
+// the allocator's check never panics, refuses with ErrInvalidEvent, and
+// anything it accepts is writable as it stands: ids valid and equal to the
+// subject's, a known event and type, a whole-minute slot inside the SLA
+// window of created_at, deadline = created_at + SLA.
+func FuzzTicketEvent(f *testing.F) {
+	created := time.Date(2030, 5, 6, 10, 0, 30, 0, time.UTC)
+	good := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: "tticket", Type: subjects.Gold,
+		Agent: "aagent", SlotTime: created.Truncate(time.Minute).Add(time.Minute), CreatedAt: created,
+		Deadline: created.Add(2 * time.Hour)}
+	data, _ := json.Marshal(good)
+	f.Add("tms.tickets.ctenant.tticket", data)
+	cancelled := good
+	cancelled.Event, cancelled.CancelledAt = subjects.TicketCancelled, &created
+	data, _ = json.Marshal(cancelled)
+	f.Add("tms.tickets.ctenant.tticket", data)
+	f.Add("tms.tickets.ctenant.tticket", []byte(`{"event":"created","tenant":"ctenant","ticket":"tticket","type":"BRONZE",`+
+		`"agent":"a","slot_time":"2030-05-06T18:00:00+05:30","created_at":"2030-05-06T12:29:59.999999999Z",`+
+		`"deadline":"2030-05-06T20:29:59.999999999Z"}`))
+	f.Add("tms.tickets.ctenant.tticket", []byte(`{"Event":"created","EVENT":"cancelled"}`))
+	f.Add("tms.tickets.x.y.z", []byte(`{}`))
+
+	f.Fuzz(func(t *testing.T, subject string, data []byte) {
+		tenant, ticket, err := subjects.ParseTicketSubject(subject)
+		if err != nil {
+			return // dead-lettered before its body is read
+		}
+		ev, err := decodeTicketEvent(data, tenant, ticket)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidEvent) {
+				t.Fatalf("refused with %v, not ErrInvalidEvent", err)
+			}
+			return
+		}
+		sla, ok := subjects.SLA(ev.Type)
+		switch {
+		case ev.Event != subjects.TicketCreated && ev.Event != subjects.TicketCancelled:
+			t.Fatalf("accepted event %q", ev.Event)
+		case ev.Tenant != tenant || ev.Ticket != ticket:
+			t.Fatalf("accepted tenant %q ticket %q on subject %s", ev.Tenant, ev.Ticket, subject)
+		case subjects.ValidID(ev.Tenant) != nil || subjects.ValidID(ev.Ticket) != nil || subjects.ValidID(ev.Agent) != nil:
+			t.Fatalf("accepted ids %q %q %q", ev.Tenant, ev.Ticket, ev.Agent)
+		case !ok:
+			t.Fatalf("accepted type %q", ev.Type)
+		case ev.CreatedAt.IsZero() || !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
+			t.Fatalf("accepted created_at %v deadline %v for %s", ev.CreatedAt, ev.Deadline, ev.Type)
+		case !ev.SlotTime.UTC().Truncate(time.Minute).Equal(ev.SlotTime):
+			t.Fatalf("accepted slot_time %v, not a whole minute", ev.SlotTime)
+		case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
+			t.Fatalf("accepted slot_time %v outside [%v, %v - 1m]", ev.SlotTime, ev.CreatedAt, ev.Deadline)
+		case ev.Event == subjects.TicketCreated && ev.CancelledAt != nil:
+			t.Fatalf("accepted a created event with cancelled_at")
+		}
+		// The window rule as the responders apply it agrees.
+		first, last, ok := calendar.Window(ev.CreatedAt, ev.Type)
+		if m := ev.SlotTime.UTC(); !ok || m.Before(first) || m.After(last) {
+			t.Fatalf("slot %v outside the calendar window [%v, %v] (ok %v)", m, first, last, ok)
+		}
+		// Whatever is accepted builds keys and subjects without a panic,
+		// and reads back the same after the ingress's own encoding.
+		_ = subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
+		_ = subjects.DeadLetterSubject(ev.Tenant, ev.Ticket)
+		again, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatalf("re-encoding an accepted event: %v", err)
+		}
+		if _, err := decodeTicketEvent(again, tenant, ticket); err != nil {
+			t.Fatalf("accepted %q, refused its re-encoding %q: %v", data, again, err)
+		}
+	})
+}
+
+// entry is a KV watch entry as the library delivers it.
+type entry struct {
+	key   string
+	value []byte
+	rev   uint64
+	op    jetstream.KeyValueOp
+}
+
+func (e entry) Bucket() string                  { return "fuzz" }
+func (e entry) Key() string                     { return e.key }
+func (e entry) Value() []byte                   { return e.value }
+func (e entry) Revision() uint64                { return e.rev }
+func (e entry) Created() time.Time              { return fuzzT0 }
+func (e entry) Delta() uint64                   { return 0 }
+func (e entry) Operation() jetstream.KeyValueOp { return e.op }
+
+// watchResponder is a responder with nothing but its calendars, which is
+// all the watch sinks touch.
+func watchResponder() *Responder {
+	return &Responder{log: slog.New(slog.DiscardHandler), now: func() time.Time { return fuzzT0 }, nShards: 1,
+		tenants: map[string]*tenantCalendar{}, loaded: make([]atomic.Bool, 2)}
+}
+
+func fuzzOp(op uint8) jetstream.KeyValueOp {
+	return []jetstream.KeyValueOp{jetstream.KeyValuePut, jetstream.KeyValueDelete, jetstream.KeyValuePurge}[op%3]
+}
+
+// checkCalendars fails unless every calendar the sinks created belongs to
+// a valid tenant id (it later goes into keys and subjects) and answers.
+func checkCalendars(t *testing.T, r *Responder) {
+	t.Helper()
+	for tenant, tc := range r.tenants {
+		if err := subjects.ValidID(tenant); err != nil {
+			t.Fatalf("a calendar for tenant %q: %v", tenant, err)
+		}
+		first, last, _ := calendar.Window(fuzzT0, subjects.Gold)
+		tc.cal.Free(first, last)
+		if cl, ok := tc.cal.Claim(first, last); ok {
+			if subjects.ValidID(cl.Agent) != nil || cl.Minute.Before(first) || cl.Minute.After(last) {
+				t.Fatalf("claim %+v outside [%v, %v] or with a bad agent", cl, first, last)
+			}
+			_ = subjects.SlotKey(tenant, cl.Agent, cl.Minute)
+			tc.cal.Abandon(cl)
+		}
+	}
+}
+
+// FuzzAgentRecord feeds an arbitrary agents-bucket entry to the agent
+// watch, as a live update and as a snapshot: no panic, calendars only for
+// valid ids, and a record is used only if it matches its key, has a known
+// status and, to count as available, a start.
+func FuzzAgentRecord(f *testing.F) {
+	since := fuzzT0.Add(-time.Hour)
+	rec, _ := json.Marshal(subjects.AgentRecord{Tenant: "ctenant", ID: "aagent", Name: "n",
+		Status: subjects.AgentAvailable, AvailableSince: &since, UpdatedAt: since})
+	f.Add("ctenant.aagent", rec, uint8(0))
+	f.Add("ctenant.aagent", rec, uint8(1))
+	f.Add("ctenant.other", rec, uint8(0))
+	f.Add("ctenant.aagent", []byte(`{"tenant":"ctenant","id":"aagent","status":"available"}`), uint8(0))
+	f.Add("ctenant.aagent", []byte(`{"tenant":"ctenant","id":"aagent","status":"available","available_since":"0001-01-01T00:00:00Z"}`), uint8(0))
+	f.Add("ctenant.aagent", []byte(`{"tenant":"ctenant","id":"aagent","status":"AVAILABLE","available_since":"2030-05-06T09:00:00Z"}`), uint8(0))
+	f.Add("c.*.>", []byte(`null`), uint8(2))
+
+	f.Fuzz(func(t *testing.T, key string, value []byte, op uint8) {
+		e := entry{key: key, value: value, rev: 1, op: fuzzOp(op)}
+		r := watchResponder()
+		if tenant, ag, ok := r.agentOf(e); ok {
+			var got subjects.AgentRecord
+			if err := json.Unmarshal(value, &got); err != nil {
+				t.Fatalf("used a record that does not decode: %v", err)
+			}
+			if key != got.Tenant+"."+got.ID || tenant != got.Tenant || ag.ID != got.ID ||
+				subjects.ValidID(tenant) != nil || subjects.ValidID(ag.ID) != nil {
+				t.Fatalf("key %q used as tenant %q agent %q (record %+v)", key, tenant, ag.ID, got)
+			}
+			if got.Status != subjects.AgentAvailable && got.Status != subjects.AgentUnavailable {
+				t.Fatalf("used status %q", got.Status)
+			}
+			if ag.Available && (got.Status != subjects.AgentAvailable || got.AvailableSince == nil) {
+				t.Fatalf("available without an available status and a start: %+v", got)
+			}
+		}
+		sink := r.agentSink()
+		sink.snapshot([]jetstream.KeyValueEntry{e})
+		checkCalendars(t, r)
+		sink.update(e)
+		checkCalendars(t, r)
+	})
+}
+
+// FuzzSlotEntry feeds an arbitrary slot-bucket entry to the shard watch,
+// as a live update and as a snapshot, and decodes its value as confirm and
+// release do: no panic, calendars only for valid tenants, and the window
+// judged from a stored created_at obeys the SLA rule.
+func FuzzSlotEntry(f *testing.F) {
+	rec, _ := json.Marshal(subjects.SlotRecord{State: subjects.SlotConfirmed, Ticket: "tticket", Type: subjects.Gold,
+		CreatedAt: fuzzT0})
+	f.Add("ctenant.aagent.203005061000", rec, uint64(1), uint8(0))
+	f.Add("ctenant.aagent.203005061000", rec, uint64(1), uint8(1))
+	f.Add("ctenant.aagent.999912312359", []byte(`{"state":"held","type":"BRONZE","created_at":"9999-12-31T23:59:59Z","nonce":"x"}`), uint64(7), uint8(0))
+	f.Add("ctenant.aagent.000001010000", []byte(`{"state":"held","type":"SILVER","created_at":"0000-01-01T00:00:00Z"}`), uint64(0), uint8(2))
+	f.Add("ctenant.aagent.203013011000", []byte(`{}`), uint64(1), uint8(0))
+	f.Add("ctenant.aagent.203005061000.x", []byte(`{}`), uint64(1), uint8(0))
+
+	f.Fuzz(func(t *testing.T, key string, value []byte, rev uint64, op uint8) {
+		e := entry{key: key, value: value, rev: rev, op: fuzzOp(op)}
+		r := watchResponder()
+		// An agent that is available everywhere makes the slot count.
+		r.calendar("ctenant").cal.SetAgent(calendar.Agent{ID: "aagent", Available: true, Since: fuzzT0.Add(-24 * time.Hour)})
+		sink := r.shardSink(0)
+		sink.update(e)
+		checkCalendars(t, r)
+		sink.snapshot([]jetstream.KeyValueEntry{e})
+		checkCalendars(t, r)
+
+		var sr subjects.SlotRecord
+		if json.Unmarshal(value, &sr) != nil {
+			return // confirm and release treat it as no hold, nothing to release
+		}
+		first, last, ok := calendar.Window(sr.CreatedAt, sr.Type)
+		if !ok {
+			return
+		}
+		sla, _ := subjects.SLA(sr.Type)
+		c := sr.CreatedAt.UTC()
+		if first.Before(c) || last.Add(time.Minute).After(c.Add(sla)) || last.Before(first) ||
+			!first.Equal(first.Truncate(time.Minute)) || !last.Equal(last.Truncate(time.Minute)) {
+			t.Fatalf("window [%v, %v] for %s created %v breaks the SLA rule", first, last, sr.Type, c)
+		}
+	})
+}

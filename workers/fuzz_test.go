@@ -1,0 +1,97 @@
+package workers_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"tms/ops/testkit"
+	"tms/subjects"
+	"tms/workers"
+)
+
+// FuzzETARequest sends arbitrary subjects and bodies to Handle of a real
+// responder (embedded NATS, real tenants with one agent each), one env for
+// every input. No panic; only the protocol's codes, never a 5xx; a refusal
+// (400, 404, 409, 410) writes nothing to the slot buckets.
+//
+// Placeholders let the fuzzer reach past the tenant check: {a} and {b} are
+// the tenants, {ag} a's agent, {now} the responder's clock, {s} a slot id
+// a holds.
+func FuzzETARequest(f *testing.F) {
+	for _, seed := range []struct{ subject, body string }{
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
+		{"tms.eta.{a}", `{"op":"hold","tenant":"{a}","type":"SILVER","created_at":"{now}"}`},
+		{"tms.eta.{a}", `{"op":"confirm","tenant":"{a}","type":"BRONZE","slot_id":"{s}","ticket":"t2"}`},
+		{"tms.eta.{b}", `{"op":"confirm","tenant":"{b}","type":"BRONZE","slot_id":"{s}","ticket":"t2"}`},
+		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"t1","agent":"{ag}","slot_time":"{now}"}`},
+		{"tms.eta.{b}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
+		{"tms.eta.{a}", `{"OP":"reserve","Tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1","ticket":"T.>"}`},
+		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"t1","agent":"{ag}","slot_time":"0000-01-01T00:00:00Z"}`},
+		{"tms.eta.*", `{}`},
+		{"tms.eta.{a}", "{\"op\":\"hold\",\"tenant\":\"{a}\",\"type\":\"GOLD\xff\",\"created_at\":\"{now}\"}"},
+	} {
+		f.Add(seed.subject, []byte(seed.body))
+	}
+
+	e := newRespEnv(f)
+	a, b := e.account(f, "Fuzz A"), e.account(f, "Fuzz B")
+	agent := e.agentAt(f, a, respT0)
+	e.agentAt(f, b, respT0)
+	// Holds outlive a fuzzing run: an expiry would move the bucket.
+	r := e.responder(f, func(c *workers.ResponderConfig) { c.HoldTTL = time.Hour })
+	ctx := testkit.Context(f, time.Hour)
+	testkit.Eventually(f, 10*time.Second, func() bool {
+		first, last := respT0, respT0.Add(2*time.Hour-time.Minute)
+		return r.FreeSlots(a.ID, first, last) > 0 && r.FreeSlots(b.ID, first, last) > 0
+	}, "the responder to see the agents")
+	hold := r.Handle(ctx, subjects.ETA(a.ID), []byte(`{"op":"hold","tenant":"`+a.ID+`","type":"BRONZE","created_at":"`+
+		respT0.Format(time.RFC3339Nano)+`"}`))
+	if hold.Code != http.StatusOK {
+		f.Fatalf("hold: %+v", hold)
+	}
+	expand := strings.NewReplacer("{a}", a.ID, "{b}", b.ID, "{ag}", agent.ID, "{now}", respT0.Format(time.RFC3339Nano),
+		"{s}", hold.SlotID)
+
+	f.Fuzz(func(t *testing.T, subject string, data []byte) {
+		subject, data = expand.Replace(subject), []byte(expand.Replace(string(data)))
+		before := e.slotSeqs(t, a.ID, b.ID)
+		reply := r.Handle(ctx, subject, data)
+		switch reply.Code {
+		case http.StatusOK, http.StatusCreated:
+			return
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusGone:
+		default:
+			t.Fatalf("%s %q: code %d %+v", subject, data, reply.Code, reply)
+		}
+		if reply.Error == "" || reply.Message == "" {
+			t.Fatalf("%s %q: refusal %+v without error code or message", subject, data, reply)
+		}
+		if after := e.slotSeqs(t, a.ID, b.ID); after != before {
+			t.Fatalf("%s %q: refused with %+v, yet the slot buckets moved %v -> %v", subject, data, reply, before, after)
+		}
+	})
+}
+
+// slotSeqs are the last sequences of the two tenants' slot bucket
+// streams: every create, update, purge or expiry moves them.
+func (e *respEnv) slotSeqs(t testing.TB, tenantA, tenantB string) [2]uint64 {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	var seqs [2]uint64
+	for i, tenant := range []string{tenantA, tenantB} {
+		name := "KV_" + subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards))
+		st, err := e.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatalf("stream %s info: %v", name, err)
+		}
+		seqs[i] = info.State.LastSeq
+	}
+	return seqs
+}
