@@ -182,7 +182,8 @@ func (s *ticketService) admit(ctx context.Context, t tenants.Tenant, typ, ticket
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	if err := s.publishCreated(ctx, t, ev); err != nil {
+	ev, err = s.publishCreated(ctx, t, ev)
+	if err != nil {
 		return acceptedBody{}, err
 	}
 	return acceptedOf(ev), nil
@@ -202,15 +203,24 @@ func acceptedOf(ev subjects.TicketEvent) acceptedBody {
 // publish whose acknowledgement was lost may still have been stored, so
 // the stream (and the tenant database, if a worker was quick) is asked
 // first; only a ticket found in neither is released.
-func (s *ticketService) publishCreated(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent) error {
-	err := s.publish(ctx, ev, ev.Ticket)
-	if err == nil {
-		return nil
+//
+// It returns the event the stream holds for the ticket: ev, unless the
+// ticket id was published before with another slot (an Idempotency-Key
+// takeover reuses the id of a twin presumed dead; should the twin's
+// publish have landed after all, the stream deduplicates ours): then that
+// earlier event is the ticket, and ev's reservation is released.
+func (s *ticketService) publishCreated(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent) (subjects.TicketEvent, error) {
+	ack, err := s.publishAck(ctx, ev, ev.Ticket)
+	if err == nil && !ack.Duplicate {
+		return ev, nil
 	}
 	log := s.logger.With(slog.String("tenant", ev.Tenant), slog.String("ticket", ev.Ticket))
+	if err == nil {
+		return s.publishedBefore(ctx, t, ev, log)
+	}
 	if got, found, lerr := s.find(ctx, t, ev.Ticket); lerr == nil && found && got.Event == subjects.TicketCreated {
 		log.Warn("ticket publish reported an error but the ticket is stored", slog.Any("err", err))
-		return nil
+		return got, nil
 	} else if lerr != nil {
 		// Unknown whether the create landed: a cancel makes sure that, if
 		// it did, the ticket ends cancelled rather than holding a slot
@@ -229,27 +239,58 @@ func (s *ticketService) publishCreated(ctx context.Context, t tenants.Tenant, ev
 		log.Error("ticket publish failed and releasing its slot failed too; the slot stays reserved until its key expires",
 			slog.Any("err", err), slog.Any("release_err", rerr))
 	}
-	return errUnavailable(fmt.Errorf("publishing ticket %s: %w", ev.Ticket, err))
+	return subjects.TicketEvent{}, errUnavailable(fmt.Errorf("publishing ticket %s: %w", ev.Ticket, err))
+}
+
+// publishedBefore handles a create the stream deduplicated: the ticket id
+// already has an event. If it names ev's slot it is ev; otherwise it is
+// the ticket, and ev's reservation is released.
+func (s *ticketService) publishedBefore(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent, log *slog.Logger) (subjects.TicketEvent, error) {
+	got, found, err := s.find(ctx, t, ev.Ticket)
+	if err == nil && found && got.Agent == ev.Agent && got.SlotTime.Equal(ev.SlotTime) {
+		return got, nil
+	}
+	if rerr := s.release(ctx, ev); rerr != nil {
+		log.Error("releasing the slot of a ticket published before with another slot failed; the reconciler releases it",
+			slog.Any("err", rerr))
+	}
+	if err == nil && !found {
+		err = errors.New("no event in the stream or row in the tenant database")
+	}
+	if err != nil {
+		return subjects.TicketEvent{}, errUnavailable(fmt.Errorf("ticket %s was published before and cannot be read back: %w",
+			ev.Ticket, err))
+	}
+	log.Warn("ticket id was published before with another slot; answering that ticket",
+		slog.String("agent", got.Agent), slog.Time("slot_time", got.SlotTime))
+	return got, nil
 }
 
 // publish sends one ticket event to the TICKETS stream, deduplicated by
 // msgID within the stream's duplicate window.
 func (s *ticketService) publish(ctx context.Context, ev subjects.TicketEvent, msgID string) error {
+	_, err := s.publishAck(ctx, ev, msgID)
+	return err
+}
+
+// publishAck is publish, with the stream's acknowledgement (Duplicate
+// says the message id was already there).
+func (s *ticketService) publishAck(ctx context.Context, ev subjects.TicketEvent, msgID string) (*jetstream.PubAck, error) {
 	if _, err := s.ticketStream(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("encoding ticket event: %w", err)
+		return nil, fmt.Errorf("encoding ticket event: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	_, err = s.js.Publish(pctx, subjects.TicketSubject(ev.Tenant, ev.Ticket), data,
+	ack, err := s.js.Publish(pctx, subjects.TicketSubject(ev.Tenant, ev.Ticket), data,
 		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subjects.StreamTickets))
 	if err != nil {
-		return fmt.Errorf("publishing %s event of ticket %s: %w", ev.Event, ev.Ticket, err)
+		return nil, fmt.Errorf("publishing %s event of ticket %s: %w", ev.Event, ev.Ticket, err)
 	}
-	return nil
+	return ack, nil
 }
 
 // release asks the responders to free a ticket's slot. It runs even when
@@ -547,7 +588,7 @@ func (s *ticketService) allocateSlot(ctx context.Context, req allocateSlotReques
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: req.TicketType, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	if err := s.publishCreated(ctx, t, ev); err != nil {
+	if _, err := s.publishCreated(ctx, t, ev); err != nil {
 		return answer{}, err
 	}
 	return answer{status: http.StatusCreated, body: ticketStatusBody{Status: subjects.StatusAllocated, TicketID: ticket}}, nil
