@@ -23,22 +23,52 @@ import (
 // flight is waited for, or answered 409.
 //
 // A key is claimed with a KV Create of a pending record that fixes the
-// ticket id; the claim carries a short TTL, so a process that dies half way
-// blocks the key for pendingTTL at most. After a 201 the record is
-// replaced, revision-checked, by the done record with a 24 h TTL; after a
-// 409 or 503 it is purged.
+// ticket id. After a 201 the record is replaced, revision-checked, by the
+// done record; after a 409 or 503 it is purged. The request that claimed
+// a key gives up on it within claimBudget (its own deadline).
+//
+// A process that dies between the claim and the done record leaves the
+// pending record behind, and perhaps a reservation or even a published
+// ticket. Once the record is older than the takeover bound (claimBudget,
+// one more ETA timeout for the release a failing twin still sends, and a
+// margin for delivery and clock skew), its twin is presumed dead: a retry
+// takes the record over with a revision-checked write (so one retry
+// wins), then looks for the ticket. If it was published, its 201 is
+// rebuilt from the event and remembered; if not, the ticket is admitted
+// anew under the same id (the dead twin's reservation, if any, names
+// another slot than the new event, so the reconciler in package workers
+// releases it). Either way the key gives one ticket. The pending record
+// lives as long as a done one, so it cannot expire before a retry finds
+// it and make a second ticket.
 const (
 	idempotencyHeader    = "Idempotency-Key"
 	maxIdempotencyKeyLen = 128
-	idemPendingTTL       = 30 * time.Second
 	idemDoneTTL          = 24 * time.Hour
+	idemPendingTTL       = idemDoneTTL
 	// idemMarkerTTL is how long the purge marker of a forgotten attempt
 	// stays (the bucket's LimitMarkerTTL): markers do not pile up.
 	idemMarkerTTL = time.Minute
 	// idemClaimAttempts bounds how often a request tries to claim a key
 	// that a twin holds and then gives up.
 	idemClaimAttempts = 3
+	// idemTakeoverMargin covers delivery delays and clock skew between
+	// the twin that stamped a pending record and the retry that judges it.
+	idemTakeoverMargin = 10 * time.Second
 )
+
+// idemClaimBudget bounds the work of the request that claimed a key:
+// the reserve, the publish, and on a failed publish the look-ups and the
+// cancel (each bounded by publishTimeout or callTimeout).
+func idemClaimBudget(etaTimeout time.Duration) time.Duration {
+	return etaTimeout + 4*publishTimeout + callTimeout
+}
+
+// idemTakeoverAfter is the age after which a pending record's twin is
+// presumed dead: its claim budget, then the release it may still send
+// (one ETA timeout, not cut short by the budget), then the margin.
+func idemTakeoverAfter(etaTimeout time.Duration) time.Duration {
+	return idemClaimBudget(etaTimeout) + etaTimeout + idemTakeoverMargin
+}
 
 // idempotencyKeyOf checks the Idempotency-Key values of a request (HTTP
 // or NATS header): none is nil; one must be 1-128 printable ASCII
@@ -109,7 +139,10 @@ func (s *ticketService) createIdempotent(ctx context.Context, t tenants.Tenant, 
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return answer{}, errUnavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
-		ans, retry, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
+		ans, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
+		if stale != nil {
+			ans, retry, err = s.takeOver(ctx, t, req, kv, kvKey, keyHash, *stale)
+		}
 		if !retry {
 			return ans, err
 		}
@@ -127,7 +160,10 @@ var errIdempotencyInUse = newError(http.StatusConflict, codeIdempotencyInUse,
 func (s *ticketService) createClaimed(ctx context.Context, t tenants.Tenant, req createTicketRequest,
 	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord) (answer, error) {
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
-	body, err := s.admit(ctx, t, req.TicketType, rec.Ticket)
+	// Real time: a context deadline is real time, whatever the clock.
+	actx, cancel := context.WithTimeout(ctx, idemClaimBudget(s.etaTimeout))
+	body, err := s.admit(actx, t, req.TicketType, rec.Ticket)
+	cancel()
 	if err != nil {
 		// A rejection or an outage is not remembered: a later try with
 		// the key is a new attempt.
@@ -138,41 +174,133 @@ func (s *ticketService) createClaimed(ctx context.Context, t tenants.Tenant, req
 		}
 		return answer{}, err
 	}
+	return s.remember(ctx, t, keyHash, rev, rec, body, log)
+}
+
+// remember replaces the pending record at rev by the done record holding
+// the 201, and returns the 201.
+func (s *ticketService) remember(ctx context.Context, t tenants.Tenant, keyHash string, rev uint64,
+	rec subjects.IdempotencyRecord, body acceptedBody, log *slog.Logger) (answer, error) {
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return answer{}, fmt.Errorf("encoding answer: %w", err)
 	}
 	rec.State, rec.Response = subjects.IdempotencyDone, raw
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return answer{}, fmt.Errorf("encoding idempotency record: %w", err)
-	}
-	// A KV Update would drop the TTL (NATS.md): publish the new revision
-	// under compare-and-set with its own TTL instead.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
-	defer cancel()
-	if _, err := s.js.Publish(pctx, subjects.IdempotencySubject(t.ID, keyHash), data,
-		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(idemDoneTTL)); err != nil {
+	if _, err := s.writeRecord(ctx, t, keyHash, rev, rec, idemDoneTTL); err != nil {
 		// The ticket exists; a retry with the key finds the pending record
-		// and answers from the ticket itself (awaitTwin).
+		// and answers from the ticket itself (awaitTwin, or a takeover).
 		log.Warn("remembering an idempotent answer", slog.Any("err", err))
 	}
 	return answer{status: http.StatusCreated, body: body}, nil
 }
 
+// writeRecord replaces revision rev of a key's record. A KV Update would
+// drop the TTL (NATS.md): the new revision is published under
+// compare-and-set with its own TTL instead. It returns the new revision.
+func (s *ticketService) writeRecord(ctx context.Context, t tenants.Tenant, keyHash string, rev uint64,
+	rec subjects.IdempotencyRecord, ttl time.Duration) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("encoding idempotency record: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer cancel()
+	ack, err := s.js.Publish(pctx, subjects.IdempotencySubject(t.ID, keyHash), data,
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// staleClaim is a pending record whose twin is presumed dead, at the
+// revision it was read.
+type staleClaim struct {
+	rev uint64
+	rec subjects.IdempotencyRecord
+}
+
+// takeOver claims a key whose pending record is stale and gives its
+// ticket id one ticket: the published one, or a new admission under the
+// same id. retry means another request took the record over first (or
+// its twin finished after all): look at the key again.
+func (s *ticketService) takeOver(ctx context.Context, t tenants.Tenant, req createTicketRequest, kv jetstream.KeyValue,
+	kvKey, keyHash string, stale staleClaim) (answer, bool, error) {
+	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, BodyHash: stale.rec.BodyHash,
+		Ticket: stale.rec.Ticket, Created: stamp(s.now())}
+	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
+	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
+	if wrongLastSequence(err) {
+		return answer{}, true, nil
+	}
+	if err != nil {
+		return answer{}, false, errUnavailable(fmt.Errorf("taking over idempotency key %s: %w", kvKey, err))
+	}
+	log.Warn("took over an Idempotency-Key whose request is presumed dead",
+		slog.Time("claimed_at", stale.rec.Created))
+	ev, found, err := s.find(ctx, t, rec.Ticket)
+	if err == nil && !found {
+		var listed bool
+		if listed, err = s.inStream(ctx, t.ID, rec.Ticket); err == nil && listed {
+			err = errors.New("the stream leader lists a message the direct get did not return")
+		}
+	}
+	if err != nil {
+		// Whether the ticket exists is unknown: the record stays pending
+		// (a later retry takes it over again), nothing new is admitted.
+		return answer{}, false, errUnavailable(fmt.Errorf("looking for ticket %s of a taken-over key: %w", rec.Ticket, err))
+	}
+	var ans answer
+	if found {
+		// Published before its twin died: that ticket is the answer, even
+		// if cancelled since (the 201 is what the first request earned).
+		ans, err = s.remember(ctx, t, keyHash, rev, rec, acceptedOf(ev), log)
+	} else {
+		ans, err = s.createClaimed(ctx, t, req, kv, kvKey, keyHash, rev, rec)
+	}
+	return ans, false, err
+}
+
+// inStream asks the stream leader whether a ticket's subject holds a
+// message: find reads by direct get, which a lagging replica may answer,
+// and a ticket wrongly taken as never published would be admitted twice.
+func (s *ticketService) inStream(ctx context.Context, tenant, ticket string) (bool, error) {
+	st, err := s.ticketStream(ctx)
+	if err != nil {
+		return false, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	subject := subjects.TicketSubject(tenant, ticket)
+	info, err := st.Info(ictx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return false, fmt.Errorf("reading the stream state of %s: %w", subject, err)
+	}
+	return info.State.Subjects[subject] > 0, nil
+}
+
+// wrongLastSequence reports a compare-and-set conflict of a direct stream
+// publish; replicated streams answer 10164 instead of 10071 (NATS.md).
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // awaitTwin handles a key that another request holds: a different body is
-// 422; a done record is its 201 again; a pending one is watched until it
-// is done or gone (retry: claim the key again), or until waitUntil. A twin
-// that still has not finished by then, but whose ticket is already in the
-// stream or the tenant database, is answered from that ticket; otherwise
-// 409 idempotency_key_in_use.
+// 422; a done record is its 201 again; a pending one older than the
+// takeover bound is returned as stale (its twin is presumed dead); a
+// younger one is watched until it is done or gone (retry: claim the key
+// again), or until waitUntil. A twin that still has not finished by then,
+// but whose ticket is already in the stream or the tenant database, is
+// answered from that ticket; otherwise 409 idempotency_key_in_use.
 func (s *ticketService) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.KeyValue, kvKey, bodyHash string,
-	waitUntil time.Time) (ans answer, retry bool, err error) {
+	waitUntil time.Time) (ans answer, retry bool, stale *staleClaim, err error) {
 	wctx, cancel := context.WithDeadline(ctx, waitUntil)
 	defer cancel()
 	w, err := kv.Watch(wctx, kvKey)
 	if err != nil {
-		return answer{}, false, errUnavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
+		return answer{}, false, nil, errUnavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
 	}
 	defer func() { _ = w.Stop() }()
 	var pending *subjects.IdempotencyRecord
@@ -180,31 +308,36 @@ func (s *ticketService) awaitTwin(ctx context.Context, t tenants.Tenant, kv jets
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return s.answerFromTicket(ctx, t, pending)
+				ans, retry, err := s.answerFromTicket(ctx, t, pending)
+				return ans, retry, nil, err
 			}
 			if e == nil { // end of the current values
 				if pending == nil {
-					return answer{}, true, nil // gone before we looked
+					return answer{}, true, nil, nil // gone before we looked
 				}
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {
-				return answer{}, true, nil // forgotten or expired: a new attempt
+				return answer{}, true, nil, nil // forgotten or expired: a new attempt
 			}
 			var rec subjects.IdempotencyRecord
 			if err := json.Unmarshal(e.Value(), &rec); err != nil {
-				return answer{}, false, errInternal(fmt.Errorf("decoding idempotency record %s: %w", kvKey, err))
+				return answer{}, false, nil, errInternal(fmt.Errorf("decoding idempotency record %s: %w", kvKey, err))
 			}
 			if rec.BodyHash != bodyHash {
-				return answer{}, false, newError(http.StatusUnprocessableEntity, codeIdempotencyReused,
+				return answer{}, false, nil, newError(http.StatusUnprocessableEntity, codeIdempotencyReused,
 					"Idempotency-Key: already used with a different request body")
 			}
 			if rec.State == subjects.IdempotencyDone {
-				return answer{status: http.StatusCreated, body: json.RawMessage(rec.Response)}, false, nil
+				return answer{status: http.StatusCreated, body: json.RawMessage(rec.Response)}, false, nil, nil
+			}
+			if subjects.ValidID(rec.Ticket) == nil && s.now().Sub(rec.Created) >= idemTakeoverAfter(s.etaTimeout) {
+				return answer{}, false, &staleClaim{rev: e.Revision(), rec: rec}, nil
 			}
 			pending = &rec
 		case <-wctx.Done():
-			return s.answerFromTicket(ctx, t, pending)
+			ans, retry, err := s.answerFromTicket(ctx, t, pending)
+			return ans, retry, nil, err
 		}
 	}
 }
