@@ -111,6 +111,22 @@ func (e *recEnv) publish(t *testing.T, ticket string, r subjects.ETAReply) {
 	}
 }
 
+// publishCancel publishes a ticket's cancel as the ingress does.
+func (e *recEnv) publishCancel(t *testing.T, ticket string, r subjects.ETAReply) {
+	t.Helper()
+	at := e.clock.Now()
+	ev := subjects.TicketEvent{Event: subjects.TicketCancelled, Tenant: e.ten.ID, Ticket: ticket, Type: subjects.Gold,
+		Agent: r.Agent, SlotTime: r.SlotTime, CreatedAt: at, Deadline: at.Add(2 * time.Hour), CancelledAt: &at}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(testkit.Context(t, 10*time.Second), subjects.TicketSubject(e.ten.ID, ticket), data,
+		jetstream.WithMsgID(ticket+":cancel"), jetstream.WithExpectStream(subjects.StreamTickets)); err != nil {
+		t.Fatalf("publish cancel of %s: %v", ticket, err)
+	}
+}
+
 func (e *recEnv) key(r subjects.ETAReply) string {
 	return subjects.SlotKey(e.ten.ID, r.Agent, r.SlotTime)
 }
@@ -133,9 +149,10 @@ func pass(t *testing.T, r *workers.Reconciler) workers.ReconcileStats {
 
 // TestReconcilerReleasesOnlyOrphans: a reservation never published is
 // released once older than the grace, and its slot is taken again by the
-// next reserve; a young one, a published one still in the stream, one
-// already in the tenant database and, of a ticket id holding two slots,
-// the one its event names, are all kept.
+// next reserve; so is the slot of a cancelled ticket whose release never
+// happened; a young one, a published one still in the stream, one already
+// in the tenant database and, of a ticket id holding two slots, the one
+// its event names, are all kept.
 func TestReconcilerReleasesOnlyOrphans(t *testing.T) {
 	t.Parallel()
 	e := newRecEnv(t)
@@ -160,19 +177,23 @@ func TestReconcilerReleasesOnlyOrphans(t *testing.T) {
 	// Published while no allocator runs: judged from the stream.
 	inStream := e.reserve(t, "in-stream")
 	e.publish(t, "in-stream", inStream)
+	// Cancelled, but the cancel's own release never happened.
+	cancelled := e.reserve(t, "cancelled")
+	e.publish(t, "cancelled", cancelled)
+	e.publishCancel(t, "cancelled", cancelled)
 
 	// Younger than the grace: nothing is judged.
 	e.recClock.Set(respT0.Add(recGrace - time.Second))
-	if st := pass(t, rec); st.Judged != 0 || st.Released != 0 || st.Scanned != 5 {
-		t.Fatalf("pass within the grace: %+v, want 5 scanned, none judged", st)
+	if st := pass(t, rec); st.Judged != 0 || st.Released != 0 || st.Scanned != 6 {
+		t.Fatalf("pass within the grace: %+v, want 6 scanned, none judged", st)
 	}
 
 	e.recClock.Set(respT0.Add(recGrace + time.Second))
 	st := pass(t, rec)
-	if st.Released != 2 || st.Kept != 3 || st.Undecided != 0 {
-		t.Fatalf("pass after the grace: %+v, want 2 released (orphan, the retry's old slot), 3 kept", st)
+	if st.Released != 3 || st.Kept != 3 || st.Undecided != 0 {
+		t.Fatalf("pass after the grace: %+v, want 3 released (orphan, the retry's old slot, the cancelled), 3 kept", st)
 	}
-	for _, gone := range []subjects.ETAReply{orphan, retryOld} {
+	for _, gone := range []subjects.ETAReply{orphan, retryOld, cancelled} {
 		if e.has(t, gone) {
 			t.Errorf("%s still reserved", e.key(gone))
 		}
@@ -182,8 +203,8 @@ func TestReconcilerReleasesOnlyOrphans(t *testing.T) {
 			t.Errorf("%s released", e.key(kept))
 		}
 	}
-	if got := counter(t, metrics, "tms_reconciler_released_total"); got != 2 {
-		t.Errorf("released_total = %v, want 2", got)
+	if got := counter(t, metrics, "tms_reconciler_released_total"); got != 3 {
+		t.Errorf("released_total = %v, want 3", got)
 	}
 	// What was judged legitimate is not looked up again.
 	if st := pass(t, rec); st.Judged != 0 || st.Released != 0 {
