@@ -49,7 +49,10 @@
 // Idempotency-Key (idempotency.go) claims the key with a KV create of a
 // pending record that fixes the ticket id, and replaces it with the 201
 // (24 h TTL) or forgets it after a 409 or 503: a rejection is not
-// remembered. A twin in flight is waited for, briefly.
+// remembered. A twin in flight is waited for, briefly. A twin whose claim
+// is older than the takeover bound (about 31 s with the default ETA
+// timeout) is presumed dead and taken over: the retry gives the ticket id
+// the twin fixed exactly one ticket, the published one or a new admission.
 //
 // # The NATS API
 //
