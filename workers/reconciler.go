@@ -75,6 +75,12 @@ const (
 // event that does not decode) the record is left for a later pass: the
 // reconciler never releases what it does not know to be an orphan.
 //
+// A record judged legitimate is remembered by key and revision and not
+// looked up again while it stays at that revision, so the steady cost of
+// a pass is one snapshot of each shard bucket (one ordered consumer, the
+// values streamed) plus look-ups for the records that are new and old
+// enough.
+//
 // Bound: with NATS and the tenant's database reachable, an orphan written
 // at w is released by the first pass that starts after w + Grace, so
 // within Grace + Interval + the duration of one pass (provided no more
