@@ -34,6 +34,8 @@ func TestTenantMatrix(t *testing.T) {
 	e.createWhenReady(t, b, subjects.Gold)
 	aTicket := e.createWhenReady(t, a, subjects.Gold)["ticket_id"].(string)
 	aCancelled := e.create(t, a, subjects.Silver, nil).body["ticket_id"].(string)
+	const sharedKey = "order-1001"
+	aKeyed := e.create(t, a, subjects.Bronze, http.Header{idempotencyHeader: {sharedKey}}).body["ticket_id"].(string)
 	e.must(t, http.StatusOK, request{method: "POST", path: "/cancel_ticket", token: a.token,
 		body: jsonBody(map[string]string{"ticket_id": aCancelled})})
 	hold := doOn(t, e.internal, request{method: "POST", path: "/validate_eta",
@@ -47,7 +49,7 @@ func TestTenantMatrix(t *testing.T) {
 	const noTicket, noAgent = "tnosuchticketatall234", "anosuchagentatall2345"
 
 	// Everything of A that must never show in B's answers.
-	secrets := []string{a.id, aName, aEmail, a.subDomain, aAgent, aTicket, aCancelled, aHold,
+	secrets := []string{a.id, aName, aEmail, a.subDomain, aAgent, aTicket, aCancelled, aKeyed, aHold,
 		aHold[len(aHold)-subjects.HoldNonceLen:]}
 	scan := func(t *testing.T, what string, raw []byte) {
 		t.Helper()
@@ -58,7 +60,7 @@ func TestTenantMatrix(t *testing.T) {
 		}
 	}
 
-	aBefore := e.tenantState(t, a, aTicket, aCancelled)
+	aBefore := e.tenantState(t, a, aTicket, aCancelled, aKeyed)
 
 	// One row per request B can make naming A: its answer, and the answer
 	// to the same request naming nothing (same bytes) when given.
@@ -145,9 +147,9 @@ func TestTenantMatrix(t *testing.T) {
 						twinRaw = doOn(t, h, *p.twin.(*request)).raw
 					}
 				} else {
-					status, raw = e.natsRaw(t, p.subject, p.body)
+					status, raw = e.natsRaw(t, p.subject, p.body, nil)
 					if p.twin != nil {
-						_, twinRaw = e.natsRaw(t, p.subject, p.twin)
+						_, twinRaw = e.natsRaw(t, p.subject, p.twin, nil)
 					}
 				}
 				var body map[string]any
@@ -163,6 +165,21 @@ func TestTenantMatrix(t *testing.T) {
 				}
 			})
 		}
+		// A's Idempotency-Key is B's own: B gets a ticket of its own (or a
+		// rejection), never A's.
+		keyed := e.do(t, request{method: "POST", path: "/create_ticket", token: b.token,
+			header: http.Header{idempotencyHeader: {sharedKey}},
+			body:   jsonBody(map[string]string{"client_id": b.id, "ticket_type": subjects.Bronze})})
+		if keyed.status != http.StatusCreated && keyed.status != http.StatusConflict {
+			t.Errorf("B's create with A's Idempotency-Key: %d %s", keyed.status, keyed.raw)
+		}
+		scan(t, "create with A's Idempotency-Key", keyed.raw)
+		code, raw := e.natsRaw(t, api(subjects.OpCreateTicket), map[string]string{"client_id": b.id, "ticket_type": subjects.Bronze},
+			nats.Header{idempotencyHeader: {sharedKey}})
+		if code != http.StatusCreated && code != http.StatusConflict {
+			t.Errorf("B's NATS create with A's Idempotency-Key: %d %s", code, raw)
+		}
+		scan(t, "NATS create with A's Idempotency-Key", raw)
 		// B's own listings show nothing of A.
 		resp := e.do(t, request{method: "GET", path: "/agents", token: b.token})
 		if resp.status != http.StatusOK {
@@ -172,16 +189,19 @@ func TestTenantMatrix(t *testing.T) {
 	}
 
 	t.Run("tickets in the stream", run)
-	if after := e.tenantState(t, a, aTicket, aCancelled); !reflect.DeepEqual(after, aBefore) {
+	if after := e.tenantState(t, a, aTicket, aCancelled, aKeyed); !reflect.DeepEqual(after, aBefore) {
 		t.Errorf("A changed under B's requests:\nbefore %+v\nafter  %+v", aBefore, after)
 	}
 
 	// A worker writes A's tickets into A's database; B still finds none.
 	e.startAllocator(t)
-	waitRows(t, e, a.id, map[string]string{aTicket: subjects.StatusAllocated, aCancelled: subjects.StatusCancelled})
-	aBefore = e.tenantState(t, a, aTicket, aCancelled)
+	waitRows(t, e, a.id, map[string]string{aTicket: subjects.StatusAllocated, aCancelled: subjects.StatusCancelled,
+		aKeyed: subjects.StatusAllocated})
+	// A row is visible before its message is acked: wait for the acks too.
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.streamMessages(t, a.id) == 0 }, "A's stream messages acked")
+	aBefore = e.tenantState(t, a, aTicket, aCancelled, aKeyed)
 	t.Run("tickets in the database", run)
-	if after := e.tenantState(t, a, aTicket, aCancelled); !reflect.DeepEqual(after, aBefore) {
+	if after := e.tenantState(t, a, aTicket, aCancelled, aKeyed); !reflect.DeepEqual(after, aBefore) {
 		t.Errorf("A changed under B's requests:\nbefore %+v\nafter  %+v", aBefore, after)
 	}
 	// A's hold survived every attempt of B's: A can still allocate it.
@@ -237,11 +257,11 @@ func waitRows(t *testing.T, e *ticketEnv, tenant string, want map[string]string)
 
 // natsRaw sends one request to the NATS API and returns its code and raw
 // reply.
-func (e *ticketEnv) natsRaw(t *testing.T, subject string, body any) (int, []byte) {
+func (e *ticketEnv) natsRaw(t *testing.T, subject string, body any, header nats.Header) (int, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reply, err := e.client.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: []byte(jsonBody(body))})
+	reply, err := e.client.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: []byte(jsonBody(body)), Header: header})
 	if err != nil {
 		t.Fatalf("NATS %s: %v", subject, err)
 	}
