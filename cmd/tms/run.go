@@ -113,6 +113,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if r.back {
 		back["eta responder"] = p.responder.Run
 		back["allocator"] = p.allocator.Run
+		back["reconciler"] = p.reconciler.Run
 	}
 	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
 	if r.front {
@@ -136,8 +137,9 @@ type parts struct {
 	natsAPI  *ingress.NATSAPI
 
 	// back
-	responder *workers.Responder
-	allocator *workers.Allocator
+	responder  *workers.Responder
+	allocator  *workers.Allocator
+	reconciler *workers.Reconciler
 }
 
 func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, nc *nats.Conn, prov *tenants.Provisioner) (*parts, error) {
@@ -182,6 +184,15 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		})
 		if err != nil {
 			return nil, fmt.Errorf("allocator: %w", err)
+		}
+		// Releases reservations whose ticket never reached the stream (an
+		// ingress that died between reserve and publish), with the
+		// defaults: within Grace + Interval of the crash.
+		p.reconciler, err = workers.NewReconciler(workers.ReconcilerConfig{
+			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger, Metrics: metrics,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reconciler: %w", err)
 		}
 		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
 	}
