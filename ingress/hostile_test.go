@@ -254,6 +254,34 @@ func TestHostileInputsChangeNothing(t *testing.T) {
 			req: request{method: "GET", path: p}})
 	}
 
+	// The same body attacks over the NATS API, on A's own subjects: the
+	// same refusal, its status as "code" (no Content-Type there; NATS
+	// caps a payload at 1 MiB, so the oversized body is 64 KiB + 1).
+	ops := map[string]string{"create_ticket": subjects.OpCreateTicket, "cancel_ticket": subjects.OpCancelTicket,
+		"validate_eta": subjects.OpValidateETA, "allocate_slot": subjects.OpAllocateSlot}
+	natsEndpoints := []endpoint{{name: "get_ticket", idStatus: 404, idCode: codeTicketNotFound,
+		members: [][2]string{{"ticket_id", q(aTicket)}}}}
+	for _, ep := range endpoints {
+		if op, ok := ops[ep.name]; ok {
+			ep.path = op
+			natsEndpoints = append(natsEndpoints, ep)
+		}
+	}
+	natsEndpoints[0].path = subjects.OpGetTicket
+	var natsCases []hostileCase
+	for _, ep := range natsEndpoints {
+		for _, c := range bodyCases(ep) {
+			switch {
+			case c.req.contentType != "":
+				continue
+			case c.status == http.StatusRequestEntityTooLarge:
+				c.req.body = `{"` + ep.members[0][0] + `":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+			}
+			c.req.path = subjects.API(a.id, ep.path)
+			natsCases = append(natsCases, c)
+		}
+	}
+
 	snapshot := func() hostileSnapshot {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -289,6 +317,17 @@ func TestHostileInputsChangeNothing(t *testing.T) {
 					}
 				}
 				checkRefusal(t, doOn(t, h, req), c.status, c.code)
+			})
+		}
+		for _, c := range natsCases {
+			t.Run("nats "+c.ep.name+"/"+c.name, func(t *testing.T) {
+				t.Parallel()
+				resp := response{}
+				resp.status, resp.raw = e.natsRaw(t, c.req.path, c.req.body, nil)
+				if err := json.Unmarshal(resp.raw, &resp.body); err != nil {
+					t.Fatalf("reply %q: %v", resp.raw, err)
+				}
+				checkRefusal(t, resp, c.status, c.code)
 			})
 		}
 	})

@@ -256,12 +256,16 @@ func waitRows(t *testing.T, e *ticketEnv, tenant string, want map[string]string)
 }
 
 // natsRaw sends one request to the NATS API and returns its code and raw
-// reply.
+// reply. A string body is sent as it is, anything else as JSON.
 func (e *ticketEnv) natsRaw(t *testing.T, subject string, body any, header nats.Header) (int, []byte) {
 	t.Helper()
+	data, ok := body.(string)
+	if !ok {
+		data = jsonBody(body)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	reply, err := e.client.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: []byte(jsonBody(body)), Header: header})
+	reply, err := e.client.RequestMsgWithContext(ctx, &nats.Msg{Subject: subject, Data: []byte(data), Header: header})
 	if err != nil {
 		t.Fatalf("NATS %s: %v", subject, err)
 	}
