@@ -1,0 +1,205 @@
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/embedded"
+)
+
+// Cluster is a JetStream cluster of embedded servers on loopback ports,
+// each with its own store (fsync on every write, as tms serve runs), for
+// tests that stop a node mid-load. Stop and Start keep a node's ports and
+// store, as a machine restart would.
+type Cluster struct {
+	t       testing.TB
+	name    string
+	mu      sync.Mutex
+	servers []*server.Server // nil while stopped
+	configs []embedded.Config
+}
+
+// StartCluster starts n servers named n1..nN that route to each other, and
+// waits until JetStream has a meta leader. They stop when the test ends.
+func StartCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, name: "tmst-" + RandomSuffix(6), servers: make([]*server.Server, n)}
+	clientPorts, clusterPorts := freePorts(t, n), freePorts(t, n)
+	routes := make([]string, n)
+	for i := range n {
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", clusterPorts[i])
+	}
+	dir := t.TempDir()
+	for i := range n {
+		c.configs = append(c.configs, embedded.Config{
+			Name: fmt.Sprintf("n%d", i+1), StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			Host: "127.0.0.1", Port: clientPorts[i],
+			ClusterName: c.name, ClusterHost: "127.0.0.1", ClusterPort: clusterPorts[i], Routes: routes,
+			ReadyTimeout: 20 * time.Second,
+		})
+	}
+	t.Cleanup(c.stopAll)
+	// Concurrently: a node waits for its routes before it is ready.
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.start(i)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("start cluster node n%d: %v", i+1, err)
+		}
+	}
+	c.waitMetaLeader()
+	return c
+}
+
+// freePorts picks n distinct free loopback ports. A port could be taken
+// between here and the server's listen; embedded.Start then fails clearly.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a free port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return ports
+}
+
+func (c *Cluster) start(i int) error {
+	srv, err := embedded.Start(c.configs[i])
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.servers[i] = srv
+	c.mu.Unlock()
+	return nil
+}
+
+// waitMetaLeader retries a JetStream call until the cluster answers it:
+// ReadyForConnections does not wait for the meta leader election.
+func (c *Cluster) waitMetaLeader() {
+	c.t.Helper()
+	nc := c.Connect(c.t)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatalf("jetstream: %v", err)
+	}
+	Eventually(c.t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err == nil
+	}, "a JetStream meta leader in cluster "+c.name)
+}
+
+// URLs is every node's client URL, comma-separated (what --nats-url takes).
+// A stopped node's URL stays listed: clients skip it until it is back.
+func (c *Cluster) URLs() string {
+	urls := make([]string, len(c.configs))
+	for i, cfg := range c.configs {
+		urls[i] = fmt.Sprintf("nats://127.0.0.1:%d", cfg.Port)
+	}
+	return strings.Join(urls, ",")
+}
+
+// Name is node i's server name (n1..nN), as stream info names a leader.
+func (c *Cluster) Name(i int) string { return c.configs[i].Name }
+
+// Index is the node whose server name is name, or -1.
+func (c *Cluster) Index(name string) int {
+	for i, cfg := range c.configs {
+		if cfg.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Server is node i's running server, nil while it is stopped.
+func (c *Cluster) Server(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[i]
+}
+
+// Stop shuts node i down (idempotent), as a crash of its machine would
+// look to clients and peers; its store stays for Start.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	srv := c.servers[i]
+	c.servers[i] = nil
+	c.mu.Unlock()
+	if srv != nil {
+		embedded.Stop(srv)
+	}
+}
+
+// Start starts a stopped node i again on its ports and store, and waits
+// until it has caught up with the cluster's JetStream state (its health
+// check passes), so that stopping another node next keeps a quorum.
+func (c *Cluster) Start(i int) {
+	c.t.Helper()
+	if c.Server(i) != nil {
+		return
+	}
+	if err := c.start(i); err != nil {
+		c.t.Fatalf("restart cluster node %s: %v", c.Name(i), err)
+	}
+	srv := c.Server(i)
+	Eventually(c.t, 60*time.Second, func() bool {
+		return srv.Healthz(nil).Status == "ok"
+	}, "node "+c.Name(i)+" healthy after restart")
+}
+
+// Connect opens a client connection to the whole cluster that reconnects
+// forever (so it rides out Stop) and is closed when the test ends.
+func (c *Cluster) Connect(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.Name(t.Name()))
+	if err != nil {
+		t.Fatalf("connect to cluster %s: %v", c.name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func (c *Cluster) stopAll() {
+	var wg sync.WaitGroup
+	for i := range c.configs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Stop(i)
+		}()
+	}
+	wg.Wait()
+}
