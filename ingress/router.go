@@ -43,7 +43,9 @@ type Config struct {
 	Metrics  prometheus.Registerer
 	Gatherer prometheus.Gatherer
 	// Ready reports whether the process can serve (NATS and the tenant
-	// registry usable): nil means ready. /readyz answers 503 otherwise.
+	// registry usable): nil means ready. /readyz answers 503 otherwise,
+	// except for an error with a Degraded() bool method saying true
+	// (ops.DegradedError: Postgres unreachable), which is 200 "degraded".
 	Ready func(ctx context.Context) error
 	// Now is the clock for times ingress makes itself (nil: time.Now).
 	Now func() time.Time

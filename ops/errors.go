@@ -17,6 +17,9 @@ var (
 	ErrNoJetStream = errors.New("JetStream not enabled")
 	// ErrNotReady is wrapped by the error of a failing readiness check.
 	ErrNotReady = errors.New("not ready")
+	// ErrDegraded is wrapped by the error of readiness checks that failed
+	// but only degrade the process (DegradedError).
+	ErrDegraded = errors.New("degraded")
 )
 
 // kindError is an error whose text is written for an operator in full,

@@ -163,7 +163,9 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	p.pools = tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: logger})
 	tickets := tenants.NewTickets(p.pools, logger)
 	metrics := ops.NewMetrics()
-	checks := []ops.Check{ops.NATSConnected(nc), ops.Flag("tenant registry", p.registry.Ready)}
+	// Postgres only degrades readiness: tickets are admitted in NATS and
+	// land when it is back, so a load balancer must keep this process.
+	checks := []ops.Check{ops.NATSConnected(nc), ops.Flag("tenant registry", p.registry.Ready), ops.PostgresReachable(prov.Ping)}
 
 	if r.back {
 		// The streams first, with this version's configuration, so that
