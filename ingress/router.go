@@ -49,6 +49,11 @@ type Config struct {
 	Ready func(ctx context.Context) error
 	// Now is the clock for times ingress makes itself (nil: time.Now).
 	Now func() time.Time
+	// BeforePublish, when set, is called with the ticket id after a
+	// slot was reserved for a ticket and before its event is published:
+	// a fault-injection point for tests (a crash there leaves an orphan
+	// reservation). nil: nothing.
+	BeforePublish func(ticket string)
 }
 
 // readyTimeout bounds one readiness check, well inside a probe's timeout.

@@ -36,6 +36,8 @@ type ticketService struct {
 	replicas   int
 	logger     *slog.Logger
 	now        func() time.Time
+	// beforePublish is Config.BeforePublish (nil: nothing).
+	beforePublish func(ticket string)
 
 	mu     sync.Mutex
 	stream jetstream.Stream   // TICKETS, once found or created
@@ -46,6 +48,7 @@ func newTicketService(cfg Config, logger *slog.Logger, now func() time.Time) *ti
 	s := &ticketService{
 		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, rows: cfg.Tickets,
 		etaTimeout: cfg.ETATimeout, replicas: cfg.Replicas, logger: logger, now: now,
+		beforePublish: cfg.BeforePublish,
 	}
 	if s.etaTimeout <= 0 {
 		s.etaTimeout = defaultETATimeout
@@ -210,6 +213,9 @@ func acceptedOf(ev subjects.TicketEvent) acceptedBody {
 // publish have landed after all, the stream deduplicates ours): then that
 // earlier event is the ticket, and ev's reservation is released.
 func (s *ticketService) publishCreated(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent) (subjects.TicketEvent, error) {
+	if s.beforePublish != nil {
+		s.beforePublish(ev.Ticket)
+	}
 	ack, err := s.publishAck(ctx, ev, ev.Ticket)
 	if err == nil && !ack.Duplicate {
 		return ev, nil

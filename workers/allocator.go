@@ -39,6 +39,13 @@ type AllocatorConfig struct {
 	// sets it for all.
 	AckWait time.Duration
 	Metrics prometheus.Registerer // may be nil
+	// BeforeCommit and AfterCommit, when set, are called with the ticket
+	// id of each valid event a worker handles: before its write to the
+	// tenant database, and after the write committed but before the ack.
+	// Fault-injection points for tests (a crash at either must leave the
+	// ticket written exactly once). nil: nothing.
+	BeforeCommit func(ticket string)
+	AfterCommit  func(ticket string)
 }
 
 // Allocator writes the ticket events of the TICKETS stream into each
@@ -69,6 +76,8 @@ type Allocator struct {
 	ackWait time.Duration
 	cfg     jetstream.ConsumerConfig
 	m       *allocatorMetrics
+
+	beforeCommit, afterCommit func(ticket string)
 
 	mu        sync.Mutex
 	conflicts map[uint64]allocConflictCount // by stream sequence
@@ -125,7 +134,8 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		return nil, fmt.Errorf("%w: nil Tickets", ErrAllocatorConfig)
 	}
 	a := &Allocator{js: cfg.JS, reg: cfg.Registry, tickets: cfg.Tickets, conc: cfg.Concurrency,
-		backoff: cfg.Backoff, ackWait: cfg.AckWait, conflicts: map[uint64]allocConflictCount{}}
+		backoff: cfg.Backoff, ackWait: cfg.AckWait, conflicts: map[uint64]allocConflictCount{},
+		beforeCommit: cfg.BeforeCommit, afterCommit: cfg.AfterCommit}
 	a.log = cfg.Logger
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -302,6 +312,9 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	if a.beforeCommit != nil {
+		a.beforeCommit(ticket)
+	}
 	err = a.apply(ctx, ten, ev)
 	for round := 0; round < allocConflictRounds; round++ {
 		conflict, ok := errors.AsType[*tenants.SlotConflictError](err)
@@ -322,6 +335,9 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 	conflict, isConflict := errors.AsType[*tenants.SlotConflictError](err)
 	switch {
 	case err == nil:
+		if a.afterCommit != nil {
+			a.afterCommit(ticket)
+		}
 		a.forgetConflict(md.Sequence.Stream)
 		actx, cancel := withNATSDeadline(ctx)
 		defer cancel()
