@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -36,6 +38,9 @@ const (
 	codeSLAUnavailable    = "sla_unavailable"
 	codeIdempotencyReused = "idempotency_key_reused"
 	codeIdempotencyInUse  = "idempotency_key_in_use"
+
+	codeRateLimited = "rate_limited"
+	codeOverloaded  = "overloaded"
 )
 
 // Body statuses other than "error" that an error answer may carry
@@ -112,6 +117,20 @@ var errClientNotFound = newError(http.StatusNotFound, codeClientNotFound, "clien
 func errUnavailable(cause error) *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: msgUnavailable,
 		header: map[string]string{"Retry-After": "1"}, cause: cause}
+}
+
+// errRateLimited is the 429 of a rate limit (overload.go); Retry-After is
+// when the next token will be there.
+func errRateLimited(wait time.Duration, message string) *apiError {
+	return &apiError{status: http.StatusTooManyRequests, code: codeRateLimited, message: message + "; retry after Retry-After seconds",
+		header: map[string]string{"Retry-After": strconv.Itoa(retryAfter(wait))}}
+}
+
+// errOverloaded is the 503 of load shedding (overload.go).
+func errOverloaded(retryAfterSeconds int) *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, code: codeOverloaded,
+		message: "the service is overloaded; retry after Retry-After seconds",
+		header:  map[string]string{"Retry-After": strconv.Itoa(retryAfterSeconds)}}
 }
 
 func errInternal(cause error) *apiError {

@@ -34,6 +34,7 @@ type NATSAPI struct {
 	registry    *tenants.Registry
 	tickets     *ticketService
 	logger      *slog.Logger
+	overload    *Overload
 	concurrency int
 	ready       atomic.Bool
 }
@@ -48,11 +49,18 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	if cfg.Metrics == nil {
+		return nil, errors.New("ingress: Config.Metrics is nil")
+	}
+	var err error
+	if a.overload, err = overloadOf(cfg, a.logger); err != nil {
+		return nil, err
+	}
 	if err := a.withTickets(cfg); err != nil {
 		return nil, err
 	}
 	n := &NATSAPI{
-		nc: cfg.NC, registry: cfg.Registry, tickets: a.tickets,
+		nc: cfg.NC, registry: cfg.Registry, tickets: a.tickets, overload: a.overload,
 		logger: a.logger.With(slog.String("listener", "nats")), concurrency: cfg.NATSConcurrency,
 	}
 	if n.concurrency <= 0 {
@@ -66,8 +74,11 @@ func (n *NATSAPI) Ready() bool { return n.ready.Load() }
 
 // Run subscribes to subjects.APIAll in the queue group subjects.QueueAPI,
 // so that every ingress process shares the requests, and serves at most
-// the configured number at once. When ctx is done it unsubscribes, lets
-// the requests in hand finish and returns nil.
+// the configured number at once: a request that finds every handler busy
+// is answered 503 overloaded at once rather than left to wait in the
+// subscription's buffer, where its caller would only see a timeout. When
+// ctx is done it unsubscribes, lets the requests in hand finish and
+// returns nil.
 func (n *NATSAPI) Run(ctx context.Context) error {
 	var (
 		mu      sync.Mutex
@@ -79,8 +90,9 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 	hctx := context.WithoutCancel(ctx)
 	sub, err := n.nc.QueueSubscribe(subjects.APIAll, subjects.QueueAPI, func(m *nats.Msg) {
 		select {
-		case slots <- struct{}{}: // back-pressure: wait for a free handler
-		case <-ctx.Done():
+		case slots <- struct{}{}:
+		default:
+			n.reply(ctx, m, n.overload.shedNATS())
 			return
 		}
 		mu.Lock()
@@ -126,20 +138,43 @@ func (n *NATSAPI) serve(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, natsRequestTimeout)
 	defer cancel()
 	ans, err := n.dispatch(ctx, m)
-	status, body := ans.status, ans.body
 	if err != nil {
-		ae := toAPIError(err)
-		status, body = ae.status, ae.body()
-		if ae.status >= 500 {
-			n.logger.LogAttrs(ctx, slog.LevelError, "nats request failed", slog.String("subject", m.Subject),
-				slog.Int("status", ae.status), slog.String("code", ae.code), slog.Any("err", err))
+		n.reply(ctx, m, err)
+		return
+	}
+	n.logger.LogAttrs(ctx, slog.LevelDebug, "nats request", slog.String("subject", m.Subject), slog.Int("status", ans.status))
+	n.send(m, &nats.Msg{Data: natsReply(ans.status, ans.body)})
+}
+
+// reply answers a request with err's answer (see toAPIError); the
+// headers an HTTP answer would carry (Retry-After) go in NATS headers.
+func (n *NATSAPI) reply(ctx context.Context, m *nats.Msg, err error) {
+	ae := toAPIError(err)
+	level := slog.LevelDebug
+	if ae.status >= 500 && ae.code != codeOverloaded {
+		// Shedding is counted in the metrics; a log line per shed request
+		// would add to the load it sheds.
+		level = slog.LevelError
+	}
+	n.logger.LogAttrs(ctx, level, "nats request failed", slog.String("subject", m.Subject),
+		slog.Int("status", ae.status), slog.String("code", ae.code), slog.Any("err", err))
+	out := &nats.Msg{Data: natsReply(ae.status, ae.body())}
+	if len(ae.header) > 0 {
+		out.Header = nats.Header{}
+		for k, v := range ae.header {
+			out.Header.Set(k, v)
 		}
 	}
-	n.logger.LogAttrs(ctx, slog.LevelDebug, "nats request", slog.String("subject", m.Subject), slog.Int("status", status))
+	n.send(m, out)
+}
+
+// send publishes out to m's reply subject.
+func (n *NATSAPI) send(m *nats.Msg, out *nats.Msg) {
 	if m.Reply == "" {
 		return // a publish without a reply subject gets no answer
 	}
-	if err := m.Respond(natsReply(status, body)); err != nil {
+	out.Subject = m.Reply
+	if err := n.nc.PublishMsg(out); err != nil {
 		n.logger.Warn("nats api: replying", slog.String("subject", m.Subject), slog.Any("err", err))
 	}
 }
@@ -208,6 +243,9 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 	}
 	if err != nil {
 		return answer{}, fmt.Errorf("loading tenant %s: %w", tenantID, err)
+	}
+	if err := n.overload.limitTenant(t.ID); err != nil {
+		return answer{}, err
 	}
 
 	switch op {

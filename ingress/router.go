@@ -54,6 +54,11 @@ type Config struct {
 	// a fault-injection point for tests (a crash there leaves an orphan
 	// reservation). nil: nothing.
 	BeforePublish func(ticket string)
+	// Overload holds the rate limits and load-shedding bounds (overload.go).
+	// Build one per process with NewOverload and give it to every router
+	// and the NATS API, so its bounds are the process's. nil: each router
+	// and NATS API makes its own with the defaults and no rate limits.
+	Overload *Overload
 }
 
 // readyTimeout bounds one readiness check, well inside a probe's timeout.
@@ -72,6 +77,7 @@ type api struct {
 	ready    func(ctx context.Context) error
 	now      func() time.Time
 	tickets  *ticketService
+	overload *Overload
 }
 
 func newAPI(cfg Config) (*api, error) {
@@ -91,6 +97,10 @@ func newAPI(cfg Config) (*api, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	var err error
+	if a.overload, err = overloadOf(cfg, a.logger); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -106,7 +116,7 @@ func (a *api) withTickets(cfg Config) error {
 	case cfg.Tickets == nil:
 		return errors.New("ingress: Config.Tickets is nil")
 	}
-	a.tickets = newTicketService(cfg, a.logger, a.now)
+	a.tickets = newTicketService(cfg, a.logger, a.now, a.overload)
 	return nil
 }
 
@@ -181,10 +191,10 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
 		Timeout:  callTimeout,
 	}))
-	r.Post("/create_account", a.createAccount)
-	r.Post("/login", a.login)
+	r.With(a.limitUnauthenticated(a.overload.creates, shedAccountCreates)).Post("/create_account", a.createAccount)
+	r.With(a.limitUnauthenticated(a.overload.logins, shedLogins)).Post("/login", a.login)
 	r.Group(func(r chi.Router) {
-		r.Use(a.authenticate)
+		r.Use(a.authenticate, a.limitTenantHTTP)
 		r.Post("/logout", a.logout)
 		r.Post("/agents", a.createAgent)
 		r.Get("/agents", a.listAgents)

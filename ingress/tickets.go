@@ -38,17 +38,18 @@ type ticketService struct {
 	now        func() time.Time
 	// beforePublish is Config.BeforePublish (nil: nothing).
 	beforePublish func(ticket string)
+	overload      *Overload
 
 	mu     sync.Mutex
 	stream jetstream.Stream   // TICKETS, once found or created
 	idem   jetstream.KeyValue // the idempotency bucket, once found or created
 }
 
-func newTicketService(cfg Config, logger *slog.Logger, now func() time.Time) *ticketService {
+func newTicketService(cfg Config, logger *slog.Logger, now func() time.Time, overload *Overload) *ticketService {
 	s := &ticketService{
 		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, rows: cfg.Tickets,
 		etaTimeout: cfg.ETATimeout, replicas: cfg.Replicas, logger: logger, now: now,
-		beforePublish: cfg.BeforePublish,
+		beforePublish: cfg.BeforePublish, overload: overload,
 	}
 	if s.etaTimeout <= 0 {
 		s.etaTimeout = defaultETATimeout
@@ -149,6 +150,14 @@ func (s *ticketService) create(ctx context.Context, t tenants.Tenant, req create
 	if _, err := ticketType(req.TicketType); err != nil {
 		return answer{}, err
 	}
+	if err := s.overload.checkBacklog(ctx); err != nil {
+		return answer{}, err
+	}
+	release, err := s.overload.enterAdmission()
+	if err != nil {
+		return answer{}, err
+	}
+	defer release()
 	if idemKey != nil {
 		return s.createIdempotent(ctx, t, req, *idemKey)
 	}
@@ -295,6 +304,9 @@ func (s *ticketService) publishAck(ctx context.Context, ev subjects.TicketEvent,
 		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subjects.StreamTickets))
 	if err != nil {
 		return nil, fmt.Errorf("publishing %s event of ticket %s: %w", ev.Event, ev.Ticket, err)
+	}
+	if !ack.Duplicate {
+		s.overload.published()
 	}
 	return ack, nil
 }
@@ -462,6 +474,11 @@ func (s *ticketService) find(ctx context.Context, t tenants.Tenant, ticket strin
 // the next create. Repeating it answers the same, and frees the slot again
 // should an earlier release have failed.
 func (s *ticketService) cancel(ctx context.Context, t tenants.Tenant, ticket string) (answer, error) {
+	release, err := s.overload.enterAdmission()
+	if err != nil {
+		return answer{}, err
+	}
+	defer release()
 	ev, found, err := s.find(ctx, t, ticket)
 	if err != nil {
 		return answer{}, err
@@ -542,6 +559,14 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 	if err != nil {
 		return answer{}, err
 	}
+	if err := s.overload.checkBacklog(ctx); err != nil {
+		return answer{}, err
+	}
+	release, err := s.overload.enterAdmission()
+	if err != nil {
+		return answer{}, err
+	}
+	defer release()
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAHold, Tenant: t.ID, Type: req.TicketType, CreatedAt: stamp(s.now()),
 	})
@@ -579,6 +604,11 @@ func (s *ticketService) allocateSlot(ctx context.Context, req allocateSlotReques
 	if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 		return answer{}, errInvalidField("slot_id", "is not a slot id issued by validate_eta")
 	}
+	release, err := s.overload.enterAdmission()
+	if err != nil {
+		return answer{}, err
+	}
+	defer release()
 	ticket := newTicketID()
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAConfirm, Tenant: t.ID, Type: req.TicketType, SlotID: req.SlotID, Ticket: ticket,
