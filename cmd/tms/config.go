@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tms/ops"
+	"tms/workers"
 )
 
 // config is everything a tms command reads from its flags and TMS_*
@@ -31,6 +32,13 @@ type config struct {
 	Replicas     int
 	LogLevel     string
 	LogFormat    string
+	// AckWait is the allocators' ack wait; ReconcileGrace and
+	// ReconcileInterval the orphan-reservation reconciler's.
+	AckWait           time.Duration
+	ReconcileGrace    time.Duration
+	ReconcileInterval time.Duration
+	// Failpoint is TMS_FAILPOINT (test only; see failpoint.go).
+	Failpoint failpoint
 }
 
 // Flags, in the order the help shows them. roles lists the commands that
@@ -49,6 +57,21 @@ const (
 func str(p func(*config) *string, def string) func(*flag.FlagSet, *config, string, string) {
 	return func(fs *flag.FlagSet, c *config, name, usage string) { fs.StringVar(p(c), name, def, usage) }
 }
+
+func dur(p func(*config) *time.Duration, def time.Duration) func(*flag.FlagSet, *config, string, string) {
+	return func(fs *flag.FlagSet, c *config, name, usage string) { fs.DurationVar(p(c), name, def, usage) }
+}
+
+const (
+	defaultAckWait = 30 * time.Second
+	// minReconcileGrace keeps the reconciler off reservations whose
+	// ticket is still on its way: an ingress publishes a ticket within
+	// its ETA timeout (2 s) plus its publish timeout (3 s) of the
+	// reservation (ingress/tickets.go; workers.ReconcilerConfig.Grace),
+	// and the minimum doubles that for delivery delays and clock skew
+	// between the processes.
+	minReconcileGrace = 10 * time.Second
+)
 
 var flagDefs = []flagDef{
 	{"http-addr", "public HTTP listener address", "serve ingress",
@@ -69,6 +92,12 @@ var flagDefs = []flagDef{
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.DurationVar(&c.HoldTTL, name, 30*time.Second, usage)
 		}},
+	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", "serve worker",
+		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
+	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + minReconcileGrace.String(), "serve worker",
+		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
+	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", "serve worker",
+		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
 	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress worker",
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
 	{"log-level", "debug, info, warn or error", "serve ingress worker",
@@ -151,7 +180,12 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (confi
 	if fs.NArg() > 0 {
 		return cfg, usagef("tms %s: unexpected argument %q (see tms help %s)", cmd, fs.Arg(0), cmd)
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	fp, err := parseFailpoint(getenv(failpointEnv), cmd)
+	cfg.Failpoint = fp
+	return cfg, err
 }
 
 func lookupEnv(getenv func(string) string, name string) (string, bool) {
@@ -215,6 +249,20 @@ func (c *config) validate() error {
 	if r.back && (c.HoldTTL < time.Second || c.HoldTTL%time.Second != 0) {
 		return usagef("--hold-ttl %s: want whole seconds, at least 1s", c.HoldTTL)
 	}
+	if r.back {
+		// The allocators tell the server every third of it that a
+		// write is still going on.
+		if c.AckWait < time.Second {
+			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
+		}
+		if c.ReconcileGrace < minReconcileGrace {
+			return usagef("--reconcile-grace %s: want at least %s, above the time an ingress may take from a reservation to its publish",
+				c.ReconcileGrace, minReconcileGrace)
+		}
+		if c.ReconcileInterval < time.Second {
+			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)
+		}
+	}
 	return c.validateLog()
 }
 
@@ -257,6 +305,12 @@ func (c *config) logAttrs() []any {
 	add("serve ingress worker", "database_url", ops.RedactURLs(c.DatabaseURL))
 	add("serve ingress", "db_prefix", c.DBPrefix)
 	add("serve worker", "hold_ttl", c.HoldTTL.String())
+	add("serve worker", "ack_wait", c.AckWait.String())
+	add("serve worker", "reconcile_grace", c.ReconcileGrace.String())
+	add("serve worker", "reconcile_interval", c.ReconcileInterval.String())
+	if c.Failpoint.Name != "" {
+		attrs = append(attrs, slog.String("failpoint", fmt.Sprintf("%s:%d (TEST ONLY)", c.Failpoint.Name, c.Failpoint.At)))
+	}
 	add("serve ingress worker", "replicas", c.Replicas)
 	add("serve ingress worker", "log_level", c.LogLevel)
 	add("serve ingress worker", "log_format", c.LogFormat)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tms/workers"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -60,6 +62,15 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"worker", "--nats-url", "nats://a", "--database-url", ""}, nil, "--database-url"},
 		{[]string{"worker", "--nats-url", "nats://a", "--db-prefix", "x_"}, nil, "db-prefix"}, // worker creates no databases
 		{[]string{"ingress", "--nats-url", "nats://a", "--hold-ttl", "30s"}, nil, "hold-ttl"}, // the responders own holds
+		{[]string{"serve", "--ack-wait", "500ms"}, nil, "--ack-wait"},
+		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "--reconcile-grace"}, // under the reserve-to-publish bound
+		{[]string{"worker", "--nats-url", "nats://a", "--reconcile-interval", "0s"}, nil, "--reconcile-interval"},
+		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"}, // no allocator there
+		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit"}, "TMS_FAILPOINT"},
+		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit:0"}, "TMS_FAILPOINT"},
+		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "nowhere:3"}, "TMS_FAILPOINT"},
+		{[]string{"worker", "--nats-url", "nats://a"}, map[string]string{"TMS_FAILPOINT": "ingress.before_publish:1"}, "never reaches"},
+		{[]string{"ingress", "--nats-url", "nats://a"}, map[string]string{"TMS_FAILPOINT": "allocator.after_commit:1"}, "never reaches"},
 	} {
 		_, err := loadConfig(tc.args, env(tc.env), io.Discard)
 		var ue *usageError
@@ -101,5 +112,41 @@ func TestConfigWorker(t *testing.T) {
 	logged := fmt.Sprint(cfg.logAttrs()...)
 	if !strings.Contains(logged, "hold_ttl") || !strings.Contains(logged, "tms:xxxxx@db1") || strings.Contains(logged, "http_addr") {
 		t.Fatalf("worker logged config %s", logged)
+	}
+}
+
+// TestConfigFaultTuning: the allocators' ack wait and the reconciler's
+// grace and interval have defaults, variables and flags; TMS_FAILPOINT
+// arms a test-only failpoint and shows in the logged config.
+func TestConfigFaultTuning(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig([]string{"worker", "--nats-url", "nats://n1:4222"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AckWait != 30*time.Second || cfg.ReconcileGrace != workers.DefaultReconcileGrace ||
+		cfg.ReconcileInterval != workers.DefaultReconcileInterval || cfg.Failpoint != (failpoint{}) {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	cfg, err = loadConfig([]string{"serve", "--reconcile-interval", "2s"}, env(map[string]string{
+		"TMS_ACK_WAIT": "2s", "TMS_RECONCILE_GRACE": "10s", "TMS_RECONCILE_INTERVAL": "7s",
+		"TMS_FAILPOINT": "allocator.after_commit:5",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AckWait != 2*time.Second || cfg.ReconcileGrace != 10*time.Second || cfg.ReconcileInterval != 2*time.Second ||
+		cfg.Failpoint != (failpoint{Name: "allocator.after_commit", At: 5}) {
+		t.Fatalf("set: %+v", cfg)
+	}
+	logged := fmt.Sprint(cfg.logAttrs()...)
+	for _, want := range []string{"ack_wait=2s", "reconcile_grace=10s", "reconcile_interval=2s", "allocator.after_commit:5 (TEST ONLY)"} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("logged config %s lacks %q", logged, want)
+		}
+	}
+	// An armed hook fires only at its point; others stay nil.
+	if cfg.Failpoint.hook("allocator.before_commit", nil) != nil || cfg.Failpoint.hook("allocator.after_commit", nil) == nil {
+		t.Fatal("hook armed at the wrong point")
 	}
 }

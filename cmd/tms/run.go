@@ -35,6 +35,7 @@ const (
 // signal) or a part fails. nil means a clean stop.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("starting tms", cfg.logAttrs()...)
+	cfg.Failpoint.warn(logger)
 	var err error
 	switch cfg.Command {
 	case "serve", "ingress", "worker":
@@ -182,16 +183,19 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		}
 		p.allocator, err = workers.NewAllocator(ctx, workers.AllocatorConfig{
 			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger,
-			Replicas: cfg.Replicas, Metrics: metrics,
+			Replicas: cfg.Replicas, Metrics: metrics, AckWait: cfg.AckWait,
+			BeforeCommit: cfg.Failpoint.hook("allocator.before_commit", logger),
+			AfterCommit:  cfg.Failpoint.hook("allocator.after_commit", logger),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("allocator: %w", err)
 		}
 		// Releases reservations whose ticket never reached the stream (an
-		// ingress that died between reserve and publish), with the
-		// defaults: within Grace + Interval of the crash.
+		// ingress that died between reserve and publish): within Grace +
+		// Interval of the crash.
 		p.reconciler, err = workers.NewReconciler(workers.ReconcilerConfig{
 			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger, Metrics: metrics,
+			Grace: cfg.ReconcileGrace, Interval: cfg.ReconcileInterval,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reconciler: %w", err)
@@ -214,6 +218,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		Registry: p.registry, Sessions: p.sessions, Agents: agents, Logger: logger,
 		NC: nc, JS: js, Tickets: tickets, Replicas: cfg.Replicas,
 		Metrics: metrics, Gatherer: metrics,
+		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger),
 	}
 	if p.natsAPI, err = ingress.NewNATSAPI(hcfg); err != nil {
 		return nil, err
