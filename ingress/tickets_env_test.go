@@ -36,6 +36,11 @@ type ticketEnv struct {
 
 type ticketEnvOptions struct {
 	holdTTL time.Duration // the responder's; 0: its default
+	// configure, when set, changes the ingress configuration (limits,
+	// timeouts) before the routers and the NATS API are built.
+	configure func(*Config)
+	// noResponder leaves the ETA subjects to the test's own responder.
+	noResponder bool
 }
 
 func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
@@ -43,6 +48,9 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now())}
 	t.Cleanup(e.stopAll)
 	cfg := e.ticketConfig()
+	if opts.configure != nil {
+		opts.configure(&cfg)
+	}
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)
@@ -58,6 +66,10 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	}
 	e.run("nats api", e.natsAPI.Run)
 	e.client = e.nats.Connect(t)
+	if opts.noResponder {
+		testkit.Eventually(t, 20*time.Second, e.natsAPI.Ready, "the NATS API to start")
+		return e
+	}
 
 	ctx := testkit.Context(t, time.Minute)
 	responder, err := workers.NewResponder(ctx, workers.ResponderConfig{

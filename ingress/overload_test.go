@@ -1,0 +1,440 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tms/ops/testkit"
+	"tms/subjects"
+)
+
+// newOverload builds the limits for a test env from the env's own
+// JetStream and metrics registry.
+func newOverload(t testing.TB, c *Config, oc OverloadConfig) *Overload {
+	t.Helper()
+	oc.JS, oc.Metrics, oc.Logger = c.JS, c.Metrics, c.Logger
+	o, err := NewOverload(oc)
+	if err != nil {
+		t.Fatalf("NewOverload: %v", err)
+	}
+	return o
+}
+
+// natsRequest sends one NATS API request and returns the raw reply, with
+// its headers.
+func (e *ticketEnv) natsRequest(t testing.TB, tenant, op string, body any) (*nats.Msg, map[string]any) {
+	t.Helper()
+	msg := &nats.Msg{Subject: subjects.API(tenant, op), Data: []byte(jsonBody(body))}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply, err := e.client.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		t.Fatalf("NATS %s: %v", msg.Subject, err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(reply.Data, &out); err != nil {
+		t.Fatalf("NATS %s: reply %q: %v", msg.Subject, reply.Data, err)
+	}
+	return reply, out
+}
+
+// counterValue reads one labelled counter from g (0 when absent).
+func counterValue(t testing.TB, g prometheus.Gatherer, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("gathering metrics: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// wantRefused checks an HTTP refusal: status, error code and Retry-After.
+func wantRefused(t testing.TB, what string, resp response, status int, code, retryAfter string) {
+	t.Helper()
+	if resp.status != status || resp.body["status"] != "error" || resp.body["error"] != code {
+		t.Fatalf("%s: %d %s, want %d %s", what, resp.status, resp.raw, status, code)
+	}
+	if got := resp.header.Get("Retry-After"); got != retryAfter {
+		t.Fatalf("%s: Retry-After %q, want %q", what, got, retryAfter)
+	}
+}
+
+// wantNATSRefused is wantRefused for a NATS API reply.
+func wantNATSRefused(t testing.TB, what string, reply *nats.Msg, body map[string]any, status int, code, retryAfter string) {
+	t.Helper()
+	if body["code"] != float64(status) || body["status"] != "error" || body["error"] != code {
+		t.Fatalf("%s: %s, want code %d %s", what, reply.Data, status, code)
+	}
+	if got := reply.Header.Get("Retry-After"); got != retryAfter {
+		t.Fatalf("%s: Retry-After header %q, want %q", what, got, retryAfter)
+	}
+}
+
+// A tenant driven far over its rate gets 429s with Retry-After from its
+// own bucket, on HTTP and NATS alike, while two other tenants sending at
+// the same time are served every time. The limiter's clock is frozen, so
+// exactly a burst of the noisy tenant's requests gets through.
+func TestNoisyTenantIsRateLimitedOthersAreServed(t *testing.T) {
+	t.Parallel()
+	const burst = 20
+	limClock := testkit.NewClock(time.Now())
+	e := newTicketEnv(t, ticketEnvOptions{configure: func(c *Config) {
+		c.Overload = newOverload(t, c, OverloadConfig{TenantRate: 1, TenantBurst: burst, Now: limClock.Now})
+	}})
+	noisy, _ := e.tenantWithAgent(t, "Noisy", "noisy@example.com")
+	quiet1, _ := e.tenantWithAgent(t, "Quiet One", "quiet1@example.com")
+	quiet2, _ := e.tenantWithAgent(t, "Quiet Two", "quiet2@example.com")
+	for _, a := range []account{noisy, quiet1, quiet2} {
+		// Like createWhenReady, with a full bucket for every try.
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			limClock.Advance(time.Hour)
+			r := e.create(t, a, subjects.Gold, nil)
+			if r.status != http.StatusCreated && r.status != http.StatusConflict {
+				t.Fatalf("create_ticket: %d %s", r.status, r.raw)
+			}
+			return r.status == http.StatusCreated
+		}, "the responder to see the tenant's agent")
+	}
+	limClock.Advance(time.Hour) // every bucket full
+
+	type result struct {
+		tenant string
+		resp   response
+	}
+	results := make(chan result, 400)
+	var wg sync.WaitGroup
+	send := func(a account, goroutines, each int) {
+		for range goroutines {
+			wg.Go(func() {
+				for range each {
+					results <- result{a.id, e.create(t, a, subjects.Gold, nil)}
+				}
+			})
+		}
+	}
+	send(noisy, 6, 50) // 300: fifteen times its burst
+	send(quiet1, 2, 8) // 16 each: inside their bursts
+	send(quiet2, 2, 8)
+	wg.Wait()
+	close(results)
+
+	served := map[string]int{}
+	limited := 0
+	for r := range results {
+		switch {
+		case r.resp.status == http.StatusCreated || r.resp.status == http.StatusConflict:
+			served[r.tenant]++
+		case r.tenant == noisy.id && r.resp.status == http.StatusTooManyRequests:
+			wantRefused(t, "noisy create_ticket", r.resp, http.StatusTooManyRequests, codeRateLimited, "1")
+			limited++
+		default:
+			t.Fatalf("tenant %s: create_ticket %d %s", r.tenant, r.resp.status, r.resp.raw)
+		}
+	}
+	if served[noisy.id] != burst || limited != 300-burst {
+		t.Fatalf("noisy tenant: %d served, %d limited; want %d and %d", served[noisy.id], limited, burst, 300-burst)
+	}
+	if served[quiet1.id] != 16 || served[quiet2.id] != 16 {
+		t.Fatalf("quiet tenants served %d and %d of 16", served[quiet1.id], served[quiet2.id])
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", "tenant"); got != 300-burst {
+		t.Fatalf("tms_ingress_rate_limited_total{limit=tenant} = %v, want %d", got, 300-burst)
+	}
+
+	// The NATS API draws on the same bucket per subject tenant.
+	reply, body := e.natsRequest(t, noisy.id, subjects.OpCreateTicket,
+		map[string]string{"client_id": noisy.id, "ticket_type": subjects.Gold})
+	wantNATSRefused(t, "noisy NATS create_ticket", reply, body, http.StatusTooManyRequests, codeRateLimited, "1")
+	_, body = e.natsRequest(t, quiet1.id, subjects.OpCreateTicket,
+		map[string]string{"client_id": quiet1.id, "ticket_type": subjects.Gold})
+	if body["code"] != float64(http.StatusCreated) {
+		t.Fatalf("quiet NATS create_ticket: %v", body)
+	}
+	// Every authenticated route pays, reads too.
+	wantRefused(t, "noisy GET /agents", e.do(t, request{method: "GET", path: "/agents", token: noisy.token}),
+		http.StatusTooManyRequests, codeRateLimited, "1")
+
+	// One second refills one token: one more request, not two.
+	limClock.Advance(time.Second)
+	if resp := e.create(t, noisy, subjects.Gold, nil); resp.status != http.StatusCreated {
+		t.Fatalf("noisy create_ticket after a refill: %d %s", resp.status, resp.raw)
+	}
+	wantRefused(t, "noisy create_ticket after its refill", e.create(t, noisy, subjects.Gold, nil),
+		http.StatusTooManyRequests, codeRateLimited, "1")
+}
+
+// blockingResponder answers the tenant's ETA requests itself: each one
+// is announced on arrived and held until release is closed, then refused
+// with 409 (no slot). It is a real NATS peer on the real subject.
+type blockingResponder struct {
+	arrived chan string
+	release chan struct{}
+}
+
+func newBlockingResponder(t testing.TB, e *ticketEnv, tenant string) *blockingResponder {
+	t.Helper()
+	b := &blockingResponder{arrived: make(chan string, 16), release: make(chan struct{})}
+	nc := e.nats.Connect(t)
+	sub, err := nc.Subscribe(subjects.ETA(tenant), func(m *nats.Msg) {
+		var req subjects.ETARequest
+		_ = json.Unmarshal(m.Data, &req)
+		select {
+		case b.arrived <- req.Op:
+		default:
+		}
+		<-b.release
+		data, _ := json.Marshal(subjects.ETAReply{Code: http.StatusConflict, Error: "no_slot"})
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	t.Cleanup(func() {
+		b.unblock()
+		_ = sub.Unsubscribe()
+	})
+	return b
+}
+
+func (b *blockingResponder) unblock() {
+	select {
+	case <-b.release:
+	default:
+		close(b.release)
+	}
+}
+
+func (b *blockingResponder) waitArrived(t testing.TB) {
+	t.Helper()
+	select {
+	case <-b.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no ETA request reached the test's responder")
+	}
+}
+
+// With every admission place taken (MaxInFlight 1, held by a create whose
+// ETA request the test's responder sits on), admissions over HTTP and
+// NATS are answered 503 overloaded with Retry-After at once, not queued;
+// GET is not admission and still answers. When the held request ends,
+// admission works again.
+func TestInFlightLimitShedsAdmission(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{noResponder: true, configure: func(c *Config) {
+		c.ETATimeout = time.Minute // the held request must outlast the test's checks
+		c.Overload = newOverload(t, c, OverloadConfig{MaxInFlight: 1})
+	}})
+	a := e.openAccount(t, "Busy", "busy@example.com")
+	resp := newBlockingResponder(t, e, a.id)
+
+	held := make(chan response, 1)
+	go func() { held <- e.create(t, a, subjects.Gold, nil) }()
+	resp.waitArrived(t)
+
+	wantRefused(t, "create_ticket", e.create(t, a, subjects.Silver, nil),
+		http.StatusServiceUnavailable, codeOverloaded, "1")
+	wantRefused(t, "cancel_ticket", e.do(t, request{method: "POST", path: "/cancel_ticket", token: a.token,
+		body: jsonBody(map[string]string{"ticket_id": "tnosuchticket"})}),
+		http.StatusServiceUnavailable, codeOverloaded, "1")
+	wantRefused(t, "validate_eta", doOn(t, e.internal, request{method: "POST", path: "/validate_eta",
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})}),
+		http.StatusServiceUnavailable, codeOverloaded, "1")
+	wantRefused(t, "allocate_slot", doOn(t, e.internal, request{method: "POST", path: "/allocate_slot",
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold,
+			"slot_id": subjects.FormatSlotID("agent1", time.Now().Truncate(time.Minute), "abcdefghijkl")})}),
+		http.StatusServiceUnavailable, codeOverloaded, "1")
+	reply, body := e.natsRequest(t, a.id, subjects.OpCreateTicket, map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})
+	wantNATSRefused(t, "NATS create_ticket", reply, body, http.StatusServiceUnavailable, codeOverloaded, "1")
+	reply, body = e.natsRequest(t, a.id, subjects.OpCancelTicket, map[string]string{"ticket_id": "tnosuchticket"})
+	wantNATSRefused(t, "NATS cancel_ticket", reply, body, http.StatusServiceUnavailable, codeOverloaded, "1")
+
+	// Not admission: answered as usual.
+	if r := e.do(t, request{method: "GET", path: "/tickets/tnosuchticket", token: a.token}); r.status != http.StatusNotFound {
+		t.Fatalf("GET /tickets while saturated: %d %s", r.status, r.raw)
+	}
+	// A bad request is refused for what it is, not shed.
+	if r := e.create(t, a, "PLATINUM", nil); r.status != http.StatusBadRequest {
+		t.Fatalf("bad create_ticket while saturated: %d %s", r.status, r.raw)
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_shed_total", "reason", shedInFlight); got != 6 {
+		t.Fatalf("tms_ingress_shed_total{reason=in_flight} = %v, want 6", got)
+	}
+
+	resp.unblock()
+	if r := <-held; r.status != http.StatusConflict {
+		t.Fatalf("the held create_ticket: %d %s", r.status, r.raw)
+	}
+	if r := e.create(t, a, subjects.Gold, nil); r.status != http.StatusConflict {
+		t.Fatalf("create_ticket once the place is free: %d %s", r.status, r.raw)
+	}
+}
+
+// With no allocator draining TICKETS, new admissions stop at MaxBacklog
+// messages with 503 and Retry-After, on HTTP and NATS; cancel and GET go
+// on. The bound is the stream's real count, not only what this process
+// published, and shedding ends once workers drain the stream.
+func TestBacklogShedsNewAdmissions(t *testing.T) {
+	t.Parallel()
+	const maxBacklog = 3
+	sampleClock := testkit.NewClock(time.Now())
+	e := newTicketEnv(t, ticketEnvOptions{configure: func(c *Config) {
+		c.Overload = newOverload(t, c, OverloadConfig{MaxBacklog: maxBacklog, Now: sampleClock.Now})
+	}})
+	a, _ := e.tenantWithAgent(t, "Backlogged", "backlog@example.com")
+	first := e.createWhenReady(t, a, subjects.Gold)["ticket_id"].(string)
+	var second string
+	for i := 1; i < maxBacklog; i++ {
+		r := e.create(t, a, subjects.Gold, nil)
+		if r.status != http.StatusCreated {
+			t.Fatalf("create_ticket %d of %d: %d %s", i+1, maxBacklog, r.status, r.raw)
+		}
+		second = r.body["ticket_id"].(string)
+	}
+
+	wantRefused(t, "create_ticket over the backlog", e.create(t, a, subjects.Gold, nil),
+		http.StatusServiceUnavailable, codeOverloaded, "5")
+	wantRefused(t, "validate_eta over the backlog", doOn(t, e.internal, request{method: "POST", path: "/validate_eta",
+		body: jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})}),
+		http.StatusServiceUnavailable, codeOverloaded, "5")
+	reply, body := e.natsRequest(t, a.id, subjects.OpCreateTicket, map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})
+	wantNATSRefused(t, "NATS create_ticket over the backlog", reply, body, http.StatusServiceUnavailable, codeOverloaded, "5")
+
+	// A fresh sample reads the stream itself: still full.
+	sampleClock.Advance(time.Second)
+	wantRefused(t, "create_ticket after a fresh sample", e.create(t, a, subjects.Silver, nil),
+		http.StatusServiceUnavailable, codeOverloaded, "5")
+	if n := e.streamMessages(t, a.id); n != maxBacklog {
+		t.Fatalf("%d messages in TICKETS, want %d: a refused create published", n, maxBacklog)
+	}
+
+	// Cancel and GET still work.
+	if r := e.cancel(t, a, first); r.status != http.StatusOK {
+		t.Fatalf("cancel_ticket over the backlog: %d %s", r.status, r.raw)
+	}
+	if r := e.getTicket(t, a, second); r.status != http.StatusOK || r.body["status"] != subjects.StatusAccepted {
+		t.Fatalf("GET /tickets over the backlog: %d %s", r.status, r.raw)
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_shed_total", "reason", shedBacklog); got != 4 {
+		t.Fatalf("tms_ingress_shed_total{reason=backlog} = %v, want 4", got)
+	}
+
+	// Workers drain the stream; the next sample lets admissions in again.
+	e.startAllocator(t)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		sampleClock.Advance(time.Second)
+		r := e.create(t, a, subjects.Gold, nil)
+		switch r.status {
+		case http.StatusCreated:
+			return true
+		case http.StatusServiceUnavailable:
+			return false
+		}
+		t.Fatalf("create_ticket while the stream drains: %d %s", r.status, r.raw)
+		return false
+	}, "admission to resume once the allocator drains TICKETS")
+}
+
+// create_account and login are limited per client address, and their
+// concurrency is bounded: argon2 and CREATE DATABASE are not to be had
+// for free by anyone who can reach the port.
+func TestUnauthenticatedRoutesAreLimitedPerClientAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	clock := testkit.NewClock(time.Now())
+	cfg := e.config(func(context.Context) error { return nil })
+	cfg.Overload = newOverload(t, &cfg, OverloadConfig{ClientRate: 1, ClientBurst: 3, Now: clock.Now})
+	h, err := NewPublic(cfg)
+	if err != nil {
+		t.Fatalf("NewPublic: %v", err)
+	}
+	login := func(addr string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/login", strings.NewReader(
+			jsonBody(map[string]string{"client_id": "nosuchclient", "password": "correct horse battery"})))
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = addr
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 3 {
+		if w := login("198.51.100.7:4000"); w.Code != http.StatusUnauthorized {
+			t.Fatalf("login %d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	// Another port of the same address is the same client.
+	w := login("198.51.100.7:4001")
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(w.Body.String(), `"error":"rate_limited"`) {
+		t.Fatalf("4th login from one address: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if w := login("[2001:db8::1]:4000"); w.Code != http.StatusUnauthorized {
+		t.Fatalf("login from another address: %d %s", w.Code, w.Body)
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", "client_ip"); got != 1 {
+		t.Fatalf("tms_ingress_rate_limited_total{limit=client_ip} = %v, want 1", got)
+	}
+}
+
+func TestAccountCreationConcurrencyIsBounded(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	o, err := NewOverload(OverloadConfig{MaxAccountCreates: 1, MaxBacklog: -1, Metrics: reg})
+	if err != nil {
+		t.Fatalf("NewOverload: %v", err)
+	}
+	a := &api{overload: o, logger: testkit.Logger(t)}
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := a.limitUnauthenticated(o.creates, shedAccountCreates)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		writeJSON(w, http.StatusCreated, statusBody{Status: "created"})
+	}))
+	call := func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("POST", "/create_account", nil))
+		return w
+	}
+	done := make(chan *httptest.ResponseRecorder)
+	go func() { done <- call() }()
+	<-entered
+	w := call()
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
+		!strings.Contains(w.Body.String(), `"error":"overloaded"`) {
+		t.Fatalf("second create_account while one runs: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	close(release)
+	if w := <-done; w.Code != http.StatusCreated {
+		t.Fatalf("the running create_account: %d", w.Code)
+	}
+	go func() { <-entered }()
+	if w := call(); w.Code != http.StatusCreated {
+		t.Fatalf("create_account once the first ended: %d %s", w.Code, w.Body)
+	}
+	if got := counterValue(t, reg, "tms_ingress_shed_total", "reason", shedAccountCreates); got != 1 {
+		t.Fatalf("tms_ingress_shed_total{reason=account_creates} = %v, want 1", got)
+	}
+}
