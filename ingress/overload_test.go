@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -437,4 +438,49 @@ func TestAccountCreationConcurrencyIsBounded(t *testing.T) {
 	if got := counterValue(t, reg, "tms_ingress_shed_total", "reason", shedAccountCreates); got != 1 {
 		t.Fatalf("tms_ingress_shed_total{reason=account_creates} = %v, want 1", got)
 	}
+}
+
+// A NATS API request that finds every handler busy is answered 503 at
+// once, not left in the subscription's buffer until its caller times out.
+func TestNATSAPIShedsWhenEveryHandlerIsBusy(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{noResponder: true, configure: func(c *Config) {
+		c.ETATimeout = time.Minute
+		c.NATSConcurrency = 1
+	}})
+	a := e.openAccount(t, "Busy NATS", "busynats@example.com")
+	resp := newBlockingResponder(t, e, a.id)
+
+	held := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		reply, err := e.client.RequestWithContext(ctx, subjects.API(a.id, subjects.OpCreateTicket),
+			[]byte(jsonBody(map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})))
+		if err == nil && !strings.Contains(string(reply.Data), `"code":409`) {
+			err = errors.New("held create_ticket answered " + string(reply.Data))
+		}
+		held <- err
+	}()
+	resp.waitArrived(t)
+
+	reply, body := e.natsRequest(t, a.id, subjects.OpGetTicket, map[string]string{"ticket_id": "tnosuchticket"})
+	wantNATSRefused(t, "NATS get_ticket with the one handler busy", reply, body,
+		http.StatusServiceUnavailable, codeOverloaded, "1")
+	if got := counterValue(t, e.metrics, "tms_ingress_shed_total", "reason", shedNATSHandlers); got != 1 {
+		t.Fatalf("tms_ingress_shed_total{reason=nats_handlers} = %v, want 1", got)
+	}
+
+	resp.unblock()
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	// The handler frees its place just after its reply goes out.
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, body := e.natsRequest(t, a.id, subjects.OpGetTicket, map[string]string{"ticket_id": "tnosuchticket"})
+		if c := body["code"]; c != float64(http.StatusNotFound) && c != float64(http.StatusServiceUnavailable) {
+			t.Fatalf("NATS get_ticket once the handler is free: %v", body)
+		}
+		return body["code"] == float64(http.StatusNotFound)
+	}, "the NATS API to answer again once its handler is free")
 }
