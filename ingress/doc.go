@@ -69,4 +69,21 @@
 // replies); anyone who may publish on tms.api.<tenant>.> acts as that
 // tenant, and validate_eta and allocate_slot, internal on HTTP, are
 // reachable here to the same holders.
+//
+// # Overload
+//
+// Ingress sheds load rather than queue it (overload.go; API.md: 503, or
+// 429 for a tenant over its rate, with Retry-After, never a hang). One
+// Overload per process, shared by both routers and the NATS API, holds:
+// a token bucket per tenant over authenticated public requests and NATS
+// API requests (429 rate_limited); a bucket per client IP and bounded
+// concurrency for create_account and login, which run argon2id and CREATE
+// DATABASE (429, or 503 overloaded); a bound on admissions in flight
+// (create_ticket, validate_eta, allocate_slot, cancel_ticket: 503
+// overloaded, Retry-After 1); and a bound on the TICKETS backlog, sampled
+// at most every 250 ms, past which new admissions (create_ticket,
+// validate_eta) are 503 with Retry-After 5 while cancel and GET go on. A
+// NATS API request that finds every handler busy is 503 at once. NATS
+// replies carry Retry-After as a NATS header. Refusals are counted in
+// tms_ingress_rate_limited_total{limit} and tms_ingress_shed_total{reason}.
 package ingress
