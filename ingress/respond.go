@@ -38,7 +38,9 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	ae := toAPIError(err)
 	if ae.status >= 500 {
 		level := slog.LevelError
-		if errors.Is(r.Context().Err(), context.Canceled) {
+		if errors.Is(r.Context().Err(), context.Canceled) || ae.code == codeOverloaded {
+			// Shed requests are counted in tms_ingress_shed_total and in
+			// the access log; an error line each would add to the load.
 			level = slog.LevelDebug
 		}
 		logger.LogAttrs(r.Context(), level, "request failed",
