@@ -497,6 +497,10 @@ func (a *Allocator) keepAlive(msg jetstream.Msg) (stop func()) {
 	var mu sync.Mutex
 	stopped := false
 	var timer *time.Timer
+	// The callback may run before AfterFunc has returned (a process that
+	// was paused, a loaded machine): it must not read timer until the
+	// assignment is done, so the assignment happens under mu too.
+	mu.Lock()
 	timer = time.AfterFunc(every, func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -506,6 +510,7 @@ func (a *Allocator) keepAlive(msg jetstream.Msg) (stop func()) {
 		_ = msg.InProgress()
 		timer.Reset(every)
 	})
+	mu.Unlock()
 	return func() {
 		mu.Lock()
 		defer mu.Unlock()
