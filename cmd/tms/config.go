@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tms/ingress"
 	"tms/ops"
 	"tms/workers"
 )
@@ -37,6 +38,15 @@ type config struct {
 	AckWait           time.Duration
 	ReconcileGrace    time.Duration
 	ReconcileInterval time.Duration
+	// Overload bounds of the front (ingress.OverloadConfig).
+	TenantRate        float64
+	TenantBurst       int
+	ClientRate        float64
+	ClientBurst       int
+	MaxInFlight       int
+	MaxBacklog        int64
+	MaxAccountCreates int
+	MaxLogins         int
 	// Failpoint is TMS_FAILPOINT (test only; see failpoint.go).
 	Failpoint failpoint
 }
@@ -98,6 +108,30 @@ var flagDefs = []flagDef{
 		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
 	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", "serve worker",
 		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
+	{"tenant-rate", "requests a second one tenant may make to this process (token bucket; 0: no limit); over it: 429 with Retry-After", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 500, usage) }},
+	{"tenant-burst", "requests one tenant may make at once after a quiet spell", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.TenantBurst, name, 1000, usage) }},
+	{"client-rate", "create_account and login requests a second per client IP (0: no limit); over it: 429", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.ClientRate, name, 5, usage) }},
+	{"client-burst", "create_account and login requests one client IP may make at once", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.ClientBurst, name, 50, usage) }},
+	{"max-in-flight", "admissions (create, cancel, validate_eta, allocate_slot) one process handles at once; past it: 503 at once (negative: no bound)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.MaxInFlight, name, ingress.DefaultMaxInFlight, usage)
+		}},
+	{"max-backlog", "TICKETS stream messages not yet written by the allocators at which new admissions get 503 (negative: never)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.Int64Var(&c.MaxBacklog, name, ingress.DefaultMaxBacklog, usage)
+		}},
+	{"max-account-creates", "create_account requests handled at once (each hashes a password and creates a database)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.MaxAccountCreates, name, ingress.DefaultMaxAccountCreates, usage)
+		}},
+	{"max-logins", "login requests handled at once (each hashes a password)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.MaxLogins, name, ingress.DefaultMaxLogins, usage)
+		}},
 	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress worker",
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
 	{"log-level", "debug, info, warn or error", "serve ingress worker",
@@ -249,6 +283,11 @@ func (c *config) validate() error {
 	if r.back && (c.HoldTTL < time.Second || c.HoldTTL%time.Second != 0) {
 		return usagef("--hold-ttl %s: want whole seconds, at least 1s", c.HoldTTL)
 	}
+	if r.front {
+		if c.TenantRate < 0 || c.TenantBurst < 0 || c.ClientRate < 0 || c.ClientBurst < 0 {
+			return usagef("--tenant-rate, --tenant-burst, --client-rate, --client-burst: want 0 (no limit) or more")
+		}
+	}
 	if r.back {
 		// The allocators tell the server every third of it that a
 		// write is still going on.
@@ -308,6 +347,11 @@ func (c *config) logAttrs() []any {
 	add("serve worker", "ack_wait", c.AckWait.String())
 	add("serve worker", "reconcile_grace", c.ReconcileGrace.String())
 	add("serve worker", "reconcile_interval", c.ReconcileInterval.String())
+	add("serve ingress", "tenant_rate", c.TenantRate)
+	add("serve ingress", "tenant_burst", c.TenantBurst)
+	add("serve ingress", "client_rate", c.ClientRate)
+	add("serve ingress", "max_in_flight", c.MaxInFlight)
+	add("serve ingress", "max_backlog", c.MaxBacklog)
 	if c.Failpoint.Name != "" {
 		attrs = append(attrs, slog.String("failpoint", fmt.Sprintf("%s:%d (TEST ONLY)", c.Failpoint.Name, c.Failpoint.At)))
 	}

@@ -66,6 +66,10 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "--reconcile-grace"}, // under the reserve-to-publish bound
 		{[]string{"worker", "--nats-url", "nats://a", "--reconcile-interval", "0s"}, nil, "--reconcile-interval"},
 		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"}, // no allocator there
+		{[]string{"serve", "--tenant-rate", "-1"}, nil, "--tenant-rate"},
+		{[]string{"serve"}, map[string]string{"TMS_CLIENT_BURST": "-5"}, "--client-burst"},
+		{[]string{"serve"}, map[string]string{"TMS_MAX_BACKLOG": "lots"}, "TMS_MAX_BACKLOG"},
+		{[]string{"worker", "--nats-url", "nats://a", "--tenant-rate", "10"}, nil, "tenant-rate"}, // no front there
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit"}, "TMS_FAILPOINT"},
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit:0"}, "TMS_FAILPOINT"},
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "nowhere:3"}, "TMS_FAILPOINT"},
