@@ -118,6 +118,30 @@ func (c *Cluster) waitMetaLeader() {
 		_, err := js.AccountInfo(ctx)
 		return err == nil
 	}, "a JetStream meta leader in cluster "+c.name)
+	c.waitPeers()
+}
+
+// waitPeers waits until the meta leader counts every running node as an
+// online JetStream peer: before that, creating an R3 stream can fail with
+// "no suitable peers for placement".
+func (c *Cluster) waitPeers() {
+	c.t.Helper()
+	Eventually(c.t, 30*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		running := 0
+		for _, srv := range c.servers {
+			if srv != nil {
+				running++
+			}
+		}
+		for _, srv := range c.servers {
+			if srv != nil && srv.JetStreamIsLeader() {
+				return len(srv.JetStreamClusterPeers()) == running
+			}
+		}
+		return false
+	}, "every running node an online JetStream peer of cluster "+c.name)
 }
 
 // URLs is every node's client URL, comma-separated (what --nats-url takes).
@@ -177,6 +201,7 @@ func (c *Cluster) Start(i int) {
 	Eventually(c.t, 60*time.Second, func() bool {
 		return srv.Healthz(nil).Status == "ok"
 	}, "node "+c.Name(i)+" healthy after restart")
+	c.waitPeers()
 }
 
 // Connect opens a client connection to the whole cluster that reconnects
