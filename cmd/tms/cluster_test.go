@@ -72,8 +72,10 @@ func TestClusterNodeLoss(t *testing.T) {
 	load.waitCreated(t, startedAt, 30, 60*time.Second, "after the node is back")
 	load.stop()
 
-	waitDrained(t, js, 60*time.Second)
+	// Resolve first: its retries publish events the allocators must apply
+	// before the check reads the rows.
 	resolved, left := h.Resolve(ctx)
+	waitDrained(t, js, 60*time.Second)
 	summary := h.Check(t, ctx, testkit.DatabaseURLs(prefix))
 
 	before, down, after := load.phase(began, stoppedAt), load.phase(stoppedAt, startedAt), load.phase(startedAt, time.Time{})

@@ -113,11 +113,12 @@ func TestPostgresOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitDrained(t, js, 60*time.Second)
-	drainedAfter := time.Since(restoredAt)
-
+	// Resolve first: its retries (a cancel that met the outage) publish
+	// events the allocators must apply before the check reads the rows.
 	ctx := testkit.Context(t, 60*time.Second)
 	resolved, left := h.Resolve(ctx)
+	waitDrained(t, js, 60*time.Second)
+	drainedAfter := time.Since(restoredAt)
 	summary := h.Check(t, ctx, testkit.DatabaseURLs(prefix))
 	t.Logf("before the outage: %s", load.phase(began, cutAt))
 	t.Logf("during the outage (%s): %s", restoredAt.Sub(cutAt).Round(time.Millisecond), load.phase(cutAt, restoredAt))
