@@ -97,15 +97,29 @@ type phase struct {
 	creates, created, rejected, unanswered, other int
 	cancels, cancelled                            int
 	firstCreated, lastCreated                     time.Time // answer times of 201s
+	// failed counts the answers other than 201/409 and 200 by request
+	// kind, status and error code ("cancel 503 unavailable").
+	failed map[string]int
 }
 
 func (p phase) String() string {
-	return fmt.Sprintf("creates %d (201 %d, 409 %d, no answer or 5xx %d, other %d), cancels %d (200 %d)",
+	s := fmt.Sprintf("creates %d (201 %d, 409 %d, no answer or 5xx %d, other %d), cancels %d (200 %d)",
 		p.creates, p.created, p.rejected, p.unanswered, p.other, p.cancels, p.cancelled)
+	if len(p.failed) > 0 {
+		s += fmt.Sprintf("; failed: %v", p.failed)
+	}
+	return s
 }
 
 func (l *faultLoad) phase(from, to time.Time) phase {
-	var p phase
+	p := phase{failed: map[string]int{}}
+	fail := func(r testkit.Request) {
+		what := r.First.Code
+		if r.First.Status == 0 {
+			what = "no answer"
+		}
+		p.failed[fmt.Sprintf("%s %d %s", r.Kind, r.First.Status, what)]++
+	}
 	for _, r := range l.h.Requests() {
 		if r.Sent.Before(from) || (!to.IsZero() && !r.Sent.Before(to)) {
 			continue
@@ -114,8 +128,13 @@ func (l *faultLoad) phase(from, to time.Time) phase {
 			p.cancels++
 			if r.First.Status == http.StatusOK {
 				p.cancelled++
+			} else {
+				fail(r)
 			}
 			continue
+		}
+		if s := r.First.Status; s != http.StatusCreated && s != http.StatusConflict {
+			fail(r)
 		}
 		p.creates++
 		switch s := r.First.Status; {

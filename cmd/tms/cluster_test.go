@@ -72,6 +72,17 @@ func TestClusterNodeLoss(t *testing.T) {
 	load.waitCreated(t, startedAt, 30, 60*time.Second, "after the node is back")
 	load.stop()
 
+	// Durability on a cluster rests on every stream and bucket tms made
+	// keeping three copies: an ack then means two nodes have the write.
+	var r3 []string
+	for info := range js.ListStreams(ctx).Info() {
+		if info.Config.Replicas != 3 {
+			t.Errorf("stream %s has %d replicas, want 3 (--replicas 3)", info.Config.Name, info.Config.Replicas)
+		}
+		r3 = append(r3, info.Config.Name)
+	}
+	t.Logf("R3 streams and buckets: %v", r3)
+
 	// Resolve first: its retries publish events the allocators must apply
 	// before the check reads the rows.
 	resolved, left := h.Resolve(ctx)
