@@ -1,6 +1,7 @@
 package testkit_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -45,7 +46,11 @@ func TestClusterSurvivesItsLeader(t *testing.T) {
 	stopped := time.Now()
 	c.Stop(leader)
 	// A new leader is elected among the two left; writes go on.
+	// Each try with its own deadline: a publish sent while the stream has
+	// no leader gets no answer at all.
 	testkit.Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
 		_, err := kv.Put(ctx, "after", []byte("1"))
 		return err == nil
 	}, "a write after the leader stopped")
