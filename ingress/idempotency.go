@@ -136,7 +136,7 @@ func (s *ticketService) createIdempotent(ctx context.Context, t tenants.Tenant, 
 		if err == nil {
 			return s.createClaimed(ctx, t, req, kv, kvKey, keyHash, rev, rec)
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !subjects.CreateLost(err) {
 			return answer{}, errUnavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
 		ans, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
@@ -230,7 +230,7 @@ func (s *ticketService) takeOver(ctx context.Context, t tenants.Tenant, req crea
 		Ticket: stale.rec.Ticket, Created: stamp(s.now())}
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
 	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
-	if wrongLastSequence(err) {
+	if subjects.WrongLastSequence(err) {
 		return answer{}, true, nil
 	}
 	if err != nil {
@@ -277,14 +277,6 @@ func (s *ticketService) inStream(ctx context.Context, tenant, ticket string) (bo
 		return false, fmt.Errorf("reading the stream state of %s: %w", subject, err)
 	}
 	return info.State.Subjects[subject] > 0, nil
-}
-
-// wrongLastSequence reports a compare-and-set conflict of a direct stream
-// publish; replicated streams answer 10164 instead of 10071 (NATS.md).
-func wrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // awaitTwin handles a key that another request holds: a different body is

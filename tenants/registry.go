@@ -146,7 +146,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 
 	emailKey := subjects.EmailKey(email)
 	emailRev, err := r.create(ctx, emailKey, claim, claimTTL)
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	if subjects.CreateLost(err) {
 		return Tenant{}, ErrEmailTaken
 	}
 	if err != nil {
@@ -227,7 +227,7 @@ func (r *Registry) claimSubDomain(ctx context.Context, base string, claim []byte
 		if err == nil {
 			return sub, key, rev, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if !subjects.CreateLost(err) {
 			return "", "", 0, natsErr("claiming sub_domain", err)
 		}
 		if ctx.Err() != nil {

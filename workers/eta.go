@@ -247,7 +247,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			tc.cal.Taken(cl, rev)
-		case errors.Is(err, jetstream.ErrKeyExists):
+		case subjects.CreateLost(err):
 			tc.cal.Lost(cl)
 		default:
 			tc.cal.Abandon(cl)
@@ -256,7 +256,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			return cl.Slot, rev, nil
-		case errors.Is(err, jetstream.ErrKeyExists):
+		case subjects.CreateLost(err):
 			r.metrics.conflict()
 			continue
 		}
@@ -303,7 +303,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	ack, err := r.js.PublishMsg(kctx, msg, jetstream.WithExpectLastSequencePerSubject(e.Revision()),
 		jetstream.WithMsgTTL(wholeSeconds(r.confirmedTTL(minute, now))))
-	if wrongLastSequence(err) {
+	if subjects.WrongLastSequence(err) {
 		return subjects.ETAReply{}, ErrHoldGone // expired, confirmed or replaced since the read
 	}
 	if err != nil {
@@ -351,7 +351,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 			ok.Revision = e.Revision()
 			return ok, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSequence(err) {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !subjects.WrongLastSequence(err) {
 			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
 		}
 		// Changed since the read: look again.
@@ -375,14 +375,6 @@ func wholeSeconds(d time.Duration) time.Duration {
 		d += time.Second - rem
 	}
 	return d
-}
-
-// wrongLastSequence reports a CAS conflict of a direct stream publish;
-// replicated streams answer 10164 instead of 10071 (NATS.md).
-func wrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 var nonceEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

@@ -335,7 +335,7 @@ func (r *Reconciler) judge(ctx context.Context, c candidate, st *ReconcileStats)
 		r.m.released(reason)
 		log.Warn("released a reservation whose ticket does not hold it", slog.String("reason", reason),
 			slog.String("agent", c.agent), slog.Time("slot_time", c.minute), slog.Time("created_at", c.rec.CreatedAt))
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSequence(err):
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || subjects.WrongLastSequence(err):
 		// Rewritten since the snapshot (released, or taken again): not
 		// the record that was judged.
 		log.Debug("reservation changed before its release; left alone")

@@ -21,8 +21,12 @@ import (
 // respEnv is one embedded NATS server, real tenants (registry, databases,
 // agents) on the test Postgres, and a fake clock every part shares.
 type respEnv struct {
-	nats   *testkit.NATS
-	js     jetstream.JetStream
+	nats *testkit.NATS // nil on a cluster
+	// connect opens a new client connection to the server or cluster;
+	// replicas is the replica count of everything the env creates.
+	connect  func(testing.TB) *nats.Conn
+	replicas int
+	js       jetstream.JetStream
 	reg    *tenants.Registry
 	agents *tenants.Agents
 	clock  *testkit.Clock
@@ -33,9 +37,27 @@ var respT0 = time.Date(2030, 5, 6, 10, 0, 0, 0, time.UTC)
 
 func newRespEnv(t testing.TB) *respEnv {
 	t.Helper()
+	srv := testkit.StartNATS(t)
+	e := &respEnv{nats: srv, connect: srv.Connect, replicas: 1}
+	return e.start(t)
+}
+
+// newClusterRespEnv is newRespEnv on a 3-node cluster with R3 buckets.
+func newClusterRespEnv(t testing.TB) *respEnv {
+	t.Helper()
+	c := testkit.StartCluster(t, 3)
+	return (&respEnv{connect: c.Connect, replicas: 3}).start(t)
+}
+
+func (e *respEnv) start(t testing.TB) *respEnv {
+	t.Helper()
 	ctx := testkit.Context(t, 60*time.Second)
-	e := &respEnv{nats: testkit.StartNATS(t), clock: testkit.NewClock(respT0)}
-	e.js = e.nats.JetStream(t)
+	e.clock = testkit.NewClock(respT0)
+	js, err := jetstream.New(e.connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.js = js
 	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
 		ServerURLs: []string{testkit.PostgresURL()}, DBPrefix: testkit.DatabasePrefix(t), Logger: testkit.Logger(t),
 	})
@@ -44,7 +66,7 @@ func newRespEnv(t testing.TB) *respEnv {
 	}
 	t.Cleanup(prov.Close)
 	e.reg, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: e.js, Provisioner: prov, Logger: testkit.Logger(t),
-		Now: e.clock.Now})
+		Now: e.clock.Now, Replicas: e.replicas})
 	if err != nil {
 		t.Fatalf("NewRegistry: %v", err)
 	}
@@ -53,7 +75,7 @@ func newRespEnv(t testing.TB) *respEnv {
 	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: testkit.Logger(t)})
 	runPart(t, "Pools", pools.Run)
 	e.agents, err = tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t),
-		Now: e.clock.Now})
+		Now: e.clock.Now, Replicas: e.replicas})
 	if err != nil {
 		t.Fatalf("NewAgents: %v", err)
 	}
@@ -113,13 +135,13 @@ func (e *respEnv) setStatus(t *testing.T, ten tenants.Tenant, agent, status stri
 // responder starts a responder on its own NATS connection, ready.
 func (e *respEnv) responder(t testing.TB, mod func(*workers.ResponderConfig)) *workers.Responder {
 	t.Helper()
-	nc := e.nats.Connect(t)
+	nc := e.connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := workers.ResponderConfig{NC: nc, JS: js, Registry: e.reg, Logger: testkit.Logger(t), Now: e.clock.Now,
-		Concurrency: 16}
+		Concurrency: 16, Replicas: e.replicas}
 	if mod != nil {
 		mod(&cfg)
 	}
