@@ -77,6 +77,10 @@ func waitClosed(conn net.Conn, start time.Time) (d time.Duration, ok bool) {
 func TestSlowHeadersAreCutOff(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
+	// cutBound is far above the timeout (a loaded 2-core machine) and far
+	// below what a server without the deadline would take: the trickle
+	// lasts 10 s, the stalled clients 20 s.
+	const cutBound = 5 * time.Second
 	s := startServer(t, timeout)
 	addr := s.Addr().String()
 
@@ -107,8 +111,12 @@ func TestSlowHeadersAreCutOff(t *testing.T) {
 		if !ok {
 			t.Fatalf("stalled client %d: the server kept its connection for 20s", i)
 		}
-		if d < timeout || d > 10*timeout {
-			t.Errorf("stalled client %d cut off after %s, want about %s", i, d, timeout)
+		// Only an upper bound, and a loose one: the server's deadline
+		// starts at its accept, which can come before this side's start,
+		// and a loaded machine delays the close. What matters is that the
+		// connection is cut, long before the 20 s safety deadline.
+		if d > cutBound {
+			t.Errorf("stalled client %d cut off after %s, want within %s (ReadHeaderTimeout %s)", i, d, cutBound, timeout)
 		}
 	}
 
@@ -150,8 +158,8 @@ trickle:
 	if got == nil {
 		t.Fatal("a client trickling its headers was served to the end")
 	}
-	if !got.ok || got.after > 10*timeout {
-		t.Fatalf("trickling client cut off after %s (ok %v), want about %s", got.after, got.ok, timeout)
+	if !got.ok || got.after > cutBound {
+		t.Fatalf("trickling client cut off after %s (ok %v), want within %s (ReadHeaderTimeout %s)", got.after, got.ok, cutBound, timeout)
 	}
 }
 
