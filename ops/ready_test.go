@@ -124,7 +124,9 @@ func TestPostgresReachableBounded(t *testing.T) {
 	if !errors.Is(err, ops.ErrDegraded) || !strings.Contains(err.Error(), "postgres: context deadline exceeded") {
 		t.Fatalf("hanging ping: %v", err)
 	}
-	if took := time.Since(start); took > 1500*time.Millisecond {
+	// The check's own bound is 1 s; without it the ping would hang until
+	// the test's 30 s context. The margin is for a loaded 2-core machine.
+	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("hanging ping answered after %s", took)
 	}
 }

@@ -301,7 +301,7 @@ func TestFaultCrashBeforePublish(t *testing.T) {
 	released := time.Since(crashed)
 	t.Logf("orphan reservation %s released %s after the crash (grace %s + interval %s)", keys[0],
 		released.Round(time.Millisecond), grace, interval)
-	if released > grace+interval+5*time.Second {
+	if released > grace+interval+10*time.Second { // one pass, on a loaded machine
 		t.Errorf("orphan released after %s, want within grace + interval + one pass", released)
 	}
 
