@@ -122,7 +122,7 @@ func slotOf(t *testing.T, body map[string]any) time.Time {
 
 // staleClaimTime is a claim old enough for its twin to be presumed dead.
 func (e *ticketEnv) staleClaimTime() time.Time {
-	return e.clock.Now().Add(-idemTakeoverAfter(defaultETATimeout) - time.Second)
+	return e.clock.Now().Add(-idemTakeoverAfter(testETATimeout) - time.Second)
 }
 
 // TestIdempotencyTakeoverAdmitsTheSameTicketOnce: a create_ticket died

@@ -88,8 +88,15 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 func (e *ticketEnv) ticketConfig() Config {
 	cfg := e.config(func(context.Context) error { return nil })
 	cfg.Now = e.clock.Now
+	// Far above the production default: on a loaded 2-core machine a
+	// responder's fsynced KV write can take longer than 2 s, and a 503
+	// there would fail tests that count admissions exactly.
+	cfg.ETATimeout = testETATimeout
 	return cfg
 }
+
+// testETATimeout is the ETA timeout of the ticket test env.
+const testETATimeout = 10 * time.Second
 
 // run starts a part's Run loop, stopped (and its error checked) at cleanup.
 func (e *ticketEnv) run(name string, run func(context.Context) error) {
