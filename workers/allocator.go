@@ -617,33 +617,19 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"event"}),
 	}
 	var err error
-	if m.processedTotal, err = allocatorCollector(reg, m.processedTotal); err != nil {
+	if m.processedTotal, err = register(reg, m.processedTotal); err != nil {
 		return nil, err
 	}
-	if m.failedTotal, err = allocatorCollector(reg, m.failedTotal); err != nil {
+	if m.failedTotal, err = register(reg, m.failedTotal); err != nil {
 		return nil, err
 	}
-	if m.deadLetteredTotal, err = allocatorCollector(reg, m.deadLetteredTotal); err != nil {
+	if m.deadLetteredTotal, err = register(reg, m.deadLetteredTotal); err != nil {
 		return nil, err
 	}
-	if m.handleSeconds, err = allocatorCollector(reg, m.handleSeconds); err != nil {
+	if m.handleSeconds, err = register(reg, m.handleSeconds); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// allocatorCollector registers c, or returns the identical collector that
-// is already registered (several allocators in one process).
-func allocatorCollector[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("registering allocator metrics: %w", err)
-	}
-	return c, nil
 }
 
 func (m *allocatorMetrics) processed(event string) {

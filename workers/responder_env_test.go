@@ -27,9 +27,9 @@ type respEnv struct {
 	connect  func(testing.TB) *nats.Conn
 	replicas int
 	js       jetstream.JetStream
-	reg    *tenants.Registry
-	agents *tenants.Agents
-	clock  *testkit.Clock
+	reg      *tenants.Registry
+	agents   *tenants.Agents
+	clock    *testkit.Clock
 }
 
 // respT0 is a whole minute: a GOLD request at it has exactly 120 slots.
