@@ -1,21 +1,23 @@
 package workers
 
 import (
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// progressMsg counts InProgress calls; every other method is unused.
+// progressMsg signals its first InProgress call; every other method is
+// unused.
 type progressMsg struct {
 	jetstream.Msg
-	calls atomic.Int64
+	once   sync.Once
+	called chan struct{}
 }
 
 func (m *progressMsg) InProgress() error {
-	m.calls.Add(1)
+	m.once.Do(func() { close(m.called) })
 	return nil
 }
 
@@ -29,11 +31,9 @@ func TestKeepAliveTimerFiresEarly(t *testing.T) {
 	t.Parallel()
 	a := &Allocator{ackWait: 3 * time.Nanosecond}
 	for range 200 {
-		m := &progressMsg{}
+		m := &progressMsg{called: make(chan struct{})}
 		stop := a.keepAlive(m)
-		for m.calls.Load() == 0 {
-			time.Sleep(time.Microsecond)
-		}
+		<-m.called // the callback ran at least once
 		stop()
 	}
 }
