@@ -294,7 +294,7 @@ func (s *ticketService) awaitTwin(ctx context.Context, t tenants.Tenant, kv jets
 	if err != nil {
 		return answer{}, false, nil, errUnavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
 	}
-	defer func() { _ = w.Stop() }()
+	defer tenants.StopWatcher(w)
 	var pending *subjects.IdempotencyRecord
 	for {
 		select {

@@ -2,23 +2,18 @@ package tenants
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// cache is the query side of a KV bucket: an in-memory map fed by a watch
-// on filter. The watch delivers every current value, then a nil marker,
-// then live updates; the cache builds a fresh map until the marker and
-// swaps it in, so readers never see a half-loaded snapshot. A watch that
-// ends (its channel closes, nats.go issue 1777) or a reconnect to the
-// server starts a new watch and a new snapshot; until it is complete the
-// old map keeps answering.
+// cache is the query side of a KV bucket: an in-memory map fed by a
+// KVFeed on filter. Each snapshot is built into a fresh map and swapped in,
+// so readers never see a half-loaded one; until a new snapshot completes
+// the old map keeps answering.
 type cache[V any] struct {
 	kv     jetstream.KeyValue
 	filter string
@@ -29,14 +24,12 @@ type cache[V any] struct {
 	nc     *nats.Conn // nil: no reconnect detection
 	log    *slog.Logger
 
-	mu      sync.RWMutex
-	m       map[string]V
-	lastRev uint64 // highest revision applied to m
-	ready   atomic.Bool
-	watches atomic.Int64 // watches started, for tests and logs
+	mu       sync.RWMutex
+	m        map[string]V
+	lastRev  uint64 // highest revision applied to m
+	ready    atomic.Bool
+	restarts atomic.Int64 // watches restarted, for tests
 }
-
-var errWatchEnded = errors.New("watch ended")
 
 func (c *cache[V]) get(id string) (V, bool) {
 	c.mu.RLock()
@@ -70,87 +63,34 @@ func (c *cache[V]) deleteLocal(id string) {
 	delete(c.m, id)
 }
 
-// run keeps the cache fed until ctx is done, re-watching with backoff.
+// run keeps the cache fed until ctx is done.
 func (c *cache[V]) run(ctx context.Context) error {
-	var status chan nats.Status
-	if c.nc != nil {
-		status = c.nc.StatusChanged(nats.CONNECTED)
-		defer c.nc.RemoveStatusListener(status)
-	}
-	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
-	for {
-		loaded, err := c.watch(ctx, status)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if loaded {
-			backoff = minBackoff
-		}
-		c.log.Warn("kv watch ended, watching again", slog.String("filter", c.filter),
-			slog.Duration("backoff", backoff), slog.Any("err", err))
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(2*backoff, maxBackoff)
-	}
+	feed := KVFeed{KV: c.kv, Filter: c.filter, NC: c.nc, Logger: c.log,
+		Snapshot: c.load, Update: c.update, Restarted: func() { c.restarts.Add(1) }}
+	feed.Run(ctx)
+	return nil
 }
 
-// watch runs one watch: snapshot, swap, live updates. loaded reports
-// whether the snapshot completed.
-func (c *cache[V]) watch(ctx context.Context, status <-chan nats.Status) (loaded bool, err error) {
-	// The library ends the watch when its context ends, so the context
-	// lives as long as this watch; a timer bounds only the setup call.
-	c.watches.Add(1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	setup := time.AfterFunc(kvTimeout, cancel)
-	w, err := c.kv.Watch(wctx, c.filter)
-	if !setup.Stop() && err == nil {
-		err = errors.New("watch setup timed out")
-		stopWatcher(w)
-	}
-	if err != nil {
-		return false, natsErr("watching "+c.filter, err)
-	}
-	defer stopWatcher(w)
-	fresh := make(map[string]V)
+// load builds a fresh map from a snapshot and swaps it in.
+func (c *cache[V]) load(entries []jetstream.KeyValueEntry) {
+	fresh := make(map[string]V, len(entries))
 	var freshRev uint64
-	for {
-		select {
-		case <-ctx.Done():
-			return loaded, nil
-		case <-status:
-			return loaded, errors.New("reconnected to NATS: rebuilding from a new snapshot")
-		case e, ok := <-w.Updates():
-			if !ok {
-				return loaded, errWatchEnded
-			}
-			if e == nil {
-				if !loaded {
-					c.mu.Lock()
-					c.m, c.lastRev = fresh, max(freshRev, c.lastRev)
-					c.mu.Unlock()
-					loaded = true
-					c.ready.Store(true)
-				}
-				continue
-			}
-			if !loaded {
-				c.apply(fresh, e)
-				freshRev = max(freshRev, e.Revision())
-				continue
-			}
-			c.mu.Lock()
-			c.apply(c.m, e)
-			c.lastRev = max(c.lastRev, e.Revision())
-			c.mu.Unlock()
-		}
+	for _, e := range entries {
+		c.apply(fresh, e)
+		freshRev = max(freshRev, e.Revision())
 	}
+	c.mu.Lock()
+	c.m, c.lastRev = fresh, max(freshRev, c.lastRev)
+	c.mu.Unlock()
+	c.ready.Store(true)
+}
+
+// update applies one live change.
+func (c *cache[V]) update(e jetstream.KeyValueEntry) {
+	c.mu.Lock()
+	c.apply(c.m, e)
+	c.lastRev = max(c.lastRev, e.Revision())
+	c.mu.Unlock()
 }
 
 func (c *cache[V]) apply(m map[string]V, e jetstream.KeyValueEntry) {
@@ -169,24 +109,5 @@ func (c *cache[V]) apply(m map[string]V, e jetstream.KeyValueEntry) {
 			return
 		}
 		m[id] = v
-	}
-}
-
-// stopWatcher unsubscribes and drains the channel until the library closes
-// it: its callback blocks on a full channel while holding a lock, so an
-// undrained watcher would leak the subscription's goroutine.
-func stopWatcher(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-t.C:
-			return
-		}
 	}
 }

@@ -265,7 +265,7 @@ func (r *Reconciler) snapshot(ctx context.Context, shard int) ([]jetstream.KeyVa
 	if err != nil {
 		return nil, fmt.Errorf("watching slot bucket %s: %w", subjects.SlotBucket(shard), err)
 	}
-	defer stopWatcher(w)
+	defer tenants.StopWatcher(w)
 	var out []jetstream.KeyValueEntry
 	for {
 		select {

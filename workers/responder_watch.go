@@ -3,16 +3,14 @@ package workers
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/subjects"
+	"tms/tenants"
 	"tms/workers/calendar"
 )
 
@@ -26,97 +24,20 @@ type watchSink struct {
 	loaded   *atomic.Bool
 }
 
-var errWatchEnded = errors.New("watch ended")
-
-// watchLoop keeps one watch running until ctx is done. A watch that ends
-// (its channel closes: nats.go issue 1777) or a reconnect to the server
-// starts a new watch and a new snapshot; meanwhile the old state keeps
-// answering, which is safe because the KV create decides, not the state.
+// watchLoop keeps one watch running until ctx is done (tenants.KVFeed:
+// rebuilt after a broken watch or a reconnect). Meanwhile the old state
+// keeps answering, which is safe because the KV create decides, not the
+// state.
 func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watchSink) {
-	nc := r.js.Conn()
-	status := nc.StatusChanged(nats.CONNECTED)
-	defer nc.RemoveStatusListener(status)
-	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
-	backoff := minBackoff
-	for {
-		loaded, err := r.watchOnce(ctx, kv, s, status)
-		if ctx.Err() != nil {
-			return
-		}
-		if loaded {
-			backoff = minBackoff
-		}
-		r.metrics.rebuild(s.bucket)
-		r.log.Warn("kv watch ended, watching again", slog.String("bucket", s.bucket),
-			slog.Duration("backoff", backoff), slog.Any("err", err))
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(2*backoff, maxBackoff)
+	feed := tenants.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
+		Snapshot: func(entries []jetstream.KeyValueEntry) {
+			s.snapshot(entries)
+			s.loaded.Store(true)
+		},
+		Update:    s.update,
+		Restarted: func() { r.metrics.rebuild(s.bucket) },
 	}
-}
-
-func (r *Responder) watchOnce(ctx context.Context, kv jetstream.KeyValue, s watchSink, status <-chan nats.Status) (loaded bool, err error) {
-	// The library ends a watch when the context given to Watch ends, so
-	// that context lives as long as the watch; a timer bounds the setup.
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	setup := time.AfterFunc(kvTimeout, cancel)
-	w, err := kv.WatchAll(wctx)
-	if !setup.Stop() && err == nil {
-		err = errors.New("watch setup timed out")
-		stopWatcher(w)
-	}
-	if err != nil {
-		return false, err
-	}
-	defer stopWatcher(w)
-	var fresh []jetstream.KeyValueEntry
-	for {
-		select {
-		case <-ctx.Done():
-			return loaded, nil
-		case <-status:
-			return loaded, errors.New("reconnected to NATS: rebuilding from a new snapshot")
-		case e, ok := <-w.Updates():
-			switch {
-			case !ok:
-				return loaded, errWatchEnded
-			case e == nil:
-				if !loaded {
-					s.snapshot(fresh)
-					fresh, loaded = nil, true
-					s.loaded.Store(true)
-				}
-			case !loaded:
-				fresh = append(fresh, e)
-			default:
-				s.update(e)
-			}
-		}
-	}
-}
-
-// stopWatcher unsubscribes and drains the channel until the library closes
-// it: an undrained watcher would leak the subscription's goroutine.
-func stopWatcher(w jetstream.KeyWatcher) {
-	_ = w.Stop()
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case _, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-		case <-t.C:
-			return
-		}
-	}
+	feed.Run(ctx)
 }
 
 func isPut(e jetstream.KeyValueEntry) bool { return e.Operation() == jetstream.KeyValuePut }
