@@ -86,16 +86,14 @@ type logoutRequest struct {
 	ClientID string `json:"client_id"`
 }
 
+func (q *logoutRequest) claimedClientID() *string { return &q.ClientID }
+
 // logout revokes the presented token only; the tenant's other sessions
 // stay valid.
 func (a *api) logout(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	var req logoutRequest
-	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, r, a.logger, err)
-		return
-	}
-	if err := checkClientID(s, req.ClientID); err != nil {
+	if err := decodeOwned(w, r, &req); err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}

@@ -38,6 +38,8 @@ type createAgentRequest struct {
 	Name     string `json:"name"`
 }
 
+func (q *createAgentRequest) claimedClientID() *string { return &q.ClientID }
+
 // createAgentResponse is API.md's answer, plus the agent's timestamps.
 type createAgentResponse struct {
 	Status string `json:"status"`
@@ -48,11 +50,7 @@ type createAgentResponse struct {
 func (a *api) createAgent(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	var req createAgentRequest
-	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, r, a.logger, err)
-		return
-	}
-	if err := checkClientID(s, req.ClientID); err != nil {
+	if err := decodeOwned(w, r, &req); err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}
@@ -71,6 +69,8 @@ type setAgentStatusRequest struct {
 	ClientID    *string `json:"client_id"`
 }
 
+func (q *setAgentStatusRequest) claimedClientID() *string { return q.ClientID }
+
 // setAgentStatus makes an agent available or unavailable.
 func (a *api) setAgentStatus(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
@@ -82,15 +82,9 @@ func (a *api) setAgentStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req setAgentStatusRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	if err := decodeOwned(w, r, &req); err != nil {
 		writeError(w, r, a.logger, err)
 		return
-	}
-	if req.ClientID != nil {
-		if err := checkClientID(s, *req.ClientID); err != nil {
-			writeError(w, r, a.logger, err)
-			return
-		}
 	}
 	if req.AgentStatus != subjects.AgentAvailable && req.AgentStatus != subjects.AgentUnavailable {
 		writeError(w, r, a.logger, errInvalidField("agent_status", "must be %q or %q",

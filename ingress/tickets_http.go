@@ -21,15 +21,13 @@ func (a *api) respond(w http.ResponseWriter, r *http.Request, ans answer, err er
 	writeJSON(w, ans.status, ans.body)
 }
 
+func (q *createTicketRequest) claimedClientID() *string { return &q.ClientID }
+
 // createTicketHTTP is POST /create_ticket.
 func (a *api) createTicketHTTP(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	var req createTicketRequest
-	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, r, a.logger, err)
-		return
-	}
-	if err := checkClientID(s, req.ClientID); err != nil {
+	if err := decodeOwned(w, r, &req); err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}
