@@ -235,6 +235,16 @@ func (o *Overload) enter(g *gate, reason string) (func(), error) {
 	return nil, errOverloaded(overloadRetryAfter)
 }
 
+// enterNewAdmission is the gate of a request that may reserve a new slot
+// (create_ticket, validate_eta): the backlog bound, then an admission
+// place.
+func (o *Overload) enterNewAdmission(ctx context.Context) (release func(), err error) {
+	if err := o.checkBacklog(ctx); err != nil {
+		return nil, err
+	}
+	return o.enterAdmission()
+}
+
 // checkBacklog refuses a new admission while the TICKETS stream is
 // saturated.
 func (o *Overload) checkBacklog(ctx context.Context) error {

@@ -150,10 +150,7 @@ func (s *ticketService) create(ctx context.Context, t tenants.Tenant, req create
 	if _, err := ticketType(req.TicketType); err != nil {
 		return answer{}, err
 	}
-	if err := s.overload.checkBacklog(ctx); err != nil {
-		return answer{}, err
-	}
-	release, err := s.overload.enterAdmission()
+	release, err := s.overload.enterNewAdmission(ctx)
 	if err != nil {
 		return answer{}, err
 	}
@@ -559,10 +556,7 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 	if err != nil {
 		return answer{}, err
 	}
-	if err := s.overload.checkBacklog(ctx); err != nil {
-		return answer{}, err
-	}
-	release, err := s.overload.enterAdmission()
+	release, err := s.overload.enterNewAdmission(ctx)
 	if err != nil {
 		return answer{}, err
 	}
