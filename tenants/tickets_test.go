@@ -268,16 +268,7 @@ func TestTicketsUnavailable(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
-	admin := testkit.AdminConn(t)
-	db := pgx.Identifier{e.ten.DBName}.Sanitize()
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS false`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`) })
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`,
-		e.ten.DBName); err != nil {
-		t.Fatal(err)
-	}
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
 	ev := e.event(subjects.TicketCreated, "t-outage", 0)
 	for range 2 { // a pooled connection killed under us, then a refused dial
 		if err := e.tickets.ApplyCreated(ctx, e.ten, ev); !errors.Is(err, tenants.ErrUnavailable) {
@@ -287,9 +278,7 @@ func TestTicketsUnavailable(t *testing.T) {
 	if _, err := e.tickets.Get(ctx, e.ten, ev.Ticket); !errors.Is(err, tenants.ErrUnavailable) {
 		t.Fatalf("get during outage: %v, want ErrUnavailable", err)
 	}
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	testkit.Eventually(t, 20*time.Second, func() bool {
 		return e.tickets.ApplyCreated(ctx, e.ten, ev) == nil
 	}, "create after the outage")

@@ -280,16 +280,7 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 	e.publish(t, first)
 	e.waitRows(t, 1)
 
-	admin := testkit.AdminConn(t)
-	db := pgx.Identifier{e.ten.DBName}.Sanitize()
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS false`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`) })
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`,
-		e.ten.DBName); err != nil {
-		t.Fatal(err)
-	}
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
 
 	ids := []string{first.Ticket}
 	for i := 1; i <= 10; i++ {
@@ -325,9 +316,7 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 		t.Errorf("failed{unavailable} = %v, want >= 10", got)
 	}
 
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	e.waitRows(t, len(ids))
 	e.waitStreamEmpty(t)
 	e.checkExactlyOnce(t, ids)

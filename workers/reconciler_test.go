@@ -1,14 +1,12 @@
 package workers_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -236,16 +234,7 @@ func TestReconcilerUndecidedWhileTheDatabaseIsDown(t *testing.T) {
 	stopAlloc()
 
 	ctx := testkit.Context(t, 60*time.Second)
-	admin := testkit.AdminConn(t)
-	db := pgx.Identifier{e.ten.DBName}.Sanitize()
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS false`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`) })
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`,
-		e.ten.DBName); err != nil {
-		t.Fatal(err)
-	}
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
 
 	e.recClock.Set(respT0.Add(recGrace + time.Second))
 	st := pass(t, rec)
@@ -256,9 +245,7 @@ func TestReconcilerUndecidedWhileTheDatabaseIsDown(t *testing.T) {
 		t.Fatal("a reservation was released while its ticket could not be looked up")
 	}
 
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		st, err := rec.Pass(ctx)
 		return err == nil && st.Undecided == 0

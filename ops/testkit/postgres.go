@@ -101,3 +101,29 @@ func DatabaseURL(t testing.TB, serverURL, name string) string {
 	u.Path = "/" + strings.TrimPrefix(name, "/")
 	return u.String()
 }
+
+// RefuseConnections makes database name refuse new connections and ends
+// its open sessions, as an outage of that database would; the returned
+// restore (also run at cleanup) lets connections in again.
+func RefuseConnections(t testing.TB, name string) (restore func()) {
+	t.Helper()
+	admin := AdminConn(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db := pgx.Identifier{name}.Sanitize()
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS false`); err != nil {
+		t.Fatalf("refuse connections to %s: %v", name, err)
+	}
+	restore = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` ALLOW_CONNECTIONS true`); err != nil {
+			t.Errorf("allow connections to %s again: %v", name, err)
+		}
+	}
+	t.Cleanup(restore)
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, name); err != nil {
+		t.Fatalf("end sessions of %s: %v", name, err)
+	}
+	return restore
+}
