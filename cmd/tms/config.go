@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"tms/ingress"
 	"tms/ops"
 	"tms/workers"
@@ -144,6 +146,7 @@ var commands = []struct{ name, summary string }{
 	{"serve", "run everything in one process: embedded NATS (unless --nats-url), HTTP, NATS API, ETA responders, allocators"},
 	{"ingress", "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
 	{"worker", "run the ETA responders and the allocators against an external NATS (--nats-url required)"},
+	{"version", "print the version of tms, the Go it was built with and the embedded nats-server"},
 	{"help", "show this help; `tms help <command>` shows a command's flags"},
 }
 
@@ -157,7 +160,7 @@ func setHint(flagName string) string {
 	return fmt.Sprintf("set --%s or %s", flagName, envName(flagName))
 }
 
-// errHelp means help was asked for and printed: exit 0.
+// errHelp means help or the version was asked for and printed: exit 0.
 var errHelp = errors.New("help requested")
 
 // usageError is a bad command line or environment: exit 2.
@@ -178,15 +181,16 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (confi
 	cmd := args[0]
 	switch cmd {
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 && isCommand(args[1]) && args[1] != "help" {
-			printCommandUsage(out, newFlagSet(args[1], &config{}))
-		} else {
-			printUsage(out)
+		return cfg, help(args[1:], out)
+	case "version":
+		if len(args) > 1 {
+			return cfg, usagef("tms version: unexpected argument %q (it takes none)", args[1])
 		}
+		printVersion(out)
 		return cfg, errHelp
 	}
 	if !isCommand(cmd) {
-		return cfg, usagef("unknown command %q: want serve, ingress or worker (see tms help)", cmd)
+		return cfg, usagef("unknown command %q: want serve, ingress, worker or version (see tms help)", cmd)
 	}
 	cfg.Command = cmd
 	fs := newFlagSet(cmd, &cfg)
@@ -220,6 +224,26 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (confi
 	fp, err := parseFailpoint(getenv(failpointEnv), cmd)
 	cfg.Failpoint = fp
 	return cfg, err
+}
+
+// help prints the general help, or a command's flags when args names one.
+// An unknown command is a usage error, so a typo does not pass for help.
+func help(args []string, out io.Writer) error {
+	switch {
+	case len(args) == 0 || args[0] == "help":
+	case len(args) > 1:
+		return usagef("tms help: unexpected argument %q (want tms help [command])", args[1])
+	case args[0] == "version":
+		fmt.Fprint(out, "Usage: tms version\n\nPrints the version and VCS revision of tms, the Go version it was built with\nand the version of the embedded nats-server. It takes no flags.\n")
+		return errHelp
+	case isCommand(args[0]):
+		printCommandUsage(out, newFlagSet(args[0], &config{}))
+		return errHelp
+	default:
+		return usagef("tms help: unknown command %q: want serve, ingress, worker or version (see tms help)", args[0])
+	}
+	printUsage(out)
+	return errHelp
 }
 
 func lookupEnv(getenv func(string) string, name string) (string, bool) {
@@ -274,6 +298,12 @@ func (c *config) validate() error {
 	if strings.TrimSpace(c.DatabaseURL) == "" {
 		return usagef("--database-url is empty: %s", setHint("database-url"))
 	}
+	for _, u := range c.databaseURLs() {
+		if err := checkDatabaseURL(u); err != nil {
+			return usagef("--database-url: %v; want postgres://user[:password]@host[:port]/database[?sslmode=disable], comma-separated for several servers (%s)",
+				err, setHint("database-url"))
+		}
+	}
 	r := rolesOf(c.Command)
 	if r.front && !dbPrefixRE.MatchString(c.DBPrefix) {
 		return usagef("--db-prefix %q: want a lower-case letter, then up to 29 of [a-z0-9_]", c.DBPrefix)
@@ -312,6 +342,21 @@ func (c *config) validateLog() error {
 	return nil
 }
 
+// checkDatabaseURL refuses a server URL that tms could never connect
+// with, so a typo is a bad flag (exit 2) rather than a start-up failure.
+// The error never shows the password.
+func checkDatabaseURL(raw string) error {
+	if !strings.HasPrefix(raw, "postgres://") && !strings.HasPrefix(raw, "postgresql://") {
+		return fmt.Errorf("%s is not a postgres:// or postgresql:// URL", ops.RedactURL(raw))
+	}
+	// pgconn's own parser is the one that will connect: it knows the
+	// ports, sslmode values and parameters. Its error masks the password.
+	if _, err := pgconn.ParseConfig(raw); err != nil {
+		return err
+	}
+	return nil
+}
+
 // databaseURLs splits --database-url into its servers.
 func (c *config) databaseURLs() []string {
 	var out []string
@@ -323,42 +368,51 @@ func (c *config) databaseURLs() []string {
 	return out
 }
 
-// logAttrs describes the configuration for the start-up log line, with
-// the passwords in URLs masked.
+// logAttrs describes the configuration for the start-up log line: every
+// flag of the command with its value, read from the flag set itself so
+// that a new flag shows without anyone remembering to add it. Passwords in
+// URLs are masked, and a flag whose name says it holds a secret is hidden.
 func (c *config) logAttrs() []any {
+	view := *c
+	fs := newFlagSet(c.Command, &view) // binding sets view's fields to the defaults...
+	view = *c                          // ...so copy c back: the flags now read its values
 	attrs := []any{slog.String("command", c.Command)}
-	add := func(roles, key string, v any) {
-		if strings.Contains(" "+roles+" ", " "+c.Command+" ") {
-			attrs = append(attrs, slog.Any(key, v))
-		}
+	if c.Command == "serve" && c.NATSURL == "" {
+		attrs = append(attrs, slog.String("nats", "embedded"))
 	}
-	add("serve ingress", "http_addr", c.HTTPAddr)
-	add("serve ingress", "internal_addr", c.InternalAddr)
-	if c.NATSURL == "" {
-		add("serve", "nats", "embedded")
-		add("serve", "nats_listen", c.NATSListen)
-		add("serve", "data_dir", c.DataDir)
-	} else {
-		add("serve ingress worker", "nats_url", ops.RedactURLs(c.NATSURL))
-	}
-	add("serve ingress worker", "database_url", ops.RedactURLs(c.DatabaseURL))
-	add("serve ingress", "db_prefix", c.DBPrefix)
-	add("serve worker", "hold_ttl", c.HoldTTL.String())
-	add("serve worker", "ack_wait", c.AckWait.String())
-	add("serve worker", "reconcile_grace", c.ReconcileGrace.String())
-	add("serve worker", "reconcile_interval", c.ReconcileInterval.String())
-	add("serve ingress", "tenant_rate", c.TenantRate)
-	add("serve ingress", "tenant_burst", c.TenantBurst)
-	add("serve ingress", "client_rate", c.ClientRate)
-	add("serve ingress", "max_in_flight", c.MaxInFlight)
-	add("serve ingress", "max_backlog", c.MaxBacklog)
+	fs.VisitAll(func(f *flag.Flag) {
+		attrs = append(attrs, flagAttr(f))
+	})
 	if c.Failpoint.Name != "" {
 		attrs = append(attrs, slog.String("failpoint", fmt.Sprintf("%s:%d (TEST ONLY)", c.Failpoint.Name, c.Failpoint.At)))
 	}
-	add("serve ingress worker", "replicas", c.Replicas)
-	add("serve ingress worker", "log_level", c.LogLevel)
-	add("serve ingress worker", "log_format", c.LogFormat)
 	return attrs
+}
+
+// secretFlag matches flag names whose value must never be logged.
+var secretFlag = regexp.MustCompile(`password|secret|token`)
+
+// flagAttr is one flag as a log attribute: db-prefix -> db_prefix.
+func flagAttr(f *flag.Flag) slog.Attr {
+	key := strings.ReplaceAll(f.Name, "-", "_")
+	switch {
+	case secretFlag.MatchString(f.Name):
+		return slog.String(key, "xxxxx")
+	case strings.HasSuffix(f.Name, "-url"):
+		return slog.String(key, ops.RedactURLs(f.Value.String()))
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return slog.String(key, f.Value.String())
+	}
+	switch v := g.Get().(type) {
+	case time.Duration:
+		return slog.String(key, v.String()) // 30s, not 30000000000 in JSON
+	case string:
+		return slog.String(key, v)
+	default:
+		return slog.Any(key, v)
+	}
 }
 
 func printUsage(w io.Writer) {

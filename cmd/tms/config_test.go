@@ -2,11 +2,16 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"tms/workers"
 )
@@ -153,4 +158,162 @@ func TestConfigFaultTuning(t *testing.T) {
 	if cfg.Failpoint.hook("allocator.before_commit", nil) != nil || cfg.Failpoint.hook("allocator.after_commit", nil) == nil {
 		t.Fatal("hook armed at the wrong point")
 	}
+}
+
+// TestConfigDatabaseURL: every server of --database-url must be a
+// postgres:// URL that pgx can parse, else it is a bad flag (exit 2) whose
+// message names the flag and never the password.
+func TestConfigDatabaseURL(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{
+		"mysql://tms:pgsecret@db1/tms",
+		"db1:5432",
+		"postgres://tms:pgsecret@db1:port/postgres",
+		"postgres://tms:pgsecret@db1/postgres?sslmode=sometimes",
+		"postgres://tms:pgsecret@db1/postgres,http://tms:pgsecret@db2/postgres", // the second of two
+		"postgres://tms:pgsecret@[::1/postgres",
+	} {
+		_, err := loadConfig([]string{"worker", "--nats-url", "nats://n1:4222", "--database-url", bad}, env(nil), io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--database-url") {
+			t.Errorf("--database-url %s: %v, want a usage error naming --database-url", bad, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "pgsecret") {
+			t.Errorf("--database-url %s: the message shows the password: %v", bad, err)
+		}
+	}
+	for _, good := range []string{
+		defaultDatabaseURL,
+		"postgresql://tms:pgsecret@db1:5433/postgres?sslmode=require&connect_timeout=5",
+		"postgres:///postgres?host=/var/run/postgresql",
+		" postgres://db1/postgres , postgres://db2/postgres ",
+	} {
+		if _, err := loadConfig([]string{"serve", "--database-url", good}, env(nil), io.Discard); err != nil {
+			t.Errorf("--database-url %q refused: %v", good, err)
+		}
+	}
+}
+
+// TestHelpAndVersion: help for a command that does not exist is an error
+// (exit 2) naming it, not the general help; tms version prints the Go and
+// embedded nats-server versions.
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"help", "nosuch"}, {"help", "serve", "extra"}, {"version", "--verbose"}} {
+		var out strings.Builder
+		_, err := loadConfig(args, env(nil), &out)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), args[len(args)-1]) {
+			t.Errorf("tms %q: %v, want a usage error naming %s", args, err, args[len(args)-1])
+		}
+		if out.Len() != 0 {
+			t.Errorf("tms %q printed %q", args, out.String())
+		}
+	}
+	for args, want := range map[string]string{
+		"help":         "version  print the version",
+		"help serve":   "--http-addr",
+		"help worker":  "--ack-wait",
+		"help version": "Usage: tms version",
+		"version":      "nats-server " + server.VERSION + " (embedded)\n",
+	} {
+		var out strings.Builder
+		if _, err := loadConfig(strings.Fields(args), env(nil), &out); !errors.Is(err, errHelp) {
+			t.Errorf("tms %s: %v, want errHelp", args, err)
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("tms %s printed %q, want %q in it", args, out.String(), want)
+		}
+	}
+}
+
+// TestVersionFromBuildInfo: the revision and its state come from what the
+// toolchain stamped; a binary built without VCS information says so.
+func TestVersionFromBuildInfo(t *testing.T) {
+	t.Parallel()
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "tms", Version: "v1.2.3"},
+		Settings: []debug.BuildSetting{
+			{Key: "vcs.revision", Value: "c1880cdd967ee3122cb371dd476fae4f85542696"},
+			{Key: "vcs.time", Value: "2026-12-01T12:00:00Z"},
+			{Key: "vcs.modified", Value: "true"},
+		}}
+	var out strings.Builder
+	buildInfoFrom(bi).write(&out)
+	for _, want := range []string{"tms v1.2.3\n", "revision c1880cdd967ee3122cb371dd476fae4f85542696 (2026-12-01T12:00:00Z, with uncommitted changes)\n",
+		"go go1.26.8 ", "nats-server " + server.VERSION} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("version output %q lacks %q", out.String(), want)
+		}
+	}
+	out.Reset()
+	buildInfoFrom(nil).write(&out)
+	if !strings.Contains(out.String(), "tms unknown\nrevision unknown") {
+		t.Errorf("version without build info: %q", out.String())
+	}
+}
+
+// TestConfigLogHasEveryFlag: the start-up line shows every flag of the
+// command with the value in force, whatever flags are added later, and no
+// password.
+func TestConfigLogHasEveryFlag(t *testing.T) {
+	t.Parallel()
+	secrets := map[string]string{
+		"TMS_NATS_URL":     "nats://app:natssecret@n1:4222",
+		"TMS_DATABASE_URL": "postgres://tms:pgsecret@db1/postgres",
+	}
+	for _, cmd := range []string{"serve", "ingress", "worker"} {
+		// Every flag set to something other than its default where the
+		// flag takes one, so a logged default cannot pass for the value.
+		args := []string{cmd}
+		probe := newFlagSet(cmd, &config{})
+		probe.VisitAll(func(f *flag.Flag) {
+			if v, ok := nonDefault[f.Name]; ok {
+				args = append(args, "--"+f.Name, v)
+			}
+		})
+		cfg, err := loadConfig(args, env(secrets), io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		logged := map[string]string{}
+		for _, a := range cfg.logAttrs() {
+			attr := a.(slog.Attr)
+			logged[attr.Key] = attr.Value.String()
+		}
+		n := 0
+		probe.VisitAll(func(f *flag.Flag) {
+			n++
+			key := strings.ReplaceAll(f.Name, "-", "_")
+			got, ok := logged[key]
+			if !ok {
+				t.Errorf("%s: flag --%s is not in the logged config %v", cmd, f.Name, logged)
+				return
+			}
+			if want, set := nonDefault[f.Name]; set && !strings.HasSuffix(f.Name, "-url") && got != want {
+				t.Errorf("%s: --%s logged as %q, want %q", cmd, f.Name, got, want)
+			}
+		})
+		if n == 0 {
+			t.Fatalf("%s has no flags", cmd)
+		}
+		line := fmt.Sprint(cfg.logAttrs()...)
+		if strings.Contains(line, "secret") || !strings.Contains(line, "tms:xxxxx@db1") {
+			t.Errorf("%s: logged config %s", cmd, line)
+		}
+		if cmd != "serve" && !strings.Contains(line, "app:xxxxx@n1") {
+			t.Errorf("%s: logged config %s lacks the masked NATS URL", cmd, line)
+		}
+	}
+}
+
+// nonDefault is a valid value other than the default for flags of every
+// kind; a flag missing here is still checked for presence in the log.
+var nonDefault = map[string]string{
+	"http-addr": "127.0.0.1:9080", "internal-addr": "127.0.0.1:9081", "nats-listen": "127.0.0.1:5222",
+	"data-dir": "/srv/tms", "db-prefix": "acme_", "hold-ttl": "45s", "ack-wait": "40s",
+	"reconcile-grace": "50s", "reconcile-interval": "25s", "tenant-rate": "123.5", "tenant-burst": "77",
+	"client-rate": "9", "client-burst": "7", "max-in-flight": "99", "max-backlog": "4242",
+	"max-account-creates": "3", "max-logins": "5", "log-level": "warn", "log-format": "json",
+	"database-url": "postgres://tms:pgsecret@db1/postgres",
 }
