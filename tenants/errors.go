@@ -22,6 +22,10 @@ var (
 	// ErrUnavailable: NATS or Postgres cannot be reached now; it is always
 	// wrapped together with the cause.
 	ErrUnavailable = errors.New("service unavailable")
+	// ErrPostgresRefused: a Postgres server answered but refused the
+	// configured role, password or database; a configuration error that
+	// waiting does not cure, unlike ErrUnavailable.
+	ErrPostgresRefused = errors.New("postgres refused the connection")
 )
 
 // FieldError reports a bad input value. Field is the JSON field name

@@ -57,3 +57,49 @@ func pgCode(err error) string {
 	}
 	return ""
 }
+
+// pgRefusal says why a server that answered refused to let tms in: the
+// cause is the configured role, password or database, which no retry
+// fixes, unlike a server that is down. ok is false for any other error.
+func pgRefusal(err error) (why string, ok bool) {
+	if err == nil {
+		return "", false
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return "", false
+	}
+	switch pe.Code {
+	case "28P01": // invalid_password
+		return fmt.Sprintf("authentication failed: %s (SQLSTATE %s): the URL's user or password is wrong", pe.Message, pe.Code), true
+	case "28000": // invalid_authorization_specification: no such role, or pg_hba.conf refuses it
+		return fmt.Sprintf("%s (SQLSTATE %s): no such role, or the server's pg_hba.conf does not let it in", pe.Message, pe.Code), true
+	case "3D000": // invalid_catalog_name
+		return fmt.Sprintf("%s (SQLSTATE %s): no such database; the URL's path names an existing maintenance database such as /postgres",
+			pe.Message, pe.Code), true
+	}
+	return "", false
+}
+
+// refusedError is a server's refusal (pgRefusal) with the server named.
+// errors.Is matches ErrPostgresRefused and errors.As the *pgconn.PgError;
+// it is not ErrUnavailable, whatever the connect error said.
+type refusedError struct {
+	msg   string
+	cause *pgconn.PgError
+}
+
+func (e *refusedError) Error() string   { return e.msg }
+func (e *refusedError) Unwrap() []error { return []error{ErrPostgresRefused, e.cause} }
+
+// refusal is err as a *refusedError naming server, or nil when err is not
+// a refusal.
+func refusal(server string, err error) error {
+	why, ok := pgRefusal(err)
+	if !ok {
+		return nil
+	}
+	var pe *pgconn.PgError
+	errors.As(err, &pe)
+	return &refusedError{msg: server + ": " + why, cause: pe}
+}

@@ -173,7 +173,9 @@ func closeConn(conn *pgx.Conn) {
 }
 
 // Ping checks that every server accepts a connection; the error names
-// each server that does not (password masked).
+// each server that does not (password masked). A server that answers but
+// refuses the role, password or database is ErrPostgresRefused, saying
+// which; one that cannot be reached is ErrUnavailable.
 func (p *Provisioner) Ping(ctx context.Context) error {
 	var errs []error
 	for _, s := range p.servers {
@@ -181,6 +183,9 @@ func (p *Provisioner) Ping(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 			defer cancel()
 			conn, err := p.connect(ctx, s, "")
+			if rerr := refusal(fmt.Sprintf("postgres server %s (%s)", s.key, s.masked), err); rerr != nil {
+				return rerr
+			}
 			if err != nil {
 				return err
 			}

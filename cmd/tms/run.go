@@ -333,6 +333,13 @@ func openPostgres(ctx context.Context, cfg config, logger *slog.Logger) (*tenant
 	defer cancel()
 	if err := prov.Ping(pctx); err != nil {
 		prov.Close()
+		if errors.Is(err, tenants.ErrPostgresRefused) {
+			// Up, but not for this role or database: "start it" would
+			// send the operator the wrong way.
+			return nil, startErrorf(errPostgres, err,
+				"PostgreSQL refused tms: %v (%s)",
+				err, setHint("database-url"))
+		}
 		return nil, startErrorf(errPostgres, err,
 			"PostgreSQL is not reachable: %v; start it (e.g. pg_ctlcluster --skip-systemctl-redirect 15 main start) or %s",
 			err, setHint("database-url"))
