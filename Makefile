@@ -6,7 +6,9 @@ GO        ?= go
 BIN       := bin/tms
 FUZZTIME  ?= 10s
 # The Postgres server make run uses: TMS_DATABASE_URL if set, else the
-# developer default (trust auth for user postgres on 127.0.0.1:5432).
+# developer default (trust auth for user postgres on 127.0.0.1:5432). When
+# nothing answers there, make run starts a private cluster under ./var
+# instead (scripts/run).
 TMS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 export TMS_DATABASE_URL
 # Extra flags for make run, e.g. make run ARGS='--http-addr :9090'.
@@ -21,9 +23,8 @@ help: ## list the targets
 build: ## build bin/tms
 	$(GO) build -o $(BIN) ./cmd/tms
 
-run: build ## run tms serve: embedded NATS on 127.0.0.1:4223, HTTP on :8080 and 127.0.0.1:8081, data in ./var
-	@.ci/postgres --check || exit 1
-	$(BIN) serve $(ARGS)
+run: build ## run tms serve: embedded NATS on 127.0.0.1:4223, HTTP on :8080 and 127.0.0.1:8081, data in ./var; a private PostgreSQL in ./var/postgres if none answers
+	@scripts/run $(BIN) serve $(ARGS)
 
 test: ## run every test with the race detector (what CI runs; needs Postgres, see README)
 	$(GO) test -race -count=1 -timeout 12m ./...
@@ -47,5 +48,5 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s); the corpus lives in te
 postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 with trust auth for postgres (installs it with apt-get if missing; needs root)
 	.ci/postgres
 
-clean: ## remove bin/ (./var, the embedded NATS store, is kept: it holds the tenant registry)
+clean: ## remove bin/ (./var, the embedded NATS store and a private PostgreSQL, is kept: it holds the tenants)
 	rm -rf bin
