@@ -40,7 +40,7 @@ type createAgentRequest struct {
 
 func (q *createAgentRequest) claimedClientID() *string { return &q.ClientID }
 
-// createAgentResponse is API.md's answer, plus the agent's timestamps.
+// createAgentResponse is docs/api.md's answer, plus the agent's timestamps.
 type createAgentResponse struct {
 	Status string `json:"status"`
 	agentBody

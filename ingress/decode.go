@@ -15,7 +15,7 @@ import (
 	"unicode/utf8"
 )
 
-// maxBodyBytes is the largest request body accepted (API.md: 64 KiB).
+// maxBodyBytes is the largest request body accepted (docs/api.md: 64 KiB).
 const maxBodyBytes = 64 << 10
 
 // decodeJSON reads r's body, which must be exactly one JSON object, into

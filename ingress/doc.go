@@ -16,7 +16,7 @@
 // case-sensitively, unknown and duplicate keys refused, values of the wrong
 // type refused with the field named (see decode.go).
 //
-// Answers follow the contract in API.md. Timestamps are RFC 3339 in UTC,
+// Answers follow the contract in docs/api.md. Timestamps are RFC 3339 in UTC,
 // to the microsecond. POST /agents answers the whole agent (its
 // timestamps too) besides the contract's status, agent_id, name and
 // agent_status. Unknown paths and wrong methods get JSON 404 and 405 (with
@@ -72,7 +72,7 @@
 //
 // # Overload
 //
-// Ingress sheds load rather than queue it (overload.go; API.md: 503, or
+// Ingress sheds load rather than queue it (overload.go; docs/api.md: 503, or
 // 429 for a tenant over its rate, with Retry-After, never a hang). One
 // Overload per process, shared by both routers and the NATS API, holds:
 // a token bucket per tenant over authenticated public requests and NATS

@@ -44,7 +44,7 @@ const (
 )
 
 // Body statuses other than "error" that an error answer may carry
-// (API.md: a refused create_ticket is "rejected", a refused validate_eta
+// (docs/api.md: a refused create_ticket is "rejected", a refused validate_eta
 // "unavailable").
 const (
 	statusRejected    = "rejected"

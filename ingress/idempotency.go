@@ -17,7 +17,7 @@ import (
 	"tms/tenants"
 )
 
-// Idempotency-Key (API.md): the same key from the same tenant within 24 h
+// Idempotency-Key (docs/api.md): the same key from the same tenant within 24 h
 // returns the first 201 again and creates nothing new; a rejection is not
 // remembered; the same key with another body is 422; a twin still in
 // flight is waited for, or answered 409.
@@ -195,7 +195,7 @@ func (s *ticketService) remember(ctx context.Context, t tenants.Tenant, keyHash 
 }
 
 // writeRecord replaces revision rev of a key's record. A KV Update would
-// drop the TTL (NATS.md): the new revision is published under
+// drop the TTL (docs/nats.md): the new revision is published under
 // compare-and-set with its own TTL instead. It returns the new revision.
 func (s *ticketService) writeRecord(ctx context.Context, t tenants.Tenant, keyHash string, rev uint64,
 	rec subjects.IdempotencyRecord, ttl time.Duration) (uint64, error) {

@@ -18,7 +18,7 @@ import (
 )
 
 // Overload protection: what ingress refuses, at once and with Retry-After,
-// instead of letting queues grow until clients time out (API.md: "never a
+// instead of letting queues grow until clients time out (docs/api.md: "never a
 // hang"). One Overload is shared by every listener and the NATS API of a
 // process, so its bounds are per process; with several ingress processes
 // the service admits their sum.

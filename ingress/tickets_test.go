@@ -17,7 +17,7 @@ import (
 	"tms/tenants"
 )
 
-// checkAccepted checks a create_ticket 201 against API.md and I3.
+// checkAccepted checks a create_ticket 201 against docs/api.md and I3.
 func checkAccepted(t *testing.T, body map[string]any, typ, agent string) {
 	t.Helper()
 	id, _ := body["ticket_id"].(string)

@@ -12,7 +12,7 @@ const SlotMarkerTTL = 10 * time.Minute
 
 // SlotBucketConfig is the configuration of slot shard i. History stays at
 // 1: with more history and LimitMarkerTTL the server raises every message
-// TTL to at least the marker TTL (NATS.md), which would stretch holds.
+// TTL to at least the marker TTL (docs/nats.md), which would stretch holds.
 func SlotBucketConfig(shard, replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:         SlotBucket(shard),

@@ -34,7 +34,7 @@ func SLA(ticketType string) (time.Duration, bool) {
 const LongestSLA = 8 * time.Hour
 
 // Slot reservations live in a few shard buckets, a tenant always in one
-// shard (DESIGN.md, "State"): a key per reserved agent-minute, free when
+// shard (docs/design.md, "State"): a key per reserved agent-minute, free when
 // absent.
 const (
 	slotBucketPrefix = "TMS_SLOTS_"

@@ -48,7 +48,7 @@ var (
 
 // SlotConflictError reports that the tenant database refused a ticket
 // because Ticket, a live ticket, already holds the same agent-minute: the
-// last guard against double booking (DESIGN.md).
+// last guard against double booking (docs/design.md).
 type SlotConflictError struct{ Ticket string }
 
 func (e *SlotConflictError) Error() string {

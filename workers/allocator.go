@@ -49,7 +49,7 @@ type AllocatorConfig struct {
 }
 
 // Allocator writes the ticket events of the TICKETS stream into each
-// tenant's database (DESIGN.md, flow step 4). Any number of processes share
+// tenant's database (docs/design.md, flow step 4). Any number of processes share
 // the durable pull consumer subjects.ConsumerAllocators; each message is
 // acked only after its transaction committed, so a worker that dies leaves
 // it to another.
@@ -546,7 +546,7 @@ func (a *Allocator) forgetConflict(seq uint64) {
 
 // decodeTicketEvent reads a ticket event strictly (unknown fields, trailing data
 // and oversize bodies refused) and checks it against its subject's tenant
-// and ticket, the SLA of its type and the window rule of API.md.
+// and ticket, the SLA of its type and the window rule of docs/api.md.
 func decodeTicketEvent(data []byte, tenant, ticket string) (subjects.TicketEvent, error) {
 	var ev subjects.TicketEvent
 	if len(data) > allocMaxEventBytes {

@@ -401,7 +401,7 @@ func TestServeWalkthrough(t *testing.T) {
 		t.Fatalf("logout: %v", out)
 	}
 	pub.must(http.StatusUnauthorized, http.MethodGet, "/agents", token, nil)
-	// API.md: every ingress refuses a logged-out token within 1 s. The
+	// docs/api.md: every ingress refuses a logged-out token within 1 s. The
 	// bound here has slack for a loaded CI machine running -race.
 	start := time.Now()
 	testkit.Eventually(t, 3*time.Second, func() bool {

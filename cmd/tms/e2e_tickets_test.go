@@ -38,7 +38,7 @@ func parseAccepted(t *testing.T, m map[string]any) accepted {
 }
 
 // fill creates tickets of typ one after another until the first 409 and
-// returns the accepted ones; every one must satisfy API.md's window rule.
+// returns the accepted ones; every one must satisfy docs/api.md's window rule.
 func fill(t *testing.T, pub *api, token, clientID, typ string, sla time.Duration) []accepted {
 	t.Helper()
 	var out []accepted
@@ -94,7 +94,7 @@ func waitAllocated(t *testing.T, pub *api, token, id string) {
 	}, "ticket "+id+" allocated")
 }
 
-// TestTicketAdmission is API.md's example through the binary: one agent
+// TestTicketAdmission is docs/api.md's example through the binary: one agent
 // takes about 120 GOLD tickets, refuses the next, still takes about 120
 // SILVER; each lands in the tenant's database; a cancel frees its slot for
 // the next create; the internal two-phase form and the NATS API admit too.

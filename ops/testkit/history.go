@@ -20,7 +20,7 @@ import (
 
 // A History records what test clients sent and what they were told, so
 // that after a fault has healed the tenants' databases can be checked
-// against it (issue 4, point 2; DESIGN.md I1-I3): every 201 ticket is in
+// against it (issue 4, point 2; docs/design.md I1-I3): every 201 ticket is in
 // its tenant's database exactly once with the slot it was answered;
 // nothing is in a database that no client asked for (a request with no
 // answer explains at most one row); a 200 cancel left its row cancelled;
@@ -391,7 +391,7 @@ func ReadTicketRows(ctx context.Context, dbURL string) ([]Row, error) {
 	})
 }
 
-// slaOf is API.md's SLA table; the checker keeps its own copy on purpose.
+// slaOf is docs/api.md's SLA table; the checker keeps its own copy on purpose.
 var slaOf = map[string]time.Duration{"GOLD": 2 * time.Hour, "SILVER": 4 * time.Hour, "BRONZE": 8 * time.Hour}
 
 // CheckRows is Check against rows already read (tenant -> its rows).
@@ -580,7 +580,7 @@ func (h *History) CheckRows(t Reporter, rows map[string][]Row) Summary {
 	return s
 }
 
-// checkWindow checks API.md's window rule for one ticket: a whole-minute
+// checkWindow checks docs/api.md's window rule for one ticket: a whole-minute
 // slot with slot >= created_at and slot + 1m <= deadline = created_at +
 // SLA(type).
 func checkWindow(fail func(string, ...any), what, tenant, id, typ string, slot *time.Time, createdAt, deadline time.Time) {

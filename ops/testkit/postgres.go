@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// DefaultPostgresURL is the developer and CI server (DESIGN.md, "Real
-// components"); TMS_TEST_DATABASE_URL overrides it.
+// DefaultPostgresURL is the developer and CI server (docs/design.md,
+// "Components and how they start"); TMS_TEST_DATABASE_URL overrides it.
 const DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 // PostgresURL is the admin URL of the test Postgres server.

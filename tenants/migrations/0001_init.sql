@@ -1,4 +1,4 @@
--- The seed's per-tenant schema (SEED.md), with text ids: ids are generated
+-- The seed's per-tenant schema (docs/design.md, "The seed"), with text ids: ids are generated
 -- by the service (agent ids "a...", ticket ids from the ingress), so a
 -- ticket keeps its id from admission to the database and a redelivered
 -- ticket hits the primary key instead of creating a second row.
@@ -41,6 +41,6 @@ CREATE TABLE tickets (
     cancelled_at timestamptz
 );
 
--- The last guard against double booking (DESIGN.md): one live ticket per
+-- The last guard against double booking (docs/design.md): one live ticket per
 -- agent-minute; a cancelled ticket frees its minute.
 CREATE UNIQUE INDEX tickets_agent_minute ON tickets (sa_id, start_time) WHERE status <> 'cancelled';

@@ -124,7 +124,7 @@ func TestClaimCapacityAtBoundaries(t *testing.T) {
 
 func TestGoldThenSilver(t *testing.T) {
 	t.Parallel()
-	// API.md's example: one agent, ~120 GOLD, then GOLD refused, ~120 SILVER.
+	// docs/api.md's example: one agent, ~120 GOLD, then GOLD refused, ~120 SILVER.
 	c := New(t0)
 	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
 	if n := len(claimAll(t, c, t0, subjects.Gold)); n != 120 {

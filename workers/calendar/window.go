@@ -14,7 +14,7 @@ import (
 )
 
 // Window returns the first and last slot minutes a ticket of ticketType
-// created at instant created may take (API.md): slot t is allowed iff
+// created at instant created may take (docs/api.md): slot t is allowed iff
 // t >= created and t+1m <= created+SLA. Both are whole UTC minutes, and
 // the last slot ends at or before the deadline. ok is false for an unknown
 // type.
