@@ -230,7 +230,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (confi
 // An unknown command is a usage error, so a typo does not pass for help.
 func help(args []string, out io.Writer) error {
 	switch {
-	case len(args) == 0 || args[0] == "help":
+	case len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help":
 	case len(args) > 1:
 		return usagef("tms help: unexpected argument %q (want tms help [command])", args[1])
 	case args[0] == "version":

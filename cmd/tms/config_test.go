@@ -213,6 +213,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	for args, want := range map[string]string{
 		"help":         "version  print the version",
+		"help --help":  "Commands:",
 		"help serve":   "--http-addr",
 		"help worker":  "--ack-wait",
 		"help version": "Usage: tms version",
@@ -303,6 +304,30 @@ func TestConfigLogHasEveryFlag(t *testing.T) {
 		}
 		if cmd != "serve" && !strings.Contains(line, "app:xxxxx@n1") {
 			t.Errorf("%s: logged config %s lacks the masked NATS URL", cmd, line)
+		}
+	}
+}
+
+// TestConfigLogHidesSecretFlags: a flag named for a secret is logged
+// masked whatever its value, one ending in -url with its password masked.
+func TestConfigLogHidesSecretFlags(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs.String("nats-password", "hunter2", "")
+	fs.String("api-token", "hunter2", "")
+	fs.String("backup-url", "postgres://tms:hunter2@db1/postgres", "")
+	fs.Int("max-logins", 7, "")
+	fs.Duration("hold-ttl", 45*time.Second, "")
+	var got []string
+	fs.VisitAll(func(f *flag.Flag) { got = append(got, flagAttr(f).String()) })
+	line := strings.Join(got, " ")
+	if strings.Contains(line, "hunter2") {
+		t.Fatalf("logged %s", line)
+	}
+	for _, want := range []string{"nats_password=xxxxx", "api_token=xxxxx", "backup_url=postgres://tms:xxxxx@db1/postgres",
+		"max_logins=7", "hold_ttl=45s"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("logged %s, want %s in it", line, want)
 		}
 	}
 }
