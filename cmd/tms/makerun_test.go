@@ -114,7 +114,12 @@ func TestMakeRunStartsPrivatePostgres(t *testing.T) {
 	}
 	nobody := "postgres://postgres@" + ln.Addr().String() + "/postgres?sslmode=disable"
 	ln.Close() // nothing listens there now
+	// The data dir as a previous tms serve left it: 0750, closed to the
+	// postgres user that runs the cluster when the test runs as root.
 	varDir := filepath.Join(dir, "var")
+	if err := os.Mkdir(varDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
 	dataDir := filepath.Join(varDir, "postgres", "data")
 	t.Cleanup(func() {
 		// A test that failed half-way must not leave a server running.
@@ -123,15 +128,16 @@ func TestMakeRunStartsPrivatePostgres(t *testing.T) {
 		}
 	})
 
-	p := startRunScript(t, []string{"TMS_DATABASE_URL=" + nobody, "TMS_DATA_DIR=" + varDir},
-		"serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--db-prefix", "tmst_makerun_", "--log-format", "json")
+	args := []string{"serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--db-prefix", "tmst_makerun_", "--log-format", "json"}
+	p := startRunScript(t, []string{"TMS_DATABASE_URL=" + nobody, "TMS_DATA_DIR=" + varDir}, args...)
 	pub := newAPI(t, str(t, p.logEvent("listening"), "public"))
 	pub.waitReady(p)
+	const password = "correct horse battery"
 	acct := pub.must(http.StatusCreated, http.MethodPost, "/create_account", "", map[string]any{
-		"client_name": "Private Cluster Co", "official_email": "ops@private.example", "password": "correct horse battery",
+		"client_name": "Private Cluster Co", "official_email": "ops@private.example", "password": password,
 	})
-	str(t, acct, "client_id")
+	clientID := str(t, acct, "client_id")
 
 	started := p.logEvent("starting tms")
 	if url := str(t, started, "database_url"); url == nobody || !strings.HasPrefix(url, "postgres://postgres@127.0.0.1:") {
@@ -152,6 +158,22 @@ func TestMakeRunStartsPrivatePostgres(t *testing.T) {
 	if left := postmasterPID(t, dataDir); left != 0 {
 		t.Fatalf("postmaster.pid left behind (%d)", left)
 	}
+
+	// make run again with the default URL, where a server may well answer
+	// now: the tenant made above lives in the data dir's private cluster,
+	// so that is the one used, and its database takes writes.
+	p = startRunScript(t, []string{"TMS_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+		"TMS_DATA_DIR=" + varDir}, args...)
+	pub = newAPI(t, str(t, p.logEvent("listening"), "public"))
+	pub.waitReady(p)
+	token := str(t, pub.must(http.StatusOK, http.MethodPost, "/login", "", map[string]any{"client_id": clientID, "password": password}), "token")
+	pub.must(http.StatusCreated, http.MethodPost, "/agents", token, map[string]any{"client_id": clientID, "name": "Ada"})
+	pid = postmasterPID(t, dataDir)
+	if pid == 0 || !alive(pid) {
+		t.Fatalf("the second make run did not use the private cluster in %s", dataDir)
+	}
+	p.stop()
+	testkit.Eventually(t, 30*time.Second, func() bool { return !alive(pid) }, "postgres to exit after the second make run stopped")
 }
 
 // TestMakeRunUsesAServerThatAnswers: with a server at the configured URL,
