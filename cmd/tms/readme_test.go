@@ -81,6 +81,11 @@ func walkthrough(t *testing.T) []readmeBlock {
 // except ids, tokens and times, the same lines of text with any number.
 func TestReadmeWalkthrough(t *testing.T) {
 	t.Parallel()
+	for _, tool := range []string{"bash", "curl", "sed", "mktemp", "seq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the README walk-through needs %s: %v (.ci/run installs curl on a fresh machine)", tool, err)
+		}
+	}
 	blocks := walkthrough(t)
 	prefix := testkit.DatabasePrefix(t)
 	serve := startTMS(t, nil, serveArgs(t, prefix)...)
