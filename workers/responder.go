@@ -94,7 +94,7 @@ type Responder struct {
 	// agentsWait is ResponderConfig.AgentsWait; agentsApplied the
 	// revision of the agents bucket the calendars have applied.
 	agentsWait    time.Duration
-	agentsApplied *progress
+	agentsApplied progress
 
 	mu      sync.Mutex
 	tenants map[string]*tenantCalendar
@@ -157,7 +157,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, now: now, holdTTL: holdTTL, nShards: n,
 		log: log.With(slog.String("component", "eta_responder")), sem: make(chan struct{}, conc),
 		tenants: make(map[string]*tenantCalendar), loaded: make([]atomic.Bool, n+1),
-		base: context.Background(), agentsWait: agentsWait, agentsApplied: newProgress(),
+		base: context.Background(), agentsWait: agentsWait,
 	}
 	for i := 0; i < n; i++ {
 		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)

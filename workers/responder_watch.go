@@ -176,15 +176,14 @@ func (r *Responder) applyAgent(e jetstream.KeyValueEntry) {
 
 // progress is a revision that only goes up, and a broadcast to those
 // waiting for it to reach theirs: each advance closes the channel they
-// wait on and makes a new one.
+// wait on, which the next waiter makes anew (so an advance nobody waits
+// for costs nothing). The zero value is ready.
 type progress struct {
 	mu      sync.Mutex
 	rev     uint64
-	changed chan struct{}
-	waiting int // callers inside await, for tests
+	changed chan struct{} // nil: nobody waits
+	waiting int           // callers inside await, for tests
 }
-
-func newProgress() *progress { return &progress{changed: make(chan struct{})} }
 
 // advance raises the revision to rev (a lower one changes nothing).
 func (p *progress) advance(rev uint64) {
@@ -194,8 +193,10 @@ func (p *progress) advance(rev uint64) {
 		return
 	}
 	p.rev = rev
-	close(p.changed)
-	p.changed = make(chan struct{})
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
 }
 
 // reached reports whether the revision is at least rev.
@@ -213,6 +214,9 @@ func (p *progress) await(ctx context.Context, rev uint64) (uint64, error) {
 	p.waiting++
 	defer func() { p.waiting-- }()
 	for p.rev < rev {
+		if p.changed == nil {
+			p.changed = make(chan struct{})
+		}
 		changed := p.changed
 		p.mu.Unlock()
 		select {
