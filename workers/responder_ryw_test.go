@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/testkit"
@@ -141,10 +142,11 @@ func TestResponderWaitsForAgentsRevision(t *testing.T) {
 	}
 }
 
-// TestResponderAgentsRevisionNeverArrives: a revision the watch does not
-// reach within the bound is a 503 that writes nothing, not an answer from
-// the older calendar. A responder that starts after the writes has applied
-// all of them, the last being a purge marker, and waits for none.
+// TestResponderAgentsRevisionNeverArrives: a request for a revision no
+// agent write has is refused 400 once the bound has passed (a forged
+// request; the ingress sends only revisions of acknowledged writes), and
+// writes nothing. A responder that starts after the writes has applied all
+// of them, the last being a purge marker, and waits for none.
 func TestResponderAgentsRevisionNeverArrives(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
@@ -168,11 +170,11 @@ func TestResponderAgentsRevisionNeverArrives(t *testing.T) {
 	req.AgentsRev = last + 1000
 	began := time.Now()
 	reply := mustAsk(t, nc, req)
-	if reply.Code != http.StatusServiceUnavailable || reply.Error != "unavailable" || !strings.Contains(reply.Message, "agents") {
-		t.Fatalf("reserve for a revision that never comes: %+v, want 503 unavailable naming the agents", reply)
+	if reply.Code != http.StatusBadRequest || reply.Error != "invalid_field" || !strings.Contains(reply.Message, "agents_rev") {
+		t.Fatalf("reserve for a revision no write has: %+v, want 400 invalid_field agents_rev", reply)
 	}
 	if took := time.Since(began); took < bound {
-		t.Errorf("answered after %s, before the %s bound", took, bound)
+		t.Errorf("refused after %s, before the %s bound", took, bound)
 	}
 	if keys := e.slotKeys(t, ten.ID); len(keys) != 0 {
 		t.Errorf("the refused reserve left keys: %v", keys)
@@ -187,5 +189,56 @@ func TestResponderAgentsRevisionNeverArrives(t *testing.T) {
 	}
 	if n := waits(t, reg, "applied"); n != 0 {
 		t.Errorf("a request for a revision the snapshot had waited (%d waits)", n)
+	}
+}
+
+// TestResponderAgentsWatchBehind: when the responder's watch cannot get
+// to a revision that exists (here: its connection to NATS is cut, and the
+// agent write is made on another), the answer after the bound is 503, not
+// one from the calendar without the write, and nothing is written.
+func TestResponderAgentsWatchBehind(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Cut Off Ltd")
+	reg := prometheus.NewRegistry()
+	bound := 200 * time.Millisecond
+	proxy := testkit.NewProxy(t, strings.TrimPrefix(e.nats.URL(), "nats://"))
+	nc, err := nats.Connect("nats://"+proxy.Addr(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := workers.NewResponder(testkit.Context(t, 30*time.Second), workers.ResponderConfig{NC: nc, JS: js,
+		Registry: e.reg, Logger: testkit.Logger(t), Now: e.clock.Now, AgentsWait: bound, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPart(t, "Responder", r.Run)
+	testkit.Eventually(t, 15*time.Second, r.Ready, "responder ready")
+	t.Cleanup(proxy.Restore) // before the responder stops, so that it stops cleanly
+
+	proxy.Cut()
+	e.agentAt(t, ten, respT0)
+	req := reserveReq(ten.ID, subjects.Gold, "t1", respT0)
+	req.AgentsRev = e.agents.Revision(ten.ID)
+	data, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Handle is what the subscription calls: the request cannot travel
+	// over the cut connection either.
+	reply := r.Handle(testkit.Context(t, 30*time.Second), subjects.ETA(ten.ID), data)
+	if reply.Code != http.StatusServiceUnavailable || reply.Error != "unavailable" || !strings.Contains(reply.Message, "agents") {
+		t.Fatalf("reserve while the watch cannot see the agent write: %+v, want 503 unavailable naming the agents", reply)
+	}
+	if n := waits(t, reg, "timed_out"); n != 1 {
+		t.Errorf("waits counted as timed out: %d, want 1", n)
+	}
+	if keys := e.slotKeys(t, ten.ID); len(keys) != 0 {
+		t.Errorf("the refused reserve left keys: %v", keys)
 	}
 }

@@ -235,7 +235,11 @@ func (p *progress) await(ctx context.Context, rev uint64) (uint64, error) {
 
 // awaitAgents returns once the agents watch has applied req.AgentsRev, so
 // that the tenant's calendar has every agent change up to the one the
-// request must see; or, after r.agentsWait, an error that is a 503.
+// request must see; or, after r.agentsWait, an error: a 503 if that
+// revision exists (the watch is behind), a 400 if the bucket has no such
+// revision yet (the ingress sends only revisions of writes it saw
+// acknowledged, so the request is forged, or the bucket was deleted and
+// made anew under a running ingress).
 func (r *Responder) awaitAgents(ctx context.Context, req subjects.ETARequest) error {
 	if r.agentsApplied.reached(req.AgentsRev) {
 		return nil
@@ -247,6 +251,10 @@ func (r *Responder) awaitAgents(ctx context.Context, req subjects.ETARequest) er
 	waited := time.Since(began)
 	if err != nil {
 		r.metrics.waited(waitTimedOut, waited)
+		if last, lerr := r.agentsLastRev(ctx); lerr == nil && req.AgentsRev > last {
+			return &RequestError{Code: codeInvalidField, Field: "agents_rev",
+				Reason: fmt.Sprintf("no agent write has revision %d (the last is %d)", req.AgentsRev, last)}
+		}
 		return fmt.Errorf("tenant %s: the agents of this responder are at revision %d, the request needs %d "+
 			"(the tenant's last agent change), not reached within %s: %w: %w",
 			req.Tenant, applied, req.AgentsRev, r.agentsWait, ErrUnavailable, ErrAgentsBehind)
@@ -255,6 +263,22 @@ func (r *Responder) awaitAgents(ctx context.Context, req subjects.ETARequest) er
 	r.log.Debug("waited for the agents watch", slog.String("tenant", req.Tenant),
 		slog.Uint64("agents_rev", req.AgentsRev), slog.Duration("waited", waited))
 	return nil
+}
+
+// agentsLastRev is the agents bucket's last revision, asked of the server
+// within r.agentsWait (the request has already waited that long).
+func (r *Responder) agentsLastRev(ctx context.Context) (uint64, error) {
+	sctx, cancel := context.WithTimeout(ctx, r.agentsWait)
+	defer cancel()
+	st, err := r.agents.Status(sctx)
+	if err != nil {
+		return 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return 0, fmt.Errorf("bucket %s: status without stream info", subjects.BucketAgents)
+	}
+	return bs.StreamInfo().State.LastSeq, nil
 }
 
 func agentKey(key string) (tenant, agent string, ok bool) {
