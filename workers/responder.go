@@ -348,7 +348,7 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 		agentsWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tms_eta_agents_wait_seconds",
 			Help: "Waits of reserve and hold requests for the agents watch to apply the tenant's last agent write " +
-				"(read-your-writes), by outcome: applied, or timed_out (answered 503).",
+				"(read-your-writes), by outcome: applied, or timed_out (answered 503; 400 for a revision no write has).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"outcome"}),
 	}
