@@ -166,9 +166,10 @@ func agentWritesOf(pub *api, name string) []string {
 	return misses
 }
 
-var waitCount = regexp.MustCompile(`(?m)^tms_eta_agents_wait_seconds_count\{outcome="([a-z_]+)"\} (\d+)$`)
+var waitSeries = regexp.MustCompile(`(?m)^tms_eta_agents_wait_seconds_(count|sum)\{outcome="([a-z_]+)"\} (\S+)$`)
 
-// agentsWaits sums up tms_eta_agents_wait_seconds from GET /metrics.
+// agentsWaits sums up tms_eta_agents_wait_seconds from GET /metrics: per
+// outcome, how many waits and how long they took in all.
 func agentsWaits(t *testing.T, pub *api) string {
 	t.Helper()
 	code, out := pub.do(http.MethodGet, "/metrics", "", nil)
@@ -177,8 +178,8 @@ func agentsWaits(t *testing.T, pub *api) string {
 		t.Fatalf("GET /metrics = %d", code)
 	}
 	var parts []string
-	for _, m := range waitCount.FindAllStringSubmatch(raw, -1) {
-		parts = append(parts, m[1]+" "+m[2])
+	for _, m := range waitSeries.FindAllStringSubmatch(raw, -1) {
+		parts = append(parts, m[2]+" "+m[1]+" "+m[3])
 	}
 	if len(parts) == 0 {
 		return "none"
