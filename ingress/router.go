@@ -22,7 +22,11 @@ import (
 type Config struct {
 	Registry *tenants.Registry
 	Sessions *tenants.Sessions
-	Agents   *tenants.Agents
+	// Agents serves the agent routes, and gives the ticket admission of
+	// every router and the NATS API the revision of each tenant's last
+	// agent write (read-your-writes; nil there: none). Give all of them
+	// the same one, with its Run running.
+	Agents *tenants.Agents
 	// NC carries requests to the ETA responders; JS publishes ticket
 	// events to the TICKETS stream and keeps Idempotency-Key records.
 	NC      *nats.Conn

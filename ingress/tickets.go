@@ -32,6 +32,7 @@ type ticketService struct {
 	js         jetstream.JetStream
 	registry   *tenants.Registry
 	rows       *tenants.Tickets
+	agents     *tenants.Agents // nil: no read-your-writes of agent changes
 	etaTimeout time.Duration
 	replicas   int
 	logger     *slog.Logger
@@ -47,7 +48,7 @@ type ticketService struct {
 
 func newTicketService(cfg Config, logger *slog.Logger, now func() time.Time, overload *Overload) *ticketService {
 	s := &ticketService{
-		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, rows: cfg.Tickets,
+		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, rows: cfg.Tickets, agents: cfg.Agents,
 		etaTimeout: cfg.ETATimeout, replicas: cfg.Replicas, logger: logger, now: now,
 		beforePublish: cfg.BeforePublish, overload: overload,
 	}
@@ -139,6 +140,18 @@ func ticketType(typ string) (time.Duration, error) {
 	return sla, nil
 }
 
+// agentsRev is the revision of tenant's last agent write that this
+// process knows of, for the ETA requests that read the tenant's agents
+// (reserve and hold): the responder answers them only from a calendar
+// that has applied it, so a tenant's next request sees the agent it just
+// registered or made unavailable.
+func (s *ticketService) agentsRev(tenant string) uint64 {
+	if s.agents == nil {
+		return 0
+	}
+	return s.agents.Revision(tenant)
+}
+
 // stamp is an instant as the service records it: UTC, to the microsecond
 // that Postgres keeps, so that it reads the same from every store.
 func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
@@ -175,6 +188,7 @@ func (s *ticketService) admit(ctx context.Context, t tenants.Tenant, typ, ticket
 	createdAt := stamp(s.now())
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAReserve, Tenant: t.ID, Type: typ, CreatedAt: createdAt, Ticket: ticket,
+		AgentsRev: s.agentsRev(t.ID),
 	})
 	if err != nil {
 		return acceptedBody{}, err
@@ -563,6 +577,7 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 	defer release()
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAHold, Tenant: t.ID, Type: req.TicketType, CreatedAt: stamp(s.now()),
+		AgentsRev: s.agentsRev(t.ID),
 	})
 	if err != nil {
 		return answer{}, err

@@ -70,9 +70,10 @@ type SlotRecord struct {
 // Only the responders write slot buckets; everything else asks them.
 const (
 	// ETAReserve reserves the earliest free slot for a new ticket
-	// (create_ticket): Tenant, Type, CreatedAt, Ticket.
+	// (create_ticket): Tenant, Type, CreatedAt, Ticket; AgentsRev.
 	ETAReserve = "reserve"
-	// ETAHold makes a pending hold (validate_eta): Tenant, Type, CreatedAt.
+	// ETAHold makes a pending hold (validate_eta): Tenant, Type,
+	// CreatedAt; AgentsRev.
 	ETAHold = "hold"
 	// ETAConfirm turns a hold into a reservation (allocate_slot): Tenant,
 	// Type, SlotID, Ticket.
@@ -92,6 +93,11 @@ type ETARequest struct {
 	SlotID    string    `json:"slot_id,omitempty"`
 	Agent     string    `json:"agent,omitempty"`
 	SlotTime  time.Time `json:"slot_time,omitzero"`
+	// AgentsRev (reserve and hold only) is the revision in BucketAgents
+	// of the tenant's last agent write the ingress knows of: the
+	// responder answers only from a calendar that has applied at least
+	// that revision (read-your-writes); 0 or absent: no wait.
+	AgentsRev uint64 `json:"agents_rev,omitempty"`
 }
 
 // ETAReply is a responder's answer. Code is an HTTP status: 200 ok (201

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/subjects"
@@ -42,11 +46,20 @@ type AgentsConfig struct {
 // database lacks. A failed commit is compensated by restoring the previous
 // KV value; a crash is not, until the next SetStatus of that agent
 // rewrites its record.
+//
+// Agents also remembers, per tenant, the highest KV revision of an agent
+// write it knows of (Revision): its own writes at once, and, while Run
+// runs, every write of the bucket once its watch delivers it. The ingress
+// sends it with each ETA request so that the responders answer from a
+// calendar that has applied the tenant's last agent change
+// (read-your-writes).
 type Agents struct {
 	pools *Pools
 	kv    jetstream.KeyValue
+	nc    *nats.Conn
 	log   *slog.Logger
 	now   func() time.Time
+	revs  *revisions
 }
 
 // NewAgents creates or updates the bucket subjects.BucketAgents.
@@ -62,9 +75,73 @@ func NewAgents(ctx context.Context, cfg AgentsConfig) (*Agents, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agents{pools: cfg.Pools, kv: kv, now: orNow(cfg.Now),
-		log: orDiscard(cfg.Logger).With(slog.String("component", "agents"))}, nil
+	return &Agents{pools: cfg.Pools, kv: kv, nc: cfg.JS.Conn(), now: orNow(cfg.Now),
+		log: orDiscard(cfg.Logger).With(slog.String("component", "agents")), revs: newRevisions()}, nil
 }
+
+// Revision is the highest revision in subjects.BucketAgents of an agent
+// write of tenant that this process knows of (0: none). It may be that of
+// a later write of another tenant (see revisions), never an earlier one
+// than the tenant's last write made here, or delivered by Run's watch.
+func (a *Agents) Revision(tenant string) uint64 { return a.revs.get(tenant) }
+
+// Run keeps Revision fed with the agent writes of every process (another
+// ingress included) from a watch of the bucket, until ctx is done. A write
+// made through another process counts from when the watch delivers it,
+// usually milliseconds after its commit; until then a request here may
+// still be answered from before it.
+func (a *Agents) Run(ctx context.Context) error {
+	note := func(e jetstream.KeyValueEntry) {
+		// Deletes and purges too: they are agent changes of the tenant.
+		if tenant, _, ok := strings.Cut(e.Key(), "."); ok && subjects.ValidID(tenant) == nil {
+			a.revs.note(tenant, e.Revision())
+		}
+	}
+	feed := KVFeed{KV: a.kv, NC: a.nc, Logger: a.log,
+		Snapshot: func(entries []jetstream.KeyValueEntry) {
+			for _, e := range entries {
+				note(e)
+			}
+		},
+		Update: note,
+	}
+	feed.Run(ctx)
+	return nil
+}
+
+// revisionSlots is the size of the revision table: fixed, so that its
+// memory (128 KiB) does not grow with the tenant count or with keys a
+// hostile writer of the bucket makes up.
+const revisionSlots = 1 << 14
+
+// revisions is a table of the highest agent-write revision per tenant,
+// kept in a slot picked by hashing the tenant id. Tenants whose ids share
+// a slot see the highest revision of them all: a request may then wait
+// for a responder to reach a later revision than it needs, which exists
+// and arrives as fast, but never carries an earlier one than its own.
+type revisions struct {
+	seed  maphash.Seed
+	slots [revisionSlots]atomic.Uint64
+}
+
+func newRevisions() *revisions { return &revisions{seed: maphash.MakeSeed()} }
+
+func (r *revisions) slot(tenant string) *atomic.Uint64 {
+	return &r.slots[maphash.String(r.seed, tenant)%revisionSlots]
+}
+
+// note raises tenant's revision to rev; revisions never go down.
+func (r *revisions) note(tenant string, rev uint64) {
+	s := r.slot(tenant)
+	for {
+		cur := s.Load()
+		if rev <= cur || s.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+func (r *revisions) get(tenant string) uint64 { return r.slot(tenant).Load() }
 
 const agentColumns = `id, name, status::text, available_since, created_at, updated_at`
 
@@ -181,20 +258,24 @@ func inTx(ctx context.Context, conn *pgxpool.Conn, fn func(tx pgx.Tx) error) err
 
 // publishInTx puts the agent's KV record while tx is open and arranges,
 // through the commit, that a failed commit restores the previous record
-// (prev nil: removes it).
+// (prev nil: removes it). Each put's revision is noted for Revision
+// before the caller answers; a purge's, which the library does not
+// return, once Run's watch delivers it.
 func (a *Agents) publishInTx(ctx context.Context, tx pgx.Tx, tenant string, ag Agent, prev *Agent) error {
 	key := subjects.AgentKey(tenant, ag.ID)
-	if err := a.put(ctx, key, tenant, ag); err != nil {
+	rev, err := a.put(ctx, key, tenant, ag)
+	if err != nil {
 		return err
 	}
+	a.revs.note(tenant, rev)
 	if err := tx.Commit(ctx); err != nil {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
 		var uerr error
 		if prev == nil {
 			uerr = a.kv.Purge(cctx, key)
-		} else {
-			uerr = a.put(cctx, key, tenant, *prev)
+		} else if rev, uerr = a.put(cctx, key, tenant, *prev); uerr == nil {
+			a.revs.note(tenant, rev)
 		}
 		if uerr != nil {
 			a.log.Error("agent record in KV disagrees with the database after a failed commit",
@@ -205,18 +286,20 @@ func (a *Agents) publishInTx(ctx context.Context, tx pgx.Tx, tenant string, ag A
 	return nil
 }
 
-func (a *Agents) put(ctx context.Context, key, tenant string, ag Agent) error {
+// put writes the agent's record and returns its revision.
+func (a *Agents) put(ctx context.Context, key, tenant string, ag Agent) (uint64, error) {
 	body, err := json.Marshal(subjects.AgentRecord{Tenant: tenant, ID: ag.ID, Name: ag.Name, Status: ag.Status,
 		AvailableSince: ag.AvailableSince, UpdatedAt: ag.UpdatedAt})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	kctx, cancel := kvContext(ctx)
 	defer cancel()
-	if _, err := a.kv.Put(kctx, key, body); err != nil {
-		return natsErr("publishing agent "+ag.ID, err)
+	rev, err := a.kv.Put(kctx, key, body)
+	if err != nil {
+		return 0, natsErr("publishing agent "+ag.ID, err)
 	}
-	return nil
+	return rev, nil
 }
 
 // List returns t's agents, oldest first, from the tenant's database.

@@ -18,6 +18,10 @@ var (
 	// ErrTypeMismatch: the held slot is outside the window of the ticket
 	// type, judged from the hold's instant.
 	ErrTypeMismatch = errors.New("slot outside the SLA window of the ticket type")
+	// ErrAgentsBehind: the agents watch did not apply the agents revision
+	// a request carries within the wait bound; always wrapped together
+	// with ErrUnavailable (503: the client may try again).
+	ErrAgentsBehind = errors.New("agents watch behind the request's agents revision")
 	// ErrUnavailable: NATS could not give an answer now; always wrapped
 	// together with the cause.
 	ErrUnavailable = errors.New("slot store unavailable")

@@ -111,6 +111,13 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 		}
 		return nil
 	}
+	// Only the operations that read the tenant's agents wait for them.
+	noAgentsRev := func() error {
+		if req.AgentsRev != 0 {
+			return field("agents_rev", "only reserve and hold carry it")
+		}
+		return nil
+	}
 	var errs []error
 	switch req.Op {
 	case subjects.ETAReserve:
@@ -118,12 +125,12 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	case subjects.ETAHold:
 		errs = append(errs, typ())
 	case subjects.ETAConfirm:
-		errs = append(errs, typ(), id("ticket", req.Ticket))
+		errs = append(errs, typ(), id("ticket", req.Ticket), noAgentsRev())
 		if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 			errs = append(errs, field("slot_id", err.Error()))
 		}
 	case subjects.ETARelease:
-		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent))
+		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent), noAgentsRev())
 		if req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)) {
 			errs = append(errs, field("slot_time", "must be a whole minute"))
 		}
@@ -174,6 +181,14 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 				return subjects.ETAReply{}, err
 			}
 			return subjects.ETAReply{}, fmt.Errorf("looking up tenant %s: %w: %w", req.Tenant, ErrUnavailable, err)
+		}
+	}
+	switch req.Op {
+	case subjects.ETAReserve, subjects.ETAHold:
+		// Read-your-writes: the calendar must have the tenant's last
+		// agent change before it proposes a slot.
+		if err := r.awaitAgents(ctx, req); err != nil {
+			return subjects.ETAReply{}, err
 		}
 	}
 	switch req.Op {

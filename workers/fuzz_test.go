@@ -30,6 +30,7 @@ func FuzzETARequest(f *testing.F) {
 		{"tms.eta.{a}", `{"OP":"reserve","Tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
 		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1","ticket":"T.>"}`},
 		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"t1","agent":"{ag}","slot_time":"0000-01-01T00:00:00Z"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t3","agents_rev":1}`},
 		{"tms.eta.*", `{}`},
 		{"tms.eta.{a}", "{\"op\":\"hold\",\"tenant\":\"{a}\",\"type\":\"GOLD\xff\",\"created_at\":\"{now}\"}"},
 	} {

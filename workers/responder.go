@@ -37,12 +37,18 @@ type ResponderConfig struct {
 	Replicas int
 	// Concurrency bounds the requests handled at once per process (0: 64).
 	Concurrency int
-	Metrics     prometheus.Registerer // may be nil
+	// AgentsWait bounds how long a reserve or hold waits for the agents
+	// watch to apply the agents revision the request carries (0: 1s);
+	// past it the answer is 503. Keep it under the ingress's ETA timeout,
+	// so that the 503 arrives before the ingress gives up.
+	AgentsWait time.Duration
+	Metrics    prometheus.Registerer // may be nil
 }
 
 const (
 	defaultHoldTTL     = 30 * time.Second
 	defaultConcurrency = 64
+	defaultAgentsWait  = time.Second
 	// kvTimeout bounds one KV round trip; requestTimeout one request.
 	kvTimeout      = 5 * time.Second
 	requestTimeout = 10 * time.Second
@@ -67,6 +73,12 @@ const (
 // the slot buckets. Each tenant has an in-memory calendar fed by a watch on
 // its shard bucket, by a watch on the agents bucket and by the responder's
 // own writes; the calendar only proposes candidates, the KV create decides.
+//
+// A reserve or hold that carries an agents revision (the tenant's last
+// agent write the ingress knows of) is answered only once the agents
+// watch has applied that revision, so that it sees the agent just
+// registered or made unavailable; a watch that does not get there within
+// AgentsWait makes the answer 503, never one from an older calendar.
 type Responder struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
@@ -79,6 +91,10 @@ type Responder struct {
 	agents   jetstream.KeyValue
 	sem      chan struct{}
 	metrics  *responderMetrics
+	// agentsWait is ResponderConfig.AgentsWait; agentsApplied the
+	// revision of the agents bucket the calendars have applied.
+	agentsWait    time.Duration
+	agentsApplied progress
 
 	mu      sync.Mutex
 	tenants map[string]*tenantCalendar
@@ -122,6 +138,13 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	if conc <= 0 {
 		conc = defaultConcurrency
 	}
+	agentsWait := cfg.AgentsWait
+	if agentsWait == 0 {
+		agentsWait = defaultAgentsWait
+	}
+	if agentsWait < 0 {
+		return nil, fmt.Errorf("%w: agents wait %s", ErrResponderConfig, agentsWait)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -134,7 +157,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, now: now, holdTTL: holdTTL, nShards: n,
 		log: log.With(slog.String("component", "eta_responder")), sem: make(chan struct{}, conc),
 		tenants: make(map[string]*tenantCalendar), loaded: make([]atomic.Bool, n+1),
-		base: context.Background(),
+		base: context.Background(), agentsWait: agentsWait,
 	}
 	for i := 0; i < n; i++ {
 		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
@@ -298,10 +321,17 @@ func (r *Responder) shardKV(tenant string) jetstream.KeyValue {
 
 // responderMetrics are the responder's Prometheus counters.
 type responderMetrics struct {
-	requests  *prometheus.CounterVec
-	conflicts prometheus.Counter
-	rebuilds  *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	conflicts  prometheus.Counter
+	rebuilds   *prometheus.CounterVec
+	agentsWait *prometheus.HistogramVec
 }
+
+// Outcomes of a wait for the agents watch (label of tms_eta_agents_wait_seconds).
+const (
+	waitApplied  = "applied"
+	waitTimedOut = "timed_out"
+)
 
 func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 	m := &responderMetrics{
@@ -315,6 +345,12 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_eta_watch_restarts_total", Help: "KV watches restarted and rebuilt, by bucket.",
 		}, []string{"bucket"}),
+		agentsWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tms_eta_agents_wait_seconds",
+			Help: "Waits of reserve and hold requests for the agents watch to apply the tenant's last agent write " +
+				"(read-your-writes), by outcome: applied, or timed_out (answered 503; 400 for a revision no write has).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"outcome"}),
 	}
 	var err error
 	m.requests, err = register(reg, m.requests)
@@ -325,6 +361,9 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 		return nil, err
 	}
 	if m.rebuilds, err = register(reg, m.rebuilds); err != nil {
+		return nil, err
+	}
+	if m.agentsWait, err = register(reg, m.agentsWait); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -360,5 +399,11 @@ func (m *responderMetrics) conflict() {
 func (m *responderMetrics) rebuild(bucket string) {
 	if m != nil {
 		m.rebuilds.WithLabelValues(bucket).Inc()
+	}
+}
+
+func (m *responderMetrics) waited(outcome string, d time.Duration) {
+	if m != nil {
+		m.agentsWait.WithLabelValues(outcome).Observe(d.Seconds())
 	}
 }

@@ -11,3 +11,11 @@ func (r *Responder) FreeSlots(tenant string, first, last time.Time) int {
 	defer tc.mu.Unlock()
 	return tc.cal.Free(first, last)
 }
+
+// AgentsWaiting is, for tests, how many requests wait now for the agents
+// watch to reach their agents revision.
+func (r *Responder) AgentsWaiting() int {
+	r.agentsApplied.mu.Lock()
+	defer r.agentsApplied.mu.Unlock()
+	return r.agentsApplied.waiting
+}

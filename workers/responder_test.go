@@ -456,6 +456,13 @@ func TestResponderRefusesHostileRequests(t *testing.T) {
 			"agent": "a1", "slot_time": respT0.Add(time.Second)}, 400, "invalid_field"},
 		{"confirm malformed slot id", subjects.ETA(a.ID), map[string]any{"op": "confirm", "tenant": a.ID, "type": "GOLD",
 			"ticket": "t1", "slot_id": "202605061000-a1-short"}, 400, "invalid_field"},
+		{"negative agents_rev", subjects.ETA(a.ID), with("agents_rev", -1), 400, "invalid_json"},
+		{"string agents_rev", subjects.ETA(a.ID), with("agents_rev", "7"), 400, "invalid_json"},
+		{"fractional agents_rev", subjects.ETA(a.ID), with("agents_rev", 1.5), 400, "invalid_json"},
+		{"agents_rev on a release", subjects.ETA(a.ID), map[string]any{"op": "release", "tenant": a.ID, "ticket": "t1",
+			"agent": "a1", "slot_time": respT0, "agents_rev": 3}, 400, "invalid_field"},
+		{"agents_rev on a confirm", subjects.ETA(a.ID), map[string]any{"op": "confirm", "tenant": a.ID, "type": "GOLD",
+			"ticket": "t1", "slot_id": subjects.FormatSlotID("a1", respT0, "abcdefghijkl"), "agents_rev": 3}, 400, "invalid_field"},
 		{"unknown tenant", subjects.ETA("cnobody"), with("tenant", "cnobody"), 404, "client_not_found"},
 	}
 	for _, c := range cases {

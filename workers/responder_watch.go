@@ -3,9 +3,12 @@ package workers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -98,14 +101,25 @@ func (r *Responder) shardSink(shard int) watchSink {
 	}
 }
 
-// agentSink feeds every tenant's agents from subjects.BucketAgents.
+// agentSink feeds every tenant's agents from subjects.BucketAgents and
+// advances r.agentsApplied once a change is in the calendars.
+//
+// The watch delivers the bucket's stream in order, so one revision says
+// how far every calendar has got: after a live update, its revision; after
+// a snapshot, the highest revision among its entries, delete and purge
+// markers included. That is the bucket's last revision when the snapshot
+// was taken, because the bucket keeps the last entry of every key (no
+// TTL, markers kept), and the last message of a stream is always the last
+// of its key.
 func (r *Responder) agentSink() watchSink {
 	return watchSink{
 		bucket: subjects.BucketAgents,
 		loaded: &r.loaded[r.nShards],
 		snapshot: func(entries []jetstream.KeyValueEntry) {
 			by := make(map[string][]calendar.Agent)
+			var last uint64
 			for _, e := range entries {
+				last = max(last, e.Revision())
 				if !isPut(e) {
 					continue
 				}
@@ -127,28 +141,144 @@ func (r *Responder) agentSink() watchSink {
 				tc.cal.LoadAgents(by[tenant])
 				tc.mu.Unlock()
 			}
+			r.agentsApplied.advance(last)
 		},
 		update: func(e jetstream.KeyValueEntry) {
-			var tenant string
-			var ag calendar.Agent
-			if isPut(e) {
-				var ok bool
-				if tenant, ag, ok = r.agentOf(e); !ok {
-					return
-				}
-			} else {
-				t, a, ok := agentKey(e.Key())
-				if !ok {
-					return
-				}
-				tenant, ag = t, calendar.Agent{ID: a}
-			}
-			tc := r.calendar(tenant)
-			tc.mu.Lock()
-			tc.cal.SetAgent(ag)
-			tc.mu.Unlock()
+			r.applyAgent(e)
+			// An entry ignored as malformed is applied too: nothing
+			// later in the stream depends on it.
+			r.agentsApplied.advance(e.Revision())
 		},
 	}
+}
+
+// applyAgent applies one live change of subjects.BucketAgents.
+func (r *Responder) applyAgent(e jetstream.KeyValueEntry) {
+	var tenant string
+	var ag calendar.Agent
+	if isPut(e) {
+		var ok bool
+		if tenant, ag, ok = r.agentOf(e); !ok {
+			return
+		}
+	} else {
+		t, a, ok := agentKey(e.Key())
+		if !ok {
+			return
+		}
+		tenant, ag = t, calendar.Agent{ID: a}
+	}
+	tc := r.calendar(tenant)
+	tc.mu.Lock()
+	tc.cal.SetAgent(ag)
+	tc.mu.Unlock()
+}
+
+// progress is a revision that only goes up, and a broadcast to those
+// waiting for it to reach theirs: each advance closes the channel they
+// wait on, which the next waiter makes anew (so an advance nobody waits
+// for costs nothing). The zero value is ready.
+type progress struct {
+	mu      sync.Mutex
+	rev     uint64
+	changed chan struct{} // nil: nobody waits
+	waiting int           // callers inside await, for tests
+}
+
+// advance raises the revision to rev (a lower one changes nothing).
+func (p *progress) advance(rev uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rev <= p.rev {
+		return
+	}
+	p.rev = rev
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+// reached reports whether the revision is at least rev.
+func (p *progress) reached(rev uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rev >= rev
+}
+
+// await waits until the revision is at least rev or ctx is done, and
+// returns the revision it last saw.
+func (p *progress) await(ctx context.Context, rev uint64) (uint64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.waiting++
+	defer func() { p.waiting-- }()
+	for p.rev < rev {
+		if p.changed == nil {
+			p.changed = make(chan struct{})
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		select {
+		case <-changed:
+			p.mu.Lock()
+		case <-ctx.Done():
+			p.mu.Lock()
+			if p.rev >= rev {
+				return p.rev, nil
+			}
+			return p.rev, ctx.Err()
+		}
+	}
+	return p.rev, nil
+}
+
+// awaitAgents returns once the agents watch has applied req.AgentsRev, so
+// that the tenant's calendar has every agent change up to the one the
+// request must see; or, after r.agentsWait, an error: a 503 if that
+// revision exists (the watch is behind), a 400 if the bucket has no such
+// revision yet (the ingress sends only revisions of writes it saw
+// acknowledged, so the request is forged, or the bucket was deleted and
+// made anew under a running ingress).
+func (r *Responder) awaitAgents(ctx context.Context, req subjects.ETARequest) error {
+	if r.agentsApplied.reached(req.AgentsRev) {
+		return nil
+	}
+	began := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, r.agentsWait)
+	defer cancel()
+	applied, err := r.agentsApplied.await(wctx, req.AgentsRev)
+	waited := time.Since(began)
+	if err != nil {
+		r.metrics.waited(waitTimedOut, waited)
+		if last, lerr := r.agentsLastRev(ctx); lerr == nil && req.AgentsRev > last {
+			return &RequestError{Code: codeInvalidField, Field: "agents_rev",
+				Reason: fmt.Sprintf("no agent write has revision %d (the last is %d)", req.AgentsRev, last)}
+		}
+		return fmt.Errorf("tenant %s: the agents of this responder are at revision %d, the request needs %d "+
+			"(the tenant's last agent change), not reached within %s: %w: %w",
+			req.Tenant, applied, req.AgentsRev, r.agentsWait, ErrUnavailable, ErrAgentsBehind)
+	}
+	r.metrics.waited(waitApplied, waited)
+	r.log.Debug("waited for the agents watch", slog.String("tenant", req.Tenant),
+		slog.Uint64("agents_rev", req.AgentsRev), slog.Duration("waited", waited))
+	return nil
+}
+
+// agentsLastRev is the agents bucket's last revision, asked of the server
+// within r.agentsWait (the request has already waited that long).
+func (r *Responder) agentsLastRev(ctx context.Context) (uint64, error) {
+	sctx, cancel := context.WithTimeout(ctx, r.agentsWait)
+	defer cancel()
+	st, err := r.agents.Status(sctx)
+	if err != nil {
+		return 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return 0, fmt.Errorf("bucket %s: status without stream info", subjects.BucketAgents)
+	}
+	return bs.StreamInfo().State.LastSeq, nil
 }
 
 func agentKey(key string) (tenant, agent string, ok bool) {

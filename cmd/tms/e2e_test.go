@@ -246,17 +246,27 @@ func (a *api) do(method, path, token string, body any) (int, map[string]any) {
 // doWith is do with extra request headers.
 func (a *api) doWith(method, path, token string, header map[string]string, body any) (int, map[string]any) {
 	a.t.Helper()
+	code, out, err := a.try(method, path, token, header, body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return code, out
+}
+
+// try is doWith for goroutines other than the test's, which must not
+// fail the test themselves: a request that got no answer is an error.
+func (a *api) try(method, path, token string, header map[string]string, body any) (int, map[string]any, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			a.t.Fatal(err)
+			return 0, nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, a.base+path, rd)
 	if err != nil {
-		a.t.Fatal(err)
+		return 0, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -269,18 +279,18 @@ func (a *api) doWith(method, path, token string, header map[string]string, body 
 	}
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		a.t.Fatalf("%s %s: read body: %v", method, path, err)
+		return 0, nil, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
 	var out map[string]any
 	if len(raw) > 0 && json.Unmarshal(raw, &out) != nil {
 		out = map[string]any{"raw": string(raw)}
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, nil
 }
 
 // must checks the status and returns the body.

@@ -119,6 +119,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
 	if r.front {
 		base["sessions"] = p.sessions.Run
+		base["agent revisions"] = p.agents.Run
 	}
 	// Shutdown goes front to back: requests in flight still reach the
 	// responders, and every part still has its caches and pools.
@@ -133,6 +134,7 @@ type parts struct {
 
 	// front
 	sessions *tenants.Sessions
+	agents   *tenants.Agents
 	public   http.Handler
 	internal http.Handler
 	natsAPI  *ingress.NATSAPI
@@ -210,12 +212,12 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: p.pools, JS: js, Logger: logger, Replicas: cfg.Replicas})
+	p.agents, err = tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: p.pools, JS: js, Logger: logger, Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, fmt.Errorf("agents: %w", err)
 	}
 	hcfg := ingress.Config{
-		Registry: p.registry, Sessions: p.sessions, Agents: agents, Logger: logger,
+		Registry: p.registry, Sessions: p.sessions, Agents: p.agents, Logger: logger,
 		NC: nc, JS: js, Tickets: tickets, Replicas: cfg.Replicas,
 		Metrics: metrics, Gatherer: metrics,
 		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger),
