@@ -15,6 +15,9 @@ var (
 	ErrNATSTooOld = errors.New("NATS server too old")
 	// ErrNoJetStream reports a NATS server (or account) without JetStream.
 	ErrNoJetStream = errors.New("JetStream not enabled")
+	// ErrDirLocked reports a directory locked by another process
+	// (DirLockedError).
+	ErrDirLocked = errors.New("directory locked by another process")
 	// ErrNotReady is wrapped by the error of a failing readiness check.
 	ErrNotReady = errors.New("not ready")
 	// ErrDegraded is wrapped by the error of readiness checks that failed

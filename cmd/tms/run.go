@@ -65,9 +65,12 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	r := rolesOf(cfg.Command)
 	embed := cfg.Command == "serve" && cfg.NATSURL == ""
 	if embed {
-		if err := checkDataDir(cfg.DataDir); err != nil {
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
 			return err
 		}
+		// Released last, after the embedded server has stopped writing.
+		defer lock.Close()
 	}
 	var publicLn, internalLn net.Listener
 	if r.front {
@@ -310,6 +313,30 @@ func checkDataDir(dir string) error {
 		return fail(err)
 	}
 	return nil
+}
+
+// lockDataDir checks the data dir and locks it for the life of the
+// process, before anything touches the store: two embedded servers on one
+// JetStream store would both write it and hand out one slot twice.
+func lockDataDir(dir string) (*ops.DirLock, error) {
+	if err := checkDataDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := ops.LockDir(dir)
+	var locked *ops.DirLockedError
+	switch {
+	case errors.As(err, &locked):
+		holder := "another tms process"
+		if locked.PID > 0 {
+			holder += fmt.Sprintf(" (pid %d)", locked.PID)
+		}
+		return nil, startErrorf(errDataDirLocked, err,
+			"data dir %s is in use by %s; stop it, or give this one its own --data-dir (%s)",
+			dir, holder, setHint("data-dir"))
+	case err != nil:
+		return nil, startErrorf(errDataDir, err, "data dir %s cannot be locked: %v (%s)", dir, err, setHint("data-dir"))
+	}
+	return lock, nil
 }
 
 func listen(ctx context.Context, addr, flagName string) (net.Listener, error) {
