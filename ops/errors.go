@@ -8,9 +8,10 @@ import (
 var (
 	// ErrBadLogConfig reports an unknown log level or format.
 	ErrBadLogConfig = errors.New("bad log configuration")
-	// ErrNATSUnreachable reports that no NATS server answered before the
-	// first-connect deadline.
+	// ErrNATSUnreachable reports that no NATS server answered (yet).
 	ErrNATSUnreachable = errors.New("NATS server not reachable")
+	// ErrNATSAuth reports that the NATS server refused the credentials.
+	ErrNATSAuth = errors.New("NATS credentials refused")
 	// ErrNATSTooOld reports a NATS server older than MinServerVersion.
 	ErrNATSTooOld = errors.New("NATS server too old")
 	// ErrNoJetStream reports a NATS server (or account) without JetStream.

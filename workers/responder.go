@@ -98,8 +98,9 @@ type tenantCalendar struct {
 	cal   *calendar.Calendar
 }
 
-// NewResponder creates or updates the slot shard buckets and opens the
-// agents bucket (creating it if no tenants process has yet).
+// NewResponder opens the slot shard buckets, creating or updating them
+// (tenants.OpenBucket: safe when several workers start at once), and opens
+// the agents bucket (creating it if no tenants process has yet).
 func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) {
 	if cfg.NC == nil || cfg.JS == nil || cfg.Registry == nil {
 		return nil, fmt.Errorf("%w: NC, JS and Registry are required", ErrResponderConfig)
@@ -138,7 +139,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	for i := 0; i < n; i++ {
 		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
-		kv, err := cfg.JS.CreateOrUpdateKeyValue(kctx, subjects.SlotBucketConfig(i, cfg.Replicas))
+		kv, err := tenants.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
