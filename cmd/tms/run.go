@@ -132,7 +132,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		return err
 	})
 	if err != nil {
-		return stoppedOr(ctx, logger, err)
+		return stoppedOr(ctx, logger, setupError(err))
 	}
 
 	front := stage{}
@@ -158,6 +158,19 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// responders, and every part still has its caches and pools.
 	supervised = true
 	return supervise(ctx, logger, front, back, base)
+}
+
+// jsReplicasNotSupported is JetStream's answer to a stream with more
+// replicas than a single server (not a cluster) can keep.
+const jsReplicasNotSupported jetstream.ErrorCode = 10074
+
+// setupError names the flag to change when NATS refused the configuration.
+func setupError(err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jsReplicasNotSupported {
+		return startErrorf(errNATS, err, "%v (a single NATS server keeps one replica: %s)", err, setHint("replicas"))
+	}
+	return err
 }
 
 // stoppedOr is err, unless ctx is done: a signal while the process was

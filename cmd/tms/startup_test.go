@@ -182,3 +182,73 @@ func TestSignalWhileWaitingForNATS(t *testing.T) {
 		p.stop()
 	}
 }
+
+// TestReadyzNamesTheResponders: an ingress with no tms worker on its NATS
+// could admit nothing (every ticket would be a 503), so it is not ready,
+// and /readyz names the responders; once a worker runs it is ready.
+func TestReadyzNamesTheResponders(t *testing.T) {
+	t.Parallel()
+	prefix := testkit.DatabasePrefix(t)
+	ns := testkit.StartNATS(t)
+	env := []string{"TMS_NATS_URL=" + ns.URL(), "TMS_DATABASE_URL=" + testkit.PostgresURL(), "TMS_LOG_FORMAT=json"}
+	ingress := startTMS(t, env, "ingress", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--db-prefix", prefix)
+	pub := newAPI(t, str(t, ingress.logEvent("listening"), "public"))
+	var msg string
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		code, body := pub.do(http.MethodGet, "/readyz", "", nil)
+		msg, _ = body["message"].(string)
+		return code == http.StatusServiceUnavailable && strings.Contains(msg, "eta responders: none is running") || ingress.exited()
+	}, "/readyz 503 naming the responders")
+	if ingress.exited() {
+		t.Fatalf("ingress exited: %v; stderr: %s", ingress.err, ingress.stderrText())
+	}
+	t.Logf("/readyz without a worker: %s", msg)
+
+	worker := startTMS(t, env, "worker")
+	worker.logEvent("eta responder ready")
+	pub.waitReady(ingress)
+	clientID, token, _ := account(t, pub)
+	pub.must(http.StatusCreated, http.MethodPost, "/create_ticket", token, map[string]any{"client_id": clientID, "ticket_type": "GOLD"})
+
+	// And it says so again when the last worker is gone.
+	worker.stop()
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		code, body := pub.do(http.MethodGet, "/readyz", "", nil)
+		msg, _ = body["message"].(string)
+		return code == http.StatusServiceUnavailable && strings.Contains(msg, "eta responders")
+	}, "/readyz 503 naming the responders after the worker stopped")
+	ingress.stop()
+}
+
+// TestStartGivesUpOnConfigErrors: what no wait changes ends the start at
+// once with one line: three replicas asked of a single server, refused
+// credentials, a server without JetStream.
+func TestStartGivesUpOnConfigErrors(t *testing.T) {
+	t.Parallel()
+	ns := testkit.StartNATS(t)
+	auth := testkit.StartNATSWith(t, testkit.NATSConfig{Username: "tms", Password: "right"})
+	noJS := testkit.StartNATSWith(t, testkit.NATSConfig{NoJetStream: true})
+	for _, tc := range []struct {
+		name, url string
+		extra     []string
+		want      string
+	}{
+		{"replicas on one server", ns.URL(), []string{"TMS_REPLICAS=3"}, "--replicas"},
+		{"credentials", strings.Replace(auth.URL(), "nats://", "nats://tms:hunter2@", 1), nil, "refused the credentials"},
+		{"no JetStream", noJS.URL(), nil, "without JetStream"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := append([]string{"TMS_NATS_URL=" + tc.url, "TMS_DATABASE_URL=" + testkit.PostgresURL()}, tc.extra...)
+			p := startTMS(t, env, "worker")
+			if code := p.exit(60 * time.Second); code != 1 {
+				t.Fatalf("exit %d, want 1; stderr: %s", code, p.stderrText())
+			}
+			lines := nonEmptyLines(p.stderrText())
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.want) || strings.Contains(lines[0], "hunter2") {
+				t.Fatalf("stderr %q: want one line saying %q", p.stderrText(), tc.want)
+			}
+			t.Logf("stderr: %s", lines[0])
+		})
+	}
+}
