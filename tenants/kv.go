@@ -31,7 +31,11 @@ func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	}
 	cfg.History = 1
 	cfg.Storage = jetstream.FileStorage
-	ctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+	// One KV round trip's bound, not more: on a cluster a create is
+	// sometimes left unanswered while another process creates the same
+	// bucket, and the caller's retry (which reads first) does better than
+	// a long wait.
+	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	kv, err := OpenBucket(ctx, js, cfg)
 	if err != nil {

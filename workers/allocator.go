@@ -160,7 +160,7 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	if err := EnsureStreams(ctx, cfg.JS, cfg.Replicas); err != nil {
 		return nil, err
 	}
-	sctx, cancel := withNATSDeadline(ctx)
+	sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	stream, err := cfg.JS.Stream(sctx, subjects.StreamTickets)
 	if err != nil {
@@ -190,7 +190,7 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 // this at start, and on a cluster concurrent updates of one consumer are
 // proposals that may go unanswered.
 func (a *Allocator) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cctx, cancel := withNATSDeadline(ctx)
+	cctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	c, err := a.js.Consumer(cctx, subjects.StreamTickets, subjects.ConsumerAllocators)
 	if err == nil && tenants.ConfigCovers(c.CachedInfo().Config, a.cfg) {

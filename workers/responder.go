@@ -138,7 +138,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		base: context.Background(),
 	}
 	for i := 0; i < n; i++ {
-		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+		kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 		kv, err := tenants.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
 		cancel()
 		if err != nil {
@@ -162,7 +162,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 // openAgents opens subjects.BucketAgents, creating it as package tenants
 // does when this process is the first to need it.
 func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+	kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	kv, err := js.KeyValue(kctx, subjects.BucketAgents)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {

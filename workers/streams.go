@@ -14,6 +14,13 @@ import (
 // natsTimeout bounds one JetStream API call whose caller set no deadline.
 const natsTimeout = 10 * time.Second
 
+// ensureTimeout bounds one call that opens or creates a stream, bucket or
+// consumer, whatever the caller's deadline: on a cluster such a request
+// is sometimes left unanswered (while another process creates the same
+// stream), and the caller's retry, which reads first, does better than a
+// long wait.
+const ensureTimeout = 5 * time.Second
+
 // withNATSDeadline gives ctx a deadline when it has none.
 func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -31,7 +38,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) er
 		subjects.TicketsStreamConfig(replicas),
 		subjects.DeadLettersStreamConfig(replicas),
 	} {
-		sctx, cancel := withNATSDeadline(ctx)
+		sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 		_, err := tenants.EnsureStream(sctx, js, cfg)
 		cancel()
 		if err != nil {

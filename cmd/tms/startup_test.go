@@ -79,6 +79,11 @@ func TestStartWithTheCluster(t *testing.T) {
 			t.Fatalf("a tms process exited: %v; stderr: %s", p.err, p.stderrText())
 		}
 		waited += p.count("waiting for NATS") + p.count("waiting for JetStream")
+		for _, l := range p.lines {
+			if msg, _ := l["msg"].(string); strings.HasPrefix(msg, "waiting for") || strings.HasSuffix(msg, " ready") {
+				t.Logf("%s %s: %s attempt %v: %v", l["time"], p.cmd.Args[1], msg, l["attempt"], l["err"])
+			}
+		}
 	}
 	if waited == 0 {
 		t.Errorf("no process logged a wait for NATS or JetStream: the test did not race the cluster")
