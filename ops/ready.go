@@ -230,6 +230,9 @@ func StreamLeader(js jetstream.JetStream, name string) Check {
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			return errors.New("does not exist yet")
+		case errors.Is(err, context.DeadlineExceeded):
+			// Only a stream leader answers stream info.
+			return fmt.Errorf("no answer to stream info within %s: no leader (its replicas have no quorum?)", probeTimeout)
 		case err != nil:
 			return fmt.Errorf("stream info: %w", err)
 		}

@@ -281,3 +281,34 @@ func TestResponderAndStreamProbes(t *testing.T) {
 		t.Fatalf("stream with a leader: %v", err)
 	}
 }
+
+// TestStreamLeaderLost: an R3 stream whose cluster lost two nodes of
+// three has no quorum, so it takes no writes; the probe says so.
+func TestStreamLeaderLost(t *testing.T) {
+	t.Parallel()
+	ctx := testkit.Context(t, 120*time.Second)
+	c := testkit.StartCluster(t, 3)
+	js, err := jetstream.New(c.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3PROBED", Subjects: []string{"r3probed"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	probe := ops.StreamLeader(js, "R3PROBED")
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return probe.Check(pctx) == nil
+	}, "the R3 stream with a leader")
+	c.Stop(1)
+	c.Stop(2)
+	var last error
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		last = probe.Check(pctx)
+		return last != nil && strings.Contains(last.Error(), "leader")
+	}, "the probe failing with two nodes of three gone, naming the leader")
+	t.Logf("probe with no quorum: %v", last)
+}

@@ -79,11 +79,13 @@ func TestStartWithTheCluster(t *testing.T) {
 			t.Fatalf("a tms process exited: %v; stderr: %s", p.err, p.stderrText())
 		}
 		waited += p.count("waiting for NATS") + p.count("waiting for JetStream")
+		p.mu.Lock()
 		for _, l := range p.lines {
 			if msg, _ := l["msg"].(string); strings.HasPrefix(msg, "waiting for") || strings.HasSuffix(msg, " ready") {
 				t.Logf("%s %s: %s attempt %v: %v", l["time"], p.cmd.Args[1], msg, l["attempt"], l["err"])
 			}
 		}
+		p.mu.Unlock()
 	}
 	if waited == 0 {
 		t.Errorf("no process logged a wait for NATS or JetStream: the test did not race the cluster")
@@ -113,8 +115,8 @@ func TestStartWithTheCluster(t *testing.T) {
 // TestReadyzWhileJetStreamUnavailable: an ingress whose cluster has no
 // JetStream quorum yet (one node of three) is up but not ready: /healthz
 // 200, /readyz 503 saying it waits for JetStream, every other path 503
-// with Retry-After. Once the other nodes are up it becomes ready by
-// itself.
+// with Retry-After. A worker waiting likewise stops cleanly on SIGTERM.
+// Once the other nodes are up the ingress becomes ready by itself.
 func TestReadyzWhileJetStreamUnavailable(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
@@ -150,6 +152,11 @@ func TestReadyzWhileJetStreamUnavailable(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatalf("node n1: %v", err)
 	}
+	// A signal during the wait for JetStream is a clean stop.
+	early := startTMS(t, env, "worker")
+	early.logEvent("waiting for JetStream")
+	early.stop()
+
 	worker := startTMS(t, env, "worker")
 	if err := <-c.StartNodes(1, 2); err != nil {
 		t.Fatalf("nodes n2, n3: %v", err)
