@@ -71,12 +71,13 @@ func ConnectNATS(ctx context.Context, urls, name string, logger *slog.Logger, o 
 			errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired):
 			return errorf(ErrNATSAuth, "NATS at %s refused the credentials: %v%s", RedactURLs(urls), err, flagHint(o.Flag))
 		case errors.As(err, &uerr):
-			return fmt.Errorf("NATS URL %s: %w%s", RedactURLs(urls), errors.New(uerr.Err.Error()), flagHint(o.Flag))
+			// uerr's own text repeats the URL, password and all.
+			return fmt.Errorf("NATS URL %s: %v%s", RedactURLs(urls), uerr.Err, flagHint(o.Flag))
 		}
 		return errorf(ErrNATSUnreachable, "cannot connect to NATS at %s: %v%s", RedactURLs(urls), err, flagHint(o.Flag))
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		if o.ConnectTimeout > 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 			return nil, errorf(ErrNATSUnreachable, "cannot connect to NATS at %s within %s%s",
 				RedactURLs(urls), o.ConnectTimeout, flagHint(o.Flag))
 		}
@@ -90,7 +91,7 @@ func ConnectNATS(ctx context.Context, urls, name string, logger *slog.Logger, o 
 		"nats_server", nc.ConnectedServerName(), "nats_version", nc.ConnectedServerVersion())
 	if err := waitJetStream(ctx, nc, w, o.Flag); err != nil {
 		nc.Close()
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+		if o.ConnectTimeout > 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 			return nil, errorf(ErrNATSUnreachable, "JetStream at %s did not answer within %s%s",
 				nc.ConnectedUrlRedacted(), o.ConnectTimeout, flagHint(o.Flag))
 		}

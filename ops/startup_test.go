@@ -312,3 +312,15 @@ func TestStreamLeaderLost(t *testing.T) {
 	}, "the probe failing with two nodes of three gone, naming the leader")
 	t.Logf("probe with no quorum: %v", last)
 }
+
+// TestConnectNATSRefusesAMalformedURL: a URL that does not parse is a
+// configuration error, not something to wait for.
+func TestConnectNATSRefusesAMalformedURL(t *testing.T) {
+	t.Parallel()
+	_, err := ops.ConnectNATS(testkit.Context(t, 60*time.Second), "nats://tms:hunter2@127.0.0.1:bad", "test",
+		testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
+	msg := fmt.Sprint(err)
+	if err == nil || ops.Waitable(err) || !strings.Contains(msg, "--nats-url") || strings.Contains(msg, "hunter2") {
+		t.Fatalf("got %v, want a configuration error naming --nats-url without the password", err)
+	}
+}
