@@ -172,12 +172,25 @@ func TestReadyzWhileJetStreamUnavailable(t *testing.T) {
 // seconds), and SIGTERM stops it cleanly with exit 0.
 func TestSignalWhileWaitingForNATS(t *testing.T) {
 	t.Parallel()
+	// The port stays ours, so no other test's server can take it, but
+	// nothing speaking NATS answers there: each connection is dropped.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-accepted })
 	url := "nats://" + ln.Addr().String()
-	ln.Close() // nothing listens there now
 	env := []string{"TMS_NATS_URL=" + url, "TMS_DATABASE_URL=" + testkit.PostgresURL(), "TMS_LOG_FORMAT=json"}
 	for _, args := range [][]string{
 		{"worker"},
