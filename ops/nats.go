@@ -154,8 +154,25 @@ func waitJetStream(ctx context.Context, nc *nats.Conn, w *Waiter, flag string) e
 		case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 			return errorf(ErrNoJetStream, "NATS server at %s: %v%s", addr, err, flagHint(flag))
 		}
+		if denied := PermissionDenied(nc, flag); denied != nil {
+			return denied
+		}
 		return fmt.Errorf("JetStream account info from %s: %w", addr, err)
 	})
+}
+
+// PermissionDenied is the permissions violation the server last reported
+// on nc, as a configuration error (ErrNATSAuth), or nil. A request to a
+// subject the user may not publish to gets no answer, only an
+// asynchronous error, so without this a start-up wait would see nothing
+// but timeouts and never end.
+func PermissionDenied(nc *nats.Conn, flag string) error {
+	err := nc.LastError()
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return nil
+	}
+	return errorf(ErrNATSAuth, "NATS at %s does not let this user do what tms needs: %v%s",
+		nc.ConnectedUrlRedacted(), err, flagHint(flag))
 }
 
 // Drain drains nc (subscriptions, then pending publishes) and waits until it

@@ -324,3 +324,30 @@ func TestConnectNATSRefusesAMalformedURL(t *testing.T) {
 		t.Fatalf("got %v, want a configuration error naming --nats-url without the password", err)
 	}
 }
+
+// TestConnectNATSRefusesJetStreamPermissions: a user the server does not
+// let publish to the JetStream API gets no answer at all (only an
+// asynchronous permissions error); that ends the wait as a configuration
+// error instead of an endless one.
+func TestConnectNATSRefusesJetStreamPermissions(t *testing.T) {
+	t.Parallel()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(),
+		Users: []*server.User{{Username: "tms", Password: "right", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Deny: []string{"$JS.API.>"}},
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	_, err = ops.ConnectNATS(testkit.Context(t, 60*time.Second), "nats://tms:right@"+srv.Addr().String(), "test",
+		testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
+	if !errors.Is(err, ops.ErrNATSAuth) || !strings.Contains(err.Error(), "permissions violation") {
+		t.Fatalf("got %v, want ErrNATSAuth naming the permissions violation", err)
+	}
+	t.Logf("%v", err)
+}

@@ -129,6 +129,11 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		defer cancel()
 		var err error
 		p, err = newParts(sctx, cfg, r, logger, nc, prov)
+		if err != nil {
+			if denied := ops.PermissionDenied(nc, "--nats-url or "+envName("nats-url")); denied != nil {
+				return denied
+			}
+		}
 		return err
 	})
 	if err != nil {
