@@ -52,3 +52,32 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, notReadyBody{Status: "unavailable", Error: codeNotReady, Message: err.Error()})
 	}
 }
+
+// msgStarting is the answer of every route while the process sets up.
+const msgStarting = "the service is starting; retry shortly"
+
+// Starting is the handler of a listener whose process is still setting up
+// (waiting for NATS or JetStream, creating its buckets and streams), until
+// Server.SetHandler swaps in the real router. /healthz answers 200: the
+// process is alive, and restarting it would only start the wait again.
+// /readyz answers 503 saying what it waits for (waiting(); "" reads as
+// starting). Every other path answers 503 unavailable with Retry-After,
+// so that a client sent here too early retries.
+func Starting(waiting func() string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		switch r.URL.Path {
+		case "/healthz":
+			w.Header().Del("Retry-After")
+			writeJSON(w, http.StatusOK, statusBody{Status: "ok"})
+		case "/readyz":
+			msg := "starting"
+			if s := waiting(); s != "" {
+				msg = "starting: " + s
+			}
+			writeJSON(w, http.StatusServiceUnavailable, notReadyBody{Status: "unavailable", Error: codeNotReady, Message: msg})
+		default:
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Status: "error", Error: codeUnavailable, Message: msgStarting})
+		}
+	})
+}

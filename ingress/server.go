@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,59 +25,83 @@ const (
 	shutdownTimeout   = 10 * time.Second
 )
 
-// Server is one HTTP listener with timeouts and graceful shutdown.
+// Server is one HTTP listener with timeouts and graceful shutdown. It can
+// answer before its process is set up (Start) and take its real handler
+// later (SetHandler), so that probes find the port open and /readyz says
+// what the process still waits for.
 type Server struct {
-	name   string
-	ln     net.Listener
-	srv    *http.Server
-	logger *slog.Logger
+	name    string
+	ln      net.Listener
+	srv     *http.Server
+	logger  *slog.Logger
+	handler atomic.Pointer[http.Handler]
+	start   sync.Once
+	errc    chan error // Serve's result
 }
 
-// NewServer returns a server that will answer on ln with h once Run is
-// called. name ("public", "internal") labels its log lines.
+// NewServer returns a server that will answer on ln with h once Start or
+// Run is called. name ("public", "internal") labels its log lines.
 func NewServer(name string, ln net.Listener, h http.Handler, logger *slog.Logger) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With(slog.String("listener", name), slog.String("addr", ln.Addr().String()))
-	return &Server{
-		name:   name,
-		ln:     ln,
-		logger: logger,
-		srv: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: readHeaderTimeout,
-			ReadTimeout:       readTimeout,
-			WriteTimeout:      writeTimeout,
-			IdleTimeout:       idleTimeout,
-			MaxHeaderBytes:    maxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		},
+	s := &Server{name: name, ln: ln, logger: logger, errc: make(chan error, 1)}
+	s.handler.Store(&h)
+	s.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*s.handler.Load()).ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	return s
 }
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Run serves until ctx is done, then stops accepting, lets in-flight
-// requests finish within a deadline and returns nil. An error means the
-// listener failed or in-flight requests outlived the deadline.
-func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
-	s.logger.Info("http listener serving")
+// SetHandler answers every request that arrives from now on with h.
+func (s *Server) SetHandler(h http.Handler) { s.handler.Store(&h) }
 
+// Start begins answering on the listener, if it has not yet, and returns
+// at once; Run or Stop must follow.
+func (s *Server) Start() {
+	s.start.Do(func() {
+		go func() { s.errc <- s.srv.Serve(s.ln) }()
+		s.logger.Info("http listener serving")
+	})
+}
+
+// Run serves (Start) until ctx is done, then stops (Stop). An error means
+// the listener failed or in-flight requests outlived the deadline.
+func (s *Server) Run(ctx context.Context) error {
+	s.Start()
 	select {
-	case err := <-errc:
+	case err := <-s.errc:
 		// Serve returns only on failure while Shutdown has not been called.
 		return fmt.Errorf("http listener %s: %w", s.name, err)
 	case <-ctx.Done():
 	}
+	return s.stop(context.WithoutCancel(ctx))
+}
 
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+// Stop stops accepting, lets in-flight requests finish within a deadline
+// and returns nil; for a server started but never Run.
+func (s *Server) Stop(ctx context.Context) error {
+	s.Start()
+	return s.stop(ctx)
+}
+
+func (s *Server) stop(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
 	defer cancel()
 	err := s.srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+	if serr := <-s.errc; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
 	if err != nil {

@@ -21,47 +21,67 @@ const MinServerVersion = "2.11.0"
 
 // NATSOptions tunes ConnectNATS; the zero value is what the commands use.
 type NATSOptions struct {
-	// ConnectTimeout bounds the first connection (all attempts together);
-	// 0 means 10s. The context's deadline, if sooner, wins.
+	// ConnectTimeout bounds the whole wait for the server and JetStream;
+	// 0 waits for as long as ctx lasts (until a signal, for the commands).
 	ConnectTimeout time.Duration
 	// Flag names the setting an operator changes, for error messages
 	// ("--nats-url"); empty leaves it out.
 	Flag string
+	// Waiter retries the connection and the JetStream check and says what
+	// they wait for; nil: one of its own.
+	Waiter *Waiter
 }
 
+// jsCheckTimeout bounds one JetStream account info request: a cluster
+// electing its meta leader leaves it unanswered, so a short one lets the
+// wait notice the leader soon after it is there.
+const jsCheckTimeout = 2 * time.Second
+
 // ConnectNATS connects to an external server or cluster. urls is a
-// comma-separated list. The first connection is retried until its deadline;
-// once connected, the client reconnects forever. The server must be
-// MinServerVersion or newer with JetStream enabled for this account,
-// otherwise the connection is closed and a one-line error says why.
+// comma-separated list. While no server answers, or JetStream does not
+// answer yet (a cluster still forming), it retries with back-off, logging
+// what it waits for, until ctx is done or o.ConnectTimeout passes. Once
+// connected, the client reconnects forever. It gives up at once on what
+// no wait changes: a malformed URL, refused credentials, a server older
+// than MinServerVersion or without JetStream for this account; the
+// one-line error says why.
 func ConnectNATS(ctx context.Context, urls, name string, logger *slog.Logger, o NATSOptions) (*nats.Conn, error) {
 	if strings.TrimSpace(urls) == "" {
 		return nil, errorf(ErrNATSUnreachable, "no NATS URL given%s", flagHint(o.Flag))
 	}
-	timeout := o.ConnectTimeout
-	if timeout == 0 {
-		timeout = 10 * time.Second
+	if o.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
+		defer cancel()
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
+	w := o.Waiter
+	if w == nil {
+		w = NewWaiter(logger)
+	}
 	opts := append(connOptions(name, logger), nats.Timeout(2*time.Second))
-	var (
-		nc   *nats.Conn
-		err  error
-		wait = 50 * time.Millisecond
-	)
-	for {
+	var nc *nats.Conn
+	err := w.Retry(ctx, "NATS", func(context.Context) error {
+		var err error
 		nc, err = nats.Connect(urls, opts...)
-		if err == nil {
-			break
+		var uerr *url.Error
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
+			errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired):
+			return errorf(ErrNATSAuth, "NATS at %s refused the credentials: %v%s", RedactURLs(urls), err, flagHint(o.Flag))
+		case errors.As(err, &uerr):
+			// uerr's own text repeats the URL, password and all.
+			return fmt.Errorf("NATS URL %s: %v%s", RedactURLs(urls), uerr.Err, flagHint(o.Flag))
 		}
-		select {
-		case <-ctx.Done():
-			return nil, errorf(ErrNATSUnreachable, "cannot connect to NATS at %s within %s: %v%s", RedactURLs(urls), timeout, err, flagHint(o.Flag))
-		case <-time.After(wait):
+		return errorf(ErrNATSUnreachable, "cannot connect to NATS at %s: %v%s", RedactURLs(urls), err, flagHint(o.Flag))
+	})
+	if err != nil {
+		if o.ConnectTimeout > 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return nil, errorf(ErrNATSUnreachable, "cannot connect to NATS at %s within %s%s",
+				RedactURLs(urls), o.ConnectTimeout, flagHint(o.Flag))
 		}
-		wait = min(2*wait, time.Second)
+		return nil, err
 	}
 	if err := CheckServer(ctx, nc, o.Flag); err != nil {
 		nc.Close()
@@ -69,6 +89,14 @@ func ConnectNATS(ctx context.Context, urls, name string, logger *slog.Logger, o 
 	}
 	logger.Info("connected to NATS", "nats_url", nc.ConnectedUrlRedacted(),
 		"nats_server", nc.ConnectedServerName(), "nats_version", nc.ConnectedServerVersion())
+	if err := waitJetStream(ctx, nc, w, o.Flag); err != nil {
+		nc.Close()
+		if o.ConnectTimeout > 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return nil, errorf(ErrNATSUnreachable, "JetStream at %s did not answer within %s%s",
+				nc.ConnectedUrlRedacted(), o.ConnectTimeout, flagHint(o.Flag))
+		}
+		return nil, err
+	}
 	return nc, nil
 }
 
@@ -84,11 +112,15 @@ func ConnectEmbedded(ctx context.Context, srv *server.Server, name string, logge
 		nc.Close()
 		return nil, err
 	}
+	if err := waitJetStream(ctx, nc, NewWaiter(logger), ""); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	return nc, nil
 }
 
-// CheckServer refuses a server older than MinServerVersion or one without
-// JetStream for this connection's account.
+// CheckServer refuses a server older than MinServerVersion or one that
+// says it runs without JetStream.
 func CheckServer(ctx context.Context, nc *nats.Conn, flag string) error {
 	addr := nc.ConnectedUrlRedacted()
 	version := nc.ConnectedServerVersion()
@@ -100,19 +132,47 @@ func CheckServer(ctx context.Context, nc *nats.Conn, flag string) error {
 		return errorf(ErrNoJetStream, "NATS server at %s (v%s) runs without JetStream; start it with -js%s",
 			addr, version, flagHint(flag))
 	}
+	return nil
+}
+
+// waitJetStream waits until JetStream answers for this connection's
+// account: a cluster answers only once it has elected a meta leader. An
+// account without JetStream is refused at once.
+func waitJetStream(ctx context.Context, nc *nats.Conn, w *Waiter, flag string) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := js.AccountInfo(ctx); err != nil {
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+	addr := nc.ConnectedUrlRedacted()
+	return w.Retry(ctx, "JetStream", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, jsCheckTimeout)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
 			return errorf(ErrNoJetStream, "NATS server at %s: %v%s", addr, err, flagHint(flag))
 		}
-		return errorf(ErrNATSUnreachable, "NATS server at %s: JetStream account info: %v%s", addr, err, flagHint(flag))
+		if denied := PermissionDenied(nc, flag); denied != nil {
+			return denied
+		}
+		return fmt.Errorf("JetStream account info from %s: %w", addr, err)
+	})
+}
+
+// PermissionDenied is the permissions violation the server last reported
+// on nc, as a configuration error (ErrNATSAuth), or nil. A request to a
+// subject the user may not publish to gets no answer, only an
+// asynchronous error, so without this a start-up wait would see nothing
+// but timeouts and never end.
+func PermissionDenied(nc *nats.Conn, flag string) error {
+	err := nc.LastError()
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return nil
 	}
-	return nil
+	return errorf(ErrNATSAuth, "NATS at %s does not let this user do what tms needs: %v%s",
+		nc.ConnectedUrlRedacted(), err, flagHint(flag))
 }
 
 // Drain drains nc (subscriptions, then pending publishes) and waits until it

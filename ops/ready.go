@@ -2,13 +2,19 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
 )
 
 // Check is one named readiness condition: nil when ready.
@@ -126,4 +132,113 @@ func Cached(c Check, ttl time.Duration) Check {
 		return last
 	}
 	return c
+}
+
+// Bounds of the background readiness probes: each answers within
+// probeTimeout or counts as failed, and they run once per probeInterval
+// whatever the rate of /readyz requests.
+const (
+	probeInterval = time.Second
+	probeTimeout  = time.Second
+)
+
+// errNotProbed is a probe's result before its first run.
+var errNotProbed = errors.New("not probed yet")
+
+// Probes runs checks that cost a round trip (a request to the responders,
+// a stream info) in the background, every second, and keeps their last
+// results: a /readyz request only reads them, so load balancers that ask
+// often add no load, and a slow dependency does not slow the answer.
+type Probes struct {
+	checks []Check
+	last   []atomic.Pointer[error]
+	every  time.Duration
+}
+
+// NewProbes returns the probes of checks; Run runs them.
+func NewProbes(checks ...Check) *Probes {
+	return &Probes{checks: checks, last: make([]atomic.Pointer[error], len(checks)), every: probeInterval}
+}
+
+// Checks are the probes' readiness checks, each the last result of its
+// probe (failing until the first run).
+func (p *Probes) Checks() []Check {
+	out := make([]Check, len(p.checks))
+	for i, c := range p.checks {
+		out[i] = Check{Name: c.Name, Degrades: c.Degrades, Check: func(context.Context) error {
+			if err := p.last[i].Load(); err != nil {
+				return *err
+			}
+			return errNotProbed
+		}}
+	}
+	return out
+}
+
+// Run probes at once and then every second until ctx is done; it returns
+// nil.
+func (p *Probes) Run(ctx context.Context) error {
+	tick := time.NewTicker(p.every)
+	defer tick.Stop()
+	for {
+		var wg sync.WaitGroup
+		for i, c := range p.checks {
+			wg.Go(func() {
+				pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+				defer cancel()
+				err := c.Check(pctx)
+				p.last[i].Store(&err)
+			})
+		}
+		wg.Wait()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// ETAResponders is a check (for Probes) that some ETA responder answers a
+// ping now: without one every admission is a 503.
+func ETAResponders(nc *nats.Conn) Check {
+	req, _ := json.Marshal(subjects.ETARequest{Op: subjects.ETAPing, Tenant: subjects.PingTenant})
+	return Check{Name: "eta responders", Check: func(ctx context.Context) error {
+		msg, err := nc.RequestWithContext(ctx, subjects.ETA(subjects.PingTenant), req)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return errors.New("none is running (start tms worker or tms serve on this NATS)")
+		case errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("no answer to a ping within %s (all busy or unreachable)", probeTimeout)
+		case err != nil:
+			return fmt.Errorf("ping: %w", err)
+		}
+		var reply subjects.ETAReply
+		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusOK {
+			return fmt.Errorf("ping answered %q", msg.Data)
+		}
+		return nil
+	}}
+}
+
+// StreamLeader is a check (for Probes) that stream name exists and has a
+// leader, so that it takes writes: a cluster that lost the quorum of a
+// stream's replicas leaves it without one.
+func StreamLeader(js jetstream.JetStream, name string) Check {
+	return Check{Name: "stream " + name, Check: func(ctx context.Context) error {
+		st, err := js.Stream(ctx, name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return errors.New("does not exist yet")
+		case errors.Is(err, context.DeadlineExceeded):
+			// Only a stream leader answers stream info.
+			return fmt.Errorf("no answer to stream info within %s: no leader (its replicas have no quorum?)", probeTimeout)
+		case err != nil:
+			return fmt.Errorf("stream info: %w", err)
+		}
+		if ci := st.CachedInfo().Cluster; ci == nil || ci.Leader == "" {
+			return errors.New("no leader: its replicas have no quorum")
+		}
+		return nil
+	}}
 }

@@ -47,6 +47,10 @@ const (
 // SlotBucket is the name of shard i's bucket.
 func SlotBucket(shard int) string { return slotBucketPrefix + strconv.Itoa(shard) }
 
+// SlotStream is the stream behind slot bucket shard (bucket B is stream
+// KV_B), for stream info.
+func SlotStream(shard int) string { return "KV_" + SlotBucket(shard) }
+
 // SlotShard is the shard that holds a tenant's reservations.
 func SlotShard(tenant string, shards int) int {
 	if shards <= 0 {

@@ -83,6 +83,15 @@ const (
 	ETARelease = "release"
 )
 
+// ETAPing asks a responder only to answer 200, touching no bucket: the
+// readiness probe of an ingress that some responder serves requests now.
+// Its Tenant is PingTenant, on the subject ETA(PingTenant).
+const ETAPing = "ping"
+
+// PingTenant is the tenant id of an ETAPing request; no account has it
+// (account ids start with "c").
+const PingTenant = "ping"
+
 // ETARequest is a request to an ETA responder.
 type ETARequest struct {
 	Op        string    `json:"op"`

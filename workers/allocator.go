@@ -160,7 +160,7 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	if err := EnsureStreams(ctx, cfg.JS, cfg.Replicas); err != nil {
 		return nil, err
 	}
-	sctx, cancel := withNATSDeadline(ctx)
+	sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	stream, err := cfg.JS.Stream(sctx, subjects.StreamTickets)
 	if err != nil {
@@ -185,10 +185,18 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	return a, nil
 }
 
+// consumer opens the allocators' durable consumer, creating or updating
+// it only when it is missing or differs from a.cfg: every worker calls
+// this at start, and on a cluster concurrent updates of one consumer are
+// proposals that may go unanswered.
 func (a *Allocator) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cctx, cancel := withNATSDeadline(ctx)
+	cctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
-	c, err := a.js.CreateOrUpdateConsumer(cctx, subjects.StreamTickets, a.cfg)
+	c, err := a.js.Consumer(cctx, subjects.StreamTickets, subjects.ConsumerAllocators)
+	if err == nil && tenants.ConfigCovers(c.CachedInfo().Config, a.cfg) {
+		return c, nil
+	}
+	c, err = a.js.CreateOrUpdateConsumer(cctx, subjects.StreamTickets, a.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ensuring consumer %s on %s: %w", subjects.ConsumerAllocators, subjects.StreamTickets, err)
 	}

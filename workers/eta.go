@@ -65,7 +65,7 @@ func (r *Responder) Handle(ctx context.Context, subject string, data []byte) sub
 // opLabel keeps a hostile op string out of metric labels.
 func opLabel(op string) string {
 	switch op {
-	case subjects.ETAReserve, subjects.ETAHold, subjects.ETAConfirm, subjects.ETARelease:
+	case subjects.ETAReserve, subjects.ETAHold, subjects.ETAConfirm, subjects.ETARelease, subjects.ETAPing:
 		return op
 	}
 	return "invalid"
@@ -129,13 +129,14 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 		if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 			errs = append(errs, field("slot_id", err.Error()))
 		}
+	case subjects.ETAPing:
 	case subjects.ETARelease:
 		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent), noAgentsRev())
 		if req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)) {
 			errs = append(errs, field("slot_time", "must be a whole minute"))
 		}
 	default:
-		errs = append(errs, field("op", "must be reserve, hold, confirm or release"))
+		errs = append(errs, field("op", "must be reserve, hold, confirm, release or ping"))
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -165,6 +166,9 @@ func replyOf(err error) subjects.ETAReply {
 }
 
 func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
+	if req.Op == subjects.ETAPing {
+		return subjects.ETAReply{Code: http.StatusOK}, nil
+	}
 	now := r.now()
 	switch req.Op {
 	case subjects.ETAReserve, subjects.ETAHold:

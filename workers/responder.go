@@ -114,8 +114,9 @@ type tenantCalendar struct {
 	cal   *calendar.Calendar
 }
 
-// NewResponder creates or updates the slot shard buckets and opens the
-// agents bucket (creating it if no tenants process has yet).
+// NewResponder opens the slot shard buckets, creating or updating them
+// (tenants.OpenBucket: safe when several workers start at once), and opens
+// the agents bucket (creating it if no tenants process has yet).
 func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) {
 	if cfg.NC == nil || cfg.JS == nil || cfg.Registry == nil {
 		return nil, fmt.Errorf("%w: NC, JS and Registry are required", ErrResponderConfig)
@@ -160,8 +161,8 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		base: context.Background(), agentsWait: agentsWait,
 	}
 	for i := 0; i < n; i++ {
-		kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
-		kv, err := cfg.JS.CreateOrUpdateKeyValue(kctx, subjects.SlotBucketConfig(i, cfg.Replicas))
+		kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+		kv, err := tenants.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
@@ -184,7 +185,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 // openAgents opens subjects.BucketAgents, creating it as package tenants
 // does when this process is the first to need it.
 func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kctx, cancel := context.WithTimeout(ctx, 2*kvTimeout)
+	kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	kv, err := js.KeyValue(kctx, subjects.BucketAgents)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -8,10 +8,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/subjects"
+	"tms/tenants"
 )
 
 // natsTimeout bounds one JetStream API call whose caller set no deadline.
 const natsTimeout = 10 * time.Second
+
+// ensureTimeout bounds one call that opens or creates a stream, bucket or
+// consumer, whatever the caller's deadline: on a cluster such a request
+// is sometimes left unanswered (while another process creates the same
+// stream), and the caller's retry, which reads first, does better than a
+// long wait.
+const ensureTimeout = 5 * time.Second
 
 // withNATSDeadline gives ctx a deadline when it has none.
 func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -23,14 +31,15 @@ func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc)
 
 // EnsureStreams creates the TICKETS stream and its dead-letter stream, or
 // updates them to the configuration in package subjects. Every process
-// that publishes or consumes tickets may call it; it is idempotent.
+// that publishes or consumes tickets may call it, several at once; it is
+// idempotent (tenants.EnsureStream).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range []jetstream.StreamConfig{
 		subjects.TicketsStreamConfig(replicas),
 		subjects.DeadLettersStreamConfig(replicas),
 	} {
-		sctx, cancel := withNATSDeadline(ctx)
-		_, err := js.CreateOrUpdateStream(sctx, cfg)
+		sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+		_, err := tenants.EnsureStream(sctx, js, cfg)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)

@@ -8,11 +8,12 @@ import (
 // Start-up failures an operator fixes by changing one setting: the message
 // names the flag and its variable.
 var (
-	errDataDir  = errors.New("data dir not writable")
-	errListen   = errors.New("cannot listen")
-	errPostgres = errors.New("PostgreSQL not usable")
-	errNATS     = errors.New("NATS not usable")
-	errStopped  = errors.New("stopped unexpectedly")
+	errDataDir       = errors.New("data dir not writable")
+	errDataDirLocked = errors.New("data dir in use by another process")
+	errListen        = errors.New("cannot listen")
+	errPostgres      = errors.New("PostgreSQL not usable")
+	errNATS          = errors.New("NATS not usable")
+	errStopped       = errors.New("stopped unexpectedly")
 )
 
 // startError is a start-up failure whose text is written in full for the

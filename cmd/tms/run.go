@@ -19,16 +19,18 @@ import (
 	"tms/ingress"
 	"tms/ops"
 	"tms/ops/embedded"
+	"tms/subjects"
 	"tms/tenants"
 	"tms/workers"
 )
 
 // Bounds on start-up and shutdown steps, so that neither hangs.
 const (
-	pingTimeout    = 10 * time.Second
-	connectTimeout = 10 * time.Second
-	setupTimeout   = 30 * time.Second
-	drainTimeout   = 10 * time.Second
+	pingTimeout = 10 * time.Second
+	// setupTimeout bounds one attempt at setting up the parts; a failed
+	// attempt is retried while JetStream cannot answer yet.
+	setupTimeout = 30 * time.Second
+	drainTimeout = 10 * time.Second
 )
 
 // run starts the command cfg names and blocks until ctx is done (a
@@ -59,56 +61,92 @@ func rolesOf(command string) roleSet {
 }
 
 // runRoles is every command: the checks that can fail on a misconfigured
-// machine come first (data dir, ports, Postgres, NATS), each failing with
-// one line naming the flag; then the parts run until ctx is done.
+// machine come first (data dir, ports, Postgres), each failing with one
+// line naming the flag; then the process waits for NATS and JetStream and
+// sets up its parts, for as long as that takes (a cluster started at the
+// same moment, as `docker compose up` does), while its listeners already
+// answer /healthz and say on /readyz what it waits for; then the parts
+// run until ctx is done. A signal while it waits is a clean stop.
 func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	r := rolesOf(cfg.Command)
 	embed := cfg.Command == "serve" && cfg.NATSURL == ""
 	if embed {
-		if err := checkDataDir(cfg.DataDir); err != nil {
+		lock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
 			return err
 		}
+		// Released last, after the embedded server has stopped writing.
+		defer lock.Close()
 	}
-	var publicLn, internalLn net.Listener
+	waiter := ops.NewWaiter(logger)
+	var servers []*ingress.Server
+	supervised := false
+	defer func() {
+		if supervised {
+			return
+		}
+		for _, srv := range servers {
+			if err := srv.Stop(context.WithoutCancel(ctx)); err != nil {
+				logger.Warn("stopping a listener", "err", err)
+			}
+		}
+	}()
 	if r.front {
-		var err error
-		if publicLn, err = listen(ctx, cfg.HTTPAddr, "http-addr"); err != nil {
-			return err
+		for _, l := range []struct{ name, addr, flag string }{
+			{"public", cfg.HTTPAddr, "http-addr"}, {"internal", cfg.InternalAddr, "internal-addr"},
+		} {
+			// Stop (deferred above) or Run closes it.
+			ln, err := listen(ctx, l.addr, l.flag)
+			if err != nil {
+				return err
+			}
+			servers = append(servers, ingress.NewServer(l.name, ln, ingress.Starting(waiter.Waiting), logger))
 		}
-		defer publicLn.Close()
-		if internalLn, err = listen(ctx, cfg.InternalAddr, "internal-addr"); err != nil {
-			return err
+		for _, srv := range servers {
+			srv.Start()
 		}
-		defer internalLn.Close()
+		logger.Info("listening", "public", servers[0].Addr().String(), "internal", servers[1].Addr().String())
 	}
 
 	prov, err := openPostgres(ctx, cfg, logger)
 	if err != nil {
-		return err
+		return stoppedOr(ctx, logger, err)
 	}
 	defer prov.Close()
 
-	nc, stopNATS, err := connectNATS(ctx, cfg, logger, embed)
+	nc, stopNATS, err := connectNATS(ctx, cfg, logger, embed, waiter)
 	if err != nil {
-		return err
+		return stoppedOr(ctx, logger, err)
 	}
 	defer stopNATS()
 
-	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
-	defer cancel()
-	p, err := newParts(setupCtx, cfg, r, logger, nc, prov)
-	if err != nil {
+	// Every step of newParts is idempotent, so the whole of it is tried
+	// again while JetStream cannot answer or another process is creating
+	// the same bucket.
+	var p *parts
+	err = waiter.Retry(ctx, "JetStream", func(ctx context.Context) error {
+		sctx, cancel := context.WithTimeout(ctx, setupTimeout)
+		defer cancel()
+		var err error
+		p, err = newParts(sctx, cfg, r, logger, nc, prov)
+		if err != nil {
+			if denied := ops.PermissionDenied(nc, "--nats-url or "+envName("nats-url")); denied != nil {
+				return denied
+			}
+		}
 		return err
+	})
+	if err != nil {
+		return stoppedOr(ctx, logger, setupError(err))
 	}
 
 	front := stage{}
 	if r.front {
-		public := ingress.NewServer("public", publicLn, p.public, logger)
-		internal := ingress.NewServer("internal", internalLn, p.internal, logger)
-		front["public http"] = public.Run
-		front["internal http"] = internal.Run
+		servers[0].SetHandler(p.public)
+		servers[1].SetHandler(p.internal)
+		front["public http"] = servers[0].Run
+		front["internal http"] = servers[1].Run
 		front["nats api"] = p.natsAPI.Run
-		logger.Info("listening", "public", publicLn.Addr().String(), "internal", internalLn.Addr().String())
 	}
 	back := stage{}
 	if r.back {
@@ -120,10 +158,35 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if r.front {
 		base["sessions"] = p.sessions.Run
 		base["agent revisions"] = p.agents.Run
+		base["readiness probes"] = p.probes.Run
 	}
 	// Shutdown goes front to back: requests in flight still reach the
 	// responders, and every part still has its caches and pools.
+	supervised = true
 	return supervise(ctx, logger, front, back, base)
+}
+
+// jsReplicasNotSupported is JetStream's answer to a stream with more
+// replicas than a single server (not a cluster) can keep.
+const jsReplicasNotSupported jetstream.ErrorCode = 10074
+
+// setupError names the flag to change when NATS refused the configuration.
+func setupError(err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jsReplicasNotSupported {
+		return startErrorf(errNATS, err, "%v (a single NATS server keeps one replica: %s)", err, setHint("replicas"))
+	}
+	return err
+}
+
+// stoppedOr is err, unless ctx is done: a signal while the process was
+// still starting (waiting for NATS) is a clean stop, not a failure.
+func stoppedOr(ctx context.Context, logger *slog.Logger, err error) error {
+	if ctx.Err() != nil {
+		logger.Info("stopped while starting", "err", err)
+		return nil
+	}
+	return err
 }
 
 // parts are the long-lived pieces of a process; a role leaves the pieces
@@ -135,6 +198,7 @@ type parts struct {
 	// front
 	sessions *tenants.Sessions
 	agents   *tenants.Agents
+	probes   *ops.Probes // readiness checks that cost a round trip
 	public   http.Handler
 	internal http.Handler
 	natsAPI  *ingress.NATSAPI
@@ -170,12 +234,13 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	// land when it is back, so a load balancer must keep this process.
 	checks := []ops.Check{ops.NATSConnected(nc), ops.Flag("tenant registry", p.registry.Ready), ops.PostgresReachable(prov.Ping)}
 
+	// The streams first, with this version's configuration, so that
+	// tickets accepted from now on have a place to wait, whichever role
+	// starts first.
+	if err := workers.EnsureStreams(ctx, js, cfg.Replicas); err != nil {
+		return nil, fmt.Errorf("ticket streams: %w", err)
+	}
 	if r.back {
-		// The streams first, with this version's configuration, so that
-		// tickets accepted from now on have a place to wait.
-		if err := workers.EnsureStreams(ctx, js, cfg.Replicas); err != nil {
-			return nil, fmt.Errorf("ticket streams: %w", err)
-		}
 		p.responder, err = workers.NewResponder(ctx, workers.ResponderConfig{
 			NC: nc, JS: js, Registry: p.registry, Logger: logger,
 			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics,
@@ -236,7 +301,14 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		return nil, err
 	}
 	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", p.natsAPI.Ready))
-	hcfg.Ready = ops.Readiness(checks...)
+	// Ready means an admission can succeed now: a responder answers, and
+	// the streams it writes (the slot buckets, TICKETS) have a leader.
+	probes := []ops.Check{ops.ETAResponders(nc), ops.StreamLeader(js, subjects.StreamTickets)}
+	for i := range subjects.DefaultSlotShards {
+		probes = append(probes, ops.StreamLeader(js, subjects.SlotStream(i)))
+	}
+	p.probes = ops.NewProbes(probes...)
+	hcfg.Ready = ops.Readiness(append(checks, p.probes.Checks()...)...)
 	if p.public, err = ingress.NewPublic(hcfg); err != nil {
 		return nil, err
 	}
@@ -314,6 +386,30 @@ func checkDataDir(dir string) error {
 	return nil
 }
 
+// lockDataDir checks the data dir and locks it for the life of the
+// process, before anything touches the store: two embedded servers on one
+// JetStream store would both write it and hand out one slot twice.
+func lockDataDir(dir string) (*ops.DirLock, error) {
+	if err := checkDataDir(dir); err != nil {
+		return nil, err
+	}
+	lock, err := ops.LockDir(dir)
+	var locked *ops.DirLockedError
+	switch {
+	case errors.As(err, &locked):
+		holder := "another tms process"
+		if locked.PID > 0 {
+			holder += fmt.Sprintf(" (pid %d)", locked.PID)
+		}
+		return nil, startErrorf(errDataDirLocked, err,
+			"data dir %s is in use by %s; stop it, or give this one its own --data-dir (%s)",
+			dir, holder, setHint("data-dir"))
+	case err != nil:
+		return nil, startErrorf(errDataDir, err, "data dir %s cannot be locked: %v (%s)", dir, err, setHint("data-dir"))
+	}
+	return lock, nil
+}
+
 func listen(ctx context.Context, addr, flagName string) (net.Listener, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
@@ -350,11 +446,13 @@ func openPostgres(ctx context.Context, cfg config, logger *slog.Logger) (*tenant
 }
 
 // connectNATS starts the embedded server (embed) or connects to
-// --nats-url. stop drains the connection, then stops an embedded server.
-func connectNATS(ctx context.Context, cfg config, logger *slog.Logger, embed bool) (*nats.Conn, func(), error) {
+// --nats-url, waiting until it and JetStream answer. stop drains the
+// connection, then stops an embedded server.
+func connectNATS(ctx context.Context, cfg config, logger *slog.Logger, embed bool, waiter *ops.Waiter) (*nats.Conn, func(), error) {
 	if !embed {
+		// No bound but the signal: NATS may come up after this process.
 		nc, err := ops.ConnectNATS(ctx, cfg.NATSURL, "tms "+cfg.Command, logger,
-			ops.NATSOptions{ConnectTimeout: connectTimeout, Flag: "--nats-url or " + envName("nats-url")})
+			ops.NATSOptions{Flag: "--nats-url or " + envName("nats-url"), Waiter: waiter})
 		if err != nil {
 			return nil, nil, startErrorf(errNATS, err, "%v", err)
 		}

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -33,6 +34,20 @@ type Cluster struct {
 // waits until JetStream has a meta leader. They stop when the test ends.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	c := NewCluster(t, n)
+	if err := <-c.StartAll(); err != nil {
+		t.Fatalf("start cluster %s: %v", c.name, err)
+	}
+	c.waitMetaLeader()
+	return c
+}
+
+// NewCluster configures n servers named n1..nN on free loopback ports
+// that route to each other, and starts none: URLs is known at once, so a
+// test can start its clients before (or while) the cluster forms. They
+// stop when the test ends.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, name: "tmst-" + RandomSuffix(6), servers: make([]*server.Server, n)}
 	clientPorts, clusterPorts := freePorts(t, n), freePorts(t, n)
 	routes := make([]string, n)
@@ -49,24 +64,39 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		})
 	}
 	t.Cleanup(c.stopAll)
-	// Concurrently: a node waits for its routes before it is ready.
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = c.start(i)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("start cluster node n%d: %v", i+1, err)
-		}
-	}
-	c.waitMetaLeader()
 	return c
+}
+
+// StartAll starts every node at once in the background (StartNodes).
+func (c *Cluster) StartAll() <-chan error {
+	all := make([]int, len(c.configs))
+	for i := range all {
+		all[i] = i
+	}
+	return c.StartNodes(all...)
+}
+
+// StartNodes starts the given nodes at once in the background and returns
+// at once; the channel gets nil when each of them accepts clients
+// (JetStream may still be electing its meta leader, and has none while
+// fewer than a quorum run), or the nodes' errors.
+func (c *Cluster) StartNodes(nodes ...int) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		// Concurrently: a node waits for its routes before it is ready.
+		var wg sync.WaitGroup
+		errs := make([]error, len(nodes))
+		for k, i := range nodes {
+			wg.Go(func() {
+				if err := c.start(i); err != nil {
+					errs[k] = fmt.Errorf("node %s: %w", c.Name(i), err)
+				}
+			})
+		}
+		wg.Wait()
+		done <- errors.Join(errs...)
+	}()
+	return done
 }
 
 // freePorts picks n distinct free loopback ports. A port could be taken

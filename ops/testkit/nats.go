@@ -19,6 +19,14 @@ type NATS struct {
 	Server *server.Server
 	dir    string
 	port   int
+	cfg    NATSConfig
+}
+
+// NATSConfig is what StartNATSWith changes from StartNATS's server, for
+// tests of how tms refuses a server it cannot use.
+type NATSConfig struct {
+	Username, Password string // credentials clients must give; empty: none
+	NoJetStream        bool
 }
 
 // StartNATS starts a fresh server for the test.
@@ -30,14 +38,49 @@ func StartNATS(t testing.TB) *NATS {
 	return n
 }
 
+// StartNATSWith starts a server for the test that differs from
+// StartNATS's as cfg says.
+func StartNATSWith(t testing.TB, cfg NATSConfig) *NATS {
+	t.Helper()
+	n := &NATS{t: t, dir: t.TempDir(), cfg: cfg}
+	n.start(-1)
+	t.Cleanup(n.Stop)
+	return n
+}
+
 func (n *NATS) start(port int) {
 	n.t.Helper()
+	if n.cfg != (NATSConfig{}) {
+		n.startWith(port)
+		return
+	}
 	srv, err := embedded.Start(embedded.Config{
 		Name: "test-" + RandomSuffix(6), StoreDir: n.dir, Host: "127.0.0.1", Port: port,
 		ReadyTimeout: 20 * time.Second,
 	})
 	if err != nil {
 		n.t.Fatalf("start embedded nats: %v", err)
+	}
+	n.Server = srv
+	n.port = srv.Addr().(*net.TCPAddr).Port
+}
+
+// startWith starts a server with n.cfg; embedded.Start has no setting
+// for credentials or for turning JetStream off.
+func (n *NATS) startWith(port int) {
+	n.t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "test-" + RandomSuffix(6), Host: "127.0.0.1", Port: port,
+		JetStream: !n.cfg.NoJetStream, StoreDir: n.dir, Username: n.cfg.Username, Password: n.cfg.Password,
+		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
+	})
+	if err != nil {
+		n.t.Fatalf("embedded nats: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(20 * time.Second) {
+		embedded.Stop(srv)
+		n.t.Fatal("embedded nats: not ready")
 	}
 	n.Server = srv
 	n.port = srv.Addr().(*net.TCPAddr).Port
