@@ -130,6 +130,7 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 			errs = append(errs, field("slot_id", err.Error()))
 		}
 	case subjects.ETAPing:
+		errs = append(errs, noAgentsRev())
 	case subjects.ETARelease:
 		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent), noAgentsRev())
 		if req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)) {
