@@ -1,49 +1,75 @@
 package ingress
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
 
-// fairShare is the admission limiter of a process: it bounds the
-// admissions in flight (max, 503 past it) and, while the process is
-// saturated and two or more tenants are active, refuses a tenant that
-// holds its fair share of them or more (429), so that a tenant sending
-// far more than the process can serve is shed before the others wait.
-// A tenant alone on the process is bounded by max only: there is nobody
-// to be fair to, and any lower bound would refuse work the process can do.
+// fairShare is the admission limiter of a process. It bounds the
+// admissions in flight (max: 503 past it) and, while the process is
+// saturated and two or more tenants are active, sheds the tenants that
+// use more than their fair share of it (429), so that a tenant sending
+// far more than the process can serve is refused before the others
+// wait. A tenant alone is bounded by max only: there is nobody to be
+// fair to, and any lower bound would refuse work the process can do.
 //
 // Saturated means a standing queue, in the manner of CoDel: the fastest
-// admission that finished in each interval took longer than the target
-// (max(target, floorFactor x the floor, the fastest admission seen in
-// the last two floor epochs)). A burst makes some admissions slow; only
-// a queue that does not drain makes every admission of an interval slow.
-// The process also counts as saturated while soft or more admissions are
-// in flight, which catches a flood before the first slow interval ends.
-// A tenant's fair share is the admissions in flight divided by the
-// tenants active (in flight now, or admitted within activeWindow), and
-// at least minShare.
+// admission that finished in an interval took longer than the threshold
+// (max(target, floorFactor x the floor, the fastest admission of the
+// last floor epochs)). A burst makes some admissions slow; only a queue
+// that does not drain makes every admission of an interval slow.
+//
+// Shares are of admissions a second, not of admissions in flight: on a
+// small machine one or two admissions in flight already keep the CPU
+// busy (each is a NATS request-reply and an fsynced JetStream write,
+// and the allocators' database writes follow), so a bound on in flight
+// can neither tell the heavy tenant from the light ones nor hold the
+// heavy one below the knee. Measured that way (README, Overload):
+//
+//   - While saturated, the process admits at most limit admissions per
+//     interval, set AIMD-fashion: a saturated interval sets it to
+//     decrease x what was admitted; every other interval raises it by
+//     increase, and once nobody was refused and demand is well under it
+//     the control ends (limit 0).
+//   - The limit is shared max-min fair among the active tenants (those
+//     admitted within activeWindow, or in flight): a tenant asking for
+//     less than an equal split keeps what it asks, the rest is split
+//     among the others; the level of that split, at least minShare, is
+//     what each may admit per interval (a sliding count of its
+//     admissions). Past it: 429.
+//   - Independently, while soft or more admissions are in flight, a
+//     tenant holding its in-flight share (total / active, at least
+//     minInFlightShare) or more is refused: that catches a flood before
+//     the first slow interval ends.
+//   - A tenant admitted fewer than minShare times over the last interval
+//     is never refused by either: on a machine slowed by something else
+//     (the refusals themselves cost CPU), the requests of a light tenant
+//     pile up in flight too, and shedding them would punish the victim.
 //
 // The clock is injected; every decision is taken under one mutex, which
-// costs far less than the work it admits (a NATS request-reply and an
-// fsynced JetStream write).
+// costs far less than the work it admits.
 type fairShare struct {
 	max      int           // admissions in flight; 0: no bound
-	soft     int           // in flight that counts as saturated; 0: none
-	target   time.Duration // standing-queue latency; 0: no latency signal
+	soft     int           // in flight at which in-flight shares apply; 0: never
+	target   time.Duration // standing-queue latency; 0: no latency control
 	interval time.Duration
 	now      func() time.Time
 
 	mu      sync.Mutex
-	total   int
+	total   int // in flight
 	tenants map[string]*tenantLoad
 
 	// The current interval: when it began, the fastest admission that
-	// finished in it (0: none yet); saturated is the verdict on the last
-	// interval.
-	windowStart time.Time
-	windowMin   time.Duration
-	saturated   bool
+	// finished in it (0: none yet), how many were admitted.
+	windowStart  time.Time
+	windowMin    time.Duration
+	windowAdmits int
+	saturated    bool // the verdict on the last interval
+	// limit is the admissions per interval while controlling (0: not
+	// controlling); level the max-min share of it per tenant.
+	limit, level float64
+	refused      int // in the current interval
 	// The floor: the fastest admission of this epoch and of the one
 	// before (0: none), so that it follows a machine that got slower.
 	epochStart        time.Time
@@ -53,24 +79,40 @@ type fairShare struct {
 type tenantLoad struct {
 	inFlight int
 	last     time.Time // of its last admission
+	// Admissions and refusals in the current and the previous interval.
+	cur, prev       int
+	curAsk, prevAsk int // admissions + refusals: what it asked for
+}
+
+// rate is the sliding count of t's admissions over the last interval,
+// frac of the current one having passed.
+func (t *tenantLoad) rate(frac float64) float64 {
+	return float64(t.cur) + float64(t.prev)*(1-frac)
 }
 
 // Tuning of fairShare, chosen by measurement (README, Overload).
 const (
-	// activeWindow: a tenant that was admitted this recently counts as
-	// active, though it may have nothing in flight at this instant.
+	// activeWindow: a tenant admitted this recently counts as active,
+	// though it may have nothing in flight at this instant.
 	activeWindow = time.Second
 	// floorEpoch is how long the floor remembers a fast admission.
 	floorEpoch = 10 * time.Second
-	// floorFactor: on a machine slower than the target assumes (a
-	// loaded CI box, the race detector), the fastest admission is
-	// several milliseconds; a queue shows as a multiple of it.
-	floorFactor = 4
-	// minShare is the admissions in flight every tenant may have, however
-	// saturated the process: a tenant sending a few requests at a time
-	// is never the one to shed, even in an interval where the heavy
-	// tenant's share has fallen to nothing.
-	minShare = 4
+	// floorFactor: on a machine slower than the target assumes (a loaded
+	// CI box, the race detector), the fastest admission is several
+	// milliseconds; a queue shows as a multiple of it.
+	floorFactor = 2
+	// AIMD of the limit, per interval.
+	limitDecrease = 0.7
+	limitIncrease = 1.1
+	// minShare is the admissions per interval every active tenant may
+	// have however saturated the process (10 per 100 ms: 100 a second),
+	// and minLimit the least limit: a tenant sending a modest rate is
+	// never the one shed.
+	minShare = 10
+	minLimit = 2 * minShare
+	// minInFlightShare is the admissions in flight every tenant may have
+	// past the soft bound.
+	minInFlightShare = 4
 )
 
 func newFairShare(max, soft int, target, interval time.Duration, now func() time.Time) *fairShare {
@@ -103,18 +145,38 @@ func (f *fairShare) enter(tenant string) (done func(), why shed) {
 		tl = &tenantLoad{}
 		f.tenants[tenant] = tl
 	}
-	if f.isSaturated() && len(f.tenants) >= 2 && tl.inFlight >= max(minShare, f.total/len(f.tenants)) {
-		if tl.inFlight == 0 && now.Sub(tl.last) >= activeWindow {
-			// Not admitted: it does not become active by asking.
+	tl.curAsk++
+	if f.overShare(tl, now) {
+		f.refused++
+		if tl.inFlight == 0 && tl.cur == 0 && tl.prev == 0 && now.Sub(tl.last) >= activeWindow {
+			// Never admitted lately: it does not become active by asking.
 			delete(f.tenants, tenant)
 		}
 		return nil, shedShare
 	}
 	f.total++
+	f.windowAdmits++
 	tl.inFlight++
+	tl.cur++
 	tl.last = now
 	var once sync.Once
 	return func() { once.Do(func() { f.leave(tl, now) }) }, admitted
+}
+
+// overShare reports whether tl is to be refused as over its share; f.mu
+// is held.
+func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
+	active := len(f.tenants)
+	frac := min(1, float64(now.Sub(f.windowStart))/float64(f.interval))
+	if active < 2 || tl.rate(frac) < minShare {
+		// Alone, or asking for little: whatever slows the process, it is
+		// not this tenant.
+		return false
+	}
+	if f.soft > 0 && f.total >= f.soft && tl.inFlight >= max(minInFlightShare, f.total/active) {
+		return true
+	}
+	return f.limit > 0 && tl.rate(frac) >= f.level
 }
 
 func (f *fairShare) leave(tl *tenantLoad, start time.Time) {
@@ -133,14 +195,8 @@ func (f *fairShare) leave(tl *tenantLoad, start time.Time) {
 	}
 }
 
-// isSaturated is the verdict on the last interval, or the soft bound; f.mu
-// is held.
-func (f *fairShare) isSaturated() bool {
-	return f.saturated || (f.soft > 0 && f.total >= f.soft)
-}
-
-// roll ends the current interval (and floor epoch) when it is over, and
-// drops the tenants that are no longer active; f.mu is held.
+// roll ends the current interval (and floor epoch) when it is over: the
+// verdict, the limit and the shares for the next; f.mu is held.
 func (f *fairShare) roll(now time.Time) {
 	if f.windowStart.IsZero() {
 		f.windowStart, f.epochStart = now, now
@@ -166,12 +222,65 @@ func (f *fairShare) roll(now time.Time) {
 	default:
 		f.saturated = f.windowMin > f.threshold()
 	}
-	f.windowStart, f.windowMin = now, 0
+	// An interval that ended long ago (nothing happened since) says
+	// nothing about the load now.
+	stale := elapsed >= 2*f.interval
+	switch {
+	case stale:
+		f.limit = 0
+	case f.saturated:
+		base := float64(f.windowAdmits)
+		if f.limit > 0 {
+			base = min(base, f.limit)
+		}
+		f.limit = max(minLimit, limitDecrease*base)
+	case f.limit > 0:
+		if f.refused == 0 && float64(f.windowAdmits) < f.limit/2 {
+			f.limit = 0
+		} else {
+			f.limit = f.limit*limitIncrease + 1
+		}
+	}
 	for id, tl := range f.tenants {
+		if stale {
+			tl.prev, tl.prevAsk = 0, 0
+		} else {
+			tl.prev, tl.prevAsk = tl.cur, tl.curAsk
+		}
+		tl.cur, tl.curAsk = 0, 0
 		if tl.inFlight == 0 && now.Sub(tl.last) >= activeWindow {
 			delete(f.tenants, id)
 		}
 	}
+	f.level = f.maxMin()
+	f.windowStart, f.windowMin, f.windowAdmits, f.refused = now, 0, 0, 0
+}
+
+// maxMin is the level of the max-min fair split of f.limit among the
+// active tenants by what they asked for in the last interval, at least
+// minShare; f.mu is held.
+func (f *fairShare) maxMin() float64 {
+	if f.limit <= 0 {
+		return 0
+	}
+	asks := make([]int, 0, len(f.tenants))
+	for _, tl := range f.tenants {
+		asks = append(asks, tl.prevAsk)
+	}
+	slices.Sort(asks)
+	left, n := f.limit, len(asks)
+	for i, a := range asks {
+		level := left / float64(n-i)
+		if float64(a) > level {
+			return max(minShare, level)
+		}
+		left -= float64(a)
+	}
+	if n == 0 {
+		return max(minShare, f.limit)
+	}
+	// Everyone fits: the largest may grow into what is left.
+	return max(minShare, float64(asks[n-1])+left)
 }
 
 // threshold is the latency above which the fastest admission of an
@@ -184,11 +293,12 @@ func (f *fairShare) threshold() time.Duration {
 	return max(f.target, floorFactor*floor)
 }
 
-// load reports the admissions in flight, the active tenants and whether
-// the process counts as saturated (tests, metrics).
-func (f *fairShare) load() (total, active int, saturated bool) {
+// state reports the admissions in flight, the active tenants, whether
+// the last interval was saturated and the per-tenant share per interval
+// (0: not controlling), for tests.
+func (f *fairShare) state() (total, active int, saturated bool, level float64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.roll(f.now())
-	return f.total, len(f.tenants), f.isSaturated()
+	return f.total, len(f.tenants), f.saturated, f.level
 }

@@ -27,14 +27,17 @@ import (
 //   - Admission (create_ticket, validate_eta, allocate_slot, cancel_ticket
 //     over HTTP and NATS) passes the fair-share limiter (fairshare.go):
 //     at most MaxInFlight admissions at once, past that 503 overloaded,
-//     Retry-After 1, at once; and while the process is saturated (a
-//     standing queue: the fastest admission of each AdmissionInterval is
-//     slower than AdmissionTarget, or SoftInFlight admissions are in
-//     flight) and two or more tenants are active, a tenant holding its
-//     fair share of the admissions in flight or more gets 429
-//     rate_limited, Retry-After 1: the tenant sending far more than the
-//     process can serve is shed first, and the others keep their
-//     latency. A tenant alone is bounded by MaxInFlight only.
+//     Retry-After 1, at once. While the process shows a standing queue
+//     (the fastest admission of each AdmissionInterval slower than
+//     AdmissionTarget or a multiple of the floor) and two or more
+//     tenants are active, the process admits an AIMD-controlled number
+//     of admissions per interval, split max-min fair among the tenants:
+//     a tenant over its share gets 429 rate_limited, Retry-After 1, so
+//     the tenant sending far more than the process can serve is shed
+//     first and the others keep their latency. Past SoftInFlight
+//     admissions in flight, a tenant holding its share of them is shed
+//     the same way. A tenant alone, or one admitted fewer than 100 times
+//     a second, is never shed by the fair share.
 //   - Optionally (TenantRate, off by default) a hard cap per tenant, a
 //     token bucket over every authenticated public request and every NATS
 //     API request of the subject's tenant: 429 rate_limited with
@@ -100,11 +103,11 @@ type OverloadConfig struct {
 	// MaxInFlight bounds the admissions one process handles at once
 	// (0: 512; negative: no bound).
 	MaxInFlight int
-	// SoftInFlight is the admissions in flight at which the process
-	// counts as saturated for the fair share (0: 64; negative: never);
+	// SoftInFlight is the admissions in flight past which a tenant
+	// holding its share of them is shed (0: 64; negative: never);
 	// AdmissionTarget the latency of the fastest admission of an
-	// AdmissionInterval above which it does (0: 5 ms; negative: never;
-	// AdmissionInterval 0: 100 ms).
+	// AdmissionInterval above which the process counts as saturated
+	// (0: 5 ms; negative: never; AdmissionInterval 0: 100 ms).
 	SoftInFlight      int
 	AdmissionTarget   time.Duration
 	AdmissionInterval time.Duration

@@ -45,7 +45,9 @@ type answer struct {
 	retryAfter string
 }
 
-func (a answer) String() string { return fmt.Sprintf("%d %v (Retry-After %q)", a.code, a.body, a.retryAfter) }
+func (a answer) String() string {
+	return fmt.Sprintf("%d %v (Retry-After %q)", a.code, a.body, a.retryAfter)
+}
 
 func (c *client) call(method, path, token string, body any) (answer, error) {
 	var rd io.Reader
