@@ -615,3 +615,65 @@ func TestNATSAPIShedsWhenEveryHandlerIsBusy(t *testing.T) {
 		return body["code"] == float64(http.StatusNotFound)
 	}, "the NATS API to answer again once its handler is free")
 }
+
+// The fair share is one limiter for HTTP and the NATS API: once the
+// process is saturated with a noisy tenant far over its share, that
+// tenant's create_ticket gets 429 rate_limited with Retry-After 1 on
+// both, while a quiet tenant's is admitted. The limiter's clock is a test
+// clock, and the saturated interval is made by holding admission places
+// directly.
+func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
+	t.Parallel()
+	clock := testkit.NewClock(time.Now())
+	var o *Overload
+	e := newTicketEnv(t, ticketEnvOptions{configure: func(c *Config) {
+		o = newOverload(t, c, OverloadConfig{SoftInFlight: -1, Now: clock.Now})
+		c.Overload = o
+	}})
+	noisy, _ := e.tenantWithAgent(t, "Noisy Fair", "noisyfair@example.com")
+	quiet, _ := e.tenantWithAgent(t, "Quiet Fair", "quietfair@example.com")
+	e.createWhenReady(t, quiet, subjects.Gold)
+
+	// An interval with a fast admission (the floor), then one where 101
+	// admissions of the noisy tenant and 4 of the quiet one all took
+	// 20 ms: a standing queue.
+	clock.Advance(time.Second)
+	done, _ := o.admit.enter(quiet.id)
+	clock.Advance(time.Millisecond)
+	done()
+	clock.Advance(100 * time.Millisecond)
+	var dones []func()
+	for i := range 105 {
+		tenant := noisy.id
+		if i < 4 {
+			tenant = quiet.id
+		}
+		done, why := o.admit.enter(tenant)
+		if why != admitted {
+			t.Fatalf("admission %d refused (%d)", i, why)
+		}
+		dones = append(dones, done)
+	}
+	clock.Advance(20 * time.Millisecond)
+	for _, done := range dones {
+		done()
+	}
+	clock.Advance(80 * time.Millisecond)
+
+	wantRefused(t, "noisy create_ticket over HTTP", e.create(t, noisy, subjects.Gold, nil),
+		http.StatusTooManyRequests, codeRateLimited, "1")
+	reply, body := e.natsRequest(t, noisy.id, subjects.OpCreateTicket, map[string]string{"client_id": noisy.id, "ticket_type": subjects.Gold})
+	wantNATSRefused(t, "noisy create_ticket over NATS", reply, body, http.StatusTooManyRequests, codeRateLimited, "1")
+	if msg, _ := body["message"].(string); !strings.Contains(msg, "fair share") {
+		t.Fatalf("the 429 does not say why: %q", msg)
+	}
+	if r := e.create(t, quiet, subjects.Gold, nil); r.status != http.StatusCreated {
+		t.Fatalf("quiet create_ticket over HTTP: %d %s", r.status, r.raw)
+	}
+	if _, body := e.natsRequest(t, quiet.id, subjects.OpCreateTicket, map[string]string{"client_id": quiet.id, "ticket_type": subjects.Gold}); body["code"] != float64(http.StatusCreated) {
+		t.Fatalf("quiet create_ticket over NATS: %v", body)
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", limitFairShare); got != 2 {
+		t.Fatalf("tms_ingress_rate_limited_total{limit=fair_share} = %v, want 2", got)
+	}
+}
