@@ -436,10 +436,10 @@ func (a *api) limitUnauthenticated(g *gate, reason string) func(http.Handler) ht
 			if err != nil {
 				if errors.Is(err, errGateFull) {
 					o.shed.WithLabelValues(reason).Inc()
-					writeError(w, r, a.logger, errOverloaded(overloadRetryAfter))
 				}
-				// Otherwise the client went away while it waited: nobody
-				// to answer.
+				// Or the client went away while it waited: the answer
+				// goes nowhere, but the log and metrics say what it was.
+				writeError(w, r, a.logger, errOverloaded(overloadRetryAfter))
 				return
 			}
 			defer release()
