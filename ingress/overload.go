@@ -112,7 +112,7 @@ type OverloadConfig struct {
 	AdmissionTarget   time.Duration
 	AdmissionInterval time.Duration
 	// MaxAccountCreates and MaxLogins bound the create_account and login
-	// requests handled at once (0: 4 and 16; negative: no bound);
+	// requests handled at once (0: 8 and 16; negative: no bound);
 	// QueueWait is how long one waits for a place (0: 2 s; negative: it
 	// does not wait).
 	MaxAccountCreates int
@@ -140,7 +140,7 @@ const (
 	DefaultSoftInFlight      = 64
 	DefaultAdmissionTarget   = 5 * time.Millisecond
 	DefaultAdmissionInterval = 100 * time.Millisecond
-	DefaultMaxAccountCreates = 4
+	DefaultMaxAccountCreates = 8
 	DefaultMaxLogins         = 16
 	DefaultQueueWait         = 2 * time.Second
 	DefaultLockout           = 5 * time.Minute

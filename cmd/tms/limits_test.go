@@ -129,11 +129,11 @@ const testPassword = "correct horse battery"
 
 // A provisioning script opens 150 tenant accounts from one address, 8 at
 // a time, and logs each in: with the default limits every one is 201 and
-// 200 (create_account waits for one of its 4 places instead of being
-// shed; successes are not rate-limited). Then 32 at once, twice: what the
-// short queue does with a burst larger than it is meant for (every
-// answer is a 201 or a 503 overloaded with Retry-After; the figures are
-// logged, not asserted).
+// 200 (create_account has 8 places, and a request that finds none waits
+// for one instead of being shed; successes are not rate-limited). Then 32
+// at once, twice: what the short queue does with a burst larger than it
+// is meant for (every answer is a 201 or a 503 overloaded with
+// Retry-After; the figures are logged, not asserted).
 func TestDefaultsServeAProvisioningScript(t *testing.T) {
 	t.Parallel()
 	_, addr := startDefaultServe(t)
