@@ -42,7 +42,7 @@ import (
 //     tenant holding its in-flight share (total / active, at least
 //     minInFlightShare) or more is refused: that catches a flood before
 //     the first slow interval ends.
-//   - A tenant admitted fewer than minShare times over the last interval
+//   - A tenant admitted fewer than lightLimit times over the last second
 //     is never refused by either: on a machine slowed by something else
 //     (the refusals themselves cost CPU), the requests of a light tenant
 //     pile up in flight too, and shedding them would punish the victim.
@@ -82,6 +82,32 @@ type tenantLoad struct {
 	// Admissions and refusals in the current and the previous interval.
 	cur, prev       int
 	curAsk, prevAsk int // admissions + refusals: what it asked for
+	// Admissions of the last lightWindow intervals before the current
+	// one (a ring), and their sum.
+	hist    [lightWindow]int
+	histAt  int
+	histSum int
+}
+
+// light reports whether t was admitted fewer than lightLimit times over
+// the last second: a tenant the fair share never sheds. Measured over a
+// second, not an interval, so that a light tenant whose requests bunch
+// up (a slow network, a client that was itself starved of CPU and sends
+// what it owes at once) is still light.
+func (t *tenantLoad) light() bool { return t.histSum+t.cur < lightLimit }
+
+// shift ends an interval of t.
+func (t *tenantLoad) shift(stale bool) {
+	t.histSum += t.cur - t.hist[t.histAt]
+	t.hist[t.histAt] = t.cur
+	t.histAt = (t.histAt + 1) % lightWindow
+	if stale {
+		t.prev, t.prevAsk = 0, 0
+		t.hist, t.histSum = [lightWindow]int{}, 0
+	} else {
+		t.prev, t.prevAsk = t.cur, t.curAsk
+	}
+	t.cur, t.curAsk = 0, 0
 }
 
 // rate is the sliding count of t's admissions over the last interval,
@@ -104,12 +130,14 @@ const (
 	// AIMD of the limit, per interval.
 	limitDecrease = 0.7
 	limitIncrease = 1.1
-	// minShare is the admissions per interval every active tenant may
-	// have however saturated the process (10 per 100 ms: 100 a second),
-	// and minLimit the least limit: a tenant sending a modest rate is
-	// never the one shed.
+	// minShare is the least share per interval of an active tenant (10
+	// per 100 ms), and minLimit the least limit.
 	minShare = 10
 	minLimit = 2 * minShare
+	// A tenant admitted fewer than lightLimit times over the last
+	// lightWindow intervals (100 over a second) is never shed.
+	lightWindow = 10
+	lightLimit  = 100
 	// minInFlightShare is the admissions in flight every tenant may have
 	// past the soft bound.
 	minInFlightShare = 4
@@ -148,7 +176,7 @@ func (f *fairShare) enter(tenant string) (done func(), why shed) {
 	tl.curAsk++
 	if f.overShare(tl, now) {
 		f.refused++
-		if tl.inFlight == 0 && tl.cur == 0 && tl.prev == 0 && now.Sub(tl.last) >= activeWindow {
+		if tl.inFlight == 0 && tl.histSum+tl.cur == 0 && now.Sub(tl.last) >= activeWindow {
 			// Never admitted lately: it does not become active by asking.
 			delete(f.tenants, tenant)
 		}
@@ -167,8 +195,7 @@ func (f *fairShare) enter(tenant string) (done func(), why shed) {
 // is held.
 func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
 	active := len(f.tenants)
-	frac := min(1, float64(now.Sub(f.windowStart))/float64(f.interval))
-	if active < 2 || tl.rate(frac) < minShare {
+	if active < 2 || tl.light() {
 		// Alone, or asking for little: whatever slows the process, it is
 		// not this tenant.
 		return false
@@ -176,6 +203,7 @@ func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
 	if f.soft > 0 && f.total >= f.soft && tl.inFlight >= max(minInFlightShare, f.total/active) {
 		return true
 	}
+	frac := min(1, float64(now.Sub(f.windowStart))/float64(f.interval))
 	return f.limit > 0 && tl.rate(frac) >= f.level
 }
 
@@ -242,12 +270,7 @@ func (f *fairShare) roll(now time.Time) {
 		}
 	}
 	for id, tl := range f.tenants {
-		if stale {
-			tl.prev, tl.prevAsk = 0, 0
-		} else {
-			tl.prev, tl.prevAsk = tl.cur, tl.curAsk
-		}
-		tl.cur, tl.curAsk = 0, 0
+		tl.shift(stale)
 		if tl.inFlight == 0 && now.Sub(tl.last) >= activeWindow {
 			delete(f.tenants, id)
 		}

@@ -159,8 +159,8 @@ func TestFairShareShedsTheHeavyTenant(t *testing.T) {
 	e.admit("noisy", 300)
 }
 
-// However low the limit, a tenant admitted fewer than minShare times an
-// interval is never refused, nor one that is alone.
+// However low the limit, a tenant admitted fewer than lightLimit times a
+// second is never refused, even when its admissions bunch up.
 func TestFairShareNeverShedsALightTenant(t *testing.T) {
 	t.Parallel()
 	e := newFairEnv(t, 512, 4)
@@ -171,10 +171,11 @@ func TestFairShareNeverShedsALightTenant(t *testing.T) {
 		t.Fatalf("saturated %v, level %v; want true and a level", sat, level)
 	}
 	// Past the soft bound and the limit alike, holding more than its
-	// in-flight share, but at minShare-2 an interval: light is admitted.
-	for range 3 * (minShare - 2) {
-		e.clock.Advance(100 * time.Millisecond / (minShare - 2))
-		held = append(held, e.hold("light", 1)...)
+	// in-flight share, 90 a second in bursts of 30 every third interval:
+	// light is admitted.
+	for range 3 {
+		held = append(held, e.hold("light", 30)...)
+		e.clock.Advance(300 * time.Millisecond)
 	}
 	for _, done := range held {
 		done()
@@ -187,6 +188,7 @@ func TestFairShareNeverShedsALightTenant(t *testing.T) {
 func TestFairShareSoftBound(t *testing.T) {
 	t.Parallel()
 	e := newFairEnv(t, 512, 16)
+	e.admit("a", lightLimit) // not light
 	e.hold("a", 15)
 	e.hold("b", 1)
 	if _, why := e.f.enter("a"); why != shedShare {
