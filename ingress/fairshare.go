@@ -15,17 +15,18 @@ import (
 // fair to, and any lower bound would refuse work the process can do.
 //
 // Saturated means a standing queue, in the manner of CoDel: the fastest
-// admission that finished in an interval took longer than the threshold
-// (max(target, floorFactor x the floor, the fastest admission of the
-// last floor epochs)). A burst makes some admissions slow; only a queue
-// that does not drain makes every admission of an interval slow.
+// admission that finished in an interval took longer than the threshold,
+// max(target, floorFactor x the floor), the floor being the fastest
+// admission of the last one or two floor epochs (or nothing finished
+// while work was in flight). A burst makes some admissions slow; only a
+// queue that does not drain makes every admission of an interval slow.
 //
 // Shares are of admissions a second, not of admissions in flight: on a
 // small machine one or two admissions in flight already keep the CPU
 // busy (each is a NATS request-reply and an fsynced JetStream write,
 // and the allocators' database writes follow), so a bound on in flight
 // can neither tell the heavy tenant from the light ones nor hold the
-// heavy one below the knee. Measured that way (README, Overload):
+// heavy one below the knee. Measured that way (README, Limits):
 //
 //   - While saturated, the process admits at most limit admissions per
 //     interval, set AIMD-fashion: a saturated interval sets it to
@@ -116,7 +117,7 @@ func (t *tenantLoad) rate(frac float64) float64 {
 	return float64(t.cur) + float64(t.prev)*(1-frac)
 }
 
-// Tuning of fairShare, chosen by measurement (README, Overload).
+// Tuning of fairShare, chosen by measurement (README, Limits).
 const (
 	// activeWindow: a tenant admitted this recently counts as active,
 	// though it may have nothing in flight at this instant.
