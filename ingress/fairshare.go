@@ -208,6 +208,24 @@ func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
 	return f.limit > 0 && tl.rate(frac) >= f.level
 }
 
+// over reports whether an admission of tenant would now be refused as
+// over its share, admitting nothing: a cheap check for callers that
+// would hold something scarce (a NATS API handler) before they reach
+// enter. A tenant not active is not over.
+func (f *fairShare) over(tenant string) bool {
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.roll(now)
+	tl := f.tenants[tenant]
+	if tl == nil || !f.overShare(tl, now) {
+		return false
+	}
+	tl.curAsk++ // what it asked for, as enter would count it
+	f.refused++
+	return true
+}
+
 func (f *fairShare) leave(tl *tenantLoad, start time.Time) {
 	now := f.now()
 	f.mu.Lock()

@@ -32,9 +32,10 @@ import (
 //     AdmissionTarget or a multiple of the floor) and two or more
 //     tenants are active, the process admits an AIMD-controlled number
 //     of admissions per interval, split max-min fair among the tenants:
-//     a tenant over its share gets 429 rate_limited, Retry-After 1, so
-//     the tenant sending far more than the process can serve is shed
-//     first and the others keep their latency. Past SoftInFlight
+//     a tenant over its share gets 429 rate_limited, Retry-After 1 (on
+//     the NATS API before its request takes a handler), so the tenant
+//     sending far more than the process can serve is shed first and the
+//     others keep their latency. Past SoftInFlight
 //     admissions in flight, a tenant holding its share of them is shed
 //     the same way. A tenant alone, or one admitted fewer than 100 times
 //     a second, is never shed by the fair share.
@@ -319,11 +320,27 @@ func (o *Overload) enterAdmission(tenant string) (release func(), err error) {
 		o.shed.WithLabelValues(shedInFlight).Inc()
 		return nil, errOverloaded(overloadRetryAfter)
 	case shedShare:
-		o.rateLimited.WithLabelValues(limitFairShare).Inc()
-		return nil, errRateLimited(time.Second,
-			"the service is saturated and this tenant is over its fair share of it")
+		return nil, o.overShare()
 	}
 	return done, nil
+}
+
+// overShare counts and returns the 429 of a tenant over its fair share.
+func (o *Overload) overShare() error {
+	o.rateLimited.WithLabelValues(limitFairShare).Inc()
+	return errRateLimited(time.Second, "the service is saturated and this tenant is over its fair share of it")
+}
+
+// checkShareNATS is the NATS API's check before a request takes a
+// handler: a request whose subject names a tenant over its fair share is
+// refused at once (nil: go on), so that the tenant being shed does not
+// also hold the handlers the others need.
+func (o *Overload) checkShareNATS(subject string) error {
+	tenant, _, err := subjects.ParseAPI(subject)
+	if err != nil || !o.admit.over(tenant) {
+		return nil
+	}
+	return o.overShare()
 }
 
 // enterNewAdmission is the gate of a request that may reserve a new slot

@@ -619,7 +619,8 @@ func TestNATSAPIShedsWhenEveryHandlerIsBusy(t *testing.T) {
 // The fair share is one limiter for HTTP and the NATS API: once the
 // process is saturated with a noisy tenant far over its share, that
 // tenant's create_ticket gets 429 rate_limited with Retry-After 1 on
-// both, while a quiet tenant's is admitted. The limiter's clock is a test
+// both (over NATS before it takes a handler), while a quiet tenant's is
+// admitted. The limiter's clock is a test
 // clock, and the saturated interval is made by holding admission places
 // directly.
 func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
@@ -675,5 +676,15 @@ func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
 	}
 	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", limitFairShare); got != 2 {
 		t.Fatalf("tms_ingress_rate_limited_total{limit=fair_share} = %v, want 2", got)
+	}
+	// The NATS API asks before a request takes a handler, so the tenant
+	// being shed does not hold the handlers the others need.
+	if err := o.checkShareNATS(subjects.API(noisy.id, subjects.OpGetTicket)); err == nil || toAPIError(err).status != http.StatusTooManyRequests {
+		t.Fatalf("checkShareNATS for the noisy tenant: %v, want a 429", err)
+	}
+	for _, subject := range []string{subjects.API(quiet.id, subjects.OpCreateTicket), "tms.api.not a subject"} {
+		if err := o.checkShareNATS(subject); err != nil {
+			t.Fatalf("checkShareNATS(%q): %v, want nil", subject, err)
+		}
 	}
 }
