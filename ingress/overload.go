@@ -54,9 +54,10 @@ import (
 //     script opening accounts several at a time therefore waits a little
 //     instead of being refused.
 //   - Password guessing: failed create_account and login attempts (any
-//     4xx but a 429: wrong password, unknown client, malformed body,
-//     e-mail taken) are counted per client address and per claimed
-//     client_id (failureLimiter): after a third of MaxFailures an
+//     4xx but a 429 or a 409: wrong password, unknown client, malformed
+//     body; an e-mail already taken is what a provisioning script run
+//     again meets, not guessing) are counted per client address and per
+//     claimed client_id (failureLimiter): after a third of MaxFailures an
 //     address or client_id may try once a second, at MaxFailures it is
 //     locked out for Lockout (429 rate_limited, Retry-After the time
 //     left). Successes are not counted. The client_id lockout does not
@@ -468,16 +469,19 @@ func (a *api) limitUnauthenticated(g *gate, reason string) func(http.Handler) ht
 	}
 }
 
-// outcome counts the answer status of an attempt: a 4xx other than 429 is
-// the client's failure; a 2xx trusts its address for its client_id; a 5xx
-// is the service's fault and counts for nothing.
+// outcome counts the answer status of an attempt: a 4xx is the client's
+// failure, but a 429 (already refused) and a 409 (create_account's e-mail
+// taken: a provisioning script run a second time gets one per account it
+// made before, and must not lock its own address out); a 2xx trusts its
+// address for its client_id; a 5xx is the service's fault and counts for
+// nothing.
 func (o *Overload) outcome(at *attempt, status int) {
 	switch {
 	case status >= 200 && status < 300:
 		if at.clientID != "" {
 			o.trusted.add(at.clientID, at.addr)
 		}
-	case status >= 400 && status < 500 && status != http.StatusTooManyRequests:
+	case status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusConflict:
 		o.failAddr.fail(at.addr)
 		if at.clientID != "" {
 			o.failClient.fail(at.clientID)
