@@ -244,9 +244,11 @@ func (f *failureLimiter) fail(key string) {
 }
 
 // sweep drops the keys whose level has drained and whose lockout is over,
-// at most once per limiterSweepEvery; f.mu is held.
+// at most once per limiterSweepEvery (once a second when the map is
+// full, so that a full map does not cost a sweep per failure); f.mu is
+// held.
 func (f *failureLimiter) sweep(now time.Time) {
-	if now.Sub(f.lastSweep) < limiterSweepEvery && len(f.keys) < maxFailureKeys {
+	if since := now.Sub(f.lastSweep); since < limiterSweepEvery && (len(f.keys) < maxFailureKeys || since < time.Second) {
 		return
 	}
 	f.lastSweep = now
@@ -282,7 +284,7 @@ func (s *trustSet) add(clientID, addr string) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.lastSweep) >= limiterSweepEvery || len(s.pairs) >= maxTrustPairs {
+	if since := now.Sub(s.lastSweep); since >= limiterSweepEvery || (len(s.pairs) >= maxTrustPairs && since >= time.Second) {
 		s.lastSweep = now
 		for k, until := range s.pairs {
 			if !now.Before(until) {

@@ -185,3 +185,27 @@ func TestTrustSetExpires(t *testing.T) {
 		t.Fatal("trust outlived its TTL")
 	}
 }
+
+// The keys held are bounded: past maxFailureKeys a new key is not
+// tracked (the address limit still applies), and once the old ones have
+// drained a sweep makes room again.
+func TestFailureLimiterIsBounded(t *testing.T) {
+	t.Parallel()
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	f := newFailureLimiter(3, 30*time.Second, clock.Now) // soft 1, forget 10s
+	for i := range maxFailureKeys {
+		f.fail(fmt.Sprintf("k%d", i))
+	}
+	f.fail("new")
+	if _, ok := f.check("new"); !ok || len(f.keys) != maxFailureKeys {
+		t.Fatalf("a key past the bound is tracked: %d keys", len(f.keys))
+	}
+	clock.Advance(10 * time.Second) // every level drained
+	f.fail("new")
+	if len(f.keys) != 1 {
+		t.Fatalf("%d keys after the old ones drained, want 1", len(f.keys))
+	}
+	if _, ok := f.check("new"); ok {
+		t.Fatal("the new key is not tracked once there is room")
+	}
+}
