@@ -35,6 +35,7 @@ func (a *api) createAccount(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setLogTenant(r.Context(), t.ID)
+	openedClient(r, t.ID)
 	writeJSON(w, http.StatusCreated, createAccountResponse{Status: "created", ClientID: t.ID, SubDomain: t.SubDomain})
 }
 
@@ -60,6 +61,12 @@ func (a *api) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := subjects.ValidID(req.ClientID); err != nil {
 		writeError(w, r, a.logger, errInvalidField("client_id", "must be 1-%d characters of [a-z0-9_-]", subjects.MaxIDLen))
+		return
+	}
+	// Before argon2: a client_id that guessers have locked out is
+	// refused at once, except from an address the tenant uses.
+	if err := a.claimClient(r, req.ClientID); err != nil {
+		writeError(w, r, a.logger, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), callTimeout)

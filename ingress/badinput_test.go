@@ -79,6 +79,8 @@ func TestBadInputsChangeNothing(t *testing.T) {
 		{name: "create missing field", method: "POST", path: "/create_account", body: `{"client_name":"Name","official_email":"new@example.com"}`, status: 400, code: codeInvalidField, mention: "password"},
 		{name: "create bad email", method: "POST", path: "/create_account", body: `{"client_name":"Name","official_email":"not an email","password":"long enough pw"}`, status: 400, code: codeInvalidField, mention: "official_email"},
 		{name: "create short password", method: "POST", path: "/create_account", body: `{"client_name":"Name","official_email":"new@example.com","password":"short"}`, status: 400, code: codeInvalidField, mention: "password"},
+		{name: "create password with NUL", method: "POST", path: "/create_account", body: `{"client_name":"Name","official_email":"new@example.com","password":"long enough\u0000pw"}`, status: 400, code: codeInvalidField, mention: "password"},
+		{name: "create password with BEL ESC", method: "POST", path: "/create_account", body: `{"client_name":"Name","official_email":"new@example.com","password":"long enough\u0007\u001bpw"}`, status: 400, code: codeInvalidField, mention: "password"},
 		{name: "create empty name", method: "POST", path: "/create_account", body: `{"client_name":"  ","official_email":"new@example.com","password":"long enough pw"}`, status: 400, code: codeInvalidField, mention: "client_name"},
 		{name: "create oversized", method: "POST", path: "/create_account", body: oversized, status: 413, code: codeBodyTooLarge},
 		{name: "create text/plain", method: "POST", path: "/create_account", contentType: "text/plain", body: `{` + account + `}`, status: 415, code: codeUnsupportedMediaType},

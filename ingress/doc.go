@@ -72,18 +72,23 @@
 //
 // # Overload
 //
-// Ingress sheds load rather than queue it (overload.go; docs/api.md: 503, or
-// 429 for a tenant over its rate, with Retry-After, never a hang). One
+// Ingress sheds load rather than let queues grow (overload.go; docs/api.md:
+// 503, or 429 for a tenant over its share, with Retry-After, never a
+// hang), and never turns away the ordinary use of one client. One
 // Overload per process, shared by both routers and the NATS API, holds:
-// a token bucket per tenant over authenticated public requests and NATS
-// API requests (429 rate_limited); a bucket per client IP and bounded
-// concurrency for create_account and login, which run argon2id and CREATE
-// DATABASE (429, or 503 overloaded); a bound on admissions in flight
-// (create_ticket, validate_eta, allocate_slot, cancel_ticket: 503
-// overloaded, Retry-After 1); and a bound on the TICKETS backlog, sampled
-// at most every 250 ms, past which new admissions (create_ticket,
-// validate_eta) are 503 with Retry-After 5 while cancel and GET go on. A
-// NATS API request that finds every handler busy is 503 at once. NATS
-// replies carry Retry-After as a NATS header. Refusals are counted in
-// tms_ingress_rate_limited_total{limit} and tms_ingress_shed_total{reason}.
+// the fair-share admission limiter (fairshare.go: at most MaxInFlight
+// admissions, 503 overloaded past it; while the process shows a standing
+// queue, the tenants over their max-min fair share of admissions get 429
+// rate_limited, a tenant alone never); an optional per-tenant token bucket
+// (off by default); for create_account and login, which run argon2id and
+// CREATE DATABASE, bounded concurrency with a short first-come queue (503
+// overloaded once the wait is over), failed attempts counted per client
+// address and per client_id (slowed, then locked out: 429), and a
+// generous per-address bucket for create_account; and a bound on the
+// TICKETS backlog, sampled at most every 250 ms, past which new
+// admissions (create_ticket, validate_eta) are 503 with Retry-After 5
+// while cancel and GET go on. A NATS API request that finds every handler
+// busy is 503 at once. NATS replies carry Retry-After as a NATS header.
+// Refusals are counted in tms_ingress_rate_limited_total{limit} and
+// tms_ingress_shed_total{reason}.
 package ingress

@@ -89,6 +89,10 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 	// In-flight requests finish after ctx is done, each within its deadline.
 	hctx := context.WithoutCancel(ctx)
 	sub, err := n.nc.QueueSubscribe(subjects.APIAll, subjects.QueueAPI, func(m *nats.Msg) {
+		if err := n.overload.checkShareNATS(m.Subject); err != nil {
+			n.reply(ctx, m, err)
+			return
+		}
 		select {
 		case slots <- struct{}{}:
 		default:

@@ -11,39 +11,64 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/subjects"
 )
 
-// Overload protection: what ingress refuses, at once and with Retry-After,
-// instead of letting queues grow until clients time out (docs/api.md: "never a
-// hang"). One Overload is shared by every listener and the NATS API of a
-// process, so its bounds are per process; with several ingress processes
-// the service admits their sum.
+// Overload protection: what ingress refuses, and when, so that queues
+// cannot grow until clients time out (docs/api.md: "never a hang") while the
+// ordinary use of one client is never turned away. One Overload is shared
+// by every listener and the NATS API of a process, so its bounds are per
+// process; with several ingress processes the service admits their sum.
 //
-//   - Per tenant, a token bucket (TenantRate, TenantBurst) over every
-//     authenticated public request and every NATS API request of the
-//     subject's tenant: a tenant over it gets 429 rate_limited with
-//     Retry-After from the bucket's refill. The internal listener's
-//     validate_eta and allocate_slot are not limited per tenant: their
-//     callers are services inside the network boundary, bounded by the
-//     in-flight limit below.
-//   - create_account and login have no tenant yet. They are limited per
-//     client IP (ClientRate, ClientBurst; the connection's address, not
-//     X-Forwarded-For, which any client can forge: behind a proxy that is
-//     the proxy's address, so the limit becomes a global one) and their
-//     concurrency is bounded (MaxAccountCreates, MaxLogins): both run
-//     argon2id (19 MiB, two passes) and create_account also CREATE
-//     DATABASE, so a burst of them costs memory and Postgres far beyond
-//     a ticket. Past the bound: 503 overloaded, Retry-After 1.
 //   - Admission (create_ticket, validate_eta, allocate_slot, cancel_ticket
-//     over HTTP and NATS) holds one of MaxInFlight places for its whole
-//     work; with none free the answer is 503 overloaded, Retry-After 1, at
-//     once. Requests that wait on a stalled responder or stream therefore
-//     cannot pile up without bound, and a client learns at once to back
-//     off rather than after its own timeout.
+//     over HTTP and NATS) passes the fair-share limiter (fairshare.go):
+//     at most MaxInFlight admissions at once, past that 503 overloaded,
+//     Retry-After 1, at once. While the process shows a standing queue
+//     (the fastest admission of each AdmissionInterval slower than
+//     AdmissionTarget or a multiple of the floor) and two or more
+//     tenants are active, the process admits an AIMD-controlled number
+//     of admissions per interval, split max-min fair among the tenants:
+//     a tenant over its share gets 429 rate_limited, Retry-After 1 (on
+//     the NATS API before its request takes a handler), so the tenant
+//     sending far more than the process can serve is shed first and the
+//     others keep their latency. Past SoftInFlight
+//     admissions in flight, a tenant holding its share of them is shed
+//     the same way. A tenant alone, or one admitted fewer than 100 times
+//     a second, is never shed by the fair share.
+//   - Optionally (TenantRate, off by default) a hard cap per tenant, a
+//     token bucket over every authenticated public request and every NATS
+//     API request of the subject's tenant: 429 rate_limited with
+//     Retry-After from the bucket's refill. The internal listener's
+//     validate_eta and allocate_slot are not capped: their callers are
+//     services inside the network boundary.
+//   - create_account and login have no tenant yet. Both run argon2id (19
+//     MiB, two passes) and create_account also CREATE DATABASE, so their
+//     concurrency is bounded (MaxAccountCreates, MaxLogins): a request
+//     that finds every place taken waits its turn, first come first
+//     served, up to QueueWait (and with at most queueFactor x the bound
+//     waiting), then gets 503 overloaded, Retry-After 1. A provisioning
+//     script opening accounts several at a time therefore waits a little
+//     instead of being refused.
+//   - Password guessing: failed create_account and login attempts (any
+//     4xx but a 429 or a 409: wrong password, unknown client, malformed
+//     body; an e-mail already taken is what a provisioning script run
+//     again meets, not guessing) are counted per client address and per
+//     claimed client_id (failureLimiter): after a third of MaxFailures an
+//     address or client_id may try once a second, at MaxFailures it is
+//     locked out for Lockout (429 rate_limited, Retry-After the time
+//     left). Successes are not counted. The client_id lockout does not
+//     apply from an address the tenant has logged in or opened its
+//     account from (trustSet), so guessers elsewhere cannot lock a
+//     tenant out of its own address. Addresses are the connection's
+//     (never X-Forwarded-For, which any client can forge: behind a proxy
+//     every client is the proxy, so the address limits become global).
+//   - create_account is also limited per client address (ClientRate,
+//     ClientBurst; a generous token bucket): every attempt creates, or
+//     may create, a database.
 //   - New admissions (create_ticket, validate_eta) are refused with 503
 //     overloaded, Retry-After 5, while the TICKETS stream holds MaxBacklog
 //     messages or more: the allocators are far behind (or down), so a
@@ -57,7 +82,8 @@ import (
 //     publishes, so it cannot overshoot the bound on its own.
 //
 // Every refusal is counted: tms_ingress_rate_limited_total{limit} and
-// tms_ingress_shed_total{reason}.
+// tms_ingress_shed_total{reason}; the wait of create_account and login
+// for a place is tms_ingress_queue_wait_seconds{route}.
 
 // OverloadConfig sets the bounds of an Overload. Zero values take the
 // defaults named; a rate of 0 turns that limit off.
@@ -67,17 +93,33 @@ type OverloadConfig struct {
 	// spell (0: TenantRate rounded up).
 	TenantRate  float64
 	TenantBurst int
-	// ClientRate and ClientBurst are the same, per client IP, for
-	// create_account and login (0: no limit).
+	// ClientRate and ClientBurst are the same, per client address, for
+	// create_account (0: no limit).
 	ClientRate  float64
 	ClientBurst int
+	// MaxFailures is the failed create_account and login attempts of one
+	// client address, or against one client_id, at which it is locked
+	// out for Lockout (0: not counted; Lockout 0: 5 min).
+	MaxFailures int
+	Lockout     time.Duration
 	// MaxInFlight bounds the admissions one process handles at once
 	// (0: 512; negative: no bound).
 	MaxInFlight int
+	// SoftInFlight is the admissions in flight past which a tenant
+	// holding its share of them is shed (0: 64; negative: never);
+	// AdmissionTarget the latency of the fastest admission of an
+	// AdmissionInterval above which the process counts as saturated
+	// (0: 5 ms; negative: never; AdmissionInterval 0: 100 ms).
+	SoftInFlight      int
+	AdmissionTarget   time.Duration
+	AdmissionInterval time.Duration
 	// MaxAccountCreates and MaxLogins bound the create_account and login
-	// requests handled at once (0: 4 and 16; negative: no bound).
+	// requests handled at once (0: 8 and 16; negative: no bound);
+	// QueueWait is how long one waits for a place (0: 2 s; negative: it
+	// does not wait).
 	MaxAccountCreates int
 	MaxLogins         int
+	QueueWait         time.Duration
 	// MaxBacklog is the TICKETS stream's message count at which new
 	// admissions are refused (0: 100000; negative: never).
 	// BacklogInterval is how often the count is sampled (0: 250 ms).
@@ -89,19 +131,28 @@ type OverloadConfig struct {
 	// Metrics receives the refusal counters (required).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger // nil: discard
-	// Now is the clock of the rate limits and the backlog sampling (nil:
-	// time.Now).
+	// Now is the clock of the rate, failure and fair-share limits and of
+	// the backlog sampling (nil: time.Now).
 	Now func() time.Time
 }
 
 // Defaults of OverloadConfig.
 const (
 	DefaultMaxInFlight       = 512
-	DefaultMaxAccountCreates = 4
+	DefaultSoftInFlight      = 64
+	DefaultAdmissionTarget   = 5 * time.Millisecond
+	DefaultAdmissionInterval = 100 * time.Millisecond
+	DefaultMaxAccountCreates = 8
 	DefaultMaxLogins         = 16
+	DefaultQueueWait         = 2 * time.Second
+	DefaultLockout           = 5 * time.Minute
 	DefaultMaxBacklog        = 100_000
 	DefaultBacklogInterval   = 250 * time.Millisecond
 )
+
+// queueFactor bounds the callers waiting for a place of a gate to this
+// many times its places: past that a wait would outlast QueueWait anyway.
+const queueFactor = 16
 
 // Retry-After of the 503s: an in-flight bound frees within a request's
 // time; a backlog drains at the allocators' pace, so its clients are sent
@@ -122,19 +173,32 @@ const (
 	shedNATSHandlers   = "nats_handlers"
 )
 
+// Limits of tms_ingress_rate_limited_total.
+const (
+	limitTenant         = "tenant"
+	limitFairShare      = "fair_share"
+	limitClientIP       = "client_ip"
+	limitFailuresAddr   = "failures_address"
+	limitFailuresClient = "failures_client_id"
+)
+
 // Overload holds the limits of one process; see OverloadConfig. Build it
 // once with NewOverload and put it in every Config of the process.
 type Overload struct {
-	tenant  *keyedLimiter
-	client  *keyedLimiter
-	admit   *gate
-	creates *gate
-	logins  *gate
-	backlog *backlog
-	logger  *slog.Logger
+	tenant     *keyedLimiter
+	client     *keyedLimiter
+	failAddr   *failureLimiter
+	failClient *failureLimiter
+	trusted    *trustSet
+	admit      *fairShare
+	creates    *gate
+	logins     *gate
+	backlog    *backlog
+	logger     *slog.Logger
 
 	rateLimited *prometheus.CounterVec
 	shed        *prometheus.CounterVec
+	queueWait   *prometheus.HistogramVec
 }
 
 // NewOverload returns the limits cfg describes.
@@ -153,12 +217,19 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	lockout := orDefault(cfg.Lockout, DefaultLockout)
+	wait := orDefault(cfg.QueueWait, DefaultQueueWait)
 	o := &Overload{
-		tenant:  newKeyedLimiter(cfg.TenantRate, cfg.TenantBurst, now),
-		client:  newKeyedLimiter(cfg.ClientRate, cfg.ClientBurst, now),
-		admit:   newGate(cfg.MaxInFlight, DefaultMaxInFlight),
-		creates: newGate(cfg.MaxAccountCreates, DefaultMaxAccountCreates),
-		logins:  newGate(cfg.MaxLogins, DefaultMaxLogins),
+		tenant:     newKeyedLimiter(cfg.TenantRate, cfg.TenantBurst, now),
+		client:     newKeyedLimiter(cfg.ClientRate, cfg.ClientBurst, now),
+		failAddr:   newFailureLimiter(cfg.MaxFailures, lockout, now),
+		failClient: newFailureLimiter(cfg.MaxFailures, lockout, now),
+		trusted:    newTrustSet(now),
+		admit: newFairShare(bound(cfg.MaxInFlight, DefaultMaxInFlight), bound(cfg.SoftInFlight, DefaultSoftInFlight),
+			orDefault(cfg.AdmissionTarget, DefaultAdmissionTarget),
+			orDefault(cfg.AdmissionInterval, DefaultAdmissionInterval), now),
+		creates: newGate(cfg.MaxAccountCreates, DefaultMaxAccountCreates, wait),
+		logins:  newGate(cfg.MaxLogins, DefaultMaxLogins, wait),
 		logger:  logger,
 	}
 	if cfg.MaxBacklog >= 0 {
@@ -173,7 +244,7 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 	var err error
 	o.rateLimited, err = register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tms_ingress_rate_limited_total",
-		Help: "Requests refused with 429 by a rate limit, by limit (tenant, client_ip).",
+		Help: "Requests refused with 429, by limit (fair_share, tenant, client_ip, failures_address, failures_client_id).",
 	}, []string{"limit"}))
 	if err != nil {
 		return nil, err
@@ -185,7 +256,37 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.queueWait, err = register(cfg.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tms_ingress_queue_wait_seconds",
+		Help:    "Time create_account and login waited for a place, by route (account_creates, logins), shed or not.",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5},
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
 	return o, nil
+}
+
+// orDefault is d, or def when d is 0; a negative d stands for "none" (0).
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d < 0:
+		return 0
+	case d == 0:
+		return def
+	}
+	return d
+}
+
+// bound is n, or def when n is 0; a negative n stands for "no bound" (0).
+func bound(n, def int) int {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return def
+	}
+	return n
 }
 
 // overloadOf is cfg.Overload, or limits with the defaults when the caller
@@ -207,42 +308,50 @@ func (o *Overload) limitTenant(tenant string) error {
 	if ok {
 		return nil
 	}
-	o.rateLimited.WithLabelValues("tenant").Inc()
+	o.rateLimited.WithLabelValues(limitTenant).Inc()
 	return errRateLimited(wait, "this tenant is over its request rate")
 }
 
-// limitClient takes one request from the client address's bucket.
-func (o *Overload) limitClient(addr string) error {
-	wait, ok := o.client.allow(addr)
-	if ok {
+// enterAdmission takes an admission place for tenant (fairshare.go);
+// release gives it back.
+func (o *Overload) enterAdmission(tenant string) (release func(), err error) {
+	done, why := o.admit.enter(tenant)
+	switch why {
+	case shedMax:
+		o.shed.WithLabelValues(shedInFlight).Inc()
+		return nil, errOverloaded(overloadRetryAfter)
+	case shedShare:
+		return nil, o.overShare()
+	}
+	return done, nil
+}
+
+// overShare counts and returns the 429 of a tenant over its fair share.
+func (o *Overload) overShare() error {
+	o.rateLimited.WithLabelValues(limitFairShare).Inc()
+	return errRateLimited(time.Second, "the service is saturated and this tenant is over its fair share of it")
+}
+
+// checkShareNATS is the NATS API's check before a request takes a
+// handler: a request whose subject names a tenant over its fair share is
+// refused at once (nil: go on), so that the tenant being shed does not
+// also hold the handlers the others need.
+func (o *Overload) checkShareNATS(subject string) error {
+	tenant, _, err := subjects.ParseAPI(subject)
+	if err != nil || !o.admit.over(tenant) {
 		return nil
 	}
-	o.rateLimited.WithLabelValues("client_ip").Inc()
-	return errRateLimited(wait, "too many requests from this address")
-}
-
-// enterAdmission takes an admission place; release gives it back. With
-// none free it returns a 503.
-func (o *Overload) enterAdmission() (release func(), err error) {
-	return o.enter(o.admit, shedInFlight)
-}
-
-func (o *Overload) enter(g *gate, reason string) (func(), error) {
-	if g.enter() {
-		return g.leave, nil
-	}
-	o.shed.WithLabelValues(reason).Inc()
-	return nil, errOverloaded(overloadRetryAfter)
+	return o.overShare()
 }
 
 // enterNewAdmission is the gate of a request that may reserve a new slot
 // (create_ticket, validate_eta): the backlog bound, then an admission
 // place.
-func (o *Overload) enterNewAdmission(ctx context.Context) (release func(), err error) {
+func (o *Overload) enterNewAdmission(ctx context.Context, tenant string) (release func(), err error) {
 	if err := o.checkBacklog(ctx); err != nil {
 		return nil, err
 	}
-	return o.enterAdmission()
+	return o.enterAdmission(tenant)
 }
 
 // checkBacklog refuses a new admission while the TICKETS stream is
@@ -280,23 +389,103 @@ func (a *api) limitTenantHTTP(next http.Handler) http.Handler {
 	})
 }
 
-// limitUnauthenticated is middleware for create_account and login: the
-// client address pays one token, then the request takes a place of g.
+// attempt is what limitUnauthenticated learns from the handler it wraps:
+// the client_id the request claims (login) or opened (create_account).
+type attempt struct {
+	addr     string
+	clientID string
+}
+
+type attemptKey struct{}
+
+// claimClient is called by login with the client_id of a well-formed body,
+// before the password is checked: nil, or the 429 of a client_id locked
+// out for this address.
+func (a *api) claimClient(r *http.Request, clientID string) error {
+	at, ok := r.Context().Value(attemptKey{}).(*attempt)
+	if !ok {
+		return nil // not behind limitUnauthenticated (a test's bare handler)
+	}
+	at.clientID = clientID
+	if a.overload.trusted.has(clientID, at.addr) {
+		return nil
+	}
+	if wait, ok := a.overload.failClient.check(clientID); !ok {
+		a.overload.rateLimited.WithLabelValues(limitFailuresClient).Inc()
+		return errRateLimited(wait, "too many failed attempts for this client_id")
+	}
+	return nil
+}
+
+// openedClient is called by create_account with the new tenant's id: its
+// address is trusted for it.
+func openedClient(r *http.Request, clientID string) {
+	if at, ok := r.Context().Value(attemptKey{}).(*attempt); ok {
+		at.clientID = clientID
+	}
+}
+
+// limitUnauthenticated is middleware for create_account and login: an
+// address locked out by its failures is refused; create_account takes a
+// token of the address's bucket; then the request waits for a place of g.
+// Its outcome is counted: a failure against the address and the claimed
+// client_id, a success trusts the address for the client_id.
 func (a *api) limitUnauthenticated(g *gate, reason string) func(http.Handler) http.Handler {
+	perAddress := reason == shedAccountCreates
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if err := a.overload.limitClient(clientAddr(r)); err != nil {
-				writeError(w, r, a.logger, err)
+			o := a.overload
+			addr := clientAddr(r)
+			if wait, ok := o.failAddr.check(addr); !ok {
+				o.rateLimited.WithLabelValues(limitFailuresAddr).Inc()
+				writeError(w, r, a.logger, errRateLimited(wait, "too many failed attempts from this address"))
 				return
 			}
-			release, err := a.overload.enter(g, reason)
+			if perAddress {
+				if wait, ok := o.client.allow(addr); !ok {
+					o.rateLimited.WithLabelValues(limitClientIP).Inc()
+					writeError(w, r, a.logger, errRateLimited(wait, "too many accounts opened from this address"))
+					return
+				}
+			}
+			start := time.Now()
+			release, err := g.enter(r.Context())
+			o.queueWait.WithLabelValues(reason).Observe(time.Since(start).Seconds())
 			if err != nil {
-				writeError(w, r, a.logger, err)
+				if errors.Is(err, errGateFull) {
+					o.shed.WithLabelValues(reason).Inc()
+				}
+				// Or the client went away while it waited: the answer
+				// goes nowhere, but the log and metrics say what it was.
+				writeError(w, r, a.logger, errOverloaded(overloadRetryAfter))
 				return
 			}
 			defer release()
-			next.ServeHTTP(w, r)
+			at := &attempt{addr: addr}
+			ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+			next.ServeHTTP(ww, r.WithContext(context.WithValue(r.Context(), attemptKey{}, at)))
+			o.outcome(at, ww.Status())
 		})
+	}
+}
+
+// outcome counts the answer status of an attempt: a 4xx is the client's
+// failure, but a 429 (already refused) and a 409 (create_account's e-mail
+// taken: a provisioning script run a second time gets one per account it
+// made before, and must not lock its own address out); a 2xx trusts its
+// address for its client_id; a 5xx is the service's fault and counts for
+// nothing.
+func (o *Overload) outcome(at *attempt, status int) {
+	switch {
+	case status >= 200 && status < 300:
+		if at.clientID != "" {
+			o.trusted.add(at.clientID, at.addr)
+		}
+	case status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusConflict:
+		o.failAddr.fail(at.addr)
+		if at.clientID != "" {
+			o.failClient.fail(at.clientID)
+		}
 	}
 }
 
@@ -310,39 +499,63 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// gate bounds how many callers are inside at once; nil admits everyone.
+// errGateFull: every place of a gate is taken and its queue is full, or
+// the wait is over.
+var errGateFull = errors.New("gate full")
+
+// gate bounds how many callers are inside at once; a caller that finds
+// every place taken waits its turn (first come, first served: a channel's
+// blocked senders are served in order) up to wait, with at most
+// queueFactor x places waiting. nil admits everyone.
 type gate struct {
-	max int64
-	n   atomic.Int64
+	places  chan struct{}
+	wait    time.Duration
+	queue   int64
+	waiting atomic.Int64
 }
 
-// newGate bounds to n (0: def; negative: nil, no bound).
-func newGate(n, def int) *gate {
-	switch {
-	case n < 0:
+// newGate bounds to n (0: def; negative: nil, no bound); callers wait up
+// to wait for a place.
+func newGate(n, def int, wait time.Duration) *gate {
+	n = bound(n, def)
+	if n == 0 {
 		return nil
-	case n == 0:
-		n = def
 	}
-	return &gate{max: int64(n)}
+	return &gate{places: make(chan struct{}, n), wait: wait, queue: int64(queueFactor * n)}
 }
 
-func (g *gate) enter() bool {
+// enter takes a place, waiting for one if need be: errGateFull when none
+// came in time, ctx's error when ctx ended first.
+func (g *gate) enter(ctx context.Context) (release func(), err error) {
 	if g == nil {
-		return true
+		return func() {}, nil
 	}
-	if g.n.Add(1) > g.max {
-		g.n.Add(-1)
-		return false
+	select {
+	case g.places <- struct{}{}:
+		return g.leave, nil
+	default:
 	}
-	return true
+	if g.wait <= 0 {
+		return nil, errGateFull
+	}
+	if g.waiting.Add(1) > g.queue {
+		g.waiting.Add(-1)
+		return nil, errGateFull
+	}
+	defer g.waiting.Add(-1)
+	timer := time.NewTimer(g.wait)
+	defer timer.Stop()
+	select {
+	case g.places <- struct{}{}:
+		return g.leave, nil
+	case <-timer.C:
+		return nil, errGateFull
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
-func (g *gate) leave() {
-	if g != nil {
-		g.n.Add(-1)
-	}
-}
+func (g *gate) leave() { <-g.places }
 
 // backlog is the TICKETS stream's message count as last sampled, plus
 // what this process published since.

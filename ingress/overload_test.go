@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -359,84 +360,214 @@ func TestBacklogShedsNewAdmissions(t *testing.T) {
 	}, "admission to resume once the allocator drains TICKETS")
 }
 
-// create_account and login are limited per client address, and their
-// concurrency is bounded: argon2 and CREATE DATABASE are not to be had
-// for free by anyone who can reach the port.
-func TestUnauthenticatedRoutesAreLimitedPerClientAddress(t *testing.T) {
+// loginFrom posts a login from a client address to h.
+func loginFrom(h http.Handler, addr, clientID, password string) *httptest.ResponseRecorder {
+	body := map[string]string{"client_id": clientID, "password": password}
+	if password == "" {
+		delete(body, "password") // malformed: 400
+	}
+	r := httptest.NewRequest("POST", "/login", strings.NewReader(jsonBody(body)))
+	r.Header.Set("Content-Type", "application/json")
+	r.RemoteAddr = addr
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func wantStatus(t testing.TB, what string, w *httptest.ResponseRecorder, status int, retryAfter string) {
+	t.Helper()
+	if w.Code != status || w.Header().Get("Retry-After") != retryAfter {
+		t.Fatalf("%s: %d (Retry-After %q) %s, want %d (Retry-After %q)", what, w.Code, w.Header().Get("Retry-After"), w.Body, status, retryAfter)
+	}
+	if status == http.StatusTooManyRequests && !strings.Contains(w.Body.String(), `"error":"rate_limited"`) {
+		t.Fatalf("%s: %s, want rate_limited", what, w.Body)
+	}
+}
+
+// Failed logins (wrong password, unknown client, malformed body) are
+// counted per client address and per client_id: with MaxFailures 6 a key
+// may fail twice freely, then once a second, and is locked out at the
+// sixth. Successes cost nothing. A client_id locked out by guessers
+// elsewhere still logs in from the address it logged in from before.
+// The limiter's clock is a test clock.
+func TestLoginFailuresSlowThenLockOut(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	victim := e.openAccount(t, "Victim", "victim@example.com").id
+	bystander := e.openAccount(t, "Bystander", "bystander@example.com").id
 	clock := testkit.NewClock(time.Now())
 	cfg := e.config(func(context.Context) error { return nil })
-	cfg.Overload = newOverload(t, &cfg, OverloadConfig{ClientRate: 1, ClientBurst: 3, Now: clock.Now})
+	cfg.Overload = newOverload(t, &cfg, OverloadConfig{MaxFailures: 6, Lockout: time.Minute, Now: clock.Now})
 	h, err := NewPublic(cfg)
 	if err != nil {
 		t.Fatalf("NewPublic: %v", err)
 	}
-	login := func(addr string) *httptest.ResponseRecorder {
-		r := httptest.NewRequest("POST", "/login", strings.NewReader(
-			jsonBody(map[string]string{"client_id": "nosuchclient", "password": "correct horse battery"})))
+	const good = "correct horse battery"
+	const home, guesser = "198.51.100.7:4000", "203.0.113.9:5000"
+
+	// The tenant logs in from home: that address is its own from now on.
+	wantStatus(t, "victim from home", loginFrom(h, home, victim, good), http.StatusOK, "")
+
+	// Per address: a malformed body and an unknown client are failures.
+	wantStatus(t, "malformed", loginFrom(h, guesser, victim, ""), http.StatusBadRequest, "")
+	wantStatus(t, "unknown client", loginFrom(h, guesser, "nosuchclient", good), http.StatusUnauthorized, "")
+	// Slowed: even a correct password waits its second (another port of
+	// the address is the same client).
+	wantStatus(t, "third try at once", loginFrom(h, "203.0.113.9:5001", bystander, good), http.StatusTooManyRequests, "1")
+	clock.Advance(time.Second)
+	wantStatus(t, "after a second, correct", loginFrom(h, guesser, bystander, good), http.StatusOK, "")
+	for i := range 4 {
+		clock.Advance(time.Second)
+		wantStatus(t, fmt.Sprintf("slowed failure %d", i+3), loginFrom(h, guesser, fmt.Sprintf("nosuch%d", i), good), http.StatusUnauthorized, "")
+	}
+	wantStatus(t, "locked-out address", loginFrom(h, guesser, bystander, good), http.StatusTooManyRequests, "60")
+	wantStatus(t, "another address", loginFrom(h, "[2001:db8::1]:4000", bystander, good), http.StatusOK, "")
+
+	// Per client_id: guessers on six addresses, one try each, a second
+	// apart once the client_id is slowed.
+	for i := range 6 {
+		addr := fmt.Sprintf("192.0.2.%d:1000", i+1)
+		if i == 2 {
+			wantStatus(t, "third guess at once", loginFrom(h, addr, victim, "wrong password"), http.StatusTooManyRequests, "1")
+		}
+		clock.Advance(time.Second)
+		wantStatus(t, fmt.Sprintf("guess %d", i+1), loginFrom(h, addr, victim, "wrong password"), http.StatusUnauthorized, "")
+	}
+	wantStatus(t, "locked-out client_id from a new address", loginFrom(h, "192.0.2.99:1000", victim, good), http.StatusTooManyRequests, "60")
+	wantStatus(t, "locked-out client_id from home", loginFrom(h, home, victim, good), http.StatusOK, "")
+	// Successes are not capped.
+	for i := range 10 {
+		wantStatus(t, fmt.Sprintf("login %d from home", i+1), loginFrom(h, home, victim, good), http.StatusOK, "")
+	}
+
+	for limit, want := range map[string]float64{limitFailuresAddr: 2, limitFailuresClient: 2} {
+		if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", limit); got != want {
+			t.Errorf("tms_ingress_rate_limited_total{limit=%s} = %v, want %v", limit, got, want)
+		}
+	}
+}
+
+// create_account is limited per client address by a token bucket, which
+// every attempt pays.
+func TestAccountCreationRateIsPerAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	clock := testkit.NewClock(time.Now())
+	cfg := e.config(func(context.Context) error { return nil })
+	cfg.Overload = newOverload(t, &cfg, OverloadConfig{ClientRate: 1, ClientBurst: 2, Now: clock.Now})
+	h, err := NewPublic(cfg)
+	if err != nil {
+		t.Fatalf("NewPublic: %v", err)
+	}
+	create := func(addr string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/create_account", strings.NewReader(`{"client_name":"x"}`))
 		r.Header.Set("Content-Type", "application/json")
 		r.RemoteAddr = addr
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		return w
 	}
-	for i := range 3 {
-		if w := login("198.51.100.7:4000"); w.Code != http.StatusUnauthorized {
-			t.Fatalf("login %d: %d %s", i+1, w.Code, w.Body)
-		}
+	for i := range 2 {
+		wantStatus(t, fmt.Sprintf("create %d", i+1), create("198.51.100.7:4000"), http.StatusBadRequest, "")
 	}
-	// Another port of the same address is the same client.
-	w := login("198.51.100.7:4001")
-	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") != "1" ||
-		!strings.Contains(w.Body.String(), `"error":"rate_limited"`) {
-		t.Fatalf("4th login from one address: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
-	}
-	if w := login("[2001:db8::1]:4000"); w.Code != http.StatusUnauthorized {
-		t.Fatalf("login from another address: %d %s", w.Code, w.Body)
-	}
-	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", "client_ip"); got != 1 {
+	wantStatus(t, "third create", create("198.51.100.7:4001"), http.StatusTooManyRequests, "1")
+	wantStatus(t, "another address", create("198.51.100.8:4000"), http.StatusBadRequest, "")
+	clock.Advance(time.Second)
+	wantStatus(t, "after a token refilled", create("198.51.100.7:4000"), http.StatusBadRequest, "")
+	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", limitClientIP); got != 1 {
 		t.Fatalf("tms_ingress_rate_limited_total{limit=client_ip} = %v, want 1", got)
 	}
 }
 
-func TestAccountCreationConcurrencyIsBounded(t *testing.T) {
+// A create_account that finds every place taken waits for one and is
+// served when it frees; one that waits longer than QueueWait gets 503
+// overloaded with Retry-After.
+func TestAccountCreatesWaitForAPlace(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	o, err := NewOverload(OverloadConfig{MaxAccountCreates: 1, MaxBacklog: -1, Metrics: reg})
-	if err != nil {
-		t.Fatalf("NewOverload: %v", err)
+	run := func(wait time.Duration) (*api, http.Handler, chan struct{}, chan struct{}) {
+		o, err := NewOverload(OverloadConfig{MaxAccountCreates: 1, QueueWait: wait, MaxBacklog: -1, Metrics: reg})
+		if err != nil {
+			t.Fatalf("NewOverload: %v", err)
+		}
+		a := &api{overload: o, logger: testkit.Logger(t)}
+		entered, release := make(chan struct{}), make(chan struct{})
+		h := a.limitUnauthenticated(o.creates, shedAccountCreates)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			entered <- struct{}{}
+			<-release
+			writeJSON(w, http.StatusCreated, statusBody{Status: "created"})
+		}))
+		return a, h, entered, release
 	}
-	a := &api{overload: o, logger: testkit.Logger(t)}
-	entered, release := make(chan struct{}), make(chan struct{})
-	h := a.limitUnauthenticated(o.creates, shedAccountCreates)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		entered <- struct{}{}
-		<-release
-		writeJSON(w, http.StatusCreated, statusBody{Status: "created"})
-	}))
-	call := func() *httptest.ResponseRecorder {
+	call := func(h http.Handler) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("POST", "/create_account", nil))
 		return w
 	}
-	done := make(chan *httptest.ResponseRecorder)
-	go func() { done <- call() }()
+
+	// Waits its turn.
+	a, h, entered, release := run(time.Minute)
+	first, second := make(chan *httptest.ResponseRecorder), make(chan *httptest.ResponseRecorder)
+	go func() { first <- call(h) }()
 	<-entered
-	w := call()
+	go func() { second <- call(h) }()
+	testkit.Eventually(t, 10*time.Second, func() bool { return a.overload.creates.waiting.Load() == 1 }, "the second create_account to wait")
+	release <- struct{}{}
+	if w := <-first; w.Code != http.StatusCreated {
+		t.Fatalf("first create_account: %d", w.Code)
+	}
+	<-entered // the waiter got the place
+	release <- struct{}{}
+	if w := <-second; w.Code != http.StatusCreated {
+		t.Fatalf("the create_account that waited: %d %s", w.Code, w.Body)
+	}
+
+	// Waits too long.
+	_, h, entered, release = run(10 * time.Millisecond)
+	go func() { first <- call(h) }()
+	<-entered
+	w := call(h)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") != "1" ||
 		!strings.Contains(w.Body.String(), `"error":"overloaded"`) {
-		t.Fatalf("second create_account while one runs: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+		t.Fatalf("create_account after its wait: %d %q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
-	close(release)
-	if w := <-done; w.Code != http.StatusCreated {
-		t.Fatalf("the running create_account: %d", w.Code)
-	}
-	go func() { <-entered }()
-	if w := call(); w.Code != http.StatusCreated {
-		t.Fatalf("create_account once the first ended: %d %s", w.Code, w.Body)
-	}
+	release <- struct{}{}
+	<-first
 	if got := counterValue(t, reg, "tms_ingress_shed_total", "reason", shedAccountCreates); got != 1 {
 		t.Fatalf("tms_ingress_shed_total{reason=account_creates} = %v, want 1", got)
+	}
+}
+
+// At most queueFactor x places wait; the next is shed at once. A waiter
+// whose request ends stops waiting.
+func TestGateQueueIsBounded(t *testing.T) {
+	t.Parallel()
+	g := newGate(1, 0, time.Minute)
+	release, err := g.enter(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, queueFactor)
+	for range queueFactor {
+		go func() {
+			_, err := g.enter(ctx)
+			errs <- err
+		}()
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return g.waiting.Load() == queueFactor }, "the queue to fill")
+	if _, err := g.enter(context.Background()); !errors.Is(err, errGateFull) {
+		t.Fatalf("entering past a full queue: %v, want errGateFull", err)
+	}
+	cancel()
+	for range queueFactor {
+		if err := <-errs; !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiter whose context ended: %v", err)
+		}
+	}
+	release()
+	if g.waiting.Load() != 0 {
+		t.Fatalf("%d still waiting", g.waiting.Load())
 	}
 }
 
@@ -483,4 +614,77 @@ func TestNATSAPIShedsWhenEveryHandlerIsBusy(t *testing.T) {
 		}
 		return body["code"] == float64(http.StatusNotFound)
 	}, "the NATS API to answer again once its handler is free")
+}
+
+// The fair share is one limiter for HTTP and the NATS API: once the
+// process is saturated with a noisy tenant far over its share, that
+// tenant's create_ticket gets 429 rate_limited with Retry-After 1 on
+// both (over NATS before it takes a handler), while a quiet tenant's is
+// admitted. The limiter's clock is a test
+// clock, and the saturated interval is made by holding admission places
+// directly.
+func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
+	t.Parallel()
+	clock := testkit.NewClock(time.Now())
+	var o *Overload
+	e := newTicketEnv(t, ticketEnvOptions{configure: func(c *Config) {
+		o = newOverload(t, c, OverloadConfig{SoftInFlight: -1, Now: clock.Now})
+		c.Overload = o
+	}})
+	noisy, _ := e.tenantWithAgent(t, "Noisy Fair", "noisyfair@example.com")
+	quiet, _ := e.tenantWithAgent(t, "Quiet Fair", "quietfair@example.com")
+	e.createWhenReady(t, quiet, subjects.Gold)
+
+	// An interval with a fast admission (the floor), then one where 101
+	// admissions of the noisy tenant and 4 of the quiet one all took
+	// 20 ms: a standing queue.
+	clock.Advance(time.Second)
+	done, _ := o.admit.enter(quiet.id)
+	clock.Advance(time.Millisecond)
+	done()
+	clock.Advance(100 * time.Millisecond)
+	var dones []func()
+	for i := range 105 {
+		tenant := noisy.id
+		if i < 4 {
+			tenant = quiet.id
+		}
+		done, why := o.admit.enter(tenant)
+		if why != admitted {
+			t.Fatalf("admission %d refused (%d)", i, why)
+		}
+		dones = append(dones, done)
+	}
+	clock.Advance(20 * time.Millisecond)
+	for _, done := range dones {
+		done()
+	}
+	clock.Advance(80 * time.Millisecond)
+
+	wantRefused(t, "noisy create_ticket over HTTP", e.create(t, noisy, subjects.Gold, nil),
+		http.StatusTooManyRequests, codeRateLimited, "1")
+	reply, body := e.natsRequest(t, noisy.id, subjects.OpCreateTicket, map[string]string{"client_id": noisy.id, "ticket_type": subjects.Gold})
+	wantNATSRefused(t, "noisy create_ticket over NATS", reply, body, http.StatusTooManyRequests, codeRateLimited, "1")
+	if msg, _ := body["message"].(string); !strings.Contains(msg, "fair share") {
+		t.Fatalf("the 429 does not say why: %q", msg)
+	}
+	if r := e.create(t, quiet, subjects.Gold, nil); r.status != http.StatusCreated {
+		t.Fatalf("quiet create_ticket over HTTP: %d %s", r.status, r.raw)
+	}
+	if _, body := e.natsRequest(t, quiet.id, subjects.OpCreateTicket, map[string]string{"client_id": quiet.id, "ticket_type": subjects.Gold}); body["code"] != float64(http.StatusCreated) {
+		t.Fatalf("quiet create_ticket over NATS: %v", body)
+	}
+	if got := counterValue(t, e.metrics, "tms_ingress_rate_limited_total", "limit", limitFairShare); got != 2 {
+		t.Fatalf("tms_ingress_rate_limited_total{limit=fair_share} = %v, want 2", got)
+	}
+	// The NATS API asks before a request takes a handler, so the tenant
+	// being shed does not hold the handlers the others need.
+	if err := o.checkShareNATS(subjects.API(noisy.id, subjects.OpGetTicket)); err == nil || toAPIError(err).status != http.StatusTooManyRequests {
+		t.Fatalf("checkShareNATS for the noisy tenant: %v, want a 429", err)
+	}
+	for _, subject := range []string{subjects.API(quiet.id, subjects.OpCreateTicket), "tms.api.not a subject"} {
+		if err := o.checkShareNATS(subject); err != nil {
+			t.Fatalf("checkShareNATS(%q): %v, want nil", subject, err)
+		}
+	}
 }

@@ -125,3 +125,184 @@ func retryAfter(wait time.Duration) int {
 	s := int(math.Ceil(wait.Seconds()))
 	return max(1, s)
 }
+
+// failureLimiter counts failed attempts per key (a client address, a
+// client_id) and slows, then locks out, a key that fails too often: the
+// defence against password guessing. Successes cost nothing, so a script
+// that logs in correctly is never held back by it.
+//
+// A key's failures are a level that one failure raises by 1 and that
+// drops by 1 for each whole forget that passes without a failure. At soft or more, the key may try
+// once per slowGap after its last failure (429 otherwise); reaching hard
+// locks it out for lockout (429 with the time left), after which one
+// more failure slows it again and hard-soft more lock it out again. The clock is injected.
+//
+// The limiter is per process: N ingress processes behind a balancer
+// allow a guesser N times the tries.
+type failureLimiter struct {
+	soft, hard int
+	forget     time.Duration
+	slowGap    time.Duration
+	lockout    time.Duration
+	now        func() time.Time
+
+	mu        sync.Mutex
+	keys      map[string]*failureLevel
+	lastSweep time.Time
+}
+
+type failureLevel struct {
+	level       int       // as of at
+	at          time.Time // of the last failure
+	lockedUntil time.Time
+}
+
+// Failure limiter tuning: slowing starts at a third of the lockout
+// count, with one try a second; a level is forgotten over the lockout.
+const (
+	failureSlowGap = time.Second
+	// maxFailureKeys bounds the keys held (guessers can make up
+	// client_ids); past it, a new key is not tracked until a sweep
+	// frees room, and the address limit alone applies.
+	maxFailureKeys = 100_000
+)
+
+// newFailureLimiter locks a key out for lockout after hard failures (nil,
+// which allows everything, when hard is not positive).
+func newFailureLimiter(hard int, lockout time.Duration, now func() time.Time) *failureLimiter {
+	if hard <= 0 {
+		return nil
+	}
+	return &failureLimiter{
+		soft: max(1, hard/3), hard: hard,
+		// A level of hard drains in one lockout.
+		forget:  max(time.Millisecond, lockout/time.Duration(hard)),
+		slowGap: failureSlowGap, lockout: lockout, now: now,
+		keys: map[string]*failureLevel{},
+	}
+}
+
+// levelAt is l's level at now: one failure forgotten for each whole
+// forget since the last failure.
+func (f *failureLimiter) levelAt(l *failureLevel, now time.Time) int {
+	if !now.After(l.at) {
+		return l.level
+	}
+	return max(0, l.level-int(now.Sub(l.at)/f.forget))
+}
+
+// check reports whether key may try now, and if not, how long until it
+// may.
+func (f *failureLimiter) check(key string) (wait time.Duration, ok bool) {
+	if f == nil {
+		return 0, true
+	}
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.keys[key]
+	if l == nil {
+		return 0, true
+	}
+	if now.Before(l.lockedUntil) {
+		return l.lockedUntil.Sub(now), false
+	}
+	if f.levelAt(l, now) >= f.soft {
+		if next := l.at.Add(f.slowGap); now.Before(next) {
+			return next.Sub(now), false
+		}
+	}
+	return 0, true
+}
+
+// fail counts one failed attempt of key.
+func (f *failureLimiter) fail(key string) {
+	if f == nil {
+		return
+	}
+	now := f.now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sweep(now)
+	l := f.keys[key]
+	if l == nil {
+		if len(f.keys) >= maxFailureKeys {
+			return
+		}
+		l = &failureLevel{}
+		f.keys[key] = l
+	}
+	l.level = f.levelAt(l, now) + 1
+	l.at = now
+	if l.level >= f.hard {
+		l.lockedUntil = now.Add(f.lockout)
+		// After the lockout one more failure slows the key again, and
+		// hard-soft more lock it out again.
+		l.level = f.soft - 1
+		l.at = l.lockedUntil
+	}
+}
+
+// sweep drops the keys whose level has drained and whose lockout is over,
+// at most once per limiterSweepEvery (once a second when the map is
+// full, so that a full map does not cost a sweep per failure); f.mu is
+// held.
+func (f *failureLimiter) sweep(now time.Time) {
+	if since := now.Sub(f.lastSweep); since < limiterSweepEvery && (len(f.keys) < maxFailureKeys || since < time.Second) {
+		return
+	}
+	f.lastSweep = now
+	for key, l := range f.keys {
+		if !now.Before(l.lockedUntil) && f.levelAt(l, now) == 0 {
+			delete(f.keys, key)
+		}
+	}
+}
+
+// trustSet remembers which client addresses a tenant has logged in (or
+// opened its account) from, so that the tenant's own address is not
+// locked out by guessers elsewhere failing against its client_id.
+type trustSet struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu        sync.Mutex
+	pairs     map[string]time.Time // client_id + " " + address: until
+	lastSweep time.Time
+}
+
+const (
+	trustTTL      = 7 * 24 * time.Hour
+	maxTrustPairs = 100_000
+)
+
+func newTrustSet(now func() time.Time) *trustSet {
+	return &trustSet{ttl: trustTTL, now: now, pairs: map[string]time.Time{}}
+}
+
+func (s *trustSet) add(clientID, addr string) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if since := now.Sub(s.lastSweep); since >= limiterSweepEvery || (len(s.pairs) >= maxTrustPairs && since >= time.Second) {
+		s.lastSweep = now
+		for k, until := range s.pairs {
+			if !now.Before(until) {
+				delete(s.pairs, k)
+			}
+		}
+	}
+	k := clientID + " " + addr
+	if _, ok := s.pairs[k]; !ok && len(s.pairs) >= maxTrustPairs {
+		return
+	}
+	s.pairs[k] = now.Add(s.ttl)
+}
+
+func (s *trustSet) has(clientID, addr string) bool {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	until, ok := s.pairs[clientID+" "+addr]
+	return ok && now.Before(until)
+}

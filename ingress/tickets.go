@@ -163,7 +163,7 @@ func (s *ticketService) create(ctx context.Context, t tenants.Tenant, req create
 	if _, err := ticketType(req.TicketType); err != nil {
 		return answer{}, err
 	}
-	release, err := s.overload.enterNewAdmission(ctx)
+	release, err := s.overload.enterNewAdmission(ctx, t.ID)
 	if err != nil {
 		return answer{}, err
 	}
@@ -485,7 +485,7 @@ func (s *ticketService) find(ctx context.Context, t tenants.Tenant, ticket strin
 // the next create. Repeating it answers the same, and frees the slot again
 // should an earlier release have failed.
 func (s *ticketService) cancel(ctx context.Context, t tenants.Tenant, ticket string) (answer, error) {
-	release, err := s.overload.enterAdmission()
+	release, err := s.overload.enterAdmission(t.ID)
 	if err != nil {
 		return answer{}, err
 	}
@@ -570,7 +570,7 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 	if err != nil {
 		return answer{}, err
 	}
-	release, err := s.overload.enterNewAdmission(ctx)
+	release, err := s.overload.enterNewAdmission(ctx, t.ID)
 	if err != nil {
 		return answer{}, err
 	}
@@ -613,7 +613,7 @@ func (s *ticketService) allocateSlot(ctx context.Context, req allocateSlotReques
 	if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 		return answer{}, errInvalidField("slot_id", "is not a slot id issued by validate_eta")
 	}
-	release, err := s.overload.enterAdmission()
+	release, err := s.overload.enterAdmission(t.ID)
 	if err != nil {
 		return answer{}, err
 	}

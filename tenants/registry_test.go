@@ -98,6 +98,12 @@ func TestCreateAccountRejectsBadInput(t *testing.T) {
 		{"Acme", "a@example.com", "short", "password"},
 		{"Acme", "a@example.com", "123456789", "password"},
 		{"Acme", "a@example.com", strings.Repeat("p", 1025), "password"},
+		// Control characters (Unicode Cc), C0, DEL and C1 alike.
+		{"Acme", "a@example.com", "long enough\u0000pw", "password"},
+		{"Acme", "a@example.com", "long enough\u0007\u001bpw", "password"},
+		{"Acme", "a@example.com", "long enough pw\n", "password"},
+		{"Acme", "a@example.com", "long enough\u007fpw", "password"},
+		{"Acme", "a@example.com", "long enough\u0085pw", "password"},
 	} {
 		_, err := e.reg.CreateAccount(ctx, c.name, c.email, c.password)
 		var fe *tenants.FieldError

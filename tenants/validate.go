@@ -54,6 +54,12 @@ func validateAccount(name, email, password string) (string, string, error) {
 	switch {
 	case !utf8.ValidString(password):
 		return "", "", &FieldError{Field: "password", Reason: "must be valid UTF-8"}
+	case strings.IndexFunc(password, unicode.IsControl) >= 0:
+		// NUL, ESC, DEL and the C1 controls (Unicode Cc) are no part of
+		// a password anyone types: they are the classic sign of an
+		// encoding bug, and a NUL truncates the password in any C
+		// library that later sees it.
+		return "", "", &FieldError{Field: "password", Reason: "must not contain control characters"}
 	case utf8.RuneCountInString(password) < minPasswordLen:
 		return "", "", &FieldError{Field: "password", Reason: "must be at least 10 characters"}
 	case len(password) > maxPasswordLen:

@@ -45,10 +45,15 @@ type config struct {
 	TenantBurst       int
 	ClientRate        float64
 	ClientBurst       int
+	MaxFailures       int
+	Lockout           time.Duration
 	MaxInFlight       int
+	SoftInFlight      int
+	AdmissionTarget   time.Duration
 	MaxBacklog        int64
 	MaxAccountCreates int
 	MaxLogins         int
+	QueueWait         time.Duration
 	// Failpoint is TMS_FAILPOINT (test only; see failpoint.go).
 	Failpoint failpoint
 }
@@ -110,30 +115,42 @@ var flagDefs = []flagDef{
 		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
 	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", "serve worker",
 		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
-	{"tenant-rate", "requests a second one tenant may make to this process (token bucket; 0: no limit); over it: 429 with Retry-After", "serve ingress",
-		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 500, usage) }},
-	{"tenant-burst", "requests one tenant may make at once after a quiet spell", "serve ingress",
-		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.TenantBurst, name, 1000, usage) }},
-	{"client-rate", "create_account and login requests a second per client IP (0: no limit); over it: 429", "serve ingress",
-		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.ClientRate, name, 5, usage) }},
-	{"client-burst", "create_account and login requests one client IP may make at once", "serve ingress",
-		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.ClientBurst, name, 50, usage) }},
+	{"tenant-rate", "optional hard cap: requests a second one tenant may make to this process (token bucket; 0: none, the fair share of --max-in-flight applies); over it: 429 with Retry-After", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 0, usage) }},
+	{"tenant-burst", "requests one tenant may make at once after a quiet spell, with --tenant-rate (0: the rate rounded up)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.TenantBurst, name, 0, usage) }},
 	{"max-in-flight", "admissions (create, cancel, validate_eta, allocate_slot) one process handles at once; past it: 503 at once (negative: no bound)", "serve ingress",
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxInFlight, name, ingress.DefaultMaxInFlight, usage)
 		}},
+	{"soft-in-flight", "admissions in flight at which the process counts as saturated: then, with two or more tenants active, a tenant holding its fair share of them or more gets 429 (0: never)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.SoftInFlight, name, ingress.DefaultSoftInFlight, usage)
+		}},
+	{"admission-target", "latency of the fastest admission of each 100ms above which the process counts as saturated (a standing queue), for the fair share; a slow machine's floor raises it (0: latency is not watched)", "serve ingress",
+		dur(func(c *config) *time.Duration { return &c.AdmissionTarget }, ingress.DefaultAdmissionTarget)},
 	{"max-backlog", "TICKETS stream messages not yet written by the allocators at which new admissions get 503 (negative: never)", "serve ingress",
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.Int64Var(&c.MaxBacklog, name, ingress.DefaultMaxBacklog, usage)
 		}},
-	{"max-account-creates", "create_account requests handled at once (each hashes a password and creates a database)", "serve ingress",
+	{"max-account-creates", "create_account requests handled at once (each hashes a password and creates a database); more wait up to --queue-wait", "serve ingress",
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxAccountCreates, name, ingress.DefaultMaxAccountCreates, usage)
 		}},
-	{"max-logins", "login requests handled at once (each hashes a password)", "serve ingress",
+	{"max-logins", "login requests handled at once (each hashes a password); more wait up to --queue-wait", "serve ingress",
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxLogins, name, ingress.DefaultMaxLogins, usage)
 		}},
+	{"queue-wait", "how long a create_account or login waits for a place before it gets 503 with Retry-After (0: it does not wait; at most 3s)", "serve ingress",
+		dur(func(c *config) *time.Duration { return &c.QueueWait }, ingress.DefaultQueueWait)},
+	{"max-failures", "failed create_account or login attempts (wrong password, unknown client, malformed) from one client IP, or against one client_id, at which it is locked out for --lockout; from a third of it, one try a second (0: not counted)", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.MaxFailures, name, 30, usage) }},
+	{"lockout", "how long a client IP or client_id that reached --max-failures gets 429; failures are forgotten over the same time", "serve ingress",
+		dur(func(c *config) *time.Duration { return &c.Lockout }, ingress.DefaultLockout)},
+	{"client-rate", "create_account requests a second per client IP, a generous bound on the databases one address creates (token bucket; 0: no limit); over it: 429", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.ClientRate, name, 1, usage) }},
+	{"client-burst", "create_account requests one client IP may make at once after a quiet spell", "serve ingress",
+		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.ClientBurst, name, 300, usage) }},
 	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress worker",
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
 	{"log-level", "debug, info, warn or error", "serve ingress worker",
@@ -314,8 +331,19 @@ func (c *config) validate() error {
 		return usagef("--hold-ttl %s: want whole seconds, at least 1s", c.HoldTTL)
 	}
 	if r.front {
-		if c.TenantRate < 0 || c.TenantBurst < 0 || c.ClientRate < 0 || c.ClientBurst < 0 {
-			return usagef("--tenant-rate, --tenant-burst, --client-rate, --client-burst: want 0 (no limit) or more")
+		if c.TenantRate < 0 || c.TenantBurst < 0 || c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxFailures < 0 {
+			return usagef("--tenant-rate, --tenant-burst, --client-rate, --client-burst, --max-failures: want 0 (no limit) or more")
+		}
+		if c.SoftInFlight < 0 || c.AdmissionTarget < 0 || c.QueueWait < 0 {
+			return usagef("--soft-in-flight, --admission-target, --queue-wait: want 0 (off) or more")
+		}
+		// create_account's own 12 s and the wait stay inside the
+		// server's 15 s write timeout (ingress/server.go).
+		if c.QueueWait > 3*time.Second {
+			return usagef("--queue-wait %s: want at most 3s, so that a create_account that waited still answers within the write timeout", c.QueueWait)
+		}
+		if c.Lockout < time.Second {
+			return usagef("--lockout %s: want at least 1s", c.Lockout)
 		}
 	}
 	if r.back {
@@ -355,6 +383,32 @@ func checkDatabaseURL(raw string) error {
 		return err
 	}
 	return nil
+}
+
+// overloadConfig is the front's bounds (without the JetStream, metrics and
+// logger the caller adds). Where a flag's 0 means "off", it is the
+// OverloadConfig's negative: there 0 means "the default".
+func (c *config) overloadConfig() ingress.OverloadConfig {
+	off := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	offDur := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	return ingress.OverloadConfig{
+		TenantRate: c.TenantRate, TenantBurst: c.TenantBurst,
+		ClientRate: c.ClientRate, ClientBurst: c.ClientBurst,
+		MaxFailures: c.MaxFailures, Lockout: c.Lockout,
+		MaxInFlight: c.MaxInFlight, SoftInFlight: off(c.SoftInFlight), AdmissionTarget: offDur(c.AdmissionTarget),
+		MaxBacklog:        c.MaxBacklog,
+		MaxAccountCreates: c.MaxAccountCreates, MaxLogins: c.MaxLogins, QueueWait: offDur(c.QueueWait),
+	}
 }
 
 // databaseURLs splits --database-url into its servers.

@@ -74,6 +74,11 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"serve", "--tenant-rate", "-1"}, nil, "--tenant-rate"},
 		{[]string{"serve"}, map[string]string{"TMS_CLIENT_BURST": "-5"}, "--client-burst"},
 		{[]string{"serve"}, map[string]string{"TMS_MAX_BACKLOG": "lots"}, "TMS_MAX_BACKLOG"},
+		{[]string{"serve", "--max-failures", "-1"}, nil, "--max-failures"},
+		{[]string{"serve", "--lockout", "500ms"}, nil, "--lockout"},
+		{[]string{"serve", "--queue-wait", "5s"}, nil, "--queue-wait"}, // past the write timeout with create's own
+		{[]string{"serve", "--admission-target", "-1ms"}, nil, "--admission-target"},
+		{[]string{"serve", "--soft-in-flight", "-2"}, nil, "--soft-in-flight"},
 		{[]string{"worker", "--nats-url", "nats://a", "--tenant-rate", "10"}, nil, "tenant-rate"}, // no front there
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit"}, "TMS_FAILPOINT"},
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit:0"}, "TMS_FAILPOINT"},

@@ -288,13 +288,9 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger),
 	}
 	// One set of bounds shared by both routers and the NATS API.
-	if hcfg.Overload, err = ingress.NewOverload(ingress.OverloadConfig{
-		TenantRate: cfg.TenantRate, TenantBurst: cfg.TenantBurst,
-		ClientRate: cfg.ClientRate, ClientBurst: cfg.ClientBurst,
-		MaxInFlight: cfg.MaxInFlight, MaxBacklog: cfg.MaxBacklog,
-		MaxAccountCreates: cfg.MaxAccountCreates, MaxLogins: cfg.MaxLogins,
-		JS: js, Metrics: metrics, Logger: logger,
-	}); err != nil {
+	oc := cfg.overloadConfig()
+	oc.JS, oc.Metrics, oc.Logger = js, metrics, logger
+	if hcfg.Overload, err = ingress.NewOverload(oc); err != nil {
 		return nil, fmt.Errorf("overload: %w", err)
 	}
 	if p.natsAPI, err = ingress.NewNATSAPI(hcfg); err != nil {

@@ -1,0 +1,250 @@
+package ingress
+
+import (
+	"testing"
+	"time"
+
+	"tms/ops/testkit"
+)
+
+// fairEnv drives a fairShare on a test clock: interval 100 ms, target
+// 5 ms.
+type fairEnv struct {
+	t     *testing.T
+	clock *testkit.Clock
+	f     *fairShare
+}
+
+func newFairEnv(t *testing.T, max, soft int) *fairEnv {
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	return &fairEnv{t: t, clock: clock, f: newFairShare(max, soft, 5*time.Millisecond, 100*time.Millisecond, clock.Now)}
+}
+
+// admit admits n admissions of tenant, one after the other, each
+// finishing at once; every one must be admitted.
+func (e *fairEnv) admit(tenant string, n int) {
+	e.t.Helper()
+	for range n {
+		e.hold(tenant, 1)[0]()
+	}
+}
+
+// interval is one whole interval in which the tenants make the given
+// admissions, each taking d.
+func (e *fairEnv) interval(d time.Duration, admissions map[string]int) {
+	e.t.Helper()
+	var dones []func()
+	for tenant, n := range admissions {
+		dones = append(dones, e.hold(tenant, n)...)
+	}
+	e.clock.Advance(d)
+	for _, done := range dones {
+		done()
+	}
+	e.clock.Advance(100*time.Millisecond - d)
+}
+
+// hold admits n admissions of tenant and returns their dones.
+func (e *fairEnv) hold(tenant string, n int) []func() {
+	e.t.Helper()
+	var dones []func()
+	for i := range n {
+		done, why := e.f.enter(tenant)
+		if why != admitted {
+			e.t.Fatalf("%s admission %d of %d refused (%d)", tenant, i+1, n, why)
+		}
+		dones = append(dones, done)
+	}
+	return dones
+}
+
+// refused counts how many of n tries of tenant are refused as over their
+// share (admitted ones finish at once).
+func (e *fairEnv) refused(tenant string, n int) int {
+	e.t.Helper()
+	k := 0
+	for range n {
+		done, why := e.f.enter(tenant)
+		switch why {
+		case admitted:
+			done()
+		case shedShare:
+			k++
+		default:
+			e.t.Fatalf("%s: shed %d", tenant, why)
+		}
+	}
+	return k
+}
+
+// slowInterval ends the current interval with one admission of tenant
+// that took 20 ms, four times the target: a standing queue.
+func (e *fairEnv) slowInterval(tenant string) {
+	e.t.Helper()
+	done := e.hold(tenant, 1)[0]
+	e.clock.Advance(20 * time.Millisecond)
+	done()
+	e.clock.Advance(80 * time.Millisecond)
+}
+
+// fastInterval ends the current interval with one 1 ms admission.
+func (e *fairEnv) fastInterval(tenant string) {
+	e.t.Helper()
+	done := e.hold(tenant, 1)[0]
+	e.clock.Advance(time.Millisecond)
+	done()
+	e.clock.Advance(99 * time.Millisecond)
+}
+
+// A tenant alone is bounded by max only, saturated or not.
+func TestFairShareLoneTenantIsBoundedByMaxOnly(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 50, 10)
+	e.fastInterval("a")
+	e.interval(20*time.Millisecond, map[string]int{"a": 30})
+	if _, _, sat, _ := e.f.state(); !sat {
+		t.Fatal("an interval whose fastest admission took 20ms is not saturated")
+	}
+	e.admit("a", 200)
+	e.hold("a", 50)
+	if _, why := e.f.enter("a"); why != shedMax {
+		t.Fatalf("51st admission in flight: %d, want shedMax", why)
+	}
+	if _, why := e.f.enter("b"); why != shedMax {
+		t.Fatalf("another tenant past max: %d, want shedMax", why)
+	}
+}
+
+// While saturated, the process admits a limit per interval, split max-min
+// fair: the tenant asking for most is held to the level of the split,
+// the light one is never refused; the limit grows while the queue is
+// gone, and the control ends once demand is well under it.
+func TestFairShareShedsTheHeavyTenant(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	e.fastInterval("noisy") // a floor of 1 ms
+	e.interval(20*time.Millisecond, map[string]int{"noisy": 101, "quiet": 4})
+	// 105 admitted in a saturated interval: a limit of 0.7 x 105 = 73.5;
+	// quiet asked 4, so noisy's level is 69.5.
+	_, active, sat, level := e.f.state()
+	if !sat || active != 2 || level != 69.5 {
+		t.Fatalf("after a saturated interval: saturated %v, %d active, level %v; want true, 2, 69.5", sat, active, level)
+	}
+	// noisy's sliding count starts at its 101 of the last interval:
+	// refused at once; quiet is not.
+	if k := e.refused("noisy", 10); k != 10 {
+		t.Fatalf("noisy at the start of the interval: %d of 10 refused, want 10", k)
+	}
+	if k := e.refused("quiet", 4); k != 0 {
+		t.Fatalf("quiet: %d of 4 refused", k)
+	}
+	// Halfway through, 50.5 of its last interval count: admitted up to
+	// the level.
+	e.clock.Advance(50 * time.Millisecond)
+	if k := e.refused("noisy", 30); k != 11 {
+		t.Fatalf("noisy halfway: %d of 30 refused, want 11 (admitted 19 up to 69.5)", k)
+	}
+	// The rest of the interval with no queue: the limit grows by 10% + 1.
+	e.clock.Advance(49 * time.Millisecond)
+	e.fastInterval("quiet")
+	if _, _, sat, level := e.f.state(); sat || level <= 69.5 {
+		t.Fatalf("after a fast interval with refusals: saturated %v, level %v; want false and above 69.5", sat, level)
+	}
+	// A quiet interval, demand far under the limit: control ends.
+	e.admit("noisy", 5)
+	e.fastInterval("quiet")
+	if _, _, _, level := e.f.state(); level != 0 {
+		t.Fatalf("level %v after an interval of light demand, want 0 (no control)", level)
+	}
+	e.admit("noisy", 300)
+}
+
+// However low the limit, a tenant admitted fewer than lightLimit times a
+// second is never refused, even when its admissions bunch up.
+func TestFairShareNeverShedsALightTenant(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 4)
+	e.fastInterval("noisy")
+	held := append(e.hold("light", 2), e.hold("noisy", minShare-1)...) // nothing finishes: saturated
+	e.clock.Advance(100 * time.Millisecond)
+	if _, _, sat, level := e.f.state(); !sat || level == 0 {
+		t.Fatalf("saturated %v, level %v; want true and a level", sat, level)
+	}
+	// Past the soft bound and the limit alike, holding more than its
+	// in-flight share, 90 a second in bursts of 30 every third interval:
+	// light is admitted.
+	for range 3 {
+		held = append(held, e.hold("light", 30)...)
+		e.clock.Advance(300 * time.Millisecond)
+	}
+	for _, done := range held {
+		done()
+	}
+}
+
+// Past the soft bound of admissions in flight, the tenant holding its
+// in-flight share (and asking for more than a light tenant) is refused
+// before any slow interval ends.
+func TestFairShareSoftBound(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 16)
+	e.admit("a", lightLimit) // not light
+	e.hold("a", 15)
+	e.hold("b", 1)
+	if _, why := e.f.enter("a"); why != shedShare {
+		t.Fatalf("a over its in-flight share at the soft bound: %d", why)
+	}
+	e.hold("b", 3)
+}
+
+// A refused tenant does not become active by asking, and a tenant idle
+// for activeWindow is no longer active: the one left is alone again.
+func TestFairShareActiveTenants(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	e.fastInterval("a")
+	e.interval(20*time.Millisecond, map[string]int{"a": 100, "b": 1})
+	if k := e.refused("a", 5); k != 5 {
+		t.Fatalf("a over its share beside b: %d of 5 refused", k)
+	}
+	e.clock.Advance(activeWindow)
+	e.slowInterval("a")
+	if _, active, sat, _ := e.f.state(); active != 1 || !sat {
+		t.Fatalf("after b's active window: %d active, saturated %v; want 1, true", active, sat)
+	}
+	e.admit("a", 200) // alone again: bounded by max only
+}
+
+// On a machine whose fastest admission is slower than the target assumes,
+// the threshold is floorFactor (2) x that floor: admissions 1.75x the
+// floor are no standing queue, 5x are; the floor forgets after two epochs.
+func TestFairShareFloorRaisesTheTarget(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	run := func(d time.Duration) bool {
+		for range 3 {
+			done := e.hold("a", 1)[0]
+			e.clock.Advance(d)
+			done()
+		}
+		e.clock.Advance(100 * time.Millisecond)
+		_, _, sat, _ := e.f.state()
+		return sat
+	}
+	if run(4 * time.Millisecond) {
+		t.Fatal("4ms admissions, under the 5ms target, are saturated")
+	}
+	if run(7 * time.Millisecond) {
+		t.Fatal("7ms admissions with a floor of 4ms (threshold 8ms) are saturated")
+	}
+	if !run(20 * time.Millisecond) {
+		t.Fatal("20ms admissions with a floor of 4ms are not saturated")
+	}
+	for range 2 {
+		e.clock.Advance(floorEpoch)
+		run(20 * time.Millisecond)
+	}
+	if run(20 * time.Millisecond) {
+		t.Fatal("20ms admissions are still saturated after 20s of nothing faster")
+	}
+}
