@@ -25,16 +25,12 @@ const (
 	rywCycles  = 10
 )
 
-// rywFlags lift the per-address and account-opening bounds: the run opens
-// 40 accounts from one address, and those bounds are not what it tests.
-var rywFlags = []string{"--client-rate", "0", "--max-account-creates", "8", "--max-logins", "8"}
-
 // TestReadYourAgentWritesServe: on tms serve, an agent change is seen by
 // the tenant's very next create_ticket.
 func TestReadYourAgentWritesServe(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
-	serve := startTMS(t, nil, append(serveArgs(t, prefix), rywFlags...)...)
+	serve := startTMS(t, nil, serveArgs(t, prefix)...)
 	pub := newAPI(t, str(t, serve.logEvent("listening"), "public"))
 	pub.waitReady(serve)
 
@@ -57,8 +53,8 @@ func TestReadYourAgentWritesCluster(t *testing.T) {
 	w1 := startTMS(t, env, "worker")
 	w1.logEvent("eta responder ready")
 	w2 := startTMS(t, env, "worker")
-	ingress := startTMS(t, env, append([]string{"ingress", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0",
-		"--db-prefix", prefix}, rywFlags...)...)
+	ingress := startTMS(t, env, "ingress", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0",
+		"--db-prefix", prefix)
 	pub := newAPI(t, str(t, ingress.logEvent("listening"), "public"))
 	pub.waitReady(ingress)
 	w2.logEvent("eta responder ready")
