@@ -18,8 +18,13 @@ import (
 // admission that finished in an interval took longer than the threshold,
 // max(target, floorFactor x the floor), the floor being the fastest
 // admission of the last one or two floor epochs (or nothing finished
-// while work was in flight). A burst makes some admissions slow; only a
-// queue that does not drain makes every admission of an interval slow.
+// while work was in flight), or more than slowFraction of the
+// admissions that finished in it took longer than the threshold. A burst
+// makes some admissions slow; only a queue that does not drain makes
+// every admission of an interval slow; and a tail of slow admissions
+// beside fast ones (measured: at half the capacity of a 2-core machine
+// the fastest admission stays under 1 ms while one in ten takes tens of
+// ms) is what the other tenants feel, so it counts as well.
 //
 // Shares are of admissions a second, not of admissions in flight: on a
 // small machine one or two admissions in flight already keep the CPU
@@ -66,7 +71,10 @@ type fairShare struct {
 	windowStart  time.Time
 	windowMin    time.Duration
 	windowAdmits int
-	saturated    bool // the verdict on the last interval
+	// Admissions that finished in the interval, and how many of them
+	// took longer than the threshold.
+	windowDone, windowSlow int
+	saturated              bool // the verdict on the last interval
 	// limit is the admissions per interval while controlling (0: not
 	// controlling); level the max-min share of it per tenant.
 	limit, level float64
@@ -128,6 +136,10 @@ const (
 	// CI box, the race detector), the fastest admission is several
 	// milliseconds; a queue shows as a multiple of it.
 	floorFactor = 2
+	// slowFraction: more than this share of an interval's admissions
+	// slower than the threshold is a queue too, one the fastest
+	// admission does not show (a tail: what the other tenants feel).
+	slowFraction = 0.1
 	// AIMD of the limit, per interval.
 	limitDecrease = 0.7
 	limitIncrease = 1.1
@@ -237,6 +249,10 @@ func (f *fairShare) leave(tl *tenantLoad, start time.Time) {
 	if f.windowMin == 0 || d < f.windowMin {
 		f.windowMin = d
 	}
+	f.windowDone++
+	if d > f.threshold() {
+		f.windowSlow++
+	}
 	if f.epochMin == 0 || d < f.epochMin {
 		f.epochMin = d
 	}
@@ -267,7 +283,7 @@ func (f *fairShare) roll(now time.Time) {
 		// flight (it is stuck, or queued behind what is).
 		f.saturated = f.total > 0
 	default:
-		f.saturated = f.windowMin > f.threshold()
+		f.saturated = f.windowMin > f.threshold() || f.windowSlow > int(slowFraction*float64(f.windowDone))
 	}
 	// An interval that ended long ago (nothing happened since) says
 	// nothing about the load now.
@@ -296,6 +312,7 @@ func (f *fairShare) roll(now time.Time) {
 	}
 	f.level = f.maxMin()
 	f.windowStart, f.windowMin, f.windowAdmits, f.refused = now, 0, 0, 0
+	f.windowDone, f.windowSlow = 0, 0
 }
 
 // maxMin is the level of the max-min fair split of f.limit among the

@@ -248,3 +248,39 @@ func TestFairShareFloorRaisesTheTarget(t *testing.T) {
 		t.Fatal("20ms admissions are still saturated after 20s of nothing faster")
 	}
 }
+
+// A tail is a queue too: an interval whose fastest admission is quick
+// but more than slowFraction of whose admissions are slower than the
+// threshold is saturated (the other tenants feel the tail, not the
+// minimum); at slowFraction or less it is not.
+func TestFairShareSlowTailIsSaturation(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	run := func(fast, slow int) bool {
+		for range fast {
+			done := e.hold("a", 1)[0]
+			e.clock.Advance(time.Millisecond)
+			done()
+		}
+		var dones []func()
+		for range slow {
+			dones = append(dones, e.hold("a", 1)[0])
+		}
+		e.clock.Advance(20 * time.Millisecond)
+		for _, done := range dones {
+			done()
+		}
+		e.clock.Advance(100 * time.Millisecond)
+		_, _, sat, _ := e.f.state()
+		return sat
+	}
+	if run(18, 2) {
+		t.Fatal("2 slow admissions of 20 (10%) are saturated")
+	}
+	if !run(17, 3) {
+		t.Fatal("3 slow admissions of 20 (15%), the fastest 1ms, are not saturated")
+	}
+	if run(20, 0) {
+		t.Fatal("20 fast admissions are saturated")
+	}
+}

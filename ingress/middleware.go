@@ -137,7 +137,7 @@ func observe(listener string, logger *slog.Logger, m *metrics) func(http.Handler
 			m.duration.WithLabelValues(listener, method, route, code).Observe(elapsed.Seconds())
 
 			level := slog.LevelInfo
-			if quietRoutes[route] && status < 500 {
+			if quietRoutes[route] && status < 500 || refused(status, ww.Header()) {
 				level = slog.LevelDebug
 			}
 			attrs := []slog.Attr{
@@ -155,6 +155,15 @@ func observe(listener string, logger *slog.Logger, m *metrics) func(http.Handler
 			logger.LogAttrs(r.Context(), level, "http request", attrs...)
 		})
 	}
+}
+
+// refused reports an answer of the overload limits: a 429, or a 503 with
+// Retry-After. Under overload there are thousands of them a second, and a
+// log line each would add to the load being shed; they are counted in
+// tms_ingress_rate_limited_total and tms_ingress_shed_total, and the
+// request metrics, instead.
+func refused(status int, h http.Header) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable && h.Get("Retry-After") != ""
 }
 
 // recoverer turns a panicking handler into a logged 500 with the JSON
