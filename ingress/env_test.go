@@ -64,7 +64,13 @@ func newEnv(t testing.TB) *env {
 		t.Fatalf("NewSessions: %v", err)
 	}
 	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: logger})
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: js, Logger: logger})
+	// The agents' clock is the env's, frozen before any ticket clock is
+	// made: an agent is then available from before every ticket's
+	// creation, and a test that fills a window counts the same minutes
+	// whichever side of a minute boundary the wall clock is on (with the
+	// wall clock, an agent registered just after one lost a minute: 118
+	// GOLD tickets instead of 119-121).
+	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: js, Logger: logger, Now: clock.Now})
 	if err != nil {
 		t.Fatalf("NewAgents: %v", err)
 	}
