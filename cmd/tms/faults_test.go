@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -270,11 +272,18 @@ func TestFaultCrashBeforePublish(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
 	const grace, interval = 10 * time.Second, 2 * time.Second
+	// prefill GOLD tickets, never cancelled, fill the next minutes of both
+	// agents first, so that the orphan's minute lies well after grace +
+	// interval: the reconciler rightly leaves a minute that has begun (no
+	// new ticket could take it), and an orphan in the current minute
+	// (a cancel freed it) was never released within the wait.
+	const prefill = 12
 	ns := testkit.StartNATS(t)
 	env := []string{"TMS_NATS_URL=" + ns.URL(), "TMS_DATABASE_URL=" + testkit.PostgresURL(), "TMS_LOG_FORMAT=json"}
 	worker := startTMS(t, env, "worker", "--reconcile-grace", grace.String(), "--reconcile-interval", interval.String())
 	ingressArgs := []string{"ingress", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--db-prefix", prefix}
-	ingress := startTMS(t, append(append([]string{}, env...), "TMS_FAILPOINT=ingress.before_publish:25"), ingressArgs...)
+	// The first prefill publishes pass the failpoint too.
+	ingress := startTMS(t, append(append([]string{}, env...), fmt.Sprintf("TMS_FAILPOINT=ingress.before_publish:%d", prefill+25)), ingressArgs...)
 	pub := newAPI(t, str(t, ingress.logEvent("listening"), "public"))
 	pub.waitReady(ingress)
 	worker.logEvent("eta responder ready")
@@ -283,6 +292,11 @@ func TestFaultCrashBeforePublish(t *testing.T) {
 	clientID, clients := faultTenant(t, h, pub, 2)
 	slots := slotBucket(t, js, clientID)
 
+	for i := range prefill {
+		if r := clients[0].Create(context.Background(), "GOLD"); r.First.Status != http.StatusCreated {
+			t.Fatalf("prefill ticket %d: %+v", i+1, r.First)
+		}
+	}
 	began := time.Now()
 	load := startFaultLoad(t, h, clients, 200)
 	ingress.waitExited(60*time.Second, "the ingress to die at ingress.before_publish")
@@ -294,6 +308,9 @@ func TestFaultCrashBeforePublish(t *testing.T) {
 	keys := reservationsOf(t, slots, clientID)[orphan]
 	if len(keys) != 1 {
 		t.Fatalf("ticket %s holds reservations %v right after the crash, want one", orphan, keys)
+	}
+	if _, _, minute, err := subjects.ParseSlotKey(keys[0]); err != nil || minute.Before(crashed.Add(grace+interval+15*time.Second)) {
+		t.Fatalf("orphan reservation %s (%v) is for a minute that begins before the reconciler is due: the prefill did not hold", keys[0], err)
 	}
 	testkit.Eventually(t, grace+interval+15*time.Second, func() bool {
 		return len(reservationsOf(t, slots, clientID)[orphan]) == 0
