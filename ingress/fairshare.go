@@ -79,6 +79,10 @@ type fairShare struct {
 	// controlling); level the max-min share of it per tenant.
 	limit, level float64
 	refused      int // in the current interval
+	// Tenants that asked in the last interval (or had work in flight at
+	// its end), and tenants that have asked in the current one: the fair
+	// share sheds a tenant only when another one wants something too.
+	askingPrev, askingCur int
 	// The floor: the fastest admission of this epoch and of the one
 	// before (0: none), so that it follows a machine that got slower.
 	epochStart        time.Time
@@ -90,7 +94,8 @@ type tenantLoad struct {
 	last     time.Time // of its last admission
 	// Admissions and refusals in the current and the previous interval.
 	cur, prev       int
-	curAsk, prevAsk int // admissions + refusals: what it asked for
+	curAsk, prevAsk int  // admissions + refusals: what it asked for
+	askedPrev       bool // counted in askingPrev
 	// Admissions of the last lightWindow intervals before the current
 	// one (a ring), and their sum.
 	hist    [lightWindow]int
@@ -186,7 +191,7 @@ func (f *fairShare) enter(tenant string) (done func(), why shed) {
 		tl = &tenantLoad{}
 		f.tenants[tenant] = tl
 	}
-	tl.curAsk++
+	f.ask(tl)
 	if f.overShare(tl, now) {
 		f.refused++
 		if tl.inFlight == 0 && tl.histSum+tl.cur == 0 && now.Sub(tl.last) >= activeWindow {
@@ -204,13 +209,36 @@ func (f *fairShare) enter(tenant string) (done func(), why shed) {
 	return func() { once.Do(func() { f.leave(tl, now) }) }, admitted
 }
 
+// ask counts one request of tl in the current interval; f.mu is held.
+func (f *fairShare) ask(tl *tenantLoad) {
+	if tl.curAsk == 0 {
+		f.askingCur++
+	}
+	tl.curAsk++
+}
+
+// othersAsking reports whether a tenant other than tl asked for an
+// admission in this interval or the last (or had one in flight when the
+// last ended); f.mu is held.
+func (f *fairShare) othersAsking(tl *tenantLoad) bool {
+	prev, cur := f.askingPrev, f.askingCur
+	if tl.askedPrev {
+		prev--
+	}
+	if tl.curAsk > 0 {
+		cur--
+	}
+	return prev > 0 || cur > 0
+}
+
 // overShare reports whether tl is to be refused as over its share; f.mu
 // is held.
 func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
 	active := len(f.tenants)
-	if active < 2 || tl.light() {
-		// Alone, or asking for little: whatever slows the process, it is
-		// not this tenant.
+	if active < 2 || tl.light() || !f.othersAsking(tl) {
+		// Alone, asking for little, or the only one asking lately (a
+		// tenant active a second ago but quiet since waits for nothing):
+		// whatever slows the process, shedding this tenant helps nobody.
 		return false
 	}
 	if f.soft > 0 && f.total >= f.soft && tl.inFlight >= max(minInFlightShare, f.total/active) {
@@ -233,7 +261,7 @@ func (f *fairShare) over(tenant string) bool {
 	if tl == nil || !f.overShare(tl, now) {
 		return false
 	}
-	tl.curAsk++ // what it asked for, as enter would count it
+	f.ask(tl) // what it asked for, as enter would count it
 	f.refused++
 	return true
 }
@@ -304,10 +332,16 @@ func (f *fairShare) roll(now time.Time) {
 			f.limit = f.limit*limitIncrease + 1
 		}
 	}
+	f.askingPrev, f.askingCur = 0, 0
 	for id, tl := range f.tenants {
 		tl.shift(stale)
 		if tl.inFlight == 0 && now.Sub(tl.last) >= activeWindow {
 			delete(f.tenants, id)
+			continue
+		}
+		tl.askedPrev = tl.prevAsk > 0 || tl.inFlight > 0
+		if tl.askedPrev {
+			f.askingPrev++
 		}
 	}
 	f.level = f.maxMin()

@@ -284,3 +284,38 @@ func TestFairShareSlowTailIsSaturation(t *testing.T) {
 		t.Fatal("20 fast admissions are saturated")
 	}
 }
+
+// A tenant active a moment ago but quiet since waits for nothing: the
+// heavy tenant of a saturated process is not shed while nobody else has
+// asked in this interval or the last (seen as a 429 for a tenant filling
+// its calendar one request at a time, a second after another tenant's
+// only request), and is shed again as soon as someone else asks.
+func TestFairShareShedsOnlyWhenAnotherTenantAsks(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	e.fastInterval("heavy") // a floor of 1 ms
+	e.interval(20*time.Millisecond, map[string]int{"heavy": 101, "other": 1})
+	// The next interval, without other: heavy's sliding count has fallen
+	// under its level after 60 ms; ten slow admissions keep it saturated.
+	e.f.state() // the interval begins now
+	e.clock.Advance(60 * time.Millisecond)
+	dones := e.hold("heavy", 10)
+	e.clock.Advance(20 * time.Millisecond)
+	for _, done := range dones {
+		done()
+	}
+	e.clock.Advance(20 * time.Millisecond)
+	_, active, sat, level := e.f.state()
+	if !sat || active != 2 || level != 20 {
+		t.Fatalf("after saturated intervals: saturated %v, %d active, level %v; want true, 2, 20", sat, active, level)
+	}
+	if k := e.refused("heavy", 50); k != 0 {
+		t.Fatalf("heavy, the only tenant asking: %d of 50 refused, want 0", k)
+	}
+	if k := e.refused("other", 1); k != 0 {
+		t.Fatalf("other asking again: refused")
+	}
+	if k := e.refused("heavy", 50); k != 50 {
+		t.Fatalf("heavy over its share while other asks: %d of 50 refused, want 50", k)
+	}
+}
