@@ -8,7 +8,7 @@ import (
 
 // fairShare is the admission limiter of a process. It bounds the
 // admissions in flight (max: 503 past it) and, while the process is
-// saturated and two or more tenants are active, sheds the tenants that
+// saturated and two or more tenants are asking, sheds the tenants that
 // use more than their fair share of it (429), so that a tenant sending
 // far more than the process can serve is refused before the others
 // wait. A tenant alone is bounded by max only: there is nobody to be

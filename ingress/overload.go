@@ -28,9 +28,9 @@ import (
 //     over HTTP and NATS) passes the fair-share limiter (fairshare.go):
 //     at most MaxInFlight admissions at once, past that 503 overloaded,
 //     Retry-After 1, at once. While the process shows a standing queue
-//     (the fastest admission of each AdmissionInterval slower than
-//     AdmissionTarget or a multiple of the floor) and two or more
-//     tenants are active, the process admits an AIMD-controlled number
+//     (the fastest admission of each AdmissionInterval, or more than a
+//     tenth of them, slower than AdmissionTarget or a multiple of the
+//     floor) and two or more tenants are asking, the process admits an AIMD-controlled number
 //     of admissions per interval, split max-min fair among the tenants:
 //     a tenant over its share gets 429 rate_limited, Retry-After 1 (on
 //     the NATS API before its request takes a handler), so the tenant
