@@ -18,13 +18,7 @@ import (
 // ErrUnavailable.
 func TestPingSaysWhatIsWrong(t *testing.T) {
 	t.Parallel()
-	noRole, err := url.Parse(testkit.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	role := "tmst_nosuch_" + testkit.RandomSuffix(8)
-	noRole.User = url.User(role)
-	db := "tmst_nosuch_" + testkit.RandomSuffix(8)
+	refused := testkit.Refused(t)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,8 +37,8 @@ func TestPingSaysWhatIsWrong(t *testing.T) {
 		refused   bool
 		want      string
 	}{
-		{"no such role", noRole.String(), true, `role "` + role + `" does not exist`},
-		{"no such database", testkit.DatabaseURL(t, testkit.PostgresURL(), db), true, `database "` + db + `" does not exist`},
+		{"no such role", refused.NoRole, true, refused.NoRoleReason},
+		{"no such database", refused.NoDatabase, true, refused.NoDatabaseReason},
 		{"nothing listens", down.String(), false, "connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,18 +58,12 @@ func TestCLIExitCodes(t *testing.T) {
 // started.
 func TestPostgresRefusalIsNotAnOutage(t *testing.T) {
 	t.Parallel()
-	noRole, err := url.Parse(testkit.PostgresURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	role := "tmst_nosuch_" + testkit.RandomSuffix(8)
-	noRole.User = url.User(role)
-	db := "tmst_nosuch_" + testkit.RandomSuffix(8)
+	refused := testkit.Refused(t)
 	for _, tc := range []struct {
 		url, want, wantNot string
 	}{
-		{noRole.String(), `role "` + role + `" does not exist`, "start it"},
-		{testkit.DatabaseURL(t, testkit.PostgresURL(), db), `database "` + db + `" does not exist`, "start it"},
+		{refused.NoRole, refused.NoRoleReason, "start it"},
+		{refused.NoDatabase, refused.NoDatabaseReason, "start it"},
 		{"postgres://postgres@127.0.0.1:1/postgres?sslmode=disable", "not reachable", "refused tms"},
 	} {
 		p := startTMS(t, nil, "serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0",

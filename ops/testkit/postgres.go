@@ -127,3 +127,28 @@ func RefuseConnections(t testing.TB, name string) (restore func()) {
 	}
 	return restore
 }
+
+// RefusedServer is the test server under names it refuses: a URL whose
+// role does not exist and one whose database does not exist, with the
+// server's reason for each, for tests of how a refusal is reported.
+type RefusedServer struct {
+	NoRole, NoRoleReason         string
+	NoDatabase, NoDatabaseReason string
+}
+
+// Refused returns fresh, never-created role and database names on the
+// test server as URLs.
+func Refused(t testing.TB) RefusedServer {
+	t.Helper()
+	u, err := url.Parse(PostgresURL())
+	if err != nil {
+		t.Fatalf("parsing %s: %v", PostgresURL(), err)
+	}
+	role := "tmst_nosuch_" + RandomSuffix(8)
+	db := "tmst_nosuch_" + RandomSuffix(8)
+	u.User = url.User(role)
+	return RefusedServer{
+		NoRole: u.String(), NoRoleReason: `role "` + role + `" does not exist`,
+		NoDatabase: DatabaseURL(t, PostgresURL(), db), NoDatabaseReason: `database "` + db + `" does not exist`,
+	}
+}
