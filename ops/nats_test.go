@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"tms/ops"
 	"tms/ops/testkit"
 )
@@ -65,16 +63,8 @@ func TestConnectNATSUnreachable(t *testing.T) {
 func TestConnectNATSRefusesServerWithoutJetStream(t *testing.T) {
 	t.Parallel()
 	ctx := testkit.Context(t, 30*time.Second)
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	_, err = ops.ConnectNATS(ctx, srv.ClientURL(), "test", testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
+	srv := testkit.StartNATSWith(t, testkit.NATSConfig{NoJetStream: true}).Server
+	_, err := ops.ConnectNATS(ctx, srv.ClientURL(), "test", testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
 	if !errors.Is(err, ops.ErrNoJetStream) || !strings.Contains(err.Error(), "--nats-url") {
 		t.Fatalf("got %v, want ErrNoJetStream naming --nats-url", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -181,18 +180,9 @@ func TestConnectNATSWaitsForJetStream(t *testing.T) {
 // once, with one line naming the flag and not the password.
 func TestConnectNATSRefusesCredentials(t *testing.T) {
 	t.Parallel()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
-		Username: "tms", Password: "right"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	srv := testkit.StartNATSWith(t, testkit.NATSConfig{Username: "tms", Password: "right"}).Server
 	url := "nats://tms:hunter2@" + srv.Addr().String()
-	_, err = ops.ConnectNATS(testkit.Context(t, 60*time.Second), url, "test", testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
+	_, err := ops.ConnectNATS(testkit.Context(t, 60*time.Second), url, "test", testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
 	msg := fmt.Sprint(err)
 	if !errors.Is(err, ops.ErrNATSAuth) || !strings.Contains(msg, "--nats-url") || strings.Contains(msg, "hunter2") {
 		t.Fatalf("got %v, want ErrNATSAuth naming --nats-url without the password", err)
@@ -331,20 +321,9 @@ func TestConnectNATSRefusesAMalformedURL(t *testing.T) {
 // error instead of an endless one.
 func TestConnectNATSRefusesJetStreamPermissions(t *testing.T) {
 	t.Parallel()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
-		JetStream: true, StoreDir: t.TempDir(),
-		Users: []*server.User{{Username: "tms", Password: "right", Permissions: &server.Permissions{
-			Publish: &server.SubjectPermission{Deny: []string{"$JS.API.>"}},
-		}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	_, err = ops.ConnectNATS(testkit.Context(t, 60*time.Second), "nats://tms:right@"+srv.Addr().String(), "test",
+	srv := testkit.StartNATSWith(t, testkit.NATSConfig{Username: "tms", Password: "right",
+		DenyPublish: []string{"$JS.API.>"}}).Server
+	_, err := ops.ConnectNATS(testkit.Context(t, 60*time.Second), "nats://tms:right@"+srv.Addr().String(), "test",
 		testkit.Logger(t), ops.NATSOptions{Flag: "--nats-url"})
 	if !errors.Is(err, ops.ErrNATSAuth) || !strings.Contains(err.Error(), "permissions violation") {
 		t.Fatalf("got %v, want ErrNATSAuth naming the permissions violation", err)

@@ -27,6 +27,13 @@ type NATS struct {
 type NATSConfig struct {
 	Username, Password string // credentials clients must give; empty: none
 	NoJetStream        bool
+	// DenyPublish lists subjects the user (Username) may not publish to,
+	// e.g. "$JS.API.>" for an account whose JetStream API is closed.
+	DenyPublish []string
+}
+
+func (c NATSConfig) isZero() bool {
+	return c.Username == "" && c.Password == "" && !c.NoJetStream && len(c.DenyPublish) == 0
 }
 
 // StartNATS starts a fresh server for the test.
@@ -50,7 +57,7 @@ func StartNATSWith(t testing.TB, cfg NATSConfig) *NATS {
 
 func (n *NATS) start(port int) {
 	n.t.Helper()
-	if n.cfg != (NATSConfig{}) {
+	if !n.cfg.isZero() {
 		n.startWith(port)
 		return
 	}
@@ -69,11 +76,18 @@ func (n *NATS) start(port int) {
 // for credentials or for turning JetStream off.
 func (n *NATS) startWith(port int) {
 	n.t.Helper()
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName: "test-" + RandomSuffix(6), Host: "127.0.0.1", Port: port,
-		JetStream: !n.cfg.NoJetStream, StoreDir: n.dir, Username: n.cfg.Username, Password: n.cfg.Password,
+		JetStream: !n.cfg.NoJetStream, StoreDir: n.dir,
 		NoSigs: true, NoLog: true, DisableJetStreamBanner: true,
-	})
+	}
+	if len(n.cfg.DenyPublish) > 0 {
+		opts.Users = []*server.User{{Username: n.cfg.Username, Password: n.cfg.Password,
+			Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: n.cfg.DenyPublish}}}}
+	} else {
+		opts.Username, opts.Password = n.cfg.Username, n.cfg.Password
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		n.t.Fatalf("embedded nats: %v", err)
 	}
