@@ -105,7 +105,7 @@ func TestSubjectsRoundTrip(t *testing.T) {
 			t.Errorf("ParseAPI(%q) accepted", bad)
 		}
 	}
-	if SlotShard("c1", 4) != SlotShard("c1", 4) || SlotShard("c1", 1) != 0 {
+	if s := SlotShard("c1", 4); s < 0 || s >= 4 || SlotShard("c1", 4) != s || SlotShard("c1", 1) != 0 {
 		t.Error("SlotShard is not stable")
 	}
 	if SlotBucket(3) != "TMS_SLOTS_3" {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -50,11 +49,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func build(out string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+// goBinary is the go command: the one on PATH, else where the Makefile
+// and CI install it (/usr/local/go/bin, which make adds to PATH too).
+func goBinary() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
 	}
+	return "/usr/local/go/bin/go"
+}
+
+func build(out string) error {
+	goBin := goBinary()
 	args := []string{"build", "-o", out}
 	if raceEnabled {
 		args = append(args, "-race")

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,7 +103,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	defer cancel()
 	sh := exec.CommandContext(ctx, "bash", "-c", script.String())
 	sh.Dir = filepath.Join("..", "..") // go run ./examples/natsreq
-	sh.Env = append(cleanEnv(), "PATH="+filepath.Join(runtime.GOROOT(), "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
+	sh.Env = append(cleanEnv(), "PATH="+filepath.Dir(goBinary())+string(os.PathListSeparator)+os.Getenv("PATH"))
 	out, err := sh.CombinedOutput()
 	got := splitBlocks(string(out))
 	if err != nil {

@@ -31,9 +31,8 @@ func Logger(t testing.TB) *slog.Logger {
 }
 
 type tWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
+	mu sync.Mutex
+	t  testing.TB
 }
 
 func (w *tWriter) Write(p []byte) (int, error) {
