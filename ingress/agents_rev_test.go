@@ -23,7 +23,7 @@ func recordingResponder(t *testing.T, e *ticketEnv, tenant string) <-chan subjec
 			t.Errorf("ETA request %q: %v", m.Data, err)
 		}
 		got <- req
-		data, _ := json.Marshal(subjects.ETAReply{Code: http.StatusConflict, Error: "sla_unavailable", Message: "none"})
+		data, _ := json.Marshal(subjects.ETARefusal(subjects.ETACodeNoSlot, "", "none"))
 		_ = m.Respond(data)
 	})
 	if err != nil {

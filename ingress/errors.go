@@ -13,7 +13,11 @@ import (
 	"tms/tenants"
 )
 
-// Machine-readable error codes, the "error" member of every error body.
+// Machine-readable error codes, the "error" member of every error body
+// (docs/api.md). Several are spelled like ETA reply codes (subjects
+// ETACode*); they are the API's own all the same: an ETA reply reaches
+// them only through ETAReply.Err and replyError (tickets.go), never by
+// comparing its strings.
 const (
 	codeInvalidJSON          = "invalid_json"
 	codeUnknownField         = "unknown_field"

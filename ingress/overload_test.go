@@ -206,7 +206,7 @@ func newBlockingResponder(t testing.TB, e *ticketEnv, tenant string) *blockingRe
 		default:
 		}
 		<-b.release
-		data, _ := json.Marshal(subjects.ETAReply{Code: http.StatusConflict, Error: "no_slot"})
+		data, _ := json.Marshal(subjects.ETARefusal(subjects.ETACodeNoSlot, "", "none"))
 		_ = m.Respond(data)
 	})
 	if err != nil {

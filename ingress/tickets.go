@@ -193,13 +193,11 @@ func (s *ticketService) admit(ctx context.Context, t tenants.Tenant, typ, ticket
 	if err != nil {
 		return acceptedBody{}, err
 	}
-	switch reply.Code {
-	case http.StatusCreated:
-	case http.StatusConflict:
+	if err := reply.Err(); errors.Is(err, subjects.ErrETANoSlot) {
 		return acceptedBody{}, &apiError{status: http.StatusConflict, code: codeSLAUnavailable, bodyStatus: statusRejected,
 			message: fmt.Sprintf("ticket_type: no agent-minute is free within the %s SLA window (%s)", typ, sla)}
-	default:
-		return acceptedBody{}, s.replyError(subjects.ETAReserve, reply)
+	} else if err != nil {
+		return acceptedBody{}, replyError(subjects.ETAReserve, err)
 	}
 	ev := subjects.TicketEvent{
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: typ, Agent: reply.Agent,
@@ -331,8 +329,8 @@ func (s *ticketService) release(ctx context.Context, ev subjects.TicketEvent) er
 	if err != nil {
 		return err
 	}
-	if reply.Code != http.StatusOK {
-		return s.replyError(subjects.ETARelease, reply)
+	if err := reply.Err(); err != nil {
+		return replyError(subjects.ETARelease, err)
 	}
 	return nil
 }
@@ -357,31 +355,30 @@ func (s *ticketService) ask(ctx context.Context, req subjects.ETARequest) (subje
 	return reply, nil
 }
 
-// replyError maps a responder's refusal onto the API's answer. The codes
-// every operation shares are here; each caller handles its own 2xx and
-// 409 first.
-func (s *ticketService) replyError(op string, reply subjects.ETAReply) error {
-	cause := fmt.Errorf("ETA responder answered %s with %d %s: %s", op, reply.Code, reply.Error, reply.Message)
-	switch reply.Code {
-	case http.StatusNotFound:
+// replyError maps a responder's refusal (an ETAReply.Err) onto the API's
+// answer. The refusals every operation shares are here; each caller
+// handles its own ErrETANoSlot first.
+func replyError(op string, err error) error {
+	cause := fmt.Errorf("ETA responder answered %s: %w", op, err)
+	var refusal *subjects.ETAError
+	switch {
+	case errors.Is(err, subjects.ErrETATenantNotFound):
 		return errClientNotFound
-	case http.StatusGone:
+	case errors.Is(err, subjects.ErrETAHoldGone):
 		return newError(http.StatusGone, codeHoldExpired,
 			"slot_id: no live hold (it expired, was already allocated, or was never issued)")
-	case http.StatusConflict:
-		if reply.Error == codeTypeMismatch {
-			return newError(http.StatusConflict, codeTypeMismatch,
-				"ticket_type: the held slot is outside this type's SLA window")
-		}
-	case http.StatusBadRequest:
-		if op == subjects.ETAConfirm && reply.Error == codeInvalidField {
-			return errInvalidField("slot_id", "is not a slot id issued by validate_eta")
-		}
-	case http.StatusServiceUnavailable:
+	case errors.Is(err, subjects.ErrETATypeMismatch):
+		return newError(http.StatusConflict, codeTypeMismatch,
+			"ticket_type: the held slot is outside this type's SLA window")
+	case op == subjects.ETAConfirm && errors.As(err, &refusal) && refusal.Code == subjects.ETACodeInvalidField:
+		return errInvalidField("slot_id", "is not a slot id issued by validate_eta")
+	case errors.Is(err, subjects.ErrETAUnavailable):
 		return errUnavailable(cause)
 	}
-	// Everything else is a request ingress should not have sent (or a
-	// responder clock far from ours): ours to fix, not the client's.
+	// Everything else (another bad request, a slot refusal where none can
+	// be, a reply outside the protocol) is a request ingress should not
+	// have sent, or a responder clock far from ours: ours to fix, not the
+	// client's.
 	return errInternal(cause)
 }
 
@@ -582,8 +579,8 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 	if err != nil {
 		return answer{}, err
 	}
-	switch reply.Code {
-	case http.StatusOK:
+	switch err := reply.Err(); {
+	case err == nil:
 		if reply.HoldExpiresAt == nil {
 			return answer{}, errInternal(errors.New("ETA responder's hold has no expiry"))
 		}
@@ -591,11 +588,12 @@ func (s *ticketService) validateETA(ctx context.Context, req validateETARequest)
 			Status: "available", SlotID: reply.SlotID, SlotTime: timestamp(reply.SlotTime),
 			HoldExpiresAt: timestamp(*reply.HoldExpiresAt),
 		}}, nil
-	case http.StatusConflict:
+	case errors.Is(err, subjects.ErrETANoSlot):
 		return answer{}, &apiError{status: http.StatusConflict, code: codeSLAUnavailable, bodyStatus: statusUnavailable,
 			message: fmt.Sprintf("ticket_type: no agent-minute is free within the %s SLA window (%s)", req.TicketType, sla)}
+	default:
+		return answer{}, replyError(subjects.ETAHold, err)
 	}
-	return answer{}, s.replyError(subjects.ETAHold, reply)
 }
 
 // allocateSlot turns a pending hold into a ticket (allocate_slot). The
@@ -625,8 +623,8 @@ func (s *ticketService) allocateSlot(ctx context.Context, req allocateSlotReques
 	if err != nil {
 		return answer{}, err
 	}
-	if reply.Code != http.StatusOK {
-		return answer{}, s.replyError(subjects.ETAConfirm, reply)
+	if err := reply.Err(); err != nil {
+		return answer{}, replyError(subjects.ETAConfirm, err)
 	}
 	createdAt := stamp(reply.CreatedAt)
 	ev := subjects.TicketEvent{

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -214,7 +213,7 @@ func ETAResponders(nc *nats.Conn) Check {
 			return fmt.Errorf("ping: %w", err)
 		}
 		var reply subjects.ETAReply
-		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusOK {
+		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Err() != nil {
 			return fmt.Errorf("ping answered %q", msg.Data)
 		}
 		return nil

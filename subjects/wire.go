@@ -66,64 +66,6 @@ type SlotRecord struct {
 	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
 }
 
-// Operations of the ETA responder protocol (request-reply on ETA(tenant)).
-// Only the responders write slot buckets; everything else asks them.
-const (
-	// ETAReserve reserves the earliest free slot for a new ticket
-	// (create_ticket): Tenant, Type, CreatedAt, Ticket; AgentsRev.
-	ETAReserve = "reserve"
-	// ETAHold makes a pending hold (validate_eta): Tenant, Type,
-	// CreatedAt; AgentsRev.
-	ETAHold = "hold"
-	// ETAConfirm turns a hold into a reservation (allocate_slot): Tenant,
-	// Type, SlotID, Ticket.
-	ETAConfirm = "confirm"
-	// ETARelease frees a reservation (cancel, or a publish that failed):
-	// Tenant, Ticket, Agent, SlotTime; only if it still belongs to Ticket.
-	ETARelease = "release"
-)
-
-// ETAPing asks a responder only to answer 200, touching no bucket: the
-// readiness probe of an ingress that some responder serves requests now.
-// Its Tenant is PingTenant, on the subject ETA(PingTenant).
-const ETAPing = "ping"
-
-// PingTenant is the tenant id of an ETAPing request; no account has it
-// (account ids start with "c").
-const PingTenant = "ping"
-
-// ETARequest is a request to an ETA responder.
-type ETARequest struct {
-	Op        string    `json:"op"`
-	Tenant    string    `json:"tenant"`
-	Type      string    `json:"type,omitempty"`
-	CreatedAt time.Time `json:"created_at,omitzero"`
-	Ticket    string    `json:"ticket,omitempty"`
-	SlotID    string    `json:"slot_id,omitempty"`
-	Agent     string    `json:"agent,omitempty"`
-	SlotTime  time.Time `json:"slot_time,omitzero"`
-	// AgentsRev (reserve and hold only) is the revision in BucketAgents
-	// of the tenant's last agent write the ingress knows of: the
-	// responder answers only from a calendar that has applied at least
-	// that revision (read-your-writes); 0 or absent: no wait.
-	AgentsRev uint64 `json:"agents_rev,omitempty"`
-}
-
-// ETAReply is a responder's answer. Code is an HTTP status: 200 ok (201
-// for a reservation), 400 bad request, 404 unknown tenant, 409 no slot or
-// type does not fit, 410 hold gone, 503 store unavailable.
-type ETAReply struct {
-	Code          int        `json:"code"`
-	Error         string     `json:"error,omitempty"`
-	Message       string     `json:"message,omitempty"`
-	Agent         string     `json:"agent,omitempty"`
-	SlotTime      time.Time  `json:"slot_time,omitzero"`
-	CreatedAt     time.Time  `json:"created_at,omitzero"` // confirm: the hold's instant
-	SlotID        string     `json:"slot_id,omitempty"`
-	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
-	Revision      uint64     `json:"revision,omitempty"` // KV revision of the reservation
-}
-
 // Ticket events on the TICKETS stream, and ticket statuses in the API.
 const (
 	TicketCreated   = "created"

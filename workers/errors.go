@@ -3,7 +3,9 @@ package workers
 import "errors"
 
 // Errors of the ETA responder. Only the responder turns them into reply
-// codes (see replyOf); callers of the package test them with errors.Is.
+// codes (see replyOf; the codes and their sentinels on the asking side are
+// the subjects ETA contract); callers of the package test them with
+// errors.Is.
 var (
 	// ErrResponderConfig: NewResponder was given an unusable config.
 	ErrResponderConfig = errors.New("responder config")
@@ -28,8 +30,10 @@ var (
 )
 
 // RequestError is a request the responder refuses as it stands: Code is
-// the reply's machine code (invalid_json, unknown_field, invalid_field,
-// tenant_mismatch, body_too_large), Field the offending JSON field.
+// the reply's code, one of the subjects refusals of a request
+// (ETACodeInvalidJSON, ETACodeUnknownField, ETACodeInvalidField,
+// ETACodeTenantMismatch, ETACodeBodyTooLarge), Field the offending JSON
+// field.
 type RequestError struct{ Code, Field, Reason string }
 
 func (e *RequestError) Error() string {

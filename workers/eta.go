@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -20,20 +19,6 @@ import (
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers/calendar"
-)
-
-// Reply codes of the ETA protocol beside the HTTP status.
-const (
-	codeInvalidJSON    = "invalid_json"
-	codeUnknownField   = "unknown_field"
-	codeInvalidField   = "invalid_field"
-	codeTenantMismatch = "tenant_mismatch"
-	codeBodyTooLarge   = "body_too_large"
-	codeClientNotFound = "client_not_found"
-	codeSLAUnavailable = "sla_unavailable"
-	codeHoldExpired    = "hold_expired"
-	codeTypeMismatch   = "type_mismatch"
-	codeUnavailable    = "unavailable"
 )
 
 // Handle answers one ETA request as if it arrived on subject; Run's
@@ -48,11 +33,12 @@ func (r *Responder) Handle(ctx context.Context, subject string, data []byte) sub
 	if err != nil {
 		reply = replyOf(err)
 	}
-	log := r.log.With(slog.String("op", req.Op), slog.String("tenant", req.Tenant), slog.Int("code", reply.Code))
-	switch {
-	case reply.Code >= 500:
+	log := r.log.With(slog.String("op", req.Op), slog.String("tenant", req.Tenant), slog.Int("code", reply.Code),
+		slog.String("error", reply.Error))
+	switch refusal := reply.Err(); {
+	case errors.Is(refusal, subjects.ErrETAUnavailable):
 		log.Warn("eta request failed", slog.Any("err", err))
-	case reply.Code == http.StatusBadRequest:
+	case errors.Is(refusal, subjects.ErrETABadRequest):
 		log.Info("eta request refused", slog.String("subject", subject), slog.Any("err", err))
 	default:
 		log.Debug("eta request answered", slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
@@ -76,28 +62,28 @@ func opLabel(op string) string {
 func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	var req subjects.ETARequest
 	if len(data) > maxRequestBytes {
-		return req, &RequestError{Code: codeBodyTooLarge, Reason: fmt.Sprintf("request over %d bytes", maxRequestBytes)}
+		return req, &RequestError{Code: subjects.ETACodeBodyTooLarge, Reason: fmt.Sprintf("request over %d bytes", maxRequestBytes)}
 	}
 	tenant, err := subjects.ParseETA(subject)
 	if err != nil {
-		return req, &RequestError{Code: codeInvalidField, Field: "subject", Reason: err.Error()}
+		return req, &RequestError{Code: subjects.ETACodeInvalidField, Field: "subject", Reason: err.Error()}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return subjects.ETARequest{}, &RequestError{Code: codeUnknownField, Field: strings.Trim(f, `"`), Reason: "unknown field"}
+			return subjects.ETARequest{}, &RequestError{Code: subjects.ETACodeUnknownField, Field: strings.Trim(f, `"`), Reason: "unknown field"}
 		}
-		return subjects.ETARequest{}, &RequestError{Code: codeInvalidJSON, Reason: err.Error()}
+		return subjects.ETARequest{}, &RequestError{Code: subjects.ETACodeInvalidJSON, Reason: err.Error()}
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return subjects.ETARequest{}, &RequestError{Code: codeInvalidJSON, Reason: "data after the JSON object"}
+		return subjects.ETARequest{}, &RequestError{Code: subjects.ETACodeInvalidJSON, Reason: "data after the JSON object"}
 	}
 	if req.Tenant != tenant {
-		return req, &RequestError{Code: codeTenantMismatch, Field: "tenant", Reason: "does not match the subject"}
+		return req, &RequestError{Code: subjects.ETACodeTenantMismatch, Field: "tenant", Reason: "does not match the subject"}
 	}
 	field := func(name, reason string) error {
-		return &RequestError{Code: codeInvalidField, Field: name, Reason: reason}
+		return &RequestError{Code: subjects.ETACodeInvalidField, Field: name, Reason: reason}
 	}
 	id := func(name, v string) error {
 		if err := subjects.ValidID(v); err != nil {
@@ -148,33 +134,34 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 }
 
 // replyOf maps an error onto the reply; the responder is the only place
-// that does.
+// that does. The reply's code comes from the subjects contract, and so
+// does the HTTP status beside it.
 func replyOf(err error) subjects.ETAReply {
 	var re *RequestError
 	switch {
 	case errors.As(err, &re):
-		return subjects.ETAReply{Code: http.StatusBadRequest, Error: re.Code, Message: re.Error()}
+		return subjects.ETARefusal(re.Code, re.Field, re.Error())
 	case errors.Is(err, tenants.ErrTenantNotFound):
-		return subjects.ETAReply{Code: http.StatusNotFound, Error: codeClientNotFound, Message: "no such client"}
+		return subjects.ETARefusal(subjects.ETACodeTenantNotFound, "", "no such client")
 	case errors.Is(err, ErrNoSlot):
-		return subjects.ETAReply{Code: http.StatusConflict, Error: codeSLAUnavailable, Message: err.Error()}
+		return subjects.ETARefusal(subjects.ETACodeNoSlot, "", err.Error())
 	case errors.Is(err, ErrTypeMismatch):
-		return subjects.ETAReply{Code: http.StatusConflict, Error: codeTypeMismatch, Message: err.Error()}
+		return subjects.ETARefusal(subjects.ETACodeTypeMismatch, "", err.Error())
 	case errors.Is(err, ErrHoldGone):
-		return subjects.ETAReply{Code: http.StatusGone, Error: codeHoldExpired, Message: err.Error()}
+		return subjects.ETARefusal(subjects.ETACodeHoldGone, "", err.Error())
 	}
-	return subjects.ETAReply{Code: http.StatusServiceUnavailable, Error: codeUnavailable, Message: err.Error()}
+	return subjects.ETARefusal(subjects.ETACodeUnavailable, "", err.Error())
 }
 
 func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
 	if req.Op == subjects.ETAPing {
-		return subjects.ETAReply{Code: http.StatusOK}, nil
+		return subjects.ETAReply{Code: subjects.ETAOK}, nil
 	}
 	now := r.now()
 	switch req.Op {
 	case subjects.ETAReserve, subjects.ETAHold:
 		if d := req.CreatedAt.Sub(now); req.CreatedAt.IsZero() || d > maxSkew || d < -maxSkew {
-			return subjects.ETAReply{}, &RequestError{Code: codeInvalidField, Field: "created_at",
+			return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "created_at",
 				Reason: fmt.Sprintf("must be within %s of the responder's clock", maxSkew)}
 		}
 	}
@@ -219,7 +206,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
-	return subjects.ETAReply{Code: http.StatusCreated, Agent: slot.Agent, SlotTime: slot.Minute, Revision: rev}, nil
+	return subjects.ETAReply{Code: subjects.ETACreated, Agent: slot.Agent, SlotTime: slot.Minute, Revision: rev}, nil
 }
 
 // hold takes the earliest free slot as a pending hold that expires after
@@ -239,7 +226,7 @@ func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
-	return subjects.ETAReply{Code: http.StatusOK, Agent: slot.Agent, SlotTime: slot.Minute,
+	return subjects.ETAReply{Code: subjects.ETAOK, Agent: slot.Agent, SlotTime: slot.Minute,
 		SlotID: subjects.FormatSlotID(slot.Agent, slot.Minute, nonce), HoldExpiresAt: &expires, Revision: rev}, nil
 }
 
@@ -305,7 +292,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Nonce != nonce {
 		return subjects.ETAReply{}, ErrHoldGone
 	}
-	done := subjects.ETAReply{Code: http.StatusOK, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
+	done := subjects.ETAReply{Code: subjects.ETAOK, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
 		Revision: e.Revision()}
 	switch {
 	case rec.State == subjects.SlotConfirmed && rec.Ticket == req.Ticket:
@@ -344,7 +331,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 	minute := req.SlotTime.UTC()
 	key := subjects.SlotKey(req.Tenant, req.Agent, minute)
 	kv := r.shardKV(req.Tenant)
-	ok := subjects.ETAReply{Code: http.StatusOK, Agent: req.Agent, SlotTime: minute}
+	ok := subjects.ETAReply{Code: subjects.ETAOK, Agent: req.Agent, SlotTime: minute}
 	for attempt := 0; attempt < 3; attempt++ {
 		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 		e, err := kv.Get(kctx, key)

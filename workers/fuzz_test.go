@@ -1,6 +1,7 @@
 package workers_test
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,6 +63,9 @@ func FuzzETARequest(f *testing.F) {
 		reply := r.Handle(ctx, subject, data)
 		switch reply.Code {
 		case http.StatusOK, http.StatusCreated:
+			if err := reply.Err(); err != nil {
+				t.Fatalf("%s %q: success %+v, yet Err() = %v", subject, data, reply, err)
+			}
 			return
 		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusGone:
 		default:
@@ -69,6 +73,9 @@ func FuzzETARequest(f *testing.F) {
 		}
 		if reply.Error == "" || reply.Message == "" {
 			t.Fatalf("%s %q: refusal %+v without error code or message", subject, data, reply)
+		}
+		if err := reply.Err(); err == nil || errors.Is(err, subjects.ErrETAProtocol) {
+			t.Fatalf("%s %q: refusal %+v outside the subjects contract: Err() = %v", subject, data, reply, err)
 		}
 		if after := e.slotSeqs(t, a.ID, b.ID); after != before {
 			t.Fatalf("%s %q: refused with %+v, yet the slot buckets moved %v -> %v", subject, data, reply, before, after)

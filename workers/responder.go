@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,8 +274,7 @@ func (r *Responder) onMsg(msg *nats.Msg) {
 	if r.closed {
 		r.hmu.Unlock()
 		<-r.sem
-		r.respond(msg, subjects.ETAReply{Code: http.StatusServiceUnavailable, Error: "unavailable",
-			Message: "responder stopping"})
+		r.respond(msg, subjects.ETARefusal(subjects.ETACodeUnavailable, "", "responder stopping"))
 		return
 	}
 	r.handler.Add(1)

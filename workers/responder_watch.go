@@ -252,7 +252,7 @@ func (r *Responder) awaitAgents(ctx context.Context, req subjects.ETARequest) er
 	if err != nil {
 		r.metrics.waited(waitTimedOut, waited)
 		if last, lerr := r.agentsLastRev(ctx); lerr == nil && req.AgentsRev > last {
-			return &RequestError{Code: codeInvalidField, Field: "agents_rev",
+			return &RequestError{Code: subjects.ETACodeInvalidField, Field: "agents_rev",
 				Reason: fmt.Sprintf("no agent write has revision %d (the last is %d)", req.AgentsRev, last)}
 		}
 		return fmt.Errorf("tenant %s: the agents of this responder are at revision %d, the request needs %d "+
