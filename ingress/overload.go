@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 )
 
@@ -242,21 +243,21 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 		}
 	}
 	var err error
-	o.rateLimited, err = register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	o.rateLimited, err = ops.Register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tms_ingress_rate_limited_total",
 		Help: "Requests refused with 429, by limit (fair_share, tenant, client_ip, failures_address, failures_client_id).",
 	}, []string{"limit"}))
 	if err != nil {
 		return nil, err
 	}
-	o.shed, err = register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	o.shed, err = ops.Register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tms_ingress_shed_total",
 		Help: "Requests refused with 503 to shed load, by reason (in_flight, backlog, account_creates, logins, nats_handlers).",
 	}, []string{"reason"}))
 	if err != nil {
 		return nil, err
 	}
-	o.queueWait, err = register(cfg.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	o.queueWait, err = ops.Register(cfg.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tms_ingress_queue_wait_seconds",
 		Help:    "Time create_account and login waited for a place, by route (account_creates, logins), shed or not.",
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5},
