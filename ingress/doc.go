@@ -7,6 +7,12 @@
 // request, call the tenants package, and map its errors onto HTTP codes in
 // one place (errors.go): ingress is the only package that knows HTTP.
 //
+// The middleware is one concern per file: accesslog.go (observe, the
+// outermost: one log line per request, recorded in the request metrics
+// of metrics.go), recoverer.go (a panic is a logged JSON 500), auth.go
+// (the bearer session) and ownership.go (a body's client_id must be the
+// session's tenant).
+//
 // Every error answer has the form
 //
 //	{"status":"error","error":"<machine_code>","message":"<human text>"}
