@@ -7,6 +7,12 @@
 // request, call the tenants package, and map its errors onto HTTP codes in
 // one place (errors.go): ingress is the only package that knows HTTP.
 //
+// The middleware is one concern per file: accesslog.go (observe, the
+// outermost: one log line per request, recorded in the request metrics
+// of metrics.go), recoverer.go (a panic is a logged JSON 500), auth.go
+// (the bearer session) and ownership.go (a body's client_id must be the
+// session's tenant).
+//
 // Every error answer has the form
 //
 //	{"status":"error","error":"<machine_code>","message":"<human text>"}
@@ -80,12 +86,12 @@
 // admissions, 503 overloaded past it; while the process shows a standing
 // queue, the tenants over their max-min fair share of admissions get 429
 // rate_limited, a tenant alone never); an optional per-tenant token bucket
-// (off by default); for create_account and login, which run argon2id and
-// CREATE DATABASE, bounded concurrency with a short first-come queue (503
+// (ratelimit.go, off by default); for create_account and login, which run argon2id and
+// CREATE DATABASE, bounded concurrency with a short first-come queue (gate.go: 503
 // overloaded once the wait is over), failed attempts counted per client
 // address and per client_id (slowed, then locked out: 429), and a
 // generous per-address bucket for create_account; and a bound on the
-// TICKETS backlog, sampled at most every 250 ms, past which new
+// TICKETS backlog, sampled at most every 250 ms (backlog.go), past which new
 // admissions (create_ticket, validate_eta) are 503 with Retry-After 5
 // while cancel and GET go on. A NATS API request that finds every handler
 // busy is 503 at once. NATS replies carry Retry-After as a NATS header.

@@ -3,18 +3,16 @@ package ingress
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 )
 
@@ -47,7 +45,7 @@ import (
 //     services inside the network boundary.
 //   - create_account and login have no tenant yet. Both run argon2id (19
 //     MiB, two passes) and create_account also CREATE DATABASE, so their
-//     concurrency is bounded (MaxAccountCreates, MaxLogins): a request
+//     concurrency is bounded (MaxAccountCreates, MaxLogins; gate.go): a request
 //     that finds every place taken waits its turn, first come first
 //     served, up to QueueWait (and with at most queueFactor x the bound
 //     waiting), then gets 503 overloaded, Retry-After 1. A provisioning
@@ -57,7 +55,7 @@ import (
 //     4xx but a 429 or a 409: wrong password, unknown client, malformed
 //     body; an e-mail already taken is what a provisioning script run
 //     again meets, not guessing) are counted per client address and per
-//     claimed client_id (failureLimiter): after a third of MaxFailures an
+//     claimed client_id (failureLimiter, ratelimit.go): after a third of MaxFailures an
 //     address or client_id may try once a second, at MaxFailures it is
 //     locked out for Lockout (429 rate_limited, Retry-After the time
 //     left). Successes are not counted. The client_id lockout does not
@@ -77,7 +75,7 @@ import (
 //     worker acks it, would grow without limit. cancel_ticket and GET
 //     still work, and so does allocate_slot, which completes a hold made
 //     before (their number is bounded by the holds outstanding). The
-//     stream's message count is sampled at most every BacklogInterval,
+//     stream's message count is sampled (backlog.go) at most every BacklogInterval,
 //     not per request; between samples this process adds what it
 //     publishes, so it cannot overshoot the bound on its own.
 //
@@ -150,18 +148,12 @@ const (
 	DefaultBacklogInterval   = 250 * time.Millisecond
 )
 
-// queueFactor bounds the callers waiting for a place of a gate to this
-// many times its places: past that a wait would outlast QueueWait anyway.
-const queueFactor = 16
-
 // Retry-After of the 503s: an in-flight bound frees within a request's
 // time; a backlog drains at the allocators' pace, so its clients are sent
 // away for longer.
 const (
 	overloadRetryAfter = 1
 	backlogRetryAfter  = 5
-	// backlogSampleTimeout bounds the one stream info request of a sample.
-	backlogSampleTimeout = time.Second
 )
 
 // Reasons of tms_ingress_shed_total.
@@ -242,21 +234,21 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 		}
 	}
 	var err error
-	o.rateLimited, err = register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	o.rateLimited, err = ops.Register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tms_ingress_rate_limited_total",
 		Help: "Requests refused with 429, by limit (fair_share, tenant, client_ip, failures_address, failures_client_id).",
 	}, []string{"limit"}))
 	if err != nil {
 		return nil, err
 	}
-	o.shed, err = register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
+	o.shed, err = ops.Register(cfg.Metrics, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tms_ingress_shed_total",
 		Help: "Requests refused with 503 to shed load, by reason (in_flight, backlog, account_creates, logins, nats_handlers).",
 	}, []string{"reason"}))
 	if err != nil {
 		return nil, err
 	}
-	o.queueWait, err = register(cfg.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	o.queueWait, err = ops.Register(cfg.Metrics, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tms_ingress_queue_wait_seconds",
 		Help:    "Time create_account and login waited for a place, by route (account_creates, logins), shed or not.",
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5},
@@ -497,132 +489,4 @@ func clientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// errGateFull: every place of a gate is taken and its queue is full, or
-// the wait is over.
-var errGateFull = errors.New("gate full")
-
-// gate bounds how many callers are inside at once; a caller that finds
-// every place taken waits its turn (first come, first served: a channel's
-// blocked senders are served in order) up to wait, with at most
-// queueFactor x places waiting. nil admits everyone.
-type gate struct {
-	places  chan struct{}
-	wait    time.Duration
-	queue   int64
-	waiting atomic.Int64
-}
-
-// newGate bounds to n (0: def; negative: nil, no bound); callers wait up
-// to wait for a place.
-func newGate(n, def int, wait time.Duration) *gate {
-	n = bound(n, def)
-	if n == 0 {
-		return nil
-	}
-	return &gate{places: make(chan struct{}, n), wait: wait, queue: int64(queueFactor * n)}
-}
-
-// enter takes a place, waiting for one if need be: errGateFull when none
-// came in time, ctx's error when ctx ended first.
-func (g *gate) enter(ctx context.Context) (release func(), err error) {
-	if g == nil {
-		return func() {}, nil
-	}
-	select {
-	case g.places <- struct{}{}:
-		return g.leave, nil
-	default:
-	}
-	if g.wait <= 0 {
-		return nil, errGateFull
-	}
-	if g.waiting.Add(1) > g.queue {
-		g.waiting.Add(-1)
-		return nil, errGateFull
-	}
-	defer g.waiting.Add(-1)
-	timer := time.NewTimer(g.wait)
-	defer timer.Stop()
-	select {
-	case g.places <- struct{}{}:
-		return g.leave, nil
-	case <-timer.C:
-		return nil, errGateFull
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (g *gate) leave() { <-g.places }
-
-// backlog is the TICKETS stream's message count as last sampled, plus
-// what this process published since.
-type backlog struct {
-	js     jetstream.JetStream
-	max    int64
-	every  time.Duration
-	now    func() time.Time
-	logger *slog.Logger
-
-	mu       sync.Mutex
-	count    int64
-	at       time.Time // of the last sample; zero: never sampled
-	sampling bool
-}
-
-// saturated reports whether the stream holds max messages or more. One
-// caller at a time refreshes a stale count, inside its own request (one
-// stream info, bounded by backlogSampleTimeout); the others go on with the
-// count they have. A failed sample keeps the old count: if the stream
-// cannot be read, publishes fail and answer 503 on their own.
-func (b *backlog) saturated(ctx context.Context) bool {
-	now := b.now()
-	b.mu.Lock()
-	refresh := !b.sampling && (b.at.IsZero() || now.Sub(b.at) >= b.every)
-	if refresh {
-		b.sampling = true
-	}
-	n := b.count
-	b.mu.Unlock()
-	if !refresh {
-		return n >= b.max
-	}
-
-	got, err := b.sample(ctx)
-	b.mu.Lock()
-	b.sampling = false
-	b.at = now
-	if err == nil {
-		b.count = got
-		n = got
-	} else {
-		n = b.count
-	}
-	b.mu.Unlock()
-	if err != nil {
-		b.logger.Warn("sampling the TICKETS backlog", slog.Any("err", err))
-	}
-	return n >= b.max
-}
-
-func (b *backlog) sample(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, backlogSampleTimeout)
-	defer cancel()
-	st, err := b.js.Stream(ctx, subjects.StreamTickets)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0, nil // no ticket published yet
-	}
-	if err != nil {
-		return 0, fmt.Errorf("reading stream %s: %w", subjects.StreamTickets, err)
-	}
-	msgs := st.CachedInfo().State.Msgs
-	return int64(min(msgs, uint64(1<<62))), nil
-}
-
-func (b *backlog) added() {
-	b.mu.Lock()
-	b.count++
-	b.mu.Unlock()
 }

@@ -65,6 +65,14 @@ type Config struct {
 	Overload *Overload
 }
 
+// callTimeout bounds every call an ordinary request makes to NATS or
+// Postgres; create_account, which creates a database, gets createTimeout.
+// Both stay under the server's WriteTimeout so the answer still gets out.
+const (
+	callTimeout   = 5 * time.Second
+	createTimeout = 12 * time.Second
+)
+
 // readyTimeout bounds one readiness check, well inside a probe's timeout.
 const readyTimeout = 2 * time.Second
 

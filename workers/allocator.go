@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -625,16 +626,16 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"event"}),
 	}
 	var err error
-	if m.processedTotal, err = register(reg, m.processedTotal); err != nil {
+	if m.processedTotal, err = ops.Register(reg, m.processedTotal); err != nil {
 		return nil, err
 	}
-	if m.failedTotal, err = register(reg, m.failedTotal); err != nil {
+	if m.failedTotal, err = ops.Register(reg, m.failedTotal); err != nil {
 		return nil, err
 	}
-	if m.deadLetteredTotal, err = register(reg, m.deadLetteredTotal); err != nil {
+	if m.deadLetteredTotal, err = ops.Register(reg, m.deadLetteredTotal); err != nil {
 		return nil, err
 	}
-	if m.handleSeconds, err = register(reg, m.handleSeconds); err != nil {
+	if m.handleSeconds, err = ops.Register(reg, m.handleSeconds); err != nil {
 		return nil, err
 	}
 	return m, nil

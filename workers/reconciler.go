@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -454,16 +455,16 @@ func newReconcilerMetrics(reg prometheus.Registerer) (*reconcilerMetrics, error)
 		}),
 	}
 	var err error
-	if m.passes, err = register(reg, m.passes); err != nil {
+	if m.passes, err = ops.Register(reg, m.passes); err != nil {
 		return nil, err
 	}
-	if m.releases, err = register(reg, m.releases); err != nil {
+	if m.releases, err = ops.Register(reg, m.releases); err != nil {
 		return nil, err
 	}
-	if m.undecided, err = register(reg, m.undecided); err != nil {
+	if m.undecided, err = ops.Register(reg, m.undecided); err != nil {
 		return nil, err
 	}
-	if m.deferred, err = register(reg, m.deferred); err != nil {
+	if m.deferred, err = ops.Register(reg, m.deferred); err != nil {
 		return nil, err
 	}
 	return m, nil

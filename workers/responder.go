@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers/calendar"
@@ -352,35 +353,20 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 		}, []string{"outcome"}),
 	}
 	var err error
-	m.requests, err = register(reg, m.requests)
+	m.requests, err = ops.Register(reg, m.requests)
 	if err != nil {
 		return nil, err
 	}
-	if m.conflicts, err = register(reg, m.conflicts); err != nil {
+	if m.conflicts, err = ops.Register(reg, m.conflicts); err != nil {
 		return nil, err
 	}
-	if m.rebuilds, err = register(reg, m.rebuilds); err != nil {
+	if m.rebuilds, err = ops.Register(reg, m.rebuilds); err != nil {
 		return nil, err
 	}
-	if m.agentsWait, err = register(reg, m.agentsWait); err != nil {
+	if m.agentsWait, err = ops.Register(reg, m.agentsWait); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (two responders in one process share the counters).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("registering responder metrics: %w", err)
-	}
-	return c, nil
 }
 
 func (m *responderMetrics) request(op string, code int) {
