@@ -16,6 +16,7 @@ import (
 
 	"tms/ingress"
 	"tms/ops"
+	"tms/subjects"
 	"tms/workers"
 )
 
@@ -103,16 +104,7 @@ func dur(p func(*config) *time.Duration, def time.Duration) func(*flag.FlagSet, 
 	return func(fs *flag.FlagSet, c *config, name, usage string) { fs.DurationVar(p(c), name, def, usage) }
 }
 
-const (
-	defaultAckWait = 30 * time.Second
-	// minReconcileGrace keeps the reconciler off reservations whose
-	// ticket is still on its way: an ingress publishes a ticket within
-	// its ETA timeout (2 s) plus its publish timeout (3 s) of the
-	// reservation (ingress/tickets.go; workers.ReconcilerConfig.Grace),
-	// and the minimum doubles that for delivery delays and clock skew
-	// between the processes.
-	minReconcileGrace = 10 * time.Second
-)
+const defaultAckWait = 30 * time.Second
 
 var flagDefs = []flagDef{
 	{"http-addr", "public HTTP listener address", roleFront,
@@ -135,7 +127,7 @@ var flagDefs = []flagDef{
 		}},
 	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
-	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + minReconcileGrace.String(), roleBack,
+	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + subjects.DefaultBudget.MinReconcileGrace().String(), roleBack,
 		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
 	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", roleBack,
 		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
@@ -393,9 +385,13 @@ func (c *config) validate() error {
 		if c.AckWait < time.Second {
 			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
 		}
-		if c.ReconcileGrace < minReconcileGrace {
+		// The budget's minimum keeps the reconciler off reservations
+		// whose ticket is still on its way: an ingress publishes within
+		// its ETA timeout plus its publish timeout of the reservation,
+		// doubled for delivery delays and clock skew between processes.
+		if subjects.DefaultBudget.CheckReconcileGrace(c.ReconcileGrace) != nil {
 			return usagef("--reconcile-grace %s: want at least %s, above the time an ingress may take from a reservation to its publish",
-				c.ReconcileGrace, minReconcileGrace)
+				c.ReconcileGrace, subjects.DefaultBudget.MinReconcileGrace())
 		}
 		if c.ReconcileInterval < time.Second {
 			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)

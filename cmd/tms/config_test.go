@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"tms/subjects"
 	"tms/workers"
 )
 
@@ -387,5 +388,29 @@ func TestCommandFlagsByRole(t *testing.T) {
 		if got := rolesOf(c.cmd); got != c.want {
 			t.Errorf("rolesOf(%q) = %b, want %b", c.cmd, got, c.want)
 		}
+	}
+}
+
+// TestReconcileGraceFollowsBudget: --reconcile-grace is checked against
+// subjects.DefaultBudget, the minimum the help names is the budget's, and
+// the default passes it.
+func TestReconcileGraceFollowsBudget(t *testing.T) {
+	least := subjects.DefaultBudget.MinReconcileGrace()
+	for _, c := range []struct {
+		grace time.Duration
+		ok    bool
+	}{{least, true}, {least - time.Second, false}, {workers.DefaultReconcileGrace, true}} {
+		_, err := loadConfig([]string{"worker", "--nats-url", "nats://a", "--reconcile-grace", c.grace.String()}, env(nil), io.Discard)
+		var ue *usageError
+		if c.ok && err != nil || !c.ok && !errors.As(err, &ue) {
+			t.Errorf("--reconcile-grace %s: %v (want ok %v)", c.grace, err, c.ok)
+		}
+	}
+	var out strings.Builder
+	if err := help([]string{"worker"}, &out); !errors.Is(err, errHelp) {
+		t.Fatalf("tms help worker: %v", err)
+	}
+	if !strings.Contains(out.String(), "at least "+least.String()) {
+		t.Errorf("help of --reconcile-grace does not name the budget's minimum %s", least)
 	}
 }
