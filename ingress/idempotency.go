@@ -29,9 +29,10 @@ import (
 //
 // A process that dies between the claim and the done record leaves the
 // pending record behind, and perhaps a reservation or even a published
-// ticket. Once the record is older than the takeover bound (claimBudget,
-// one more ETA timeout for the release a failing twin still sends, and a
-// margin for delivery and clock skew), its twin is presumed dead: a retry
+// ticket. Once the record is older than the takeover bound
+// (subjects.Budget.IdempotencyTakeover: the claim budget, one more ETA
+// timeout for the release a failing twin still sends, and a margin for
+// delivery and clock skew), its twin is presumed dead: a retry
 // takes the record over with a revision-checked write (so one retry
 // wins), then looks for the ticket. If it was published, its 201 is
 // rebuilt from the event and remembered; if not, the ticket is admitted
@@ -51,24 +52,7 @@ const (
 	// idemClaimAttempts bounds how often a request tries to claim a key
 	// that a twin holds and then gives up.
 	idemClaimAttempts = 3
-	// idemTakeoverMargin covers delivery delays and clock skew between
-	// the twin that stamped a pending record and the retry that judges it.
-	idemTakeoverMargin = 10 * time.Second
 )
-
-// idemClaimBudget bounds the work of the request that claimed a key:
-// the reserve, the publish, and on a failed publish the look-ups and the
-// cancel (each bounded by publishTimeout or callTimeout).
-func idemClaimBudget(etaTimeout time.Duration) time.Duration {
-	return etaTimeout + 4*publishTimeout + callTimeout
-}
-
-// idemTakeoverAfter is the age after which a pending record's twin is
-// presumed dead: its claim budget, then the release it may still send
-// (one ETA timeout, not cut short by the budget), then the margin.
-func idemTakeoverAfter(etaTimeout time.Duration) time.Duration {
-	return idemClaimBudget(etaTimeout) + etaTimeout + idemTakeoverMargin
-}
 
 // idempotencyKeyOf checks the Idempotency-Key values of a request (HTTP
 // or NATS header): none is nil; one must be 1-128 printable ASCII
@@ -121,7 +105,7 @@ func (s *ticketService) createIdempotent(ctx context.Context, t tenants.Tenant, 
 	keyHash := hexSHA256(key)
 	kvKey := subjects.IdempotencyKey(t.ID, keyHash)
 	bodyHash := requestHash(req)
-	waitUntil := time.Now().Add(s.etaTimeout + time.Second)
+	waitUntil := time.Now().Add(s.budget.ETA + time.Second)
 	for attempt := 1; ; attempt++ {
 		rec := subjects.IdempotencyRecord{
 			State: subjects.IdempotencyPending, BodyHash: bodyHash, Ticket: newTicketID(), Created: stamp(s.now()),
@@ -161,7 +145,7 @@ func (s *ticketService) createClaimed(ctx context.Context, t tenants.Tenant, req
 	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord) (answer, error) {
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
 	// Real time: a context deadline is real time, whatever the clock.
-	actx, cancel := context.WithTimeout(ctx, idemClaimBudget(s.etaTimeout))
+	actx, cancel := context.WithTimeout(ctx, s.budget.IdempotencyClaim())
 	body, err := s.admit(actx, t, req.TicketType, rec.Ticket)
 	cancel()
 	if err != nil {
@@ -269,7 +253,7 @@ func (s *ticketService) inStream(ctx context.Context, tenant, ticket string) (bo
 	if err != nil {
 		return false, err
 	}
-	ictx, cancel := context.WithTimeout(ctx, publishTimeout)
+	ictx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
 	subject := subjects.TicketSubject(tenant, ticket)
 	info, err := st.Info(ictx, jetstream.WithSubjectFilter(subject))
@@ -323,7 +307,7 @@ func (s *ticketService) awaitTwin(ctx context.Context, t tenants.Tenant, kv jets
 			if rec.State == subjects.IdempotencyDone {
 				return answer{status: http.StatusCreated, body: json.RawMessage(rec.Response)}, false, nil, nil
 			}
-			if subjects.ValidID(rec.Ticket) == nil && s.now().Sub(rec.Created) >= idemTakeoverAfter(s.etaTimeout) {
+			if subjects.ValidID(rec.Ticket) == nil && s.now().Sub(rec.Created) >= s.budget.IdempotencyTakeover() {
 				return answer{}, false, &staleClaim{rev: e.Revision(), rec: rec}, nil
 			}
 			pending = &rec

@@ -32,7 +32,8 @@ type Config struct {
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Tickets *tenants.Tickets // ticket rows already written by the allocators
-	// ETATimeout bounds one request to the ETA responders (0: 2 s); no
+	// ETATimeout bounds one request to the ETA responders (0:
+	// subjects.DefaultBudget.ETA, 2 s); no
 	// answer within it is a 503 with Retry-After.
 	ETATimeout time.Duration
 	// Replicas is the replica count of the TICKETS stream and the
@@ -75,9 +76,6 @@ const (
 
 // readyTimeout bounds one readiness check, well inside a probe's timeout.
 const readyTimeout = 2 * time.Second
-
-// defaultETATimeout is Config.ETATimeout's default.
-const defaultETATimeout = 2 * time.Second
 
 // api is the state the handlers share.
 type api struct {

@@ -19,24 +19,24 @@ import (
 	"tms/tenants"
 )
 
-// publishTimeout bounds one publish to, or read from, the TICKETS stream.
-const publishTimeout = 3 * time.Second
-
 // ticketService is ticket admission as every transport sees it: the HTTP
 // handlers and the NATS API call the same methods, so both give the same
 // answers. It never writes slot buckets: it asks the ETA responders
 // (reserve, hold, confirm, release) and publishes ticket events to the
 // TICKETS stream, which the allocator workers write into tenant databases.
 type ticketService struct {
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	registry   *tenants.Registry
-	rows       *tenants.Tickets
-	agents     *tenants.Agents // nil: no read-your-writes of agent changes
-	etaTimeout time.Duration
-	replicas   int
-	logger     *slog.Logger
-	now        func() time.Time
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	registry *tenants.Registry
+	rows     *tenants.Tickets
+	agents   *tenants.Agents // nil: no read-your-writes of agent changes
+	// budget is subjects.DefaultBudget with Config.ETATimeout: its ETA
+	// bounds a request to the responders, its Publish one publish to, or
+	// read from, the TICKETS stream.
+	budget   subjects.Budget
+	replicas int
+	logger   *slog.Logger
+	now      func() time.Time
 	// beforePublish is Config.BeforePublish (nil: nothing).
 	beforePublish func(ticket string)
 	overload      *Overload
@@ -49,11 +49,8 @@ type ticketService struct {
 func newTicketService(cfg Config, logger *slog.Logger, now func() time.Time, overload *Overload) *ticketService {
 	s := &ticketService{
 		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, rows: cfg.Tickets, agents: cfg.Agents,
-		etaTimeout: cfg.ETATimeout, replicas: cfg.Replicas, logger: logger, now: now,
+		budget: subjects.DefaultBudget.WithETA(cfg.ETATimeout), replicas: cfg.Replicas, logger: logger, now: now,
 		beforePublish: cfg.BeforePublish, overload: overload,
-	}
-	if s.etaTimeout <= 0 {
-		s.etaTimeout = defaultETATimeout
 	}
 	return s
 }
@@ -307,7 +304,7 @@ func (s *ticketService) publishAck(ctx context.Context, ev subjects.TicketEvent,
 	if err != nil {
 		return nil, fmt.Errorf("encoding ticket event: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	pctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
 	ack, err := s.js.Publish(pctx, subjects.TicketSubject(ev.Tenant, ev.Ticket), data,
 		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subjects.StreamTickets))
@@ -336,13 +333,13 @@ func (s *ticketService) release(ctx context.Context, ev subjects.TicketEvent) er
 }
 
 // ask sends one request to the tenant's ETA responders and waits at most
-// etaTimeout. No responder, or none in time, is an outage (503).
+// budget.ETA. No responder, or none in time, is an outage (503).
 func (s *ticketService) ask(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("encoding ETA request: %w", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.etaTimeout)
+	rctx, cancel := context.WithTimeout(ctx, s.budget.ETA)
 	defer cancel()
 	msg, err := s.nc.RequestWithContext(rctx, subjects.ETA(req.Tenant), data)
 	if err != nil {
@@ -390,7 +387,7 @@ func (s *ticketService) ticketStream(ctx context.Context) (jetstream.Stream, err
 	if s.stream != nil {
 		return s.stream, nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	sctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
 	st, err := s.js.Stream(sctx, subjects.StreamTickets)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -413,7 +410,7 @@ func (s *ticketService) latestEvent(ctx context.Context, tenant, ticket string) 
 	if err != nil {
 		return ev, false, err
 	}
-	gctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	gctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
 	msg, err := st.GetLastMsgForSubject(gctx, subjects.TicketSubject(tenant, ticket))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

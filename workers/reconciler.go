@@ -28,9 +28,10 @@ type ReconcilerConfig struct {
 	// time.Now). The pass timer of Run is always real time.
 	Now func() time.Time
 	// Grace is how old a confirmed reservation must be before it can be
-	// judged an orphan (0: 30s). It must stay well above the longest an
-	// ingress may take between the reserve and the publish of a ticket
-	// (its ETA timeout plus its publish timeout, plus clock skew).
+	// judged an orphan (0: DefaultReconcileGrace). It must stay well above
+	// the longest an ingress may take between the reserve and the publish
+	// of a ticket: at least subjects.Budget.MinReconcileGrace, which
+	// cmd/tms checks (subjects.Budget.CheckReconcileGrace).
 	Grace time.Duration
 	// Interval is the time between two passes (0: 20s); each wait is
 	// jittered down to no less than 3/4 of it, never more.
@@ -44,7 +45,8 @@ type ReconcilerConfig struct {
 	Metrics   prometheus.Registerer // may be nil
 }
 
-// Defaults of the reconciler.
+// Defaults of the reconciler. DefaultReconcileGrace is three times
+// subjects.DefaultBudget.MinReconcileGrace (a test holds it above).
 const (
 	DefaultReconcileGrace    = 30 * time.Second
 	DefaultReconcileInterval = 20 * time.Second

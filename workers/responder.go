@@ -38,9 +38,10 @@ type ResponderConfig struct {
 	// Concurrency bounds the requests handled at once per process (0: 64).
 	Concurrency int
 	// AgentsWait bounds how long a reserve or hold waits for the agents
-	// watch to apply the agents revision the request carries (0: 1s);
-	// past it the answer is 503. Keep it under the ingress's ETA timeout,
-	// so that the 503 arrives before the ingress gives up.
+	// watch to apply the agents revision the request carries (0:
+	// subjects.DefaultBudget.AgentsWait, 1s); past it the answer is 503.
+	// Keep it under the ingress's ETA timeout (subjects.Budget.Check), so
+	// that the 503 arrives before the ingress gives up.
 	AgentsWait time.Duration
 	Metrics    prometheus.Registerer // may be nil
 }
@@ -48,7 +49,6 @@ type ResponderConfig struct {
 const (
 	defaultHoldTTL     = 30 * time.Second
 	defaultConcurrency = 64
-	defaultAgentsWait  = time.Second
 	// kvTimeout bounds one KV round trip; requestTimeout one request.
 	kvTimeout      = 5 * time.Second
 	requestTimeout = 10 * time.Second
@@ -141,7 +141,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	agentsWait := cfg.AgentsWait
 	if agentsWait == 0 {
-		agentsWait = defaultAgentsWait
+		agentsWait = subjects.DefaultBudget.AgentsWait
 	}
 	if agentsWait < 0 {
 		return nil, fmt.Errorf("%w: agents wait %s", ErrResponderConfig, agentsWait)

@@ -16,6 +16,7 @@ import (
 
 	"tms/ingress"
 	"tms/ops"
+	"tms/subjects"
 	"tms/workers"
 )
 
@@ -58,11 +59,35 @@ type config struct {
 	Failpoint failpoint
 }
 
-// Flags, in the order the help shows them. roles lists the commands that
-// take the flag.
+// roleSet is a set of the parts a process runs. A command runs a fixed
+// set of them (commands, rolesOf); a flag names the parts that read it,
+// and a command takes the flag when it runs any of them.
+type roleSet uint8
+
+const (
+	// roleFront is the HTTP listeners and the public NATS API.
+	roleFront roleSet = 1 << iota
+	// roleBack is the ETA responders, the allocators and the reconciler.
+	roleBack
+	// roleEmbedded is the embedded NATS server, which serve runs unless
+	// --nats-url names an external one.
+	roleEmbedded
+	// roleAll is every part: the flags every command takes (NATS,
+	// Postgres, logs), and the parts of serve.
+	roleAll = roleFront | roleBack | roleEmbedded
+)
+
+// has reports whether s holds every part of r.
+func (s roleSet) has(r roleSet) bool { return r != 0 && s&r == r }
+
+// overlaps reports whether s and r share a part.
+func (s roleSet) overlaps(r roleSet) bool { return s&r != 0 }
+
+// Flags, in the order the help shows them. roles are the parts that read
+// the flag.
 type flagDef struct {
 	name, usage string
-	roles       string
+	roles       roleSet
 	bind        func(fs *flag.FlagSet, c *config, name, usage string)
 }
 
@@ -79,92 +104,89 @@ func dur(p func(*config) *time.Duration, def time.Duration) func(*flag.FlagSet, 
 	return func(fs *flag.FlagSet, c *config, name, usage string) { fs.DurationVar(p(c), name, def, usage) }
 }
 
-const (
-	defaultAckWait = 30 * time.Second
-	// minReconcileGrace keeps the reconciler off reservations whose
-	// ticket is still on its way: an ingress publishes a ticket within
-	// its ETA timeout (2 s) plus its publish timeout (3 s) of the
-	// reservation (ingress/tickets.go; workers.ReconcilerConfig.Grace),
-	// and the minimum doubles that for delivery delays and clock skew
-	// between the processes.
-	minReconcileGrace = 10 * time.Second
-)
+const defaultAckWait = 30 * time.Second
 
 var flagDefs = []flagDef{
-	{"http-addr", "public HTTP listener address", "serve ingress",
+	{"http-addr", "public HTTP listener address", roleFront,
 		str(func(c *config) *string { return &c.HTTPAddr }, ":8080")},
-	{"internal-addr", "internal HTTP listener address (keep it inside the VPN)", "serve ingress",
+	{"internal-addr", "internal HTTP listener address (keep it inside the VPN)", roleFront,
 		str(func(c *config) *string { return &c.InternalAddr }, "127.0.0.1:8081")},
-	{"nats-url", "external NATS server or cluster, comma-separated; empty runs an embedded server (serve only)", "serve ingress worker",
+	{"nats-url", "external NATS server or cluster, comma-separated; empty runs an embedded server (serve only)", roleAll,
 		str(func(c *config) *string { return &c.NATSURL }, "")},
-	{"nats-listen", "client address of the embedded NATS server (port 0: a random free port)", "serve",
+	{"nats-listen", "client address of the embedded NATS server (port 0: a random free port)", roleEmbedded,
 		str(func(c *config) *string { return &c.NATSListen }, defaultNATSListen)},
-	{"data-dir", "directory for the embedded NATS server's JetStream store (<data-dir>/nats)", "serve",
+	{"data-dir", "directory for the embedded NATS server's JetStream store (<data-dir>/nats)", roleEmbedded,
 		str(func(c *config) *string { return &c.DataDir }, "./var")},
-	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database; every process lists the same servers", "serve ingress worker",
+	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database; every process lists the same servers", roleAll,
 		str(func(c *config) *string { return &c.DatabaseURL }, defaultDatabaseURL)},
-	{"db-prefix", "name prefix of the tenant databases this process creates (advanced: tests use it to find and drop theirs)", "serve ingress",
+	{"db-prefix", "name prefix of the tenant databases this process creates (advanced: tests use it to find and drop theirs)", roleFront,
 		str(func(c *config) *string { return &c.DBPrefix }, "tms_")},
-	{"hold-ttl", "lifetime of a pending slot hold from validate_eta, whole seconds (the ETA responders apply it)", "serve worker",
+	{"hold-ttl", "lifetime of a pending slot hold from validate_eta, whole seconds (the ETA responders apply it)", roleBack,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.DurationVar(&c.HoldTTL, name, 30*time.Second, usage)
 		}},
-	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", "serve worker",
+	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
-	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + minReconcileGrace.String(), "serve worker",
+	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + subjects.DefaultBudget.MinReconcileGrace().String(), roleBack,
 		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
-	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", "serve worker",
+	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", roleBack,
 		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
-	{"tenant-rate", "optional hard cap: requests a second one tenant may make to this process (token bucket; 0: none, the fair share of --max-in-flight applies); over it: 429 with Retry-After", "serve ingress",
+	{"tenant-rate", "optional hard cap: requests a second one tenant may make to this process (token bucket; 0: none, the fair share of --max-in-flight applies); over it: 429 with Retry-After", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 0, usage) }},
-	{"tenant-burst", "requests one tenant may make at once after a quiet spell, with --tenant-rate (0: the rate rounded up)", "serve ingress",
+	{"tenant-burst", "requests one tenant may make at once after a quiet spell, with --tenant-rate (0: the rate rounded up)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.TenantBurst, name, 0, usage) }},
-	{"max-in-flight", "admissions (create, cancel, validate_eta, allocate_slot) one process handles at once; past it: 503 at once (negative: no bound)", "serve ingress",
+	{"max-in-flight", "admissions (create, cancel, validate_eta, allocate_slot) one process handles at once; past it: 503 at once (negative: no bound)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxInFlight, name, ingress.DefaultMaxInFlight, usage)
 		}},
-	{"soft-in-flight", "admissions in flight at which the process counts as saturated: then, with two or more tenants active, a tenant holding its fair share of them or more gets 429 (0: never)", "serve ingress",
+	{"soft-in-flight", "admissions in flight at which the process counts as saturated: then, with two or more tenants active, a tenant holding its fair share of them or more gets 429 (0: never)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.SoftInFlight, name, ingress.DefaultSoftInFlight, usage)
 		}},
-	{"admission-target", "latency of the fastest admission of each 100ms above which the process counts as saturated (a standing queue), for the fair share; a slow machine's floor raises it (0: latency is not watched)", "serve ingress",
+	{"admission-target", "latency of the fastest admission of each 100ms above which the process counts as saturated (a standing queue), for the fair share; a slow machine's floor raises it (0: latency is not watched)", roleFront,
 		dur(func(c *config) *time.Duration { return &c.AdmissionTarget }, ingress.DefaultAdmissionTarget)},
-	{"max-backlog", "TICKETS stream messages not yet written by the allocators at which new admissions get 503 (negative: never)", "serve ingress",
+	{"max-backlog", "TICKETS stream messages not yet written by the allocators at which new admissions get 503 (negative: never)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.Int64Var(&c.MaxBacklog, name, ingress.DefaultMaxBacklog, usage)
 		}},
-	{"max-account-creates", "create_account requests handled at once (each hashes a password and creates a database); more wait up to --queue-wait", "serve ingress",
+	{"max-account-creates", "create_account requests handled at once (each hashes a password and creates a database); more wait up to --queue-wait", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxAccountCreates, name, ingress.DefaultMaxAccountCreates, usage)
 		}},
-	{"max-logins", "login requests handled at once (each hashes a password); more wait up to --queue-wait", "serve ingress",
+	{"max-logins", "login requests handled at once (each hashes a password); more wait up to --queue-wait", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.MaxLogins, name, ingress.DefaultMaxLogins, usage)
 		}},
-	{"queue-wait", "how long a create_account or login waits for a place before it gets 503 with Retry-After (0: it does not wait; at most 3s)", "serve ingress",
+	{"queue-wait", "how long a create_account or login waits for a place before it gets 503 with Retry-After (0: it does not wait; at most 3s)", roleFront,
 		dur(func(c *config) *time.Duration { return &c.QueueWait }, ingress.DefaultQueueWait)},
-	{"max-failures", "failed create_account or login attempts (wrong password, unknown client, malformed) from one client IP, or against one client_id, at which it is locked out for --lockout; from a third of it, one try a second (0: not counted)", "serve ingress",
+	{"max-failures", "failed create_account or login attempts (wrong password, unknown client, malformed) from one client IP, or against one client_id, at which it is locked out for --lockout; from a third of it, one try a second (0: not counted)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.MaxFailures, name, 30, usage) }},
-	{"lockout", "how long a client IP or client_id that reached --max-failures gets 429; failures are forgotten over the same time", "serve ingress",
+	{"lockout", "how long a client IP or client_id that reached --max-failures gets 429; failures are forgotten over the same time", roleFront,
 		dur(func(c *config) *time.Duration { return &c.Lockout }, ingress.DefaultLockout)},
-	{"client-rate", "create_account requests a second per client IP, a generous bound on the databases one address creates (token bucket; 0: no limit); over it: 429", "serve ingress",
+	{"client-rate", "create_account requests a second per client IP, a generous bound on the databases one address creates (token bucket; 0: no limit); over it: 429", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.ClientRate, name, 1, usage) }},
-	{"client-burst", "create_account requests one client IP may make at once after a quiet spell", "serve ingress",
+	{"client-burst", "create_account requests one client IP may make at once after a quiet spell", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.ClientBurst, name, 300, usage) }},
-	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", "serve ingress worker",
+	{"replicas", "replicas of the KV buckets and streams tms creates (3 on a 3-node cluster; 1 with the embedded server)", roleAll,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.IntVar(&c.Replicas, name, 1, usage) }},
-	{"log-level", "debug, info, warn or error", "serve ingress worker",
+	{"log-level", "debug, info, warn or error", roleAll,
 		str(func(c *config) *string { return &c.LogLevel }, "info")},
-	{"log-format", "text or json", "serve ingress worker",
+	{"log-format", "text or json", roleAll,
 		str(func(c *config) *string { return &c.LogFormat }, "text")},
 }
 
-var commands = []struct{ name, summary string }{
-	{"serve", "run everything in one process: embedded NATS (unless --nats-url), HTTP, NATS API, ETA responders, allocators"},
-	{"ingress", "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
-	{"worker", "run the ETA responders and the allocators against an external NATS (--nats-url required)"},
-	{"version", "print the version of tms, the Go it was built with and the embedded nats-server"},
-	{"help", "show this help; `tms help <command>` shows a command's flags"},
+// commands are what tms runs, in the order the help shows them, with the
+// parts each runs (none: it prints and exits).
+var commands = []struct {
+	name    string
+	roles   roleSet
+	summary string
+}{
+	{"serve", roleAll, "run everything in one process: embedded NATS (unless --nats-url), HTTP, NATS API, ETA responders, allocators"},
+	{"ingress", roleFront, "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
+	{"worker", roleBack, "run the ETA responders and the allocators against an external NATS (--nats-url required)"},
+	{"version", 0, "print the version of tms, the Go it was built with and the embedded nats-server"},
+	{"help", 0, "show this help; `tms help <command>` shows a command's flags"},
 }
 
 // envName is the environment variable of a flag: hold-ttl -> TMS_HOLD_TTL.
@@ -268,19 +290,30 @@ func lookupEnv(getenv func(string) string, name string) (string, bool) {
 	return v, v != ""
 }
 
-func isCommand(name string) bool {
+// isCommand reports whether name is a command that runs parts.
+func isCommand(name string) bool { return rolesOf(name) != 0 }
+
+// rolesOf is the parts a command runs: serve all of them, ingress the
+// front, worker the back (none for anything else).
+func rolesOf(command string) roleSet {
 	for _, c := range commands {
-		if c.name == name {
-			return true
+		if c.name == command {
+			return c.roles
 		}
 	}
-	return false
+	return 0
+}
+
+// embedsNATS reports whether the process runs the embedded NATS server.
+func (c *config) embedsNATS() bool {
+	return rolesOf(c.Command).has(roleEmbedded) && c.NATSURL == ""
 }
 
 func newFlagSet(cmd string, cfg *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("tms "+cmd, flag.ContinueOnError)
+	r := rolesOf(cmd)
 	for _, d := range flagDefs {
-		if strings.Contains(" "+d.roles+" ", " "+cmd+" ") {
+		if d.roles.overlaps(r) {
 			d.bind(fs, cfg, d.name, d.usage)
 		}
 	}
@@ -291,10 +324,11 @@ var dbPrefixRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,29}$`)
 
 func (c *config) validate() error {
 	c.NATSURL = strings.TrimSpace(c.NATSURL)
-	if c.NATSURL == "" && c.Command != "serve" {
+	r := rolesOf(c.Command)
+	if c.NATSURL == "" && !r.has(roleEmbedded) {
 		return usagef("tms %s needs an external NATS: %s (a comma-separated list for a cluster)", c.Command, setHint("nats-url"))
 	}
-	if c.Command == "serve" && c.NATSURL == "" {
+	if c.embedsNATS() {
 		host, port, err := net.SplitHostPort(c.NATSListen)
 		if err != nil {
 			return usagef("--nats-listen %q: want host:port (%v)", c.NATSListen, err)
@@ -321,16 +355,15 @@ func (c *config) validate() error {
 				err, setHint("database-url"))
 		}
 	}
-	r := rolesOf(c.Command)
-	if r.front && !dbPrefixRE.MatchString(c.DBPrefix) {
+	if r.has(roleFront) && !dbPrefixRE.MatchString(c.DBPrefix) {
 		return usagef("--db-prefix %q: want a lower-case letter, then up to 29 of [a-z0-9_]", c.DBPrefix)
 	}
 	// The hold's lifetime is a per-key TTL, which JetStream counts in
 	// whole seconds.
-	if r.back && (c.HoldTTL < time.Second || c.HoldTTL%time.Second != 0) {
+	if r.has(roleBack) && (c.HoldTTL < time.Second || c.HoldTTL%time.Second != 0) {
 		return usagef("--hold-ttl %s: want whole seconds, at least 1s", c.HoldTTL)
 	}
-	if r.front {
+	if r.has(roleFront) {
 		if c.TenantRate < 0 || c.TenantBurst < 0 || c.ClientRate < 0 || c.ClientBurst < 0 || c.MaxFailures < 0 {
 			return usagef("--tenant-rate, --tenant-burst, --client-rate, --client-burst, --max-failures: want 0 (no limit) or more")
 		}
@@ -346,15 +379,19 @@ func (c *config) validate() error {
 			return usagef("--lockout %s: want at least 1s", c.Lockout)
 		}
 	}
-	if r.back {
+	if r.has(roleBack) {
 		// The allocators tell the server every third of it that a
 		// write is still going on.
 		if c.AckWait < time.Second {
 			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
 		}
-		if c.ReconcileGrace < minReconcileGrace {
+		// The budget's minimum keeps the reconciler off reservations
+		// whose ticket is still on its way: an ingress publishes within
+		// its ETA timeout plus its publish timeout of the reservation,
+		// doubled for delivery delays and clock skew between processes.
+		if subjects.DefaultBudget.CheckReconcileGrace(c.ReconcileGrace) != nil {
 			return usagef("--reconcile-grace %s: want at least %s, above the time an ingress may take from a reservation to its publish",
-				c.ReconcileGrace, minReconcileGrace)
+				c.ReconcileGrace, subjects.DefaultBudget.MinReconcileGrace())
 		}
 		if c.ReconcileInterval < time.Second {
 			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)
@@ -431,7 +468,7 @@ func (c *config) logAttrs() []any {
 	fs := newFlagSet(c.Command, &view) // binding sets view's fields to the defaults...
 	view = *c                          // ...so copy c back: the flags now read its values
 	attrs := []any{slog.String("command", c.Command)}
-	if c.Command == "serve" && c.NATSURL == "" {
+	if c.embedsNATS() {
 		attrs = append(attrs, slog.String("nats", "embedded"))
 	}
 	fs.VisitAll(func(f *flag.Flag) {

@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"tms/subjects"
 	"tms/workers"
 )
 
@@ -346,4 +349,68 @@ var nonDefault = map[string]string{
 	"client-rate": "9", "client-burst": "7", "max-in-flight": "99", "max-backlog": "4242",
 	"max-account-creates": "3", "max-logins": "5", "log-level": "warn", "log-format": "json",
 	"database-url": "postgres://tms:pgsecret@db1/postgres",
+}
+
+// TestCommandFlagsByRole pins which command takes which flag, as the
+// space-joined role strings gave them before roles became a set: the
+// embedded server's flags are serve's alone, the front's are not the
+// worker's, the back's not the ingress's.
+func TestCommandFlagsByRole(t *testing.T) {
+	only := map[string][]string{
+		"serve":   {"nats-listen", "data-dir"},
+		"ingress": {"http-addr", "internal-addr", "db-prefix", "tenant-rate", "tenant-burst", "max-in-flight", "soft-in-flight", "admission-target", "max-backlog", "max-account-creates", "max-logins", "queue-wait", "max-failures", "lockout", "client-rate", "client-burst"},
+		"worker":  {"hold-ttl", "ack-wait", "reconcile-grace", "reconcile-interval"},
+	}
+	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format"}
+	want := map[string]map[string]bool{"serve": {}, "ingress": {}, "worker": {}}
+	for _, f := range every {
+		for cmd := range want {
+			want[cmd][f] = true
+		}
+	}
+	for cmd, flags := range only {
+		for _, f := range flags {
+			want[cmd][f] = true
+			want["serve"][f] = true
+		}
+	}
+	for cmd, flags := range want {
+		got := map[string]bool{}
+		newFlagSet(cmd, &config{}).VisitAll(func(f *flag.Flag) { got[f.Name] = true })
+		if !maps.Equal(got, flags) {
+			t.Errorf("tms %s takes %v, want %v", cmd, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(flags)))
+		}
+	}
+	for _, c := range []struct {
+		cmd  string
+		want roleSet
+	}{{"serve", roleFront | roleBack | roleEmbedded}, {"ingress", roleFront}, {"worker", roleBack}, {"version", 0}, {"help", 0}, {"nope", 0}} {
+		if got := rolesOf(c.cmd); got != c.want {
+			t.Errorf("rolesOf(%q) = %b, want %b", c.cmd, got, c.want)
+		}
+	}
+}
+
+// TestReconcileGraceFollowsBudget: --reconcile-grace is checked against
+// subjects.DefaultBudget, the minimum the help names is the budget's, and
+// the default passes it.
+func TestReconcileGraceFollowsBudget(t *testing.T) {
+	least := subjects.DefaultBudget.MinReconcileGrace()
+	for _, c := range []struct {
+		grace time.Duration
+		ok    bool
+	}{{least, true}, {least - time.Second, false}, {workers.DefaultReconcileGrace, true}} {
+		_, err := loadConfig([]string{"worker", "--nats-url", "nats://a", "--reconcile-grace", c.grace.String()}, env(nil), io.Discard)
+		var ue *usageError
+		if c.ok && err != nil || !c.ok && !errors.As(err, &ue) {
+			t.Errorf("--reconcile-grace %s: %v (want ok %v)", c.grace, err, c.ok)
+		}
+	}
+	var out strings.Builder
+	if err := help([]string{"worker"}, &out); !errors.Is(err, errHelp) {
+		t.Fatalf("tms help worker: %v", err)
+	}
+	if !strings.Contains(out.String(), "at least "+least.String()) {
+		t.Errorf("help of --reconcile-grace does not name the budget's minimum %s", least)
+	}
 }

@@ -39,25 +39,15 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("starting tms", cfg.logAttrs()...)
 	cfg.Failpoint.warn(logger)
 	var err error
-	switch cfg.Command {
-	case "serve", "ingress", "worker":
+	if isCommand(cfg.Command) {
 		err = runRoles(ctx, cfg, logger)
-	default:
+	} else {
 		err = fmt.Errorf("unknown command %q", cfg.Command)
 	}
 	if err == nil {
 		logger.Info("tms stopped")
 	}
 	return err
-}
-
-// roleSet says which parts a command runs: the front (HTTP listeners and
-// the public NATS API) and the back (ETA responders and allocators).
-// tms serve runs both.
-type roleSet struct{ front, back bool }
-
-func rolesOf(command string) roleSet {
-	return roleSet{front: command != "worker", back: command != "ingress"}
 }
 
 // runRoles is every command: the checks that can fail on a misconfigured
@@ -69,7 +59,7 @@ func rolesOf(command string) roleSet {
 // run until ctx is done. A signal while it waits is a clean stop.
 func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	r := rolesOf(cfg.Command)
-	embed := cfg.Command == "serve" && cfg.NATSURL == ""
+	embed := cfg.embedsNATS()
 	if embed {
 		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
@@ -91,7 +81,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 			}
 		}
 	}()
-	if r.front {
+	if r.has(roleFront) {
 		for _, l := range []struct{ name, addr, flag string }{
 			{"public", cfg.HTTPAddr, "http-addr"}, {"internal", cfg.InternalAddr, "internal-addr"},
 		} {
@@ -141,7 +131,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 
 	front := stage{}
-	if r.front {
+	if r.has(roleFront) {
 		servers[0].SetHandler(p.public)
 		servers[1].SetHandler(p.internal)
 		front["public http"] = servers[0].Run
@@ -149,13 +139,13 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		front["nats api"] = p.natsAPI.Run
 	}
 	back := stage{}
-	if r.back {
+	if r.has(roleBack) {
 		back["eta responder"] = p.responder.Run
 		back["allocator"] = p.allocator.Run
 		back["reconciler"] = p.reconciler.Run
 	}
 	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
-	if r.front {
+	if r.has(roleFront) {
 		base["sessions"] = p.sessions.Run
 		base["agent revisions"] = p.agents.Run
 		base["readiness probes"] = p.probes.Run
@@ -218,7 +208,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	// Only the front creates accounts, so only it provisions databases;
 	// the back reads the registry to find each tenant's database.
 	regProv := prov
-	if !r.front {
+	if !r.has(roleFront) {
 		regProv = nil
 	}
 	p.registry, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{
@@ -240,7 +230,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	if err := workers.EnsureStreams(ctx, js, cfg.Replicas); err != nil {
 		return nil, fmt.Errorf("ticket streams: %w", err)
 	}
-	if r.back {
+	if r.has(roleBack) {
 		p.responder, err = workers.NewResponder(ctx, workers.ResponderConfig{
 			NC: nc, JS: js, Registry: p.registry, Logger: logger,
 			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics,
@@ -269,7 +259,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		}
 		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
 	}
-	if !r.front {
+	if !r.has(roleFront) {
 		return p, nil
 	}
 
