@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tms/subjects"
 	"tms/tenants"
 )
 
@@ -67,12 +68,12 @@ type Config struct {
 }
 
 // callTimeout bounds every call an ordinary request makes to NATS or
-// Postgres; create_account, which creates a database, gets createTimeout.
+// Postgres (the timing budget's Call, which the idempotency claim adds
+// up); create_account, which creates a database, gets createTimeout.
 // Both stay under the server's WriteTimeout so the answer still gets out.
-const (
-	callTimeout   = 5 * time.Second
-	createTimeout = 12 * time.Second
-)
+var callTimeout = subjects.DefaultBudget.Call
+
+const createTimeout = 12 * time.Second
 
 // readyTimeout bounds one readiness check, well inside a probe's timeout.
 const readyTimeout = 2 * time.Second
