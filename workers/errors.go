@@ -2,10 +2,12 @@ package workers
 
 import "errors"
 
-// Errors of the ETA responder. Only the responder turns them into reply
-// codes (see replyOf; the codes and their sentinels on the asking side are
-// the subjects ETA contract); callers of the package test them with
+// Errors of package workers, in one place; callers test them with
 // errors.Is.
+//
+// The ETA responder's: only the responder turns them into reply codes
+// (see replyOf; the codes and their sentinels on the asking side are the
+// subjects ETA contract).
 var (
 	// ErrResponderConfig: NewResponder was given an unusable config.
 	ErrResponderConfig = errors.New("responder config")
@@ -27,6 +29,26 @@ var (
 	// ErrUnavailable: NATS could not give an answer now; always wrapped
 	// together with the cause.
 	ErrUnavailable = errors.New("slot store unavailable")
+)
+
+// The allocator workers'.
+var (
+	// ErrAllocatorConfig: NewAllocator was given an unusable config.
+	ErrAllocatorConfig = errors.New("allocator config")
+	// ErrInvalidEvent: a ticket event that no worker could ever write
+	// (bad JSON, unknown fields, fields that disagree with the subject or
+	// the SLA rules). It is dead-lettered.
+	ErrInvalidEvent = errors.New("invalid ticket event")
+)
+
+// The reconciler's.
+var (
+	// ErrReconcilerConfig: NewReconciler was given an unusable config.
+	ErrReconcilerConfig = errors.New("reconciler config")
+	// ErrUndecided: the reconciler could not tell whether a reservation is
+	// an orphan (NATS or the tenant database did not answer, or answered
+	// something it cannot read); it leaves the reservation alone.
+	ErrUndecided = errors.New("cannot tell whether the reservation is an orphan")
 )
 
 // RequestError is a request the responder refuses as it stands: Code is
