@@ -1,6 +1,7 @@
-// Command natsreq sends one request to the tms NATS API and prints the
-// reply, as a service on the NATS network would call tms without HTTP
-// (README, "NATS subjects for services that publish directly"):
+// Package main is the natsreq command: it sends one request to the tms
+// NATS API and prints the reply, as a service on the NATS network would
+// call tms without HTTP (README, "NATS subjects for services that publish
+// directly"):
 //
 //	go run ./examples/natsreq [-s nats://127.0.0.1:4223] [-H 'Idempotency-Key: order-4713'] SUBJECT BODY
 //
