@@ -261,17 +261,37 @@ func (a *api) doWith(method, path, token string, header map[string]string, body 
 // try is doWith for goroutines other than the test's, which must not
 // fail the test themselves: a request that got no answer is an error.
 func (a *api) try(method, path, token string, header map[string]string, body any) (int, map[string]any, error) {
+	ans, err := send(a.hc, a.base, method, path, token, header, body)
+	return ans.code, ans.body, err
+}
+
+// answer is one HTTP answer: its status, its JSON body decoded into a map
+// (a body that is not JSON as {"raw": ...}), its Retry-After.
+type answer struct {
+	code       int
+	body       map[string]any
+	retryAfter string
+}
+
+func (a answer) String() string {
+	return fmt.Sprintf("%d %v (Retry-After %q)", a.code, a.body, a.retryAfter)
+}
+
+// send is the one request helper of the binary's tests: body (nil: none)
+// as JSON, an optional bearer token and extra headers; a request that got
+// no answer is an error.
+func send(hc *http.Client, base, method, path, token string, header map[string]string, body any) (answer, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return 0, nil, err
+			return answer{}, err
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, a.base+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
-		return 0, nil, err
+		return answer{}, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -282,20 +302,20 @@ func (a *api) try(method, path, token string, header map[string]string, body any
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := a.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, path, err)
+		return answer{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: read body: %w", method, path, err)
+		return answer{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
-	var out map[string]any
-	if len(raw) > 0 && json.Unmarshal(raw, &out) != nil {
-		out = map[string]any{"raw": string(raw)}
+	a := answer{code: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+	if len(raw) > 0 && json.Unmarshal(raw, &a.body) != nil {
+		a.body = map[string]any{"raw": string(raw)}
 	}
-	return resp.StatusCode, out, nil
+	return a, nil
 }
 
 // must checks the status and returns the body.

@@ -159,9 +159,7 @@ func openLoop(c *client, id, token string, rate float64, d time.Duration, maxOut
 			if at.Sub(start) >= d {
 				return
 			}
-			if w := time.Until(at); w > 0 {
-				time.Sleep(w)
-			}
+			waitUntil(at)
 			if out.Add(1) > maxOut {
 				out.Add(-1)
 				y.mu.Lock()

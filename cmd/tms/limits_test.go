@@ -1,13 +1,12 @@
 package main_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,49 +38,8 @@ func newClient(serverAddr, fromIP string, conns int) *client {
 
 func (c *client) close() { c.hc.CloseIdleConnections() }
 
-type answer struct {
-	code       int
-	body       map[string]any
-	retryAfter string
-}
-
-func (a answer) String() string {
-	return fmt.Sprintf("%d %v (Retry-After %q)", a.code, a.body, a.retryAfter)
-}
-
 func (c *client) call(method, path, token string, body any) (answer, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return answer{}, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.base+path, rd)
-	if err != nil {
-		return answer{}, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	a := answer{code: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
-	if len(raw) > 0 && json.Unmarshal(raw, &a.body) != nil {
-		a.body = map[string]any{"raw": string(raw)}
-	}
-	return a, nil
+	return send(c.hc, c.base, method, path, token, nil, body)
 }
 
 // mustCall is call from the test goroutine: an error fails the test.
@@ -105,6 +63,30 @@ func startDefaultServe(t *testing.T, extra ...string) (*proc, string) {
 	addr := str(t, p.logEvent("listening"), "public")
 	newAPI(t, addr).waitReady(p)
 	return p, addr
+}
+
+// honourRetryAfter waits the Retry-After the server answered, as a
+// well-behaved client does before its next try.
+func (a answer) honourRetryAfter(t *testing.T) {
+	t.Helper()
+	secs, err := strconv.Atoi(a.retryAfter)
+	if err != nil || secs < 0 {
+		t.Fatalf("Retry-After %q is not a number of seconds", a.retryAfter)
+	}
+	waitUntil(time.Now().Add(time.Duration(secs) * time.Second))
+}
+
+// waitUntil blocks until the instant at, on a timer: the instant a
+// protocol or a load schedule sets (a Retry-After, an open-loop send
+// time), never a guess at when something else has happened.
+func waitUntil(at time.Time) {
+	d := time.Until(at)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	<-timer.C
 }
 
 // latencies summarises durations.
@@ -365,7 +347,7 @@ func TestGuessersAreLockedOutNotTheTenant(t *testing.T) {
 			t.Fatalf("guess %d: %v", i, err)
 		case a.code == http.StatusUnauthorized:
 		case a.code == http.StatusTooManyRequests && a.retryAfter == "1":
-			time.Sleep(time.Second) // slowed: one try a second
+			a.honourRetryAfter(t) // slowed: one try a second
 		case a.code == http.StatusTooManyRequests:
 			lockout = a
 		default:
