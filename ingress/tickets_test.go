@@ -399,9 +399,21 @@ func TestAllocateAfterHoldExpiry(t *testing.T) {
 	if n := e.streamMessages(t, a.id); n != 0 {
 		t.Errorf("%d stream messages after a refused allocation", n)
 	}
-	// The slot is free again for the next create.
-	if got := e.create(t, a, subjects.Gold, nil); got.status != http.StatusCreated || !rfc3339UTC(t, "slot_time", got.body["slot_time"]).Equal(minute) {
-		t.Errorf("create after expiry: %d %s, want slot %v", got.status, got.raw, minute)
+	// The slot is free again for a create: as soon as the responder's
+	// own watch has the expiry (this test's watch may see it first, and a
+	// create before that gets the next minute, which is still a correct
+	// answer), and never later than a few creates.
+	for i := 0; ; i++ {
+		got := e.create(t, a, subjects.Gold, nil)
+		if got.status != http.StatusCreated {
+			t.Fatalf("create after expiry: %d %s", got.status, got.raw)
+		}
+		if rfc3339UTC(t, "slot_time", got.body["slot_time"]).Equal(minute) {
+			break
+		}
+		if i == 4 {
+			t.Fatalf("5 creates after the expiry, none got the freed slot %v; last %s", minute, got.raw)
+		}
 	}
 }
 
