@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,15 +104,12 @@ func TestWaiterStopsWithItsContext(t *testing.T) {
 	}
 }
 
-// freeAddr is a loopback port nothing listens on any more.
+// freeAddr is a loopback port nothing listens on, kept free for the
+// test's own server (testkit.FreePort).
 func freeAddr(t *testing.T) (string, int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), ln.Addr().(*net.TCPAddr).Port
+	port := testkit.FreePort(t)
+	return fmt.Sprintf("127.0.0.1:%d", port), port
 }
 
 // TestConnectNATSWaitsForTheServer: with no bound but the context,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,7 +48,8 @@ func StartCluster(t testing.TB, n int) *Cluster {
 func NewCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, name: "tmst-" + RandomSuffix(6), servers: make([]*server.Server, n)}
-	clientPorts, clusterPorts := freePorts(t, n), freePorts(t, n)
+	ports := FreePorts(t, 2*n)
+	clientPorts, clusterPorts := ports[:n], ports[n:]
 	routes := make([]string, n)
 	for i := range n {
 		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", clusterPorts[i])
@@ -97,28 +97,6 @@ func (c *Cluster) StartNodes(nodes ...int) <-chan error {
 		done <- errors.Join(errs...)
 	}()
 	return done
-}
-
-// freePorts picks n distinct free loopback ports. A port could be taken
-// between here and the server's listen; embedded.Start then fails clearly.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a free port: %v", err)
-		}
-		lns = append(lns, ln)
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
-	}
-	return ports
 }
 
 func (c *Cluster) start(i int) error {

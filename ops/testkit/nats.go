@@ -12,7 +12,7 @@ import (
 	"tms/ops/embedded"
 )
 
-// NATS is an embedded JetStream server on a random loopback port with a
+// NATS is an embedded JetStream server on a free loopback port (FreePort) with a
 // temp store, shut down when the test ends.
 type NATS struct {
 	t      testing.TB
@@ -40,7 +40,7 @@ func (c NATSConfig) isZero() bool {
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
 	n := &NATS{t: t, dir: t.TempDir()}
-	n.start(-1)
+	n.start(FreePort(t))
 	t.Cleanup(n.Stop)
 	return n
 }
@@ -50,7 +50,7 @@ func StartNATS(t testing.TB) *NATS {
 func StartNATSWith(t testing.TB, cfg NATSConfig) *NATS {
 	t.Helper()
 	n := &NATS{t: t, dir: t.TempDir(), cfg: cfg}
-	n.start(-1)
+	n.start(FreePort(t))
 	t.Cleanup(n.Stop)
 	return n
 }
