@@ -272,7 +272,8 @@ func (a *Allocator) giveBack(msg jetstream.Msg) {
 	}
 }
 
-// handle decides one message's fate (see Allocator) and settles it.
+// handle decides one message's fate (see Allocator and decide.go) and
+// settles it.
 func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
 	stopKeepAlive := a.keepAlive(msg)
@@ -283,99 +284,23 @@ func (a *Allocator) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(a.backoff(1))
 		return
 	}
-	kind := "invalid"
-	defer func() { a.m.observe(kind, time.Since(start)) }()
-	log := a.log.With(slog.String("subject", msg.Subject()), slog.Uint64("seq", md.Sequence.Stream),
-		slog.Uint64("delivery", md.NumDelivered))
+	d := delivery{subject: msg.Subject(), data: msg.Data(), seq: md.Sequence.Stream, delivered: md.NumDelivered,
+		stored: md.Timestamp}
+	log := a.log.With(slog.String("subject", d.subject), slog.Uint64("seq", d.seq), slog.Uint64("delivery", d.delivered))
 
-	tenant, ticket, err := subjects.ParseTicketSubject(msg.Subject())
-	if err != nil {
-		a.deadLetter(ctx, log, msg, md, "", "", "invalid", "subject: "+err.Error())
-		return
+	dec := decide(d)
+	event := "invalid"
+	if dec.writes() {
+		event = dec.ev.Event
 	}
-	log = log.With(slog.String("tenant", tenant), slog.String("ticket", ticket))
-	ev, err := decodeTicketEvent(msg.Data(), tenant, ticket)
-	if err != nil {
-		a.deadLetter(ctx, log, msg, md, tenant, ticket, "invalid", err.Error())
-		return
+	defer func() { a.m.observe(event, time.Since(start)) }()
+	if dec.tenant != "" {
+		log = log.With(slog.String("tenant", dec.tenant), slog.String("ticket", dec.ticket))
 	}
-	kind = ev.Event
-	if ev.Event == subjects.TicketCancelled && ev.CancelledAt == nil {
-		at := md.Timestamp.UTC()
-		ev.CancelledAt = &at
+	if dec.writes() {
+		dec = a.write(ctx, log, d, dec)
 	}
-	ten, err := a.reg.Get(ctx, tenant)
-	switch {
-	case errors.Is(err, tenants.ErrTenantNotFound):
-		a.deadLetter(ctx, log, msg, md, tenant, ticket, "unknown_tenant", "unknown tenant "+tenant)
-		return
-	case err != nil:
-		a.retry(log, msg, md, "registry", err)
-		return
-	}
-
-	if a.beforeCommit != nil {
-		a.beforeCommit(ticket)
-	}
-	err = a.apply(ctx, ten, ev)
-	for round := 0; round < allocConflictRounds; round++ {
-		conflict, ok := errors.AsType[*tenants.SlotConflictError](err)
-		if !ok {
-			break
-		}
-		resolved, rerr := a.resolveConflict(ctx, log, ten, conflict.Ticket)
-		if rerr != nil {
-			err = rerr
-			break
-		}
-		if !resolved {
-			break
-		}
-		err = a.apply(ctx, ten, ev)
-	}
-
-	conflict, isConflict := errors.AsType[*tenants.SlotConflictError](err)
-	switch {
-	case err == nil:
-		if a.afterCommit != nil {
-			a.afterCommit(ticket)
-		}
-		a.forgetConflict(md.Sequence.Stream)
-		actx, cancel := withNATSDeadline(ctx)
-		defer cancel()
-		if err := msg.DoubleAck(actx); err != nil {
-			// Written; the redelivery will find it there.
-			log.Warn("ticket written but its ack failed", slog.Any("err", err))
-		}
-		a.m.processed(ev.Event)
-		log.Debug("ticket event written", slog.String("event", ev.Event))
-	case errors.Is(err, tenants.ErrUnavailable):
-		a.retry(log, msg, md, "unavailable", err)
-	case errors.Is(err, tenants.ErrInvalidTicket):
-		a.deadLetter(ctx, log, msg, md, tenant, ticket, "invalid", err.Error())
-	case isConflict:
-		n := a.countConflict(md.Sequence.Stream)
-		if n >= allocMaxConflictTries {
-			a.forgetConflict(md.Sequence.Stream)
-			a.deadLetter(ctx, log.With(slog.String("holder", conflict.Ticket)), msg, md, tenant, ticket,
-				"double_booking", "double booking refused by Postgres: agent "+ev.Agent+" at "+
-					ev.SlotTime.UTC().Format(time.RFC3339)+" is held by live ticket "+conflict.Ticket)
-			return
-		}
-		a.m.failed("conflict")
-		delay := a.backoff(n)
-		log.Warn("slot held by another live ticket; retrying, its cancel may be on its way",
-			slog.String("holder", conflict.Ticket), slog.Int("try", n), slog.Duration("delay", delay))
-		if err := msg.NakWithDelay(delay); err != nil {
-			log.Warn("nak failed; the message comes back after the ack wait", slog.Any("err", err))
-		}
-	default:
-		if md.NumDelivered >= allocMaxErrorDeliveries {
-			a.deadLetter(ctx, log, msg, md, tenant, ticket, "error", err.Error())
-			return
-		}
-		a.retry(log, msg, md, "error", err)
-	}
+	a.settle(ctx, log, msg, d, dec)
 }
 
 // keepAlive tells the server, every third of the ack wait, that the

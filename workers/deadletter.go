@@ -15,15 +15,37 @@ import (
 // deadLetter parks the raw message on the dead-letter stream with the
 // reason, logs an error, and terminates it. If the dead letter cannot be
 // published, the message is redelivered instead: never dropped.
-func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstream.Msg, md *jetstream.MsgMetadata,
-	tenant, ticket, kind, reason string) {
-	subject := subjects.DeadLetterInvalid
-	if tenant != "" && ticket != "" {
-		subject = subjects.DeadLetterSubject(tenant, ticket)
+func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstream.Msg, d delivery, dec decision) {
+	dl := deadLetterRecord(d, msg.Headers(), dec)
+	pctx, cancel := withNATSDeadline(ctx)
+	defer cancel()
+	if _, err := a.js.PublishMsg(pctx, dl, jetstream.WithMsgID("dlq-"+dl.Header.Get(subjects.HeaderOriginalSequence)),
+		jetstream.WithExpectStream(subjects.StreamDeadLetters)); err != nil {
+		a.redeliver(log, msg, redeliverOf(d, dec, retryDeadLetterPublish, err, a.backoff))
+		return
 	}
-	reason = headerValue(reason)
-	dl := &nats.Msg{Subject: subject, Data: msg.Data(), Header: nats.Header{}}
-	for k, vs := range msg.Headers() {
+	a.m.deadLettered(dec.kind)
+	log.Error("ticket event dead-lettered", slog.String("kind", dec.kind),
+		slog.String("reason", dl.Header.Get(subjects.HeaderDeadLetterReason)), slog.String("dead_letter_subject", dl.Subject))
+	if err := msg.TermWithReason(dec.kind); err != nil {
+		// Parked already; a redelivery dead-letters it again under the
+		// same message id, which the stream dedupes.
+		log.Warn("term failed after dead-lettering", slog.Any("err", err))
+	}
+}
+
+// deadLetterRecord is the dead letter of delivery d, whose headers are
+// header, for the decision dec: the original body and headers under the
+// ticket's dead-letter subject (DeadLetterInvalid when the subject names
+// no ticket), with the reason, the original subject and its stream
+// sequence.
+func deadLetterRecord(d delivery, header nats.Header, dec decision) *nats.Msg {
+	subject := subjects.DeadLetterInvalid
+	if dec.tenant != "" && dec.ticket != "" {
+		subject = subjects.DeadLetterSubject(dec.tenant, dec.ticket)
+	}
+	dl := &nats.Msg{Subject: subject, Data: d.data, Header: nats.Header{}}
+	for k, vs := range header {
 		// The original's Nats-* headers (message id, expectations) would
 		// dedupe or fail the dead letter itself.
 		if strings.HasPrefix(k, "Nats-") {
@@ -31,25 +53,10 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 		}
 		dl.Header[k] = append([]string(nil), vs...)
 	}
-	dl.Header.Set(subjects.HeaderDeadLetterReason, reason)
-	dl.Header.Set(subjects.HeaderOriginalSubject, headerValue(msg.Subject()))
-	seq := strconv.FormatUint(md.Sequence.Stream, 10)
-	dl.Header.Set(subjects.HeaderOriginalSequence, seq)
-	pctx, cancel := withNATSDeadline(ctx)
-	defer cancel()
-	if _, err := a.js.PublishMsg(pctx, dl, jetstream.WithMsgID("dlq-"+seq),
-		jetstream.WithExpectStream(subjects.StreamDeadLetters)); err != nil {
-		a.retry(log, msg, md, "dead_letter_publish", err)
-		return
-	}
-	a.m.deadLettered(kind)
-	log.Error("ticket event dead-lettered", slog.String("kind", kind), slog.String("reason", reason),
-		slog.String("dead_letter_subject", subject))
-	if err := msg.TermWithReason(kind); err != nil {
-		// Parked already; a redelivery dead-letters it again under the
-		// same message id, which the stream dedupes.
-		log.Warn("term failed after dead-lettering", slog.Any("err", err))
-	}
+	dl.Header.Set(subjects.HeaderDeadLetterReason, headerValue(dec.reason))
+	dl.Header.Set(subjects.HeaderOriginalSubject, headerValue(d.subject))
+	dl.Header.Set(subjects.HeaderOriginalSequence, strconv.FormatUint(d.seq, 10))
+	return dl
 }
 
 // headerValue keeps a header value on one line and bounded.
