@@ -37,17 +37,8 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"event"}),
 	}
-	var err error
-	if m.processedTotal, err = ops.Register(reg, m.processedTotal); err != nil {
-		return nil, err
-	}
-	if m.failedTotal, err = ops.Register(reg, m.failedTotal); err != nil {
-		return nil, err
-	}
-	if m.deadLetteredTotal, err = ops.Register(reg, m.deadLetteredTotal); err != nil {
-		return nil, err
-	}
-	if m.handleSeconds, err = ops.Register(reg, m.handleSeconds); err != nil {
+	if err := ops.RegisterAll(reg, ops.Collector(&m.processedTotal), ops.Collector(&m.failedTotal),
+		ops.Collector(&m.deadLetteredTotal), ops.Collector(&m.handleSeconds)); err != nil {
 		return nil, err
 	}
 	return m, nil
