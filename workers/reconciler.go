@@ -456,17 +456,8 @@ func newReconcilerMetrics(reg prometheus.Registerer) (*reconcilerMetrics, error)
 			Help: "Reservations due for a look-up left to the next pass (over the per-pass bound).",
 		}),
 	}
-	var err error
-	if m.passes, err = ops.Register(reg, m.passes); err != nil {
-		return nil, err
-	}
-	if m.releases, err = ops.Register(reg, m.releases); err != nil {
-		return nil, err
-	}
-	if m.undecided, err = ops.Register(reg, m.undecided); err != nil {
-		return nil, err
-	}
-	if m.deferred, err = ops.Register(reg, m.deferred); err != nil {
+	if err := ops.RegisterAll(reg, ops.Collector(&m.passes), ops.Collector(&m.releases),
+		ops.Collector(&m.undecided), ops.Collector(&m.deferred)); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -352,18 +352,8 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"outcome"}),
 	}
-	var err error
-	m.requests, err = ops.Register(reg, m.requests)
-	if err != nil {
-		return nil, err
-	}
-	if m.conflicts, err = ops.Register(reg, m.conflicts); err != nil {
-		return nil, err
-	}
-	if m.rebuilds, err = ops.Register(reg, m.rebuilds); err != nil {
-		return nil, err
-	}
-	if m.agentsWait, err = ops.Register(reg, m.agentsWait); err != nil {
+	if err := ops.RegisterAll(reg, ops.Collector(&m.requests), ops.Collector(&m.conflicts),
+		ops.Collector(&m.rebuilds), ops.Collector(&m.agentsWait)); err != nil {
 		return nil, err
 	}
 	return m, nil
