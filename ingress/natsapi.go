@@ -32,7 +32,7 @@ const natsRequestTimeout = 20 * time.Second
 type NATSAPI struct {
 	nc          *nats.Conn
 	registry    *tenants.Registry
-	tickets     *ticketService
+	tickets     ticketAPI
 	logger      *slog.Logger
 	overload    *Overload
 	concurrency int
@@ -42,12 +42,9 @@ type NATSAPI struct {
 // NewNATSAPI returns the NATS API over cfg's Registry, NC, JS and Tickets;
 // Run serves it.
 func NewNATSAPI(cfg Config) (*NATSAPI, error) {
-	a := &api{logger: cfg.Logger, now: cfg.Now}
+	a := &api{logger: cfg.Logger}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
-	}
-	if a.now == nil {
-		a.now = time.Now
 	}
 	if cfg.Metrics == nil {
 		return nil, errors.New("ingress: Config.Metrics is nil")
@@ -276,9 +273,9 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 			return answer{}, err
 		}
 		if op == subjects.OpCancelTicket {
-			return n.tickets.cancel(ctx, t, req.TicketID)
+			return n.tickets.cancel(ctx, t, req)
 		}
-		return n.tickets.get(ctx, t, req.TicketID)
+		return n.tickets.get(ctx, t, req)
 	case subjects.OpValidateETA:
 		var req validateETARequest
 		if err := decodeObject(m.Data, &req); err != nil {
@@ -287,7 +284,7 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 		if err := checkBodyClient(t.ID, req.ClientID); err != nil {
 			return answer{}, err
 		}
-		return n.tickets.validateETA(ctx, req)
+		return n.tickets.validateETA(ctx, t, req)
 	default: // subjects.OpAllocateSlot
 		var req allocateSlotRequest
 		if err := decodeObject(m.Data, &req); err != nil {
@@ -296,6 +293,6 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 		if err := checkBodyClient(t.ID, req.ClientID); err != nil {
 			return answer{}, err
 		}
-		return n.tickets.allocateSlot(ctx, req)
+		return n.tickets.allocateSlot(ctx, t, req)
 	}
 }

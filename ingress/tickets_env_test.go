@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/subjects"
 	"tms/tenants"
@@ -36,6 +37,8 @@ type ticketEnv struct {
 
 type ticketEnvOptions struct {
 	holdTTL time.Duration // the responder's; 0: its default
+	// etaTimeout is the admission service's (0: testETATimeout).
+	etaTimeout time.Duration
 	// configure, when set, changes the ingress configuration (limits,
 	// timeouts) before the routers and the NATS API are built.
 	configure func(*Config)
@@ -47,10 +50,18 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	t.Helper()
 	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now())}
 	t.Cleanup(e.stopAll)
-	cfg := e.ticketConfig()
+	cfg := e.config(func(context.Context) error { return nil })
 	if opts.configure != nil {
 		opts.configure(&cfg)
 	}
+	eta := opts.etaTimeout
+	if eta == 0 {
+		// Far above the production default: on a loaded 2-core machine a
+		// responder's fsynced KV write can take longer than 2 s, and a 503
+		// there would fail tests that count admissions exactly.
+		eta = testETATimeout
+	}
+	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta})
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)
@@ -83,16 +94,6 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && e.natsAPI.Ready() },
 		"the responder and the NATS API to start")
 	return e
-}
-
-func (e *ticketEnv) ticketConfig() Config {
-	cfg := e.config(func(context.Context) error { return nil })
-	cfg.Now = e.clock.Now
-	// Far above the production default: on a loaded 2-core machine a
-	// responder's fsynced KV write can take longer than 2 s, and a 503
-	// there would fail tests that count admissions exactly.
-	cfg.ETATimeout = testETATimeout
-	return cfg
 }
 
 // testETATimeout is the ETA timeout of the ticket test env.
