@@ -78,7 +78,7 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	e.run("nats api", e.natsAPI.Run)
 	e.client = e.nats.Connect(t)
 	if opts.noResponder {
-		testkit.Eventually(t, 20*time.Second, e.natsAPI.Ready, "the NATS API to start")
+		testkit.Eventually(t, 20*time.Second, started(e.natsAPI), "the NATS API to start")
 		return e
 	}
 
@@ -91,13 +91,26 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 		t.Fatalf("NewResponder: %v", err)
 	}
 	e.run("responder", responder.Run)
-	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && e.natsAPI.Ready() },
+	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && started(e.natsAPI)() },
 		"the responder and the NATS API to start")
 	return e
 }
 
 // testETATimeout is the ETA timeout of the ticket test env.
 const testETATimeout = 10 * time.Second
+
+// started reports whether the NATS API has subscribed (its Started
+// channel is closed).
+func started(n *NATSAPI) func() bool {
+	return func() bool {
+		select {
+		case <-n.Started():
+			return true
+		default:
+			return false
+		}
+	}
+}
 
 // run starts a part's Run loop, stopped (and its error checked) at cleanup.
 func (e *ticketEnv) run(name string, run func(context.Context) error) {

@@ -293,7 +293,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	if p.natsAPI, err = ingress.NewNATSAPI(hcfg); err != nil {
 		return nil, err
 	}
-	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", p.natsAPI.Ready))
+	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", isClosed(p.natsAPI.Started())))
 	// Ready means an admission can succeed now: a responder answers, and
 	// the streams it writes (the slot buckets, TICKETS) have a leader.
 	probes := []ops.Check{ops.ETAResponders(nc), ops.StreamLeader(js, subjects.StreamTickets)}
@@ -309,6 +309,18 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		return nil, err
 	}
 	return p, nil
+}
+
+// isClosed is a readiness flag of a part's Started channel.
+func isClosed(started <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-started:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // stage is a set of long-running parts that stop together.
