@@ -355,7 +355,9 @@ const (
 )
 
 // verdict is "" for a legitimate record, or why it is to be released; an
-// error when it cannot tell (ErrUndecided).
+// error when it cannot tell (ErrUndecided). A ticket in neither the stream
+// nor its tenant's database counts as absent only once the stream leader
+// confirms it (tenants.ConfirmAbsence).
 func (r *Reconciler) verdict(ctx context.Context, c candidate) (string, error) {
 	lctx, cancel := context.WithTimeout(ctx, reconcileLookupTimeout)
 	defer cancel()
@@ -367,40 +369,17 @@ func (r *Reconciler) verdict(ctx context.Context, c candidate) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	subject := subjects.TicketSubject(c.tenant, c.rec.Ticket)
-	msg, err := st.GetLastMsgForSubject(lctx, subject)
-	switch {
-	case err == nil:
-		var ev subjects.TicketEvent
-		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Tenant != c.tenant || ev.Ticket != c.rec.Ticket {
-			return "", fmt.Errorf("%w: event on %s does not decode or names another ticket", ErrUndecided, subject)
-		}
-		return c.judgeEvent(ev.Event == subjects.TicketCancelled, ev.Agent, ev.SlotTime), nil
-	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		return "", fmt.Errorf("%w: reading %s: %w", ErrUndecided, subject, err)
-	}
-	// Not in the stream: consumed (a worker acks only after its commit, so
-	// the row is there), or never published.
-	dctx, dcancel := context.WithTimeout(ctx, reconcileLookupTimeout)
-	defer dcancel()
-	row, err := r.tickets.Get(dctx, ten, c.rec.Ticket)
-	switch {
-	case err == nil:
-		return c.judgeEvent(row.Status == subjects.StatusCancelled, row.Agent, row.SlotTime), nil
-	case !errors.Is(err, tenants.ErrTicketNotFound):
-		return "", fmt.Errorf("%w: reading ticket %s from the tenant database: %w", ErrUndecided, c.rec.Ticket, err)
-	}
-	// In neither. A direct get may be served by a lagging replica, so
-	// the stream leader confirms that the subject is empty before
-	// anything is released.
-	info, err := st.Info(lctx, jetstream.WithSubjectFilter(subject))
+	lookup := tenants.TicketLookup{Stream: st, Rows: r.tickets,
+		StreamTimeout: reconcileLookupTimeout, RowTimeout: reconcileLookupTimeout}
+	found, err := lookup.Find(ctx, ten, c.rec.Ticket, tenants.ConfirmAbsence)
 	if err != nil {
-		return "", fmt.Errorf("%w: stream info for %s: %w", ErrUndecided, subject, err)
+		return "", fmt.Errorf("%w: %w", ErrUndecided, err)
 	}
-	if info.State.Subjects[subject] > 0 {
-		return "", fmt.Errorf("%w: %s has a message the direct get did not return", ErrUndecided, subject)
+	ev, status, ok := found.Latest()
+	if !ok {
+		return reasonOrphan, nil
 	}
-	return reasonOrphan, nil
+	return c.judgeEvent(status == subjects.StatusCancelled, ev.Agent, ev.SlotTime), nil
 }
 
 // judgeEvent compares the ticket's latest known state with the record:
