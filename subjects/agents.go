@@ -1,0 +1,33 @@
+package subjects
+
+import (
+	"time"
+)
+
+// BucketAgents holds each tenant's service agents and their
+// availability, so ETA responders never read Postgres on the hot path.
+const BucketAgents = "TMS_AGENTS"
+
+// AgentKey is the agents-bucket key of one agent of one tenant.
+func AgentKey(tenant, agent string) string { return mustID(tenant) + "." + mustID(agent) }
+
+// TenantAgents is the watch filter that matches every agent of a tenant.
+func TenantAgents(tenant string) string { return mustID(tenant) + ".*" }
+
+// Agent statuses, as stored and as shown in the API.
+const (
+	AgentAvailable   = "available"
+	AgentUnavailable = "unavailable"
+)
+
+// AgentRecord is the value stored under AgentKey: what ETA responders need
+// to know of an agent. AvailableSince is set while Status is available: the
+// agent contributes slots from the first whole minute at or after it.
+type AgentRecord struct {
+	Tenant         string     `json:"tenant"`
+	ID             string     `json:"id"`
+	Name           string     `json:"name"`
+	Status         string     `json:"status"`
+	AvailableSince *time.Time `json:"available_since,omitempty"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}

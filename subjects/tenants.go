@@ -1,0 +1,49 @@
+package subjects
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+)
+
+// BucketTenants is the command side of the tenant registry: tenant
+// records plus the unique-email and unique-sub_domain claims.
+const BucketTenants = "TMS_TENANTS"
+
+// TenantKey is the registry key of one tenant record.
+func TenantKey(tenant string) string { return "tenant." + mustID(tenant) }
+
+// TenantKeys is the watch filter that matches every tenant record.
+const TenantKeys = "tenant.*"
+
+// EmailKey is the registry key that claims an e-mail address. The address
+// is folded to lower case and hashed, so the key is a valid KV token and
+// uniqueness is case-insensitive.
+func EmailKey(email string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return "email." + hex.EncodeToString(sum[:])
+}
+
+// SubDomainKey is the registry key that claims a sub_domain. sub matches
+// [a-z0-9-], as produced by the registry's slug rule.
+func SubDomainKey(sub string) string { return "subdomain." + mustID(sub) }
+
+// TenantRecord is the value stored under TenantKey: the registry's command
+// model of one tenant. PasswordHash is a PHC-format argon2id string.
+type TenantRecord struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"password_hash"`
+	SubDomain    string    `json:"sub_domain"`
+	DBServer     string    `json:"db_server"` // placement: host:port of one --database-url server
+	DBName       string    `json:"db_name"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Claim is the value stored under EmailKey and SubDomainKey: which tenant
+// holds the claim.
+type Claim struct {
+	Tenant string `json:"tenant"`
+}
