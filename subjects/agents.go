@@ -1,6 +1,8 @@
 package subjects
 
 import (
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -13,6 +15,17 @@ func AgentKey(tenant, agent string) string { return mustID(tenant) + "." + mustI
 
 // TenantAgents is the watch filter that matches every agent of a tenant.
 func TenantAgents(tenant string) string { return mustID(tenant) + ".*" }
+
+// ParseAgentKey is AgentKey's inverse, for a key read back from the bucket
+// (anyone with access may write one: validate before use). A key AgentKey
+// cannot have produced is ErrInvalidID.
+func ParseAgentKey(key string) (tenant, agent string, err error) {
+	tenant, agent, ok := strings.Cut(key, ".")
+	if !ok || ValidID(tenant) != nil || ValidID(agent) != nil {
+		return "", "", fmt.Errorf("%w: key %q is not tenant.agent", ErrInvalidID, key)
+	}
+	return tenant, agent, nil
+}
 
 // Agent statuses, as stored and as shown in the API.
 const (

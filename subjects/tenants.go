@@ -3,6 +3,7 @@ package subjects
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -12,10 +13,24 @@ import (
 const BucketTenants = "TMS_TENANTS"
 
 // TenantKey is the registry key of one tenant record.
-func TenantKey(tenant string) string { return "tenant." + mustID(tenant) }
+func TenantKey(tenant string) string { return tenantKeyPrefix + mustID(tenant) }
 
 // TenantKeys is the watch filter that matches every tenant record.
 const TenantKeys = "tenant.*"
+
+// tenantKeyPrefix starts every TenantKey.
+const tenantKeyPrefix = "tenant."
+
+// ParseTenantKey is TenantKey's inverse: the tenant id of a registry key
+// read back from the bucket. Any other key (a claim, or a key TenantKey
+// cannot have produced) is ErrInvalidID.
+func ParseTenantKey(key string) (string, error) {
+	id, ok := strings.CutPrefix(key, tenantKeyPrefix)
+	if !ok || ValidID(id) != nil {
+		return "", fmt.Errorf("%w: key %q is not a tenant key", ErrInvalidID, key)
+	}
+	return id, nil
+}
 
 // EmailKey is the registry key that claims an e-mail address. The address
 // is folded to lower case and hashed, so the key is a valid KV token and

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -93,7 +92,7 @@ func (a *Agents) Revision(tenant string) uint64 { return a.revs.get(tenant) }
 func (a *Agents) Run(ctx context.Context) error {
 	note := func(e jetstream.KeyValueEntry) {
 		// Deletes and purges too: they are agent changes of the tenant.
-		if tenant, _, ok := strings.Cut(e.Key(), "."); ok && subjects.ValidID(tenant) == nil {
+		if tenant, _, err := subjects.ParseAgentKey(e.Key()); err == nil {
 			a.revs.note(tenant, e.Revision())
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,8 +71,8 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
 	r.cache = &cache[subjects.TenantRecord]{
 		kv: kv, filter: subjects.TenantKeys, nc: cfg.JS.Conn(), log: log,
 		id: func(key string) (string, bool) {
-			id, ok := strings.CutPrefix(key, "tenant.")
-			return id, ok && subjects.ValidID(id) == nil
+			id, err := subjects.ParseTenantKey(key)
+			return id, err == nil
 		},
 		decode: func(b []byte) (subjects.TenantRecord, error) {
 			var rec subjects.TenantRecord

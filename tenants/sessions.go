@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,7 +65,10 @@ func NewSessions(ctx context.Context, cfg SessionsConfig) (*Sessions, error) {
 	s := &Sessions{kv: kv, log: log, now: orNow(cfg.Now), ttl: ttl}
 	s.cache = &cache[subjects.SessionRecord]{
 		kv: kv, filter: subjects.SessionKeys, nc: cfg.JS.Conn(), log: log,
-		id: func(key string) (string, bool) { return strings.CutPrefix(key, "s.") },
+		id: func(key string) (string, bool) {
+			hash, err := subjects.ParseSessionKey(key)
+			return hash, err == nil
+		},
 		decode: func(b []byte) (subjects.SessionRecord, error) {
 			var rec subjects.SessionRecord
 			err := json.Unmarshal(b, &rec)
