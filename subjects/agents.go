@@ -10,6 +10,9 @@ import (
 // availability, so ETA responders never read Postgres on the hot path.
 const BucketAgents = "TMS_AGENTS"
 
+// NewAgentID is a new agent id: "a" and RandomIDChars random characters.
+func NewAgentID() string { return NewID("a", RandomIDChars) }
+
 // AgentKey is the agents-bucket key of one agent of one tenant.
 func AgentKey(tenant, agent string) string { return mustID(tenant) + "." + mustID(agent) }
 

@@ -1,8 +1,11 @@
 package subjects
 
 import (
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // MaxIDLen is the longest client_id, ticket_id or agent_id accepted.
@@ -43,3 +46,31 @@ func replicasOr1(r int) int {
 	}
 	return r
 }
+
+// idEncoding spells the random part of every id tms makes in lower-case
+// base32 ([a-z2-7]), so ids are valid ids and subject tokens as they are.
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// RandomIDChars is the length of the random part of a tenant, agent or
+// ticket id: 20 characters of 5 bits, 100 random bits, so an id reveals
+// nothing and cannot be enumerated.
+const RandomIDChars = 20
+
+// NewID is prefix followed by n random characters of [a-z2-7], from
+// crypto/rand: the one generator of the ids tms makes (NewTenantID,
+// NewAgentID, NewTicketID, NewHoldNonce). prefix must itself be a valid
+// id or empty for the result to be one.
+func NewID(prefix string, n int) string {
+	b := make([]byte, (5*n+7)/8)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return prefix + idEncoding.EncodeToString(b)[:n]
+}
+
+// Stamp is an instant as tms records it: UTC, truncated to the
+// microsecond that Postgres keeps, so that it reads the same from every
+// store (KV, the stream, the database) and every answer.
+func Stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// FormatStamp is Stamp(t) in RFC 3339 with as many fraction digits as it
+// has, as the API shows instants.
+func FormatStamp(t time.Time) string { return Stamp(t).Format(time.RFC3339Nano) }

@@ -110,6 +110,10 @@ func parseMinute(s string) (time.Time, error) {
 // HoldNonceLen is the length of the random part of a slot id.
 const HoldNonceLen = 12
 
+// NewHoldNonce is the random part of a new slot id: HoldNonceLen
+// characters of [a-z2-7].
+func NewHoldNonce() string { return NewID("", HoldNonceLen) }
+
 // FormatSlotID is the opaque slot_id of a pending hold that validate_eta
 // hands out: <YYYYMMDDHHMM>-<agent>-<nonce>. The nonce tells this hold
 // from a later hold on the same agent-minute.

@@ -12,6 +12,10 @@ import (
 // records plus the unique-email and unique-sub_domain claims.
 const BucketTenants = "TMS_TENANTS"
 
+// NewTenantID is a new tenant (client) id: "c" and RandomIDChars random
+// characters.
+func NewTenantID() string { return NewID("c", RandomIDChars) }
+
 // TenantKey is the registry key of one tenant record.
 func TenantKey(tenant string) string { return tenantKeyPrefix + mustID(tenant) }
 

@@ -49,6 +49,10 @@ const (
 	DeadLettersAll    = "tms.dlq.tickets.>"
 )
 
+// NewTicketID is a new ticket id: "t" and RandomIDChars random
+// characters.
+func NewTicketID() string { return NewID("t", RandomIDChars) }
+
 // TicketSubject is the stream subject of one ticket's events.
 func TicketSubject(tenant, ticket string) string {
 	return "tms.tickets." + mustID(tenant) + "." + mustID(ticket)

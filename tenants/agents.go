@@ -155,8 +155,8 @@ func scanAgent(row pgx.Row) (Agent, error) {
 	return a, err
 }
 
-// timestamp is now at the database's precision, in UTC.
-func (a *Agents) timestamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
+// timestamp is now as tms records instants (subjects.Stamp).
+func (a *Agents) timestamp() time.Time { return subjects.Stamp(a.now()) }
 
 // Create adds an agent to t's database, available from now.
 func (a *Agents) Create(ctx context.Context, t Tenant, name string) (Agent, error) {
@@ -168,7 +168,7 @@ func (a *Agents) Create(ctx context.Context, t Tenant, name string) (Agent, erro
 		return Agent{}, ErrTenantNotFound
 	}
 	now := a.timestamp()
-	ag := Agent{ID: newID("a"), Name: name, Status: subjects.AgentAvailable, AvailableSince: &now,
+	ag := Agent{ID: subjects.NewAgentID(), Name: name, Status: subjects.AgentAvailable, AvailableSince: &now,
 		CreatedAt: now, UpdatedAt: now}
 	err = a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return inTx(ctx, conn, func(tx pgx.Tx) error {

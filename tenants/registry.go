@@ -115,7 +115,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 	if err != nil {
 		return Tenant{}, err
 	}
-	id := newID("c")
+	id := subjects.NewTenantID()
 	log := r.log.With(slog.String("tenant", id))
 	claim, err := json.Marshal(subjects.Claim{Tenant: id})
 	if err != nil {
@@ -170,7 +170,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 	})
 
 	rec := subjects.TenantRecord{ID: id, Name: name, Email: email, PasswordHash: hash, SubDomain: sub,
-		DBServer: server, DBName: dbName, CreatedAt: r.now().UTC().Truncate(time.Microsecond)}
+		DBServer: server, DBName: dbName, CreatedAt: subjects.Stamp(r.now())}
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return fail(err)
@@ -217,7 +217,7 @@ func (r *Registry) claimSubDomain(ctx context.Context, base string, claim []byte
 		sub = base
 		switch {
 		case n > maxSubDomainProbes:
-			sub = withSuffix(base, newID("")[:6])
+			sub = withSuffix(base, subjects.NewID("", 6))
 		case n > 1:
 			sub = withSuffix(base, strconv.Itoa(n))
 		}

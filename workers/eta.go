@@ -3,8 +3,6 @@ package workers
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,10 +210,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 // hold takes the earliest free slot as a pending hold that expires after
 // HoldTTL unless confirmed.
 func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
-	nonce, err := newNonce()
-	if err != nil {
-		return subjects.ETAReply{}, err
-	}
+	nonce := subjects.NewHoldNonce()
 	expires := now.Add(r.holdTTL).UTC()
 	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotHeld, Type: req.Type, CreatedAt: req.CreatedAt,
 		Nonce: nonce, HoldExpiresAt: &expires})
@@ -382,16 +377,4 @@ func wholeSeconds(d time.Duration) time.Duration {
 		d += time.Second - rem
 	}
 	return d
-}
-
-var nonceEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newNonce is the random part of a slot id: subjects.HoldNonceLen
-// characters of [a-z2-7].
-func newNonce() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return nonceEncoding.EncodeToString(b[:])[:subjects.HoldNonceLen], nil
 }
