@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -120,7 +121,7 @@ func (s *ticketService) createIdempotent(ctx context.Context, t tenants.Tenant, 
 		if err == nil {
 			return s.createClaimed(ctx, t, req, kv, kvKey, keyHash, rev, rec)
 		}
-		if !subjects.CreateLost(err) {
+		if !jskit.CreateLost(err) {
 			return answer{}, errUnavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
 		ans, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
@@ -214,7 +215,7 @@ func (s *ticketService) takeOver(ctx context.Context, t tenants.Tenant, req crea
 		Ticket: stale.rec.Ticket, Created: stamp(s.now())}
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
 	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
-	if subjects.WrongLastSequence(err) {
+	if jskit.WrongLastSequence(err) {
 		return answer{}, true, nil
 	}
 	if err != nil {
@@ -278,7 +279,7 @@ func (s *ticketService) awaitTwin(ctx context.Context, t tenants.Tenant, kv jets
 	if err != nil {
 		return answer{}, false, nil, errUnavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
 	}
-	defer tenants.StopWatcher(w)
+	defer jskit.StopWatcher(w)
 	var pending *subjects.IdempotencyRecord
 	for {
 		select {

@@ -4,11 +4,26 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // BucketAgents holds each tenant's service agents and their
 // availability, so ETA responders never read Postgres on the hot path.
 const BucketAgents = "TMS_AGENTS"
+
+// AgentsBucketConfig is the configuration of BucketAgents: package
+// tenants writes it, the ETA responders read it, and whichever starts
+// first creates it.
+func AgentsBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketAgents,
+		Description: "tms service agents and their availability, per tenant",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicasOr1(replicas),
+	}
+}
 
 // NewAgentID is a new agent id: "a" and RandomIDChars random characters.
 func NewAgentID() string { return NewID("a", RandomIDChars) }

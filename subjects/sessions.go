@@ -4,11 +4,31 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // BucketSessions maps a session token's hash to its tenant; every key
 // carries a per-key TTL equal to the session's lifetime.
 const BucketSessions = "TMS_SESSIONS"
+
+// SessionsMarkerTTL is how long the sessions bucket keeps the marker an
+// expiry or a revocation (a purge) leaves behind, so that every process's
+// watch sees the removal.
+const SessionsMarkerTTL = 10 * time.Minute
+
+// SessionsBucketConfig is the configuration of BucketSessions; every key
+// carries its own TTL.
+func SessionsBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         BucketSessions,
+		Description:    "tms login sessions: token hash -> tenant, per-key TTL",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicasOr1(replicas),
+		LimitMarkerTTL: SessionsMarkerTTL,
+	}
+}
 
 // SessionKey is the sessions-bucket key of a token, given the hex SHA-256
 // of the token (the token itself is never stored).

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // BucketTenants is the command side of the tenant registry: tenant
@@ -15,6 +17,23 @@ const BucketTenants = "TMS_TENANTS"
 // NewTenantID is a new tenant (client) id: "c" and RandomIDChars random
 // characters.
 func NewTenantID() string { return NewID("c", RandomIDChars) }
+
+// TenantsMarkerTTL is how long the registry bucket keeps the marker a
+// per-key TTL or a purge leaves behind, so that watchers (and rebuilding
+// watchers) see the removal.
+const TenantsMarkerTTL = 10 * time.Minute
+
+// TenantsBucketConfig is the configuration of BucketTenants.
+func TenantsBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         BucketTenants,
+		Description:    "tms tenant registry: tenant records, e-mail and sub_domain claims",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicasOr1(replicas),
+		LimitMarkerTTL: TenantsMarkerTTL,
+	}
+}
 
 // TenantKey is the registry key of one tenant record.
 func TenantKey(tenant string) string { return tenantKeyPrefix + mustID(tenant) }

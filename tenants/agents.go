@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 )
 
@@ -66,11 +67,7 @@ func NewAgents(ctx context.Context, cfg AgentsConfig) (*Agents, error) {
 	if cfg.Pools == nil {
 		return nil, errors.New("agents: nil Pools")
 	}
-	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
-		Bucket:      subjects.BucketAgents,
-		Description: "tms service agents and their availability, per tenant",
-		Replicas:    cfg.Replicas,
-	})
+	kv, err := openBucket(ctx, cfg.JS, subjects.AgentsBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +93,7 @@ func (a *Agents) Run(ctx context.Context) error {
 			a.revs.note(tenant, e.Revision())
 		}
 	}
-	feed := KVFeed{KV: a.kv, NC: a.nc, Logger: a.log,
+	feed := jskit.KVFeed{KV: a.kv, NC: a.nc, Logger: a.log,
 		Snapshot: func(entries []jetstream.KeyValueEntry) {
 			for _, e := range entries {
 				note(e)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 )
 
@@ -57,12 +58,7 @@ type Registry struct {
 
 // NewRegistry creates or updates the bucket subjects.BucketTenants.
 func NewRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
-	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
-		Bucket:         subjects.BucketTenants,
-		Description:    "tms tenant registry: tenant records, e-mail and sub_domain claims",
-		Replicas:       cfg.Replicas,
-		LimitMarkerTTL: limitMarkerTTL,
-	})
+	kv, err := openBucket(ctx, cfg.JS, subjects.TenantsBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +132,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 		return func(ctx context.Context) {
 			// Only our own revision: a claim that expired meanwhile may
 			// belong to someone else now. The marker itself expires too.
-			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev), jetstream.PurgeTTL(limitMarkerTTL)); err != nil {
+			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev), jetstream.PurgeTTL(subjects.TenantsMarkerTTL)); err != nil {
 				log.Error("releasing claim failed; it expires by itself unless it was confirmed",
 					slog.String("key", key), slog.Any("err", err))
 			}
@@ -145,7 +141,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 
 	emailKey := subjects.EmailKey(email)
 	emailRev, err := r.create(ctx, emailKey, claim, claimTTL)
-	if subjects.CreateLost(err) {
+	if jskit.CreateLost(err) {
 		return Tenant{}, ErrEmailTaken
 	}
 	if err != nil {
@@ -226,7 +222,7 @@ func (r *Registry) claimSubDomain(ctx context.Context, base string, claim []byte
 		if err == nil {
 			return sub, key, rev, nil
 		}
-		if !subjects.CreateLost(err) {
+		if !jskit.CreateLost(err) {
 			return "", "", 0, natsErr("claiming sub_domain", err)
 		}
 		if ctx.Err() != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops"
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -194,7 +195,7 @@ func (a *Allocator) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	cctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	c, err := a.js.Consumer(cctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-	if err == nil && tenants.ConfigCovers(c.CachedInfo().Config, a.cfg) {
+	if err == nil && jskit.ConfigCovers(c.CachedInfo().Config, a.cfg) {
 		return c, nil
 	}
 	c, err = a.js.CreateOrUpdateConsumer(cctx, subjects.StreamTickets, a.cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers/calendar"
@@ -249,7 +250,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			tc.cal.Taken(cl, rev)
-		case subjects.CreateLost(err):
+		case jskit.CreateLost(err):
 			tc.cal.Lost(cl)
 		default:
 			tc.cal.Abandon(cl)
@@ -258,7 +259,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			return cl.Slot, rev, nil
-		case subjects.CreateLost(err):
+		case jskit.CreateLost(err):
 			r.metrics.conflict()
 			continue
 		}
@@ -305,7 +306,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	ack, err := r.js.PublishMsg(kctx, msg, jetstream.WithExpectLastSequencePerSubject(e.Revision()),
 		jetstream.WithMsgTTL(wholeSeconds(r.confirmedTTL(minute, now))))
-	if subjects.WrongLastSequence(err) {
+	if jskit.WrongLastSequence(err) {
 		return subjects.ETAReply{}, ErrHoldGone // expired, confirmed or replaced since the read
 	}
 	if err != nil {
@@ -353,7 +354,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 			ok.Revision = e.Revision()
 			return ok, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !subjects.WrongLastSequence(err) {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !jskit.WrongLastSequence(err) {
 			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
 		}
 		// Changed since the read: look again.

@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
-	"tms/tenants"
 	"tms/workers/calendar"
 )
 
@@ -26,12 +26,12 @@ type watchSink struct {
 	loaded   *atomic.Bool
 }
 
-// watchLoop keeps one watch running until ctx is done (tenants.KVFeed:
+// watchLoop keeps one watch running until ctx is done (jskit.KVFeed:
 // rebuilt after a broken watch or a reconnect). Meanwhile the old state
 // keeps answering, which is safe because the KV create decides, not the
 // state.
 func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watchSink) {
-	feed := tenants.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
+	feed := jskit.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
 		Snapshot: func(entries []jetstream.KeyValueEntry) {
 			s.snapshot(entries)
 			s.loaded.Store(true)
