@@ -1,7 +1,11 @@
 package subjects
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,3 +163,130 @@ type TicketEvent struct {
 	Deadline    time.Time  `json:"deadline"`
 	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
 }
+
+// MaxTicketEventBytes is the largest ticket event CheckWritable accepts.
+const MaxTicketEventBytes = 8 << 10
+
+// ErrInvalidEvent reports a ticket event that does not decode, or breaks
+// a rule of TicketEvent.Check or TicketEvent.CheckRow.
+var ErrInvalidEvent = errors.New("invalid ticket event")
+
+// TicketEventCheck says how much DecodeTicketEvent requires of an event:
+// the worker that writes it requires everything, a reader that only looks
+// at a ticket's latest event requires only that it is that ticket's.
+type TicketEventCheck int
+
+const (
+	// CheckWritable decodes strictly (at most MaxTicketEventBytes, no
+	// unknown member, nothing after the object) and applies every rule
+	// of TicketEvent.Check: what the allocator requires before it writes
+	// an event to a tenant database or dead-letters it.
+	CheckWritable TicketEventCheck = iota
+	// CheckNames decodes as encoding/json does by default (unknown
+	// members ignored) and requires only that the body names its
+	// subject's tenant and ticket: what the readers of a ticket's latest
+	// event in the stream require (the ingress's get and cancel, the
+	// reconciler's verdict on a reservation).
+	CheckNames
+)
+
+// DecodeTicketEvent is the one validator of a message on a TicketSubject:
+// it decodes data and checks the event against subject's tenant and
+// ticket and, as check says, against its own invariants. Every refusal,
+// a subject that is no ticket subject included, wraps ErrInvalidEvent.
+func DecodeTicketEvent(subject string, data []byte, check TicketEventCheck) (TicketEvent, error) {
+	var ev TicketEvent
+	tenant, ticket, err := ParseTicketSubject(subject)
+	if err != nil {
+		return ev, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if check == CheckNames {
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
+		}
+		return ev, ev.checkNames(tenant, ticket)
+	}
+	if len(data) > MaxTicketEventBytes {
+		return ev, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidEvent, len(data), MaxTicketEventBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return ev, fmt.Errorf("%w: data after the JSON object", ErrInvalidEvent)
+	}
+	return ev, ev.Check(tenant, ticket)
+}
+
+// checkNames requires that the event is ticket's of tenant.
+func (ev TicketEvent) checkNames(tenant, ticket string) error {
+	switch {
+	case ev.Tenant != tenant:
+		return fmt.Errorf("%w: body tenant %q differs from the subject's %q", ErrInvalidEvent, ev.Tenant, tenant)
+	case ev.Ticket != ticket:
+		return fmt.Errorf("%w: body ticket %q differs from the subject's %q", ErrInvalidEvent, ev.Ticket, ticket)
+	}
+	return nil
+}
+
+// Check reports an event that no worker may write as it stands, given the
+// tenant and ticket of its subject: it must be a known event of that
+// ticket, of a known type, for a valid agent id, created at a known
+// instant, with a whole-minute slot inside the SLA window of created_at
+// (docs/api.md), a deadline of created_at + the SLA, and no cancelled_at
+// on a created event. An event Check accepts passes CheckRow.
+func (ev TicketEvent) Check(tenant, ticket string) error {
+	sla, ok := SLA(ev.Type)
+	names := ev.checkNames(tenant, ticket)
+	switch {
+	case ev.Event != TicketCreated && ev.Event != TicketCancelled:
+		return fmt.Errorf("%w: event %q", ErrInvalidEvent, ev.Event)
+	case names != nil:
+		return names
+	case ValidID(ev.Ticket) != nil:
+		return fmt.Errorf("%w: ticket id %q", ErrInvalidEvent, ev.Ticket)
+	case !ok:
+		return fmt.Errorf("%w: ticket type %q", ErrInvalidEvent, ev.Type)
+	case ValidID(ev.Agent) != nil:
+		return fmt.Errorf("%w: agent id %q", ErrInvalidEvent, ev.Agent)
+	case ev.CreatedAt.IsZero():
+		return fmt.Errorf("%w: no created_at", ErrInvalidEvent)
+	case !wholeMinute(ev.SlotTime):
+		return fmt.Errorf("%w: slot_time %s is not a whole minute", ErrInvalidEvent, ev.SlotTime.Format(time.RFC3339Nano))
+	case !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
+		return fmt.Errorf("%w: deadline %s is not created_at + %s", ErrInvalidEvent, ev.Deadline.Format(time.RFC3339Nano), sla)
+	case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
+		return fmt.Errorf("%w: slot_time %s outside the window [%s, %s]", ErrInvalidEvent,
+			ev.SlotTime.Format(time.RFC3339), ev.CreatedAt.Format(time.RFC3339Nano), ev.Deadline.Format(time.RFC3339Nano))
+	case ev.Event == TicketCreated && ev.CancelledAt != nil:
+		return fmt.Errorf("%w: a created event with cancelled_at", ErrInvalidEvent)
+	}
+	return nil
+}
+
+// CheckRow reports an event that no database write may accept, whatever
+// its subject and whether or not it holds together: valid ticket and
+// agent ids, a whole-minute slot, created_at and deadline set, a known
+// type. Package tenants applies it to every event it writes; the
+// allocator's Check has required far more before.
+func (ev TicketEvent) CheckRow() error {
+	switch {
+	case ValidID(ev.Ticket) != nil:
+		return fmt.Errorf("%w: ticket id %q", ErrInvalidEvent, ev.Ticket)
+	case ValidID(ev.Agent) != nil:
+		return fmt.Errorf("%w: agent id %q", ErrInvalidEvent, ev.Agent)
+	case !wholeMinute(ev.SlotTime):
+		return fmt.Errorf("%w: slot_time %s is not a whole minute", ErrInvalidEvent, ev.SlotTime.Format(time.RFC3339Nano))
+	case ev.CreatedAt.IsZero() || ev.Deadline.IsZero():
+		return fmt.Errorf("%w: missing created_at or deadline", ErrInvalidEvent)
+	}
+	if _, ok := SLA(ev.Type); !ok {
+		return fmt.Errorf("%w: ticket type %q", ErrInvalidEvent, ev.Type)
+	}
+	return nil
+}
+
+// wholeMinute reports a set instant on a minute boundary.
+func wholeMinute(t time.Time) bool { return !t.IsZero() && t.Equal(t.Truncate(time.Minute)) }
