@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -187,7 +188,7 @@ func (a *Allocator) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	cctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	c, err := a.js.Consumer(cctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-	if err == nil && tenants.ConfigCovers(c.CachedInfo().Config, a.cfg) {
+	if err == nil && jskit.ConfigCovers(c.CachedInfo().Config, a.cfg) {
 		return c, nil
 	}
 	c, err = a.js.CreateOrUpdateConsumer(cctx, subjects.StreamTickets, a.cfg)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops"
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -268,7 +269,7 @@ func (r *Reconciler) snapshot(ctx context.Context, shard int) ([]jetstream.KeyVa
 	if err != nil {
 		return nil, fmt.Errorf("watching slot bucket %s: %w", subjects.SlotBucket(shard), err)
 	}
-	defer tenants.StopWatcher(w)
+	defer jskit.StopWatcher(w)
 	var out []jetstream.KeyValueEntry
 	for {
 		select {
@@ -338,7 +339,7 @@ func (r *Reconciler) judge(ctx context.Context, c candidate, st *ReconcileStats)
 		r.m.released(reason)
 		log.Warn("released a reservation whose ticket does not hold it", slog.String("reason", reason),
 			slog.String("agent", c.agent), slog.Time("slot_time", c.minute), slog.Time("created_at", c.rec.CreatedAt))
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || subjects.WrongLastSequence(err):
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || jskit.WrongLastSequence(err):
 		// Rewritten since the snapshot (released, or taken again): not
 		// the record that was judged.
 		log.Debug("reservation changed before its release; left alone")

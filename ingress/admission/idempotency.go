@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -148,7 +149,7 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 		if err == nil {
 			return s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec)
 		}
-		if !subjects.CreateLost(err) {
+		if !jskit.CreateLost(err) {
 			return Accepted{}, unavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
 		acc, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
@@ -239,7 +240,7 @@ func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv
 		Ticket: stale.rec.Ticket, Created: Stamp(s.now())}
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
 	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
-	if subjects.WrongLastSequence(err) {
+	if jskit.WrongLastSequence(err) {
 		return Accepted{}, true, nil
 	}
 	if err != nil {
@@ -283,7 +284,7 @@ func (s *Service) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.
 	if err != nil {
 		return Accepted{}, false, nil, unavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
 	}
-	defer tenants.StopWatcher(w)
+	defer jskit.StopWatcher(w)
 	var pending *subjects.IdempotencyRecord
 	for {
 		select {
