@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"tms/subjects"
 )
 
 // errorBody is the JSON form of every error answer.
@@ -62,9 +64,6 @@ func (e *apiError) body() errorBody {
 	return errorBody{Status: status, Error: e.code, Message: e.message}
 }
 
-// timestamp formats t as RFC 3339 in UTC. Sub-second digits are kept to
-// the microsecond, which is what Postgres stores, so a value reads the same
-// whether it came from memory or from the database.
-func timestamp(t time.Time) string {
-	return t.UTC().Truncate(time.Microsecond).Format(time.RFC3339Nano)
-}
+// timestamp formats t as the API shows instants (subjects.FormatStamp:
+// RFC 3339 in UTC, to the microsecond Postgres stores).
+func timestamp(t time.Time) string { return subjects.FormatStamp(t) }

@@ -345,8 +345,8 @@ func TestTwoPhaseValidateThenAllocate(t *testing.T) {
 		!rfc3339UTC(t, "slot_time", got.body["slot_time"]).Equal(slot) {
 		t.Fatalf("GET of the allocated ticket: %d %s", got.status, got.raw)
 	}
-	if c := rfc3339UTC(t, "created_at", got.body["created_at"]); !c.Equal(admission.Stamp(heldAt)) {
-		t.Errorf("created_at %v, want the hold's instant %v", c, admission.Stamp(heldAt))
+	if c := rfc3339UTC(t, "created_at", got.body["created_at"]); !c.Equal(subjects.Stamp(heldAt)) {
+		t.Errorf("created_at %v, want the hold's instant %v", c, subjects.Stamp(heldAt))
 	}
 
 	again := e.internalDo(t, "/allocate_slot", map[string]string{"client_id": a.id, "ticket_type": subjects.Silver, "slot_id": slotID})

@@ -2,7 +2,6 @@ package tenants
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -128,11 +127,10 @@ func (l TicketLookup) newest(ctx context.Context, subject, tenant, ticket string
 	if err != nil {
 		return ev, false, fmt.Errorf("%w: reading ticket %s from the stream: %w", ErrUnavailable, ticket, err)
 	}
-	if err := json.Unmarshal(msg.Data, &ev); err != nil {
-		return ev, false, fmt.Errorf("%w: decoding the event on %s: %w", ErrInvalidTicket, subject, err)
-	}
-	if ev.Tenant != tenant || ev.Ticket != ticket {
-		return ev, false, fmt.Errorf("%w: event on %s names tenant %q ticket %q", ErrInvalidTicket, subject, ev.Tenant, ev.Ticket)
+	ev, err = subjects.DecodeTicketEvent(subject, msg.Data, subjects.CheckNames)
+	if err != nil {
+		// ErrInvalidTicket is subjects.ErrInvalidEvent, which err wraps.
+		return ev, false, fmt.Errorf("decoding the event on %s: %w", subject, err)
 	}
 	return ev, true, nil
 }

@@ -97,8 +97,6 @@ const (
 	// allocMaxErrorDeliveries bounds the deliveries of a message that keeps
 	// failing for an unexpected reason (not an outage).
 	allocMaxErrorDeliveries = 10
-	// allocMaxEventBytes is the largest ticket event accepted.
-	allocMaxEventBytes = 8 << 10
 	// allocDBTimeout bounds one write to a tenant database.
 	allocDBTimeout = 20 * time.Second
 	// allocConflictRounds is how often one delivery applies a holder's

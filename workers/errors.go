@@ -1,6 +1,10 @@
 package workers
 
-import "errors"
+import (
+	"errors"
+
+	"tms/subjects"
+)
 
 // Errors of package workers, in one place; callers test them with
 // errors.Is.
@@ -38,7 +42,7 @@ var (
 	// ErrInvalidEvent: a ticket event that no worker could ever write
 	// (bad JSON, unknown fields, fields that disagree with the subject or
 	// the SLA rules). It is dead-lettered.
-	ErrInvalidEvent = errors.New("invalid ticket event")
+	ErrInvalidEvent = subjects.ErrInvalidEvent
 )
 
 // The reconciler's.

@@ -50,7 +50,7 @@ func FuzzTicketEvent(f *testing.F) {
 		if err != nil {
 			return // dead-lettered before its body is read
 		}
-		ev, err := decodeTicketEvent(data, tenant, ticket)
+		ev, err := subjects.DecodeTicketEvent(subject, data, subjects.CheckWritable)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidEvent) {
 				t.Fatalf("refused with %v, not ErrInvalidEvent", err)
@@ -89,7 +89,7 @@ func FuzzTicketEvent(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoding an accepted event: %v", err)
 		}
-		if _, err := decodeTicketEvent(again, tenant, ticket); err != nil {
+		if _, err := subjects.DecodeTicketEvent(subject, again, subjects.CheckWritable); err != nil {
 			t.Fatalf("accepted %q, refused its re-encoding %q: %v", data, again, err)
 		}
 	})

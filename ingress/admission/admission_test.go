@@ -1,27 +1,11 @@
 package admission
 
 import (
-	"regexp"
 	"testing"
 	"time"
 
 	"tms/subjects"
 )
-
-// ticketIDPattern is what a ticket id looks like (docs/api.md).
-var ticketIDPattern = regexp.MustCompile(`^t[a-z2-7]{20}$`)
-
-func TestNewTicketID(t *testing.T) {
-	t.Parallel()
-	seen := map[string]bool{}
-	for range 1000 {
-		id := NewTicketID()
-		if !ticketIDPattern.MatchString(id) || seen[id] {
-			t.Fatalf("ticket id %q (seen before: %v)", id, seen[id])
-		}
-		seen[id] = true
-	}
-}
 
 func TestRequestHashSeparatesFields(t *testing.T) {
 	t.Parallel()

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -94,7 +93,7 @@ type storedAccepted struct {
 }
 
 // recordTime is how a stored answer spells an instant.
-func recordTime(t time.Time) string { return Stamp(t).Format(time.RFC3339Nano) }
+func recordTime(t time.Time) string { return subjects.Stamp(t).Format(time.RFC3339Nano) }
 
 // encodeAccepted is a done record's Response for a.
 func encodeAccepted(a Accepted) ([]byte, error) {
@@ -137,7 +136,7 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 	waitUntil := time.Now().Add(s.budget.ETA + time.Second)
 	for attempt := 1; ; attempt++ {
 		rec := subjects.IdempotencyRecord{
-			State: subjects.IdempotencyPending, BodyHash: bodyHash, Ticket: NewTicketID(), Created: Stamp(s.now()),
+			State: subjects.IdempotencyPending, BodyHash: bodyHash, Ticket: subjects.NewTicketID(), Created: subjects.Stamp(s.now()),
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
@@ -237,7 +236,7 @@ type staleClaim struct {
 func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv jetstream.KeyValue,
 	kvKey, keyHash string, stale staleClaim) (Accepted, bool, error) {
 	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, BodyHash: stale.rec.BodyHash,
-		Ticket: stale.rec.Ticket, Created: Stamp(s.now())}
+		Ticket: stale.rec.Ticket, Created: subjects.Stamp(s.now())}
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
 	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
 	if jskit.WrongLastSequence(err) {
@@ -350,13 +349,7 @@ func (s *Service) idempotencyBucket(ctx context.Context) (jetstream.KeyValue, er
 	}
 	bctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	kv, err := s.js.KeyValue(bctx, subjects.BucketIdempotency)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = s.js.CreateKeyValue(bctx, subjects.IdempotencyBucketConfig(s.replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = s.js.KeyValue(bctx, subjects.BucketIdempotency)
-		}
-	}
+	kv, err := jskit.OpenBucket(bctx, s.js, subjects.IdempotencyBucketConfig(s.replicas))
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("opening bucket %s: %w", subjects.BucketIdempotency, err))
 	}

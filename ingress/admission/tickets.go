@@ -2,8 +2,6 @@ package admission
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -41,22 +40,6 @@ type Cancelled struct{ TicketID string }
 
 // Allocated is the ticket AllocateSlot made of a hold.
 type Allocated struct{ TicketID string }
-
-// ticketIDEncoding spells ticket ids in lower-case base32, so they are
-// valid ids ([a-z0-9_-]) and subject tokens.
-var ticketIDEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// NewTicketID is "t" and 100 random bits: unguessable, so a ticket id
-// reveals nothing and cannot be enumerated.
-func NewTicketID() string {
-	var b [13]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return "t" + ticketIDEncoding.EncodeToString(b[:])[:20]
-}
-
-// Stamp is an instant as the service records it: UTC, to the microsecond
-// that Postgres keeps, so that it reads the same from every store.
-func Stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // ticketType checks a ticket_type and returns its SLA.
 func ticketType(typ string) (time.Duration, error) {
@@ -95,7 +78,7 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 	if idemKey != nil {
 		return s.createIdempotent(ctx, t, typ, *idemKey)
 	}
-	return s.admit(ctx, t, typ, NewTicketID())
+	return s.admit(ctx, t, typ, subjects.NewTicketID())
 }
 
 // admit reserves a slot for ticket, publishes it and returns it. A
@@ -105,7 +88,7 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, ticket strin
 	if err != nil {
 		return Accepted{}, err
 	}
-	createdAt := Stamp(s.now())
+	createdAt := subjects.Stamp(s.now())
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAReserve, Tenant: t.ID, Type: typ, CreatedAt: createdAt, Ticket: ticket,
 		AgentsRev: s.agentsRev(t.ID),
@@ -168,7 +151,7 @@ func (s *Service) publishCreated(ctx context.Context, t tenants.Tenant, ev subje
 		// event arrives first.
 		cancelled := ev
 		cancelled.Event = subjects.TicketCancelled
-		at := Stamp(s.now())
+		at := subjects.Stamp(s.now())
 		cancelled.CancelledAt = &at
 		if cerr := s.publish(ctx, cancelled, ev.Ticket+":cancel"); cerr != nil {
 			log.Error("ticket publish failed and its fate is unknown; cancel not published either",
@@ -306,13 +289,7 @@ func (s *Service) ticketStream(ctx context.Context) (jetstream.Stream, error) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
-	st, err := s.js.Stream(sctx, subjects.StreamTickets)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		st, err = s.js.CreateStream(sctx, subjects.TicketsStreamConfig(s.replicas))
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			st, err = s.js.Stream(sctx, subjects.StreamTickets)
-		}
-	}
+	st, err := jskit.OpenStream(sctx, s.js, subjects.TicketsStreamConfig(s.replicas))
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("opening stream %s: %w", subjects.StreamTickets, err))
 	}
@@ -374,7 +351,7 @@ func (s *Service) Cancel(ctx context.Context, t tenants.Tenant, ticket string) (
 		return Cancelled{}, ErrTicketNotFound
 	}
 	if ev.Event != subjects.TicketCancelled {
-		at := Stamp(s.now())
+		at := subjects.Stamp(s.now())
 		ev.Event = subjects.TicketCancelled
 		ev.CancelledAt = &at
 		if err := s.publish(ctx, ev, ev.Ticket+":cancel"); err != nil {
@@ -419,7 +396,7 @@ func (s *Service) ValidateETA(ctx context.Context, t tenants.Tenant, typ string)
 	}
 	defer release()
 	reply, err := s.ask(ctx, subjects.ETARequest{
-		Op: subjects.ETAHold, Tenant: t.ID, Type: typ, CreatedAt: Stamp(s.now()),
+		Op: subjects.ETAHold, Tenant: t.ID, Type: typ, CreatedAt: subjects.Stamp(s.now()),
 		AgentsRev: s.agentsRev(t.ID),
 	})
 	if err != nil {
@@ -454,7 +431,7 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 		return Allocated{}, err
 	}
 	defer release()
-	ticket := NewTicketID()
+	ticket := subjects.NewTicketID()
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAConfirm, Tenant: t.ID, Type: typ, SlotID: slotID, Ticket: ticket,
 	})
@@ -464,7 +441,7 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 	if err := reply.Err(); err != nil {
 		return Allocated{}, replyError(subjects.ETAConfirm, err)
 	}
-	createdAt := Stamp(reply.CreatedAt)
+	createdAt := subjects.Stamp(reply.CreatedAt)
 	ev := subjects.TicketEvent{
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),

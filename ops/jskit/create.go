@@ -41,8 +41,21 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 
 // EnsureStream is OpenBucket for a stream: it creates the stream when it
 // does not exist, updates it when its settings differ from cfg, and
-// re-opens it when another process created it first.
+// re-opens it when another process created it first. For the stream's
+// owner; a process that only needs the stream to exist uses OpenStream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return openStream(ctx, js, cfg, true)
+}
+
+// OpenStream opens the stream cfg names, creating it with cfg when it does
+// not exist (or opening the one a racing creator made), and never changes
+// an existing one: a process that is not the stream's owner (ingress, for
+// the stream the workers own) must not undo the owner's settings.
+func OpenStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	return openStream(ctx, js, cfg, false)
+}
+
+func openStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (jetstream.Stream, error) {
 	for raced := false; ; raced = true {
 		st, err := js.Stream(ctx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -55,7 +68,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		if err != nil {
 			return nil, err
 		}
-		if ConfigCovers(st.CachedInfo().Config, cfg) {
+		if !update || ConfigCovers(st.CachedInfo().Config, cfg) {
 			return st, nil
 		}
 		return js.UpdateStream(ctx, cfg)
