@@ -23,12 +23,12 @@ import (
 //     and on a failed publish the look-ups and the cancel). A pending
 //     claim older than IdempotencyTakeover (the claim, the release a
 //     failing claimer still sends, one more ETA, and Skew) is presumed
-//     dead and taken over by a retry (package ingress).
+//     dead and taken over by a retry (package ingress/admission).
 //   - A responder waits at most AgentsWait for the agents revision a
 //     request carries, less than ETA, so its 503 arrives before the
 //     ingress gives up.
 //
-// DefaultBudget is what every tms process uses; ingress.Config.ETATimeout
+// DefaultBudget is what every tms process uses; admission.Config.ETATimeout
 // may replace ETA (WithETA).
 type Budget struct {
 	// ETA bounds one request from an ingress to the ETA responders.
