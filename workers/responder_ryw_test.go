@@ -217,8 +217,8 @@ func TestResponderAgentsWatchBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runPart(t, "Responder", r.Run)
-	testkit.Eventually(t, 15*time.Second, r.Ready, "responder ready")
+	testkit.Run(t, "Responder", r.Run)
+	testkit.WaitStarted(t, 15*time.Second, r.Started(), "responder")
 	t.Cleanup(proxy.Restore) // before the responder stops, so that it stops cleanly
 
 	proxy.Cut()
