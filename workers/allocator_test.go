@@ -3,7 +3,6 @@ package workers_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -166,14 +165,8 @@ func (e *allocEnv) waitStreamEmpty(t *testing.T) {
 
 func (e *allocEnv) status(t *testing.T, id string) string {
 	t.Helper()
-	row, err := e.tickets.Get(testkit.Context(t, 10*time.Second), e.ten, id)
-	if errors.Is(err, tenants.ErrTicketNotFound) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("Get(%s): %v", id, err)
-	}
-	return row.Status
+	row, _ := tenantstest.TicketRow(t, e.tickets, e.ten, id)
+	return row.Status // "" while there is none
 }
 
 // checkExactlyOnce: every id has exactly one allocated row, there are no

@@ -69,8 +69,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	testkit.Run(b, "Responder", e.r.Run)
-	testkit.WaitStarted(b, 30*time.Second, e.r.Started(), "responder")
+	testkit.Start(b, "Responder", e.r, 30*time.Second)
 	first, last, _ := calendar.Window(respT0, subjects.Bronze)
 	testkit.Eventually(b, 30*time.Second, func() bool {
 		return e.r.FreeSlots(e.tenant, first, last) == agents*480

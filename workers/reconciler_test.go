@@ -283,12 +283,6 @@ func (e *recEnv) allocator(t *testing.T) (stop func()) {
 // rowAgent is the agent of a ticket's row, "" while there is none.
 func (e *recEnv) rowAgent(t *testing.T, ticket string) string {
 	t.Helper()
-	row, err := e.tickets.Get(testkit.Context(t, 10*time.Second), e.ten, ticket)
-	if errors.Is(err, tenants.ErrTicketNotFound) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("Get(%s): %v", ticket, err)
-	}
+	row, _ := tenantstest.TicketRow(t, e.tickets, e.ten, ticket)
 	return row.Agent
 }

@@ -108,8 +108,7 @@ func (e *respEnv) responder(t testing.TB, mod func(*workers.ResponderConfig)) *w
 	if err != nil {
 		t.Fatalf("NewResponder: %v", err)
 	}
-	testkit.Run(t, "Responder", r.Run)
-	testkit.WaitStarted(t, 15*time.Second, r.Started(), "responder")
+	testkit.Start(t, "Responder", r, 15*time.Second)
 	return r
 }
 

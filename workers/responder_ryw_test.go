@@ -217,8 +217,7 @@ func TestResponderAgentsWatchBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.Run(t, "Responder", r.Run)
-	testkit.WaitStarted(t, 15*time.Second, r.Started(), "responder")
+	testkit.Start(t, "Responder", r, 15*time.Second)
 	t.Cleanup(proxy.Restore) // before the responder stops, so that it stops cleanly
 
 	proxy.Cut()

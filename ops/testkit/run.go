@@ -33,6 +33,22 @@ func Run(t testing.TB, what string, run func(context.Context) error) (stop func(
 	return stop
 }
 
+// Part is a long-running part that says when it serves: the ETA
+// responder, the tenant registry, sessions.
+type Part interface {
+	Run(ctx context.Context) error
+	// Started is closed once the part serves.
+	Started() <-chan struct{}
+}
+
+// Start runs p as Run does and waits up to timeout until it has started.
+func Start(t testing.TB, what string, p Part, timeout time.Duration) (stop func()) {
+	t.Helper()
+	stop = Run(t, what, p.Run)
+	WaitStarted(t, timeout, p.Started(), what)
+	return stop
+}
+
 // WaitStarted waits until started is closed, failing the test after
 // timeout: for parts that say when they serve with a Started channel
 // (river's habit) instead of a flag to poll.

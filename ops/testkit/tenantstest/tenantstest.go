@@ -9,7 +9,8 @@
 package tenantstest
 
 import (
-	"io/fs"
+	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -35,9 +36,7 @@ func NewProvisioner(t testing.TB, cfg tenants.ProvisionerConfig) *tenants.Provis
 	if cfg.DBPrefix == "" {
 		cfg.DBPrefix = testkit.DatabasePrefix(t)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = testkit.Logger(t)
-	}
+	cfg.Logger = orTestLogger(t, cfg.Logger)
 	p, err := tenants.NewProvisioner(cfg)
 	if err != nil {
 		t.Fatalf("NewProvisioner: %v", err)
@@ -50,16 +49,9 @@ func NewProvisioner(t testing.TB, cfg tenants.ProvisionerConfig) *tenants.Provis
 // whose Run goes until the test ends, once its first snapshot is loaded.
 func StartRegistry(t testing.TB, cfg tenants.RegistryConfig) *tenants.Registry {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = testkit.Logger(t)
-	}
+	cfg.Logger = orTestLogger(t, cfg.Logger)
 	r, err := tenants.NewRegistry(testkit.Context(t, 30*time.Second), cfg)
-	if err != nil {
-		t.Fatalf("NewRegistry: %v", err)
-	}
-	testkit.Run(t, "Registry", r.Run)
-	testkit.WaitStarted(t, startTimeout, r.Started(), "registry")
-	return r
+	return started(t, "Registry", r, err)
 }
 
 // StartSessions returns sessions on cfg (a nil Logger logs to t.Log)
@@ -67,25 +59,27 @@ func StartRegistry(t testing.TB, cfg tenants.RegistryConfig) *tenants.Registry {
 // loaded.
 func StartSessions(t testing.TB, cfg tenants.SessionsConfig) *tenants.Sessions {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = testkit.Logger(t)
-	}
+	cfg.Logger = orTestLogger(t, cfg.Logger)
 	s, err := tenants.NewSessions(testkit.Context(t, 30*time.Second), cfg)
+	return started(t, "Sessions", s, err)
+}
+
+// started fails the test if what could not be made, else starts it
+// (testkit.Start) and returns it.
+func started[P testkit.Part](t testing.TB, what string, p P, err error) P {
+	t.Helper()
 	if err != nil {
-		t.Fatalf("NewSessions: %v", err)
+		t.Fatalf("New%s: %v", what, err)
 	}
-	testkit.Run(t, "Sessions", s.Run)
-	testkit.WaitStarted(t, startTimeout, s.Started(), "sessions")
-	return s
+	testkit.Start(t, what, p, startTimeout)
+	return p
 }
 
 // StartPools returns pools on cfg (a nil Logger logs to t.Log) whose Run
 // goes until the test ends; then every pool is closed.
 func StartPools(t testing.TB, cfg tenants.PoolsConfig) *tenants.Pools {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = testkit.Logger(t)
-	}
+	cfg.Logger = orTestLogger(t, cfg.Logger)
 	p := tenants.NewPools(cfg)
 	testkit.Run(t, "Pools", p.Run)
 	return p
@@ -96,14 +90,34 @@ func StartPools(t testing.TB, cfg tenants.PoolsConfig) *tenants.Pools {
 // (testkit.Run).
 func NewAgents(t testing.TB, cfg tenants.AgentsConfig) *tenants.Agents {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = testkit.Logger(t)
-	}
+	cfg.Logger = orTestLogger(t, cfg.Logger)
 	a, err := tenants.NewAgents(testkit.Context(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatalf("NewAgents: %v", err)
 	}
 	return a
+}
+
+// orTestLogger is log, or one writing to t.Log if log is nil.
+func orTestLogger(t testing.TB, log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return testkit.Logger(t)
+	}
+	return log
+}
+
+// TicketRow returns the row of ticket id of ten, ok false while there is
+// none; any other error fails the test.
+func TicketRow(t testing.TB, tickets *tenants.Tickets, ten tenants.Tenant, id string) (row tenants.TicketRow, ok bool) {
+	t.Helper()
+	row, err := tickets.Get(testkit.Context(t, 10*time.Second), ten, id)
+	if errors.Is(err, tenants.ErrTicketNotFound) {
+		return tenants.TicketRow{}, false
+	}
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return row, true
 }
 
 // Config is what one test's tenant wiring differs in; the zero value is
@@ -117,13 +131,9 @@ type Config struct {
 	// Prefix is the database-name prefix; "": a fresh one, whose
 	// databases are dropped when the test ends.
 	Prefix string
-	// Migrations replace the tenants' own (a test of a broken set).
-	Migrations fs.FS
 	// Pools bounds the pools (ConnsPerTenant, MaxConnsPerServer,
 	// IdleTimeout); its Provisioner and Logger are filled in.
 	Pools tenants.PoolsConfig
-	// SessionTTL is the sessions' TTL; 0: theirs.
-	SessionTTL time.Duration
 }
 
 // Env is the tenant side of one process for a test: a provisioner, a
@@ -153,7 +163,7 @@ func New(t testing.TB, js jetstream.JetStream, cfg Config) *Env {
 	if prefix == "" {
 		prefix = testkit.DatabasePrefix(t)
 	}
-	prov := NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: prefix, Migrations: cfg.Migrations})
+	prov := NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: prefix})
 	e := &Env{Prefix: prefix, Provisioner: prov, JS: js, t: t, cfg: cfg}
 	e.Registry = StartRegistry(t, tenants.RegistryConfig{JS: js, Provisioner: prov, Now: cfg.Now,
 		Replicas: cfg.Replicas})
@@ -183,8 +193,7 @@ func (e *Env) Sessions() *tenants.Sessions {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.sessions == nil {
-		e.sessions = StartSessions(e.t, tenants.SessionsConfig{JS: e.JS, Now: e.cfg.Now, TTL: e.cfg.SessionTTL,
-			Replicas: e.cfg.Replicas})
+		e.sessions = StartSessions(e.t, tenants.SessionsConfig{JS: e.JS, Now: e.cfg.Now, Replicas: e.cfg.Replicas})
 	}
 	return e.sessions
 }
