@@ -30,14 +30,15 @@ func TestEnv(t *testing.T) {
 		t.Errorf("database %s outside the prefix %s", ten.DBName, e.Prefix)
 	}
 	ctx := testkit.Context(t, 30*time.Second)
-	a, err := e.Agents().Create(ctx, ten, "Ann")
+	agents := e.Agents()
+	a, err := agents.Create(ctx, ten, "Ann")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !a.CreatedAt.Equal(clock.Now()) {
 		t.Errorf("agent created at %v, want the env's clock %v", a.CreatedAt, clock.Now())
 	}
-	if e.Agents() != e.Agents() {
+	if e.Agents() != agents {
 		t.Error("Agents made twice")
 	}
 	_, expires, err := e.Sessions().Issue(ctx, ten.ID)
