@@ -4,8 +4,9 @@
 // with its timeouts and graceful shutdown.
 //
 // Handlers do no business logic of their own. They decode and check the
-// request, call the tenants package, and map its errors onto HTTP codes in
-// one place (errors.go): ingress is the only package that knows HTTP.
+// request, call the tenants or admission package, and map its errors onto
+// HTTP codes in one place (errors.go): ingress is the only package that
+// knows HTTP.
 //
 // The middleware is one concern per file: accesslog.go (observe, the
 // outermost: one log line per request, recorded in the request metrics
@@ -31,12 +32,18 @@
 //
 // # Tickets
 //
-// Ticket admission is one transport-agnostic service (tickets.go) that the
-// HTTP handlers and the NATS API both call, so they answer alike. Ingress
-// never writes a slot: it asks the tenant's ETA responders
-// (subjects.ETA(tenant): reserve, hold, confirm, release; no answer within
-// Config.ETATimeout is 503 with Retry-After) and publishes ticket events to
-// the TICKETS stream (message id = ticket id, or ticket id + ":cancel"),
+// Ticket admission is one transport-agnostic service, package
+// ingress/admission, built once per process (Config.Admission) and called
+// by the HTTP handlers (tickets_http.go) and the NATS API (natsapi.go)
+// through the same ticket operations (tickets.go), so they answer alike:
+// each transport decodes the request, resolves its tenant once (the
+// session's, the internal body's client_id, the NATS subject's) and maps
+// admission's domain results and errors onto status codes (errors.go).
+// Admission passes the process's Overload as its gate. It never writes a
+// slot: it asks the tenant's ETA responders (subjects.ETA(tenant):
+// reserve, hold, confirm, release; no answer within admission's
+// ETATimeout is 503 with Retry-After) and publishes ticket events to the
+// TICKETS stream (message id = ticket id, or ticket id + ":cancel"),
 // which the allocator workers write into the tenant's database.
 //
 //   - create_ticket reserves, publishes, then answers 201. If the publish
@@ -45,20 +52,21 @@
 //     so a later ticket in that slot comes after the cancel in the stream,
 //     and the slot is free for the very next create.
 //   - GET /tickets/{id} reads the ticket's latest event still in the stream
-//     and the tenant database: accepted (admitted, not yet written),
-//     allocated, or cancelled. Another tenant's ticket is 404 like a ticket
-//     that does not exist.
+//     and the tenant database (tenants.TicketLookup): accepted (admitted,
+//     not yet written), allocated, or cancelled. Another tenant's ticket is
+//     404 like a ticket that does not exist.
 //   - validate_eta and allocate_slot, on the internal listener only, are
 //     the two-phase form: a hold that expires, then a ticket whose
 //     created_at is the hold's instant.
 //
-// Idempotency-Key (idempotency.go) claims the key with a KV create of a
-// pending record that fixes the ticket id, and replaces it with the 201
-// (24 h TTL) or forgets it after a 409 or 503: a rejection is not
-// remembered. A twin in flight is waited for, briefly. A twin whose claim
-// is older than the takeover bound (about 31 s with the default ETA
-// timeout) is presumed dead and taken over: the retry gives the ticket id
-// the twin fixed exactly one ticket, the published one or a new admission.
+// Idempotency-Key (admission/idempotency.go; the header is read in
+// idempotency.go) claims the key with a KV create of a pending record that
+// fixes the ticket id, and replaces it with the 201's ticket (24 h TTL) or
+// forgets it after a 409 or 503: a rejection is not remembered. A twin in
+// flight is waited for, briefly. A twin whose claim is older than the
+// takeover bound (about 31 s with the default ETA timeout) is presumed
+// dead and taken over: the retry gives the ticket id the twin fixed
+// exactly one ticket, the published one or a new admission.
 //
 // # The NATS API
 //

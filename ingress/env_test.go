@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/tenants"
 )
@@ -99,20 +100,44 @@ func newEnv(t testing.TB) *env {
 // public builds a public router over the env's components.
 func (e *env) public(ready func(context.Context) error) http.Handler {
 	e.t.Helper()
-	h, err := NewPublic(e.config(ready))
+	cfg := e.config(ready)
+	e.withAdmission(&cfg, admission.Config{})
+	h, err := NewPublic(cfg)
 	if err != nil {
 		e.t.Fatalf("NewPublic: %v", err)
 	}
 	return h
 }
 
-// config is the ingress configuration over the env's components.
+// config is the ingress configuration over the env's components, but for
+// its admission service (withAdmission).
 func (e *env) config(ready func(context.Context) error) Config {
 	return Config{
 		Registry: e.registry, Sessions: e.sessions, Agents: e.agents,
-		NC: e.nc, JS: e.js, Tickets: e.tickets,
+		NC: e.nc, JS: e.js,
 		Logger: testkit.Logger(e.t), Metrics: e.metrics, Gatherer: e.metrics, Ready: ready,
 	}
+}
+
+// withAdmission gives cfg its admission service, built once for every
+// router and NATS API made from cfg, as cmd/tms does: over the env's
+// components, gated by cfg.Overload (limits with the defaults when cfg
+// has none, shared by all of them too). acfg brings the clock, the ETA
+// timeout and the hooks.
+func (e *env) withAdmission(cfg *Config, acfg admission.Config) {
+	e.t.Helper()
+	if cfg.Overload == nil {
+		cfg.Overload = newOverload(e.t, cfg, OverloadConfig{})
+	}
+	acfg.NC, acfg.JS, acfg.Tickets, acfg.Agents, acfg.Gate = e.nc, e.js, e.tickets, e.agents, cfg.Overload
+	if acfg.Logger == nil {
+		acfg.Logger = cfg.Logger
+	}
+	s, err := admission.New(acfg)
+	if err != nil {
+		e.t.Fatalf("admission.New: %v", err)
+	}
+	cfg.Admission = s
 }
 
 // request is one HTTP request to the router.

@@ -10,14 +10,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"tms/ingress/admission"
+	"tms/subjects"
 	"tms/tenants"
 )
 
 // Machine-readable error codes, the "error" member of every error body
 // (docs/api.md). Several are spelled like ETA reply codes (subjects
 // ETACode*); they are the API's own all the same: an ETA reply reaches
-// them only through ETAReply.Err and replyError (tickets.go), never by
-// comparing its strings.
+// them only through ETAReply.Err, admission's errors and admissionError,
+// never by comparing its strings.
 const (
 	codeInvalidJSON          = "invalid_json"
 	codeUnknownField         = "unknown_field"
@@ -142,11 +144,15 @@ func errInternal(cause error) *apiError {
 }
 
 // toAPIError maps any error onto the answer to send. It is the one place
-// where errors of the tenants package become HTTP codes. Anything it does
-// not know is a 500 whose cause is logged, never sent.
+// where errors of the admission and tenants packages become HTTP codes
+// (the NATS API sends the same answers with the code in the body). Anything
+// it does not know is a 500 whose cause is logged, never sent.
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
+		return ae
+	}
+	if ae := admissionError(err); ae != nil {
 		return ae
 	}
 	var fe *tenants.FieldError
@@ -174,4 +180,47 @@ func toAPIError(err error) *apiError {
 	default:
 		return errInternal(err)
 	}
+}
+
+// admissionError is the answer to an error of package admission, or nil
+// for any other error. An outage comes first: admission wraps whatever
+// failed on the way (an event that did not decode too) as unavailable
+// when the answer is "retry later".
+func admissionError(err error) *apiError {
+	var noSlot *admission.NoSlotError
+	var fe *admission.FieldError
+	switch {
+	case errors.Is(err, admission.ErrUnavailable):
+		return errUnavailable(err)
+	case errors.As(err, &noSlot):
+		// docs/api.md: a refused create_ticket is "rejected", a refused
+		// validate_eta "unavailable".
+		bodyStatus := statusRejected
+		if noSlot.Op == subjects.OpValidateETA {
+			bodyStatus = statusUnavailable
+		}
+		return &apiError{status: http.StatusConflict, code: codeSLAUnavailable, bodyStatus: bodyStatus,
+			message: fmt.Sprintf("ticket_type: no agent-minute is free within the %s SLA window (%s)", noSlot.Type, noSlot.SLA)}
+	case errors.As(err, &fe):
+		return errInvalidField(fe.Field, "%s", fe.Message)
+	case errors.Is(err, admission.ErrHoldGone):
+		return newError(http.StatusGone, codeHoldExpired,
+			"slot_id: no live hold (it expired, was already allocated, or was never issued)")
+	case errors.Is(err, admission.ErrTypeMismatch):
+		return newError(http.StatusConflict, codeTypeMismatch,
+			"ticket_type: the held slot is outside this type's SLA window")
+	case errors.Is(err, admission.ErrClientNotFound):
+		return errClientNotFound
+	case errors.Is(err, admission.ErrTicketNotFound):
+		return errTicketNotFound
+	case errors.Is(err, admission.ErrIdempotencyInUse):
+		return newError(http.StatusConflict, codeIdempotencyInUse,
+			"Idempotency-Key: a request with this key is still in flight; retry shortly")
+	case errors.Is(err, admission.ErrIdempotencyReused):
+		return newError(http.StatusUnprocessableEntity, codeIdempotencyReused,
+			"Idempotency-Key: already used with a different request body")
+	case errors.Is(err, admission.ErrInternal):
+		return errInternal(err)
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/subjects"
 	"tms/workers"
@@ -23,7 +24,7 @@ func (e *ticketEnv) crashedTwin(t *testing.T, a account, key, ticket string, cla
 	t.Helper()
 	e.pendingRecord(t, a, key, ticket, claimed)
 	data, err := json.Marshal(subjects.ETARequest{Op: subjects.ETAReserve, Tenant: a.id, Type: subjects.Gold,
-		CreatedAt: stamp(e.clock.Now()), Ticket: ticket})
+		CreatedAt: admission.Stamp(e.clock.Now()), Ticket: ticket})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,13 +48,13 @@ func (e *ticketEnv) pendingRecord(t *testing.T, a account, key, ticket string, c
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, Ticket: ticket, Created: stamp(claimed),
-		BodyHash: requestHash(createTicketRequest{ClientID: a.id, TicketType: subjects.Gold})}
+	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, Ticket: ticket, Created: admission.Stamp(claimed),
+		BodyHash: admission.RequestHash(a.id, subjects.Gold)}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Create(ctx, subjects.IdempotencyKey(a.id, hexSHA256(key)), data, jetstream.KeyTTL(idemPendingTTL)); err != nil {
+	if _, err := kv.Create(ctx, admission.ClaimKey(a.id, key), data, jetstream.KeyTTL(admission.IdempotencyTTL)); err != nil {
 		t.Fatalf("pending record: %v", err)
 	}
 }
@@ -66,7 +67,7 @@ func (e *ticketEnv) record(t *testing.T, a account, key string) subjects.Idempot
 	if err != nil {
 		t.Fatal(err)
 	}
-	en, err := kv.Get(ctx, subjects.IdempotencyKey(a.id, hexSHA256(key)))
+	en, err := kv.Get(ctx, admission.ClaimKey(a.id, key))
 	if err != nil {
 		t.Fatalf("idempotency record of %q: %v", key, err)
 	}
@@ -80,7 +81,7 @@ func (e *ticketEnv) record(t *testing.T, a account, key string) subjects.Idempot
 // publishTicket publishes a reservation's ticket as the ingress does.
 func (e *ticketEnv) publishTicket(t *testing.T, a account, ticket string, r subjects.ETAReply) subjects.TicketEvent {
 	t.Helper()
-	created := stamp(e.clock.Now())
+	created := admission.Stamp(e.clock.Now())
 	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: a.id, Ticket: ticket, Type: subjects.Gold,
 		Agent: r.Agent, SlotTime: r.SlotTime.UTC(), CreatedAt: created, Deadline: created.Add(2 * time.Hour)}
 	data, err := json.Marshal(ev)
@@ -136,7 +137,7 @@ func TestIdempotencyTakeoverAdmitsTheSameTicketOnce(t *testing.T) {
 	a, _ := e.tenantWithAgent(t, "Initech", "ops@initech.example")
 	e.createWhenReady(t, a, subjects.Gold)
 	key := http.Header{"Idempotency-Key": {"crash-before-publish"}}
-	ticket := newTicketID()
+	ticket := admission.NewTicketID()
 	orphan := e.crashedTwin(t, a, key.Get("Idempotency-Key"), ticket, e.staleClaimTime())
 	orphanKey := subjects.SlotKey(a.id, orphan.Agent, orphan.SlotTime)
 
@@ -203,7 +204,7 @@ func TestIdempotencyTakeoverAnswersThePublishedTicket(t *testing.T) {
 	a, _ := e.tenantWithAgent(t, "Vandelay", "ops@vandelay.example")
 	e.createWhenReady(t, a, subjects.Gold)
 	key := http.Header{"Idempotency-Key": {"crash-after-publish"}}
-	ticket := newTicketID()
+	ticket := admission.NewTicketID()
 	reserved := e.crashedTwin(t, a, key.Get("Idempotency-Key"), ticket, e.staleClaimTime())
 	ev := e.publishTicket(t, a, ticket, reserved)
 	keysBefore := e.slotKeys(t, a.id)
@@ -233,7 +234,7 @@ func TestIdempotencyLiveTwinIsNotTakenOver(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t, ticketEnvOptions{})
 	a, _ := e.tenantWithAgent(t, "Globex", "ops@globex.example")
-	ticket := newTicketID()
+	ticket := admission.NewTicketID()
 	e.pendingRecord(t, a, "busy", ticket, e.clock.Now())
 	resp := e.create(t, a, subjects.Gold, http.Header{"Idempotency-Key": {"busy"}})
 	if resp.status != http.StatusConflict || resp.body["error"] != codeIdempotencyInUse {

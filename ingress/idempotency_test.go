@@ -28,29 +28,6 @@ func TestIdempotencyKeyOf(t *testing.T) {
 	}
 }
 
-func TestRequestHashSeparatesFields(t *testing.T) {
-	t.Parallel()
-	a := requestHash(createTicketRequest{ClientID: "ab", TicketType: "GOLD"})
-	if a != requestHash(createTicketRequest{ClientID: "ab", TicketType: "GOLD"}) {
-		t.Error("requestHash is not stable")
-	}
-	if a == requestHash(createTicketRequest{ClientID: "a", TicketType: "bGOLD"}) || a == requestHash(createTicketRequest{ClientID: "ab", TicketType: "SILVER"}) {
-		t.Error("requestHash collides for different requests")
-	}
-}
-
-func TestNewTicketID(t *testing.T) {
-	t.Parallel()
-	seen := map[string]bool{}
-	for range 1000 {
-		id := newTicketID()
-		if !ticketIDPattern.MatchString(id) || seen[id] {
-			t.Fatalf("ticket id %q (seen before: %v)", id, seen[id])
-		}
-		seen[id] = true
-	}
-}
-
 func TestNATSReplyAddsCode(t *testing.T) {
 	t.Parallel()
 	var got map[string]any

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,25 +32,26 @@ const natsRequestTimeout = 20 * time.Second
 type NATSAPI struct {
 	nc          *nats.Conn
 	registry    *tenants.Registry
-	tickets     *ticketService
+	tickets     ticketAPI
 	logger      *slog.Logger
 	overload    *Overload
 	concurrency int
-	ready       atomic.Bool
+	started     chan struct{} // closed once Run has subscribed
+	startOnce   sync.Once
 }
 
-// NewNATSAPI returns the NATS API over cfg's Registry, NC, JS and Tickets;
+// NewNATSAPI returns the NATS API over cfg's Registry, NC and Admission;
 // Run serves it.
 func NewNATSAPI(cfg Config) (*NATSAPI, error) {
-	a := &api{logger: cfg.Logger, now: cfg.Now}
+	a := &api{logger: cfg.Logger}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
 	}
-	if a.now == nil {
-		a.now = time.Now
-	}
 	if cfg.Metrics == nil {
 		return nil, errors.New("ingress: Config.Metrics is nil")
+	}
+	if cfg.NC == nil {
+		return nil, errors.New("ingress: Config.NC is nil")
 	}
 	var err error
 	if a.overload, err = overloadOf(cfg, a.logger); err != nil {
@@ -62,6 +63,7 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 	n := &NATSAPI{
 		nc: cfg.NC, registry: cfg.Registry, tickets: a.tickets, overload: a.overload,
 		logger: a.logger.With(slog.String("listener", "nats")), concurrency: cfg.NATSConcurrency,
+		started: make(chan struct{}),
 	}
 	if n.concurrency <= 0 {
 		n.concurrency = defaultNATSConcurrency
@@ -69,8 +71,9 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 	return n, nil
 }
 
-// Ready reports whether Run has subscribed.
-func (n *NATSAPI) Ready() bool { return n.ready.Load() }
+// Started is closed once Run has subscribed: from then on requests are
+// served, until Run's context is done.
+func (n *NATSAPI) Started() <-chan struct{} { return n.started }
 
 // Run subscribes to subjects.APIAll in the queue group subjects.QueueAPI,
 // so that every ingress process shares the requests, and serves at most
@@ -120,11 +123,10 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("nats api: subscribing to %s: %w", subjects.APIAll, err)
 	}
-	n.ready.Store(true)
+	n.startOnce.Do(func() { close(n.started) })
 	n.logger.Info("nats api serving", slog.String("subject", subjects.APIAll), slog.String("queue", subjects.QueueAPI))
 
 	<-ctx.Done()
-	n.ready.Store(false)
 	uerr := sub.Unsubscribe()
 	mu.Lock()
 	stopped = true
@@ -184,56 +186,94 @@ func (n *NATSAPI) send(m *nats.Msg, out *nats.Msg) {
 }
 
 // natsReply is the HTTP answer's JSON object with the HTTP status added
-// as "code".
+// as "code": the body is encoded once and the member appended before its
+// closing brace.
 func natsReply(status int, body any) []byte {
-	fallback := fmt.Appendf(nil, `{"status":"error","error":%q,"message":%q,"code":500}`, codeInternal, msgInternal)
 	raw, err := json.Marshal(body)
-	if err != nil {
-		return fallback
+	if err != nil || len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		// Only our own answer types reach here, each a JSON object.
+		return fmt.Appendf(nil, `{"status":"error","error":%q,"message":%q,"code":500}`, codeInternal, msgInternal)
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return fallback
+	out := raw[:len(raw)-1]
+	if len(raw) > 2 {
+		out = append(out, ',')
 	}
-	obj["code"] = json.RawMessage(fmt.Appendf(nil, "%d", status))
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return fallback
-	}
-	return out
+	return fmt.Appendf(out, `"code":%d}`, status)
 }
 
-var natsOps = []string{subjects.OpCreateTicket, subjects.OpCancelTicket, subjects.OpGetTicket,
-	subjects.OpValidateETA, subjects.OpAllocateSlot}
+// natsOp is one operation of the NATS API: its name (the subject's last
+// token) and how a request for the subject's tenant is answered.
+type natsOp struct {
+	name  string
+	serve func(ctx context.Context, n *NATSAPI, t tenants.Tenant, m *nats.Msg) (answer, error)
+}
+
+// natsOps is every operation, in the order the 404 for an unknown one
+// lists them.
+var natsOps = []natsOp{
+	{subjects.OpCreateTicket, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req createTicketRequest, m *nats.Msg) (answer, error) {
+		var values []string
+		if m.Header != nil {
+			values = m.Header.Values(idempotencyHeader)
+		}
+		key, err := idempotencyKeyOf(values)
+		if err != nil {
+			return answer{}, err
+		}
+		return n.tickets.create(ctx, t, req, key)
+	})},
+	{subjects.OpCancelTicket, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req ticketIDRequest, _ *nats.Msg) (answer, error) {
+		return n.tickets.cancel(ctx, t, req)
+	})},
+	{subjects.OpGetTicket, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req ticketIDRequest, _ *nats.Msg) (answer, error) {
+		return n.tickets.get(ctx, t, req)
+	})},
+	{subjects.OpValidateETA, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req validateETARequest, _ *nats.Msg) (answer, error) {
+		return n.tickets.validateETA(ctx, t, req)
+	})},
+	{subjects.OpAllocateSlot, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req allocateSlotRequest, _ *nats.Msg) (answer, error) {
+		return n.tickets.allocateSlot(ctx, t, req)
+	})},
+}
+
+// natsCall makes an operation of a call on request type R: the body is
+// decoded exactly as the HTTP handlers decode it, and refused if it names
+// another tenant than the subject's (checkOwner, as on HTTP against the
+// session's).
+func natsCall[R any](call func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req R, m *nats.Msg) (answer, error)) func(context.Context, *NATSAPI, tenants.Tenant, *nats.Msg) (answer, error) {
+	return func(ctx context.Context, n *NATSAPI, t tenants.Tenant, m *nats.Msg) (answer, error) {
+		var req R
+		if err := decodeObject(m.Data, &req); err != nil {
+			return answer{}, err
+		}
+		if err := checkOwner(&req, t.ID, errSubjectTenant); err != nil {
+			return answer{}, err
+		}
+		return call(ctx, n, t, req, m)
+	}
+}
 
 // errSubjectTenant refuses a body that names another tenant than its
 // subject: the subject is what NATS permissions guard.
 var errSubjectTenant = newError(http.StatusForbidden, codeForbidden, "client_id: subject tenant and body disagree")
 
-// checkBodyClient checks a body's client_id against the subject's tenant.
-func checkBodyClient(tenant, clientID string) error {
-	if subjects.ValidID(clientID) != nil {
-		return errInvalidField("client_id", "must be 1-%d characters of [a-z0-9_-]", subjects.MaxIDLen)
-	}
-	if clientID != tenant {
-		return errSubjectTenant
-	}
-	return nil
-}
-
-// dispatch decodes one request exactly as the HTTP handlers do and calls
-// the ticket service.
+// dispatch answers one request: the subject's tenant is resolved once,
+// here, and the operation's table entry does the rest.
 func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
-	tenantID, op, err := subjects.ParseAPI(m.Subject)
+	tenantID, name, err := subjects.ParseAPI(m.Subject)
 	if err != nil {
 		return answer{}, errClientNotFound // the tenant token is no id at all
 	}
-	known := false
-	for _, o := range natsOps {
-		known = known || o == op
+	var op *natsOp
+	names := make([]string, len(natsOps))
+	for i := range natsOps {
+		names[i] = natsOps[i].name
+		if natsOps[i].name == name {
+			op = &natsOps[i]
+		}
 	}
-	if !known {
-		return answer{}, newError(http.StatusNotFound, codeNotFound, "no operation %s (known: create_ticket, cancel_ticket, get_ticket, validate_eta, allocate_slot)", quote(op))
+	if op == nil {
+		return answer{}, newError(http.StatusNotFound, codeNotFound, "no operation %s (known: %s)", quote(name), strings.Join(names, ", "))
 	}
 	if len(m.Data) > maxBodyBytes {
 		return answer{}, newError(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
@@ -251,51 +291,5 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 	if err := n.overload.limitTenant(t.ID); err != nil {
 		return answer{}, err
 	}
-
-	switch op {
-	case subjects.OpCreateTicket:
-		var req createTicketRequest
-		if err := decodeObject(m.Data, &req); err != nil {
-			return answer{}, err
-		}
-		if err := checkBodyClient(t.ID, req.ClientID); err != nil {
-			return answer{}, err
-		}
-		var values []string
-		if m.Header != nil {
-			values = m.Header.Values(idempotencyHeader)
-		}
-		key, err := idempotencyKeyOf(values)
-		if err != nil {
-			return answer{}, err
-		}
-		return n.tickets.create(ctx, t, req, key)
-	case subjects.OpCancelTicket, subjects.OpGetTicket:
-		var req ticketIDRequest
-		if err := decodeObject(m.Data, &req); err != nil {
-			return answer{}, err
-		}
-		if op == subjects.OpCancelTicket {
-			return n.tickets.cancel(ctx, t, req.TicketID)
-		}
-		return n.tickets.get(ctx, t, req.TicketID)
-	case subjects.OpValidateETA:
-		var req validateETARequest
-		if err := decodeObject(m.Data, &req); err != nil {
-			return answer{}, err
-		}
-		if err := checkBodyClient(t.ID, req.ClientID); err != nil {
-			return answer{}, err
-		}
-		return n.tickets.validateETA(ctx, req)
-	default: // subjects.OpAllocateSlot
-		var req allocateSlotRequest
-		if err := decodeObject(m.Data, &req); err != nil {
-			return answer{}, err
-		}
-		if err := checkBodyClient(t.ID, req.ClientID); err != nil {
-			return answer{}, err
-		}
-		return n.tickets.allocateSlot(ctx, req)
-	}
+	return op.serve(ctx, n, t, m)
 }

@@ -12,9 +12,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops"
 	"tms/subjects"
 )
+
+// An Overload is the gate the admission service passes.
+var _ admission.Gate = (*Overload)(nil)
 
 // Overload protection: what ingress refuses, and when, so that queues
 // cannot grow until clients time out (docs/api.md: "never a hang") while the
@@ -304,9 +308,9 @@ func (o *Overload) limitTenant(tenant string) error {
 	return errRateLimited(wait, "this tenant is over its request rate")
 }
 
-// enterAdmission takes an admission place for tenant (fairshare.go);
-// release gives it back.
-func (o *Overload) enterAdmission(tenant string) (release func(), err error) {
+// EnterAdmission takes an admission place for tenant (fairshare.go);
+// release gives it back. It is admission.Gate's.
+func (o *Overload) EnterAdmission(tenant string) (release func(), err error) {
 	done, why := o.admit.enter(tenant)
 	switch why {
 	case shedMax:
@@ -336,14 +340,14 @@ func (o *Overload) checkShareNATS(subject string) error {
 	return o.overShare()
 }
 
-// enterNewAdmission is the gate of a request that may reserve a new slot
+// EnterNewAdmission is the gate of a request that may reserve a new slot
 // (create_ticket, validate_eta): the backlog bound, then an admission
-// place.
-func (o *Overload) enterNewAdmission(ctx context.Context, tenant string) (release func(), err error) {
+// place. It is admission.Gate's.
+func (o *Overload) EnterNewAdmission(ctx context.Context, tenant string) (release func(), err error) {
 	if err := o.checkBacklog(ctx); err != nil {
 		return nil, err
 	}
-	return o.enterAdmission(tenant)
+	return o.EnterAdmission(tenant)
 }
 
 // checkBacklog refuses a new admission while the TICKETS stream is
@@ -356,8 +360,9 @@ func (o *Overload) checkBacklog(ctx context.Context) error {
 	return errOverloaded(backlogRetryAfter)
 }
 
-// published counts a message this process added to the TICKETS stream.
-func (o *Overload) published() {
+// Published counts a message this process added to the TICKETS stream.
+// It is admission.Gate's.
+func (o *Overload) Published() {
 	if o.backlog != nil {
 		o.backlog.added()
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/subjects"
 )
@@ -246,10 +247,11 @@ func (b *blockingResponder) waitArrived(t testing.TB) {
 // admission works again.
 func TestInFlightLimitShedsAdmission(t *testing.T) {
 	t.Parallel()
-	e := newTicketEnv(t, ticketEnvOptions{noResponder: true, configure: func(c *Config) {
-		c.ETATimeout = time.Minute // the held request must outlast the test's checks
-		c.Overload = newOverload(t, c, OverloadConfig{MaxInFlight: 1})
-	}})
+	e := newTicketEnv(t, ticketEnvOptions{noResponder: true,
+		etaTimeout: time.Minute, // the held request must outlast the test's checks
+		configure: func(c *Config) {
+			c.Overload = newOverload(t, c, OverloadConfig{MaxInFlight: 1})
+		}})
 	a := e.openAccount(t, "Busy", "busy@example.com")
 	resp := newBlockingResponder(t, e, a.id)
 
@@ -398,6 +400,7 @@ func TestLoginFailuresSlowThenLockOut(t *testing.T) {
 	clock := testkit.NewClock(time.Now())
 	cfg := e.config(func(context.Context) error { return nil })
 	cfg.Overload = newOverload(t, &cfg, OverloadConfig{MaxFailures: 6, Lockout: time.Minute, Now: clock.Now})
+	e.withAdmission(&cfg, admission.Config{})
 	h, err := NewPublic(cfg)
 	if err != nil {
 		t.Fatalf("NewPublic: %v", err)
@@ -455,6 +458,7 @@ func TestAccountCreationRateIsPerAddress(t *testing.T) {
 	clock := testkit.NewClock(time.Now())
 	cfg := e.config(func(context.Context) error { return nil })
 	cfg.Overload = newOverload(t, &cfg, OverloadConfig{ClientRate: 1, ClientBurst: 2, Now: clock.Now})
+	e.withAdmission(&cfg, admission.Config{})
 	h, err := NewPublic(cfg)
 	if err != nil {
 		t.Fatalf("NewPublic: %v", err)
@@ -542,8 +546,7 @@ func TestAccountCreatesWaitForAPlace(t *testing.T) {
 // once, not left in the subscription's buffer until its caller times out.
 func TestNATSAPIShedsWhenEveryHandlerIsBusy(t *testing.T) {
 	t.Parallel()
-	e := newTicketEnv(t, ticketEnvOptions{noResponder: true, configure: func(c *Config) {
-		c.ETATimeout = time.Minute
+	e := newTicketEnv(t, ticketEnvOptions{noResponder: true, etaTimeout: time.Minute, configure: func(c *Config) {
 		c.NATSConcurrency = 1
 	}})
 	a := e.openAccount(t, "Busy NATS", "busynats@example.com")

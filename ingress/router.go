@@ -13,33 +13,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"tms/ingress/admission"
 	"tms/subjects"
 	"tms/tenants"
 )
 
 // Config holds what the routers and the NATS API need. Sessions and
-// Agents are required by the public router only; Registry, NC, JS and
-// Tickets by both routers and the NATS API.
+// Agents are required by the public router only; Registry and Admission
+// by both routers and the NATS API, NC by the NATS API.
 type Config struct {
 	Registry *tenants.Registry
 	Sessions *tenants.Sessions
-	// Agents serves the agent routes, and gives the ticket admission of
-	// every router and the NATS API the revision of each tenant's last
-	// agent write (read-your-writes; nil there: none). Give all of them
-	// the same one, with its Run running.
+	// Agents serves the agent routes. Give the admission service the same
+	// one, so a tenant's next ticket sees the agent it just wrote.
 	Agents *tenants.Agents
-	// NC carries requests to the ETA responders; JS publishes ticket
-	// events to the TICKETS stream and keeps Idempotency-Key records.
-	NC      *nats.Conn
-	JS      jetstream.JetStream
-	Tickets *tenants.Tickets // ticket rows already written by the allocators
-	// ETATimeout bounds one request to the ETA responders (0:
-	// subjects.DefaultBudget.ETA, 2 s); no
-	// answer within it is a 503 with Retry-After.
-	ETATimeout time.Duration
-	// Replicas is the replica count of the TICKETS stream and the
-	// idempotency bucket when ingress is the first to need them (0: 1).
-	Replicas int
+	// Admission is ticket admission: build one per process with
+	// admission.New, gated by Overload, and give the same one to both
+	// routers and the NATS API.
+	Admission *admission.Service
+	// NC carries the NATS API's requests and replies; JS is where the
+	// overload bounds watch the TICKETS backlog.
+	NC *nats.Conn
+	JS jetstream.JetStream
 	// NATSConcurrency is how many NATS API requests one process handles
 	// at once (0: 64); more wait in the subscription's buffer.
 	NATSConcurrency int
@@ -53,17 +48,11 @@ type Config struct {
 	// except for an error with a Degraded() bool method saying true
 	// (ops.DegradedError: Postgres unreachable), which is 200 "degraded".
 	Ready func(ctx context.Context) error
-	// Now is the clock for times ingress makes itself (nil: time.Now).
-	Now func() time.Time
-	// BeforePublish, when set, is called with the ticket id after a
-	// slot was reserved for a ticket and before its event is published:
-	// a fault-injection point for tests (a crash there leaves an orphan
-	// reservation). nil: nothing.
-	BeforePublish func(ticket string)
 	// Overload holds the rate limits and load-shedding bounds (overload.go).
-	// Build one per process with NewOverload and give it to every router
-	// and the NATS API, so its bounds are the process's. nil: each router
-	// and NATS API makes its own with the defaults and no rate limits.
+	// Build one per process with NewOverload and give it to every router,
+	// the NATS API and the admission service (its Gate), so its bounds are
+	// the process's. nil: each router and NATS API makes its own with the
+	// defaults and no rate limits.
 	Overload *Overload
 }
 
@@ -86,8 +75,7 @@ type api struct {
 	logger   *slog.Logger
 	gatherer prometheus.Gatherer
 	ready    func(ctx context.Context) error
-	now      func() time.Time
-	tickets  *ticketService
+	tickets  ticketAPI
 	overload *Overload
 }
 
@@ -100,13 +88,10 @@ func newAPI(cfg Config) (*api, error) {
 	}
 	a := &api{
 		registry: cfg.Registry, sessions: cfg.Sessions, agents: cfg.Agents,
-		logger: cfg.Logger, gatherer: cfg.Gatherer, ready: cfg.Ready, now: cfg.Now,
+		logger: cfg.Logger, gatherer: cfg.Gatherer, ready: cfg.Ready,
 	}
 	if a.logger == nil {
 		a.logger = slog.New(slog.DiscardHandler)
-	}
-	if a.now == nil {
-		a.now = time.Now
 	}
 	var err error
 	if a.overload, err = overloadOf(cfg, a.logger); err != nil {
@@ -115,19 +100,15 @@ func newAPI(cfg Config) (*api, error) {
 	return a, nil
 }
 
-// withTickets adds the ticket service, whose dependencies are checked here.
+// withTickets adds the ticket API over cfg's admission service.
 func (a *api) withTickets(cfg Config) error {
 	switch {
 	case cfg.Registry == nil:
 		return errors.New("ingress: Config.Registry is nil")
-	case cfg.NC == nil:
-		return errors.New("ingress: Config.NC is nil")
-	case cfg.JS == nil:
-		return errors.New("ingress: Config.JS is nil")
-	case cfg.Tickets == nil:
-		return errors.New("ingress: Config.Tickets is nil")
+	case cfg.Admission == nil:
+		return errors.New("ingress: Config.Admission is nil")
 	}
-	a.tickets = newTicketService(cfg, a.logger, a.now, a.overload)
+	a.tickets = ticketAPI{svc: cfg.Admission, registry: cfg.Registry}
 	return nil
 }
 

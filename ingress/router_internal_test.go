@@ -13,13 +13,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 )
 
 func newInternalForTest(t *testing.T, ready func(context.Context) error) http.Handler {
 	t.Helper()
-	cfg := newEnv(t).config(ready)
+	e := newEnv(t)
+	cfg := e.config(ready)
 	cfg.Metrics = prometheus.NewRegistry()
+	e.withAdmission(&cfg, admission.Config{})
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)

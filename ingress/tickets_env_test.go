@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/subjects"
 	"tms/tenants"
@@ -36,6 +37,8 @@ type ticketEnv struct {
 
 type ticketEnvOptions struct {
 	holdTTL time.Duration // the responder's; 0: its default
+	// etaTimeout is the admission service's (0: testETATimeout).
+	etaTimeout time.Duration
 	// configure, when set, changes the ingress configuration (limits,
 	// timeouts) before the routers and the NATS API are built.
 	configure func(*Config)
@@ -47,10 +50,18 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	t.Helper()
 	e := &ticketEnv{env: newEnv(t), clock: testkit.NewClock(time.Now())}
 	t.Cleanup(e.stopAll)
-	cfg := e.ticketConfig()
+	cfg := e.config(func(context.Context) error { return nil })
 	if opts.configure != nil {
 		opts.configure(&cfg)
 	}
+	eta := opts.etaTimeout
+	if eta == 0 {
+		// Far above the production default: on a loaded 2-core machine a
+		// responder's fsynced KV write can take longer than 2 s, and a 503
+		// there would fail tests that count admissions exactly.
+		eta = testETATimeout
+	}
+	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta})
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)
@@ -67,7 +78,7 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 	e.run("nats api", e.natsAPI.Run)
 	e.client = e.nats.Connect(t)
 	if opts.noResponder {
-		testkit.Eventually(t, 20*time.Second, e.natsAPI.Ready, "the NATS API to start")
+		testkit.Eventually(t, 20*time.Second, started(e.natsAPI), "the NATS API to start")
 		return e
 	}
 
@@ -80,23 +91,26 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 		t.Fatalf("NewResponder: %v", err)
 	}
 	e.run("responder", responder.Run)
-	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && e.natsAPI.Ready() },
+	testkit.Eventually(t, 20*time.Second, func() bool { return responder.Ready() && started(e.natsAPI)() },
 		"the responder and the NATS API to start")
 	return e
 }
 
-func (e *ticketEnv) ticketConfig() Config {
-	cfg := e.config(func(context.Context) error { return nil })
-	cfg.Now = e.clock.Now
-	// Far above the production default: on a loaded 2-core machine a
-	// responder's fsynced KV write can take longer than 2 s, and a 503
-	// there would fail tests that count admissions exactly.
-	cfg.ETATimeout = testETATimeout
-	return cfg
-}
-
 // testETATimeout is the ETA timeout of the ticket test env.
 const testETATimeout = 10 * time.Second
+
+// started reports whether the NATS API has subscribed (its Started
+// channel is closed).
+func started(n *NATSAPI) func() bool {
+	return func() bool {
+		select {
+		case <-n.Started():
+			return true
+		default:
+			return false
+		}
+	}
+}
 
 // run starts a part's Run loop, stopped (and its error checked) at cleanup.
 func (e *ticketEnv) run(name string, run func(context.Context) error) {

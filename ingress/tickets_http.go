@@ -7,11 +7,12 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// The HTTP face of the ticket service. Each handler decodes and checks the
-// request and hands it to the service with a context that outlives the
-// client: a reservation made for a client that hung up is still published
-// or released, never left half done. Every call inside has its own
-// deadline.
+// The HTTP face of ticket admission. Each handler decodes and checks the
+// request, resolves its tenant (the session's, or on the internal
+// listener the body's client_id) and calls the ticket API with a context
+// that outlives the client: a reservation made for a client that hung up
+// is still published or released, never left half done. Every call
+// inside has its own deadline.
 
 func (a *api) respond(w http.ResponseWriter, r *http.Request, ans answer, err error) {
 	if err != nil {
@@ -20,8 +21,6 @@ func (a *api) respond(w http.ResponseWriter, r *http.Request, ans answer, err er
 	}
 	writeJSON(w, ans.status, ans.body)
 }
-
-func (q *createTicketRequest) claimedClientID() *string { return &q.ClientID }
 
 // createTicketHTTP is POST /create_ticket.
 func (a *api) createTicketHTTP(w http.ResponseWriter, r *http.Request) {
@@ -48,14 +47,14 @@ func (a *api) cancelTicketHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, err)
 		return
 	}
-	ans, err := a.tickets.cancel(context.WithoutCancel(r.Context()), s.tenant, req.TicketID)
+	ans, err := a.tickets.cancel(context.WithoutCancel(r.Context()), s.tenant, req)
 	a.respond(w, r, ans, err)
 }
 
 // getTicketHTTP is GET /tickets/{ticket_id}.
 func (a *api) getTicketHTTP(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
-	ans, err := a.tickets.get(r.Context(), s.tenant, chi.URLParam(r, "ticket_id"))
+	ans, err := a.tickets.get(r.Context(), s.tenant, ticketIDRequest{TicketID: chi.URLParam(r, "ticket_id")})
 	a.respond(w, r, ans, err)
 }
 
@@ -66,7 +65,13 @@ func (a *api) validateETAHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, err)
 		return
 	}
-	ans, err := a.tickets.validateETA(context.WithoutCancel(r.Context()), req)
+	ctx := context.WithoutCancel(r.Context())
+	t, err := a.tickets.client(ctx, req.ClientID)
+	if err != nil {
+		writeError(w, r, a.logger, err)
+		return
+	}
+	ans, err := a.tickets.validateETA(ctx, t, req)
 	a.respond(w, r, ans, err)
 }
 
@@ -77,6 +82,12 @@ func (a *api) allocateSlotHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, err)
 		return
 	}
-	ans, err := a.tickets.allocateSlot(context.WithoutCancel(r.Context()), req)
+	ctx := context.WithoutCancel(r.Context())
+	t, err := a.tickets.client(ctx, req.ClientID)
+	if err != nil {
+		writeError(w, r, a.logger, err)
+		return
+	}
+	ans, err := a.tickets.allocateSlot(ctx, t, req)
 	a.respond(w, r, ans, err)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ingress/admission"
 	"tms/ops/testkit"
 	"tms/subjects"
 	"tms/tenants"
@@ -344,8 +345,8 @@ func TestTwoPhaseValidateThenAllocate(t *testing.T) {
 		!rfc3339UTC(t, "slot_time", got.body["slot_time"]).Equal(slot) {
 		t.Fatalf("GET of the allocated ticket: %d %s", got.status, got.raw)
 	}
-	if c := rfc3339UTC(t, "created_at", got.body["created_at"]); !c.Equal(stamp(heldAt)) {
-		t.Errorf("created_at %v, want the hold's instant %v", c, stamp(heldAt))
+	if c := rfc3339UTC(t, "created_at", got.body["created_at"]); !c.Equal(admission.Stamp(heldAt)) {
+		t.Errorf("created_at %v, want the hold's instant %v", c, admission.Stamp(heldAt))
 	}
 
 	again := e.internalDo(t, "/allocate_slot", map[string]string{"client_id": a.id, "ticket_type": subjects.Silver, "slot_id": slotID})
@@ -635,7 +636,7 @@ func TestNoResponderIs503(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	cfg := e.config(func(context.Context) error { return nil })
-	cfg.ETATimeout = 500 * time.Millisecond
+	e.withAdmission(&cfg, admission.Config{ETATimeout: 500 * time.Millisecond})
 	public, err := NewPublic(cfg)
 	if err != nil {
 		t.Fatalf("NewPublic: %v", err)

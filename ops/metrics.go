@@ -36,3 +36,33 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	}
 	return c, nil
 }
+
+// Registration is one collector for RegisterAll, made by Collector.
+type Registration func(prometheus.Registerer) error
+
+// Collector is the registration of the collector *c: Register's result,
+// the registered collector of the same name or c's own, is stored back in
+// *c.
+func Collector[C prometheus.Collector](c *C) Registration {
+	return func(reg prometheus.Registerer) error {
+		got, err := Register(reg, *c)
+		if err != nil {
+			return err
+		}
+		*c = got
+		return nil
+	}
+}
+
+// RegisterAll registers each collector on reg in turn, as Register does,
+// and stops at the first refusal:
+//
+//	err := ops.RegisterAll(reg, ops.Collector(&m.requests), ops.Collector(&m.errors))
+func RegisterAll(reg prometheus.Registerer, cs ...Registration) error {
+	for _, register := range cs {
+		if err := register(reg); err != nil {
+			return err
+		}
+	}
+	return nil
+}

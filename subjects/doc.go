@@ -6,6 +6,13 @@
 // tenant or agent id is checked as a subject token before it is ever placed
 // into a subject or key.
 //
+// One file per concept, each with that concept's subject or key names,
+// their builders and parsers, its bucket or stream configuration and its
+// record type: ids.go (the id rule), tenants.go (the registry), sessions.go,
+// agents.go, slots.go (reservations and slot ids), tickets.go (the TICKETS
+// stream and its dead letters), eta.go (the ETA responder protocol), api.go
+// (the public NATS API) and idempotency.go.
+//
 // Budget (timing.go) is the timing budget both sides of the ETA protocol
 // share: the ingress's timeouts and the bounds derived from them, such as
 // the smallest reconcile grace that cannot free a live reservation.

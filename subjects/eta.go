@@ -2,8 +2,28 @@ package subjects
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
+
+// ETA responders answer request-reply on a subject per tenant, as one
+// queue group so that several processes share the load.
+const (
+	ETAAll   = "tms.eta.*"
+	QueueETA = "tms-eta"
+)
+
+// ETA is the responder subject of a tenant.
+func ETA(tenant string) string { return "tms.eta." + mustID(tenant) }
+
+// ParseETA returns the tenant of an ETA subject.
+func ParseETA(subject string) (string, error) {
+	const prefix = "tms.eta."
+	if len(subject) <= len(prefix) || subject[:len(prefix)] != prefix || ValidID(subject[len(prefix):]) != nil {
+		return "", fmt.Errorf("%w: subject %q", ErrInvalidID, subject)
+	}
+	return subject[len(prefix):], nil
+}
 
 // Operations of the ETA responder protocol (request-reply on ETA(tenant)).
 // Only the responders write slot buckets; everything else asks them.

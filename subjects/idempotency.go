@@ -1,9 +1,55 @@
 package subjects
 
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BucketIdempotency remembers Idempotency-Key answers of create_ticket for
+// 24 h: key <tenant>.<hex sha256 of the header value>.
+const BucketIdempotency = "TMS_IDEMPOTENCY"
+
+// IdempotencyKey is the bucket key of one tenant's Idempotency-Key, given
+// the hex SHA-256 of the header value.
+func IdempotencyKey(tenant, keyHashHex string) string {
+	return mustID(tenant) + "." + mustID(keyHashHex)
+}
+
 // IdempotencySubject is the stream subject behind one key of the
 // idempotency bucket. Writing to it directly, with an expected last
 // sequence and a message TTL, is the only way to replace a record under
 // compare-and-set and keep a TTL on it (a KV Update drops the TTL; docs/nats.md).
 func IdempotencySubject(tenant, keyHashHex string) string {
 	return "$KV." + BucketIdempotency + "." + IdempotencyKey(tenant, keyHashHex)
+}
+
+// IdempotencyBucketConfig remembers create_ticket answers per
+// Idempotency-Key; every key carries its own TTL (24 h once done).
+func IdempotencyBucketConfig(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         BucketIdempotency,
+		Description:    "tms create_ticket answers per Idempotency-Key",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicasOr1(replicas),
+		LimitMarkerTTL: time.Minute,
+		MaxValueSize:   8 << 10,
+	}
+}
+
+// Idempotency record states.
+const (
+	IdempotencyPending = "pending"
+	IdempotencyDone    = "done"
+)
+
+// IdempotencyRecord is the value stored under IdempotencyKey: the request's
+// fingerprint, the ticket id it was given, and, once done, the 201 body.
+type IdempotencyRecord struct {
+	State    string    `json:"state"`
+	BodyHash string    `json:"body_hash"`
+	Ticket   string    `json:"ticket"`
+	Response []byte    `json:"response,omitempty"`
+	Created  time.Time `json:"created"`
 }

@@ -1,11 +1,14 @@
 package subjects
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"strconv"
+	"io"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Ticket types, as the API spells them (case-sensitive).
@@ -33,139 +36,6 @@ func SLA(ticketType string) (time.Duration, bool) {
 // agent's slots must be known.
 const LongestSLA = 8 * time.Hour
 
-// Slot reservations live in a few shard buckets, a tenant always in one
-// shard (docs/design.md, "State"): a key per reserved agent-minute, free when
-// absent.
-const (
-	slotBucketPrefix = "TMS_SLOTS_"
-	// DefaultSlotShards is the shard count when none is configured. It can
-	// only change on an empty system: a tenant's shard is a hash of its id
-	// modulo the count.
-	DefaultSlotShards = 4
-)
-
-// SlotBucket is the name of shard i's bucket.
-func SlotBucket(shard int) string { return slotBucketPrefix + strconv.Itoa(shard) }
-
-// SlotStream is the stream behind slot bucket shard (bucket B is stream
-// KV_B), for stream info.
-func SlotStream(shard int) string { return "KV_" + SlotBucket(shard) }
-
-// SlotShard is the shard that holds a tenant's reservations.
-func SlotShard(tenant string, shards int) int {
-	if shards <= 0 {
-		panic("subjects: shard count must be positive")
-	}
-	h := fnv.New32a()
-	h.Write([]byte(mustID(tenant)))
-	return int(h.Sum32() % uint32(shards))
-}
-
-// minuteLayout formats a slot minute in keys and slot ids: UTC, to the
-// minute, digits only.
-const minuteLayout = "200601021504"
-
-// ErrInvalidSlot reports a slot key or slot id that does not parse.
-var ErrInvalidSlot = errors.New("invalid slot")
-
-// SlotKey is the key of one agent-minute of one tenant:
-// <tenant>.<agent>.<YYYYMMDDHHMM>. minute must be a whole UTC minute.
-func SlotKey(tenant, agent string, minute time.Time) string {
-	return mustID(tenant) + "." + mustID(agent) + "." + formatMinute(minute)
-}
-
-// TenantSlots is the watch filter matching every slot key of a tenant.
-func TenantSlots(tenant string) string { return mustID(tenant) + ".>" }
-
-// ParseSlotKey splits a slot key read back from a bucket (a watch sees keys
-// written by anyone: validate before use).
-func ParseSlotKey(key string) (tenant, agent string, minute time.Time, err error) {
-	var parts [3]string
-	n := 0
-	start := 0
-	for i := 0; i <= len(key); i++ {
-		if i == len(key) || key[i] == '.' {
-			if n == 3 {
-				return "", "", time.Time{}, fmt.Errorf("%w: key %q has too many tokens", ErrInvalidSlot, key)
-			}
-			parts[n] = key[start:i]
-			n++
-			start = i + 1
-		}
-	}
-	if n != 3 {
-		return "", "", time.Time{}, fmt.Errorf("%w: key %q is not tenant.agent.minute", ErrInvalidSlot, key)
-	}
-	if ValidID(parts[0]) != nil || ValidID(parts[1]) != nil {
-		return "", "", time.Time{}, fmt.Errorf("%w: key %q has a bad tenant or agent", ErrInvalidSlot, key)
-	}
-	minute, err = parseMinute(parts[2])
-	if err != nil {
-		return "", "", time.Time{}, err
-	}
-	return parts[0], parts[1], minute, nil
-}
-
-func formatMinute(t time.Time) string {
-	t = t.UTC()
-	if !t.Equal(t.Truncate(time.Minute)) {
-		panic(fmt.Sprintf("subjects: slot minute %s is not a whole minute", t.Format(time.RFC3339Nano)))
-	}
-	return t.Format(minuteLayout)
-}
-
-func parseMinute(s string) (time.Time, error) {
-	if len(s) != len(minuteLayout) {
-		return time.Time{}, fmt.Errorf("%w: minute %q", ErrInvalidSlot, s)
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return time.Time{}, fmt.Errorf("%w: minute %q", ErrInvalidSlot, s)
-		}
-	}
-	t, err := time.Parse(minuteLayout, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: minute %q: %v", ErrInvalidSlot, s, err)
-	}
-	return t, nil
-}
-
-// HoldNonceLen is the length of the random part of a slot id.
-const HoldNonceLen = 12
-
-// FormatSlotID is the opaque slot_id of a pending hold that validate_eta
-// hands out: <YYYYMMDDHHMM>-<agent>-<nonce>. The nonce tells this hold
-// from a later hold on the same agent-minute.
-func FormatSlotID(agent string, minute time.Time, nonce string) string {
-	if len(nonce) != HoldNonceLen || ValidID(nonce) != nil {
-		panic(fmt.Sprintf("subjects: bad hold nonce %q", nonce))
-	}
-	return formatMinute(minute) + "-" + mustID(agent) + "-" + nonce
-}
-
-// ParseSlotID is FormatSlotID's inverse. Any string that FormatSlotID
-// cannot have produced is ErrInvalidSlot (400 at the API).
-func ParseSlotID(id string) (agent string, minute time.Time, nonce string, err error) {
-	const minLen = len(minuteLayout) + 1 + 1 + 1 + HoldNonceLen
-	if len(id) < minLen || len(id) > len(minuteLayout)+2+MaxIDLen+HoldNonceLen {
-		return "", time.Time{}, "", fmt.Errorf("%w: slot_id length %d", ErrInvalidSlot, len(id))
-	}
-	m, rest := id[:len(minuteLayout)], id[len(minuteLayout):]
-	if rest[0] != '-' || rest[len(rest)-HoldNonceLen-1] != '-' {
-		return "", time.Time{}, "", fmt.Errorf("%w: slot_id %q", ErrInvalidSlot, id)
-	}
-	agent = rest[1 : len(rest)-HoldNonceLen-1]
-	nonce = rest[len(rest)-HoldNonceLen:]
-	if ValidID(agent) != nil || ValidID(nonce) != nil {
-		return "", time.Time{}, "", fmt.Errorf("%w: slot_id %q", ErrInvalidSlot, id)
-	}
-	minute, err = parseMinute(m)
-	if err != nil {
-		return "", time.Time{}, "", err
-	}
-	return agent, minute, nonce, nil
-}
-
 // The TICKETS stream: one subject per ticket under its tenant,
 // tms.tickets.<tenant>.<ticket>, so that the ticket's latest event can be
 // read back by subject, and one tenant's tickets are tms.tickets.<tenant>.>.
@@ -182,6 +52,10 @@ const (
 	StreamDeadLetters = "TMS_TICKETS_DLQ"
 	DeadLettersAll    = "tms.dlq.tickets.>"
 )
+
+// NewTicketID is a new ticket id: "t" and RandomIDChars random
+// characters.
+func NewTicketID() string { return NewID("t", RandomIDChars) }
 
 // TicketSubject is the stream subject of one ticket's events.
 func TicketSubject(tenant, ticket string) string {
@@ -230,64 +104,189 @@ const (
 	HeaderOriginalSequence = "Tms-Original-Sequence"
 )
 
-// ETA responders answer request-reply on a subject per tenant, as one
-// queue group so that several processes share the load.
-const (
-	ETAAll   = "tms.eta.*"
-	QueueETA = "tms-eta"
-)
-
-// ETA is the responder subject of a tenant.
-func ETA(tenant string) string { return "tms.eta." + mustID(tenant) }
-
-// ParseETA returns the tenant of an ETA subject.
-func ParseETA(subject string) (string, error) {
-	const prefix = "tms.eta."
-	if len(subject) <= len(prefix) || subject[:len(prefix)] != prefix || ValidID(subject[len(prefix):]) != nil {
-		return "", fmt.Errorf("%w: subject %q", ErrInvalidID, subject)
+// TicketsStreamConfig is the TICKETS stream: accepted tickets and cancels
+// on their way to the allocator workers. Work-queue retention keeps a
+// message until a worker acks it after its Postgres commit, however long
+// that takes, and no longer; the duplicate window makes a re-publish of the
+// same ticket id (a retry) a no-op.
+func TicketsStreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamTickets,
+		Description: "tms accepted tickets and cancels, one subject per ticket",
+		Subjects:    []string{TicketsAll},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicasOr1(replicas),
+		Duplicates:  2 * time.Minute,
+		Discard:     jetstream.DiscardNew,
+		AllowDirect: true,
+		MaxMsgSize:  16 << 10,
 	}
-	return subject[len(prefix):], nil
 }
 
-// The public NATS API for services that publish directly: the same
-// operations and JSON bodies as HTTP, on tms.api.<tenant>.<operation>.
+// DeadLettersStreamConfig keeps ticket events no worker could ever write,
+// for 30 days, for an operator to inspect and replay.
+func DeadLettersStreamConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamDeadLetters,
+		Description: "tms ticket events that could not be written: inspect and replay",
+		Subjects:    []string{DeadLettersAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicasOr1(replicas),
+		MaxAge:      30 * 24 * time.Hour,
+		MaxMsgSize:  64 << 10,
+	}
+}
+
+// Ticket events on the TICKETS stream, and ticket statuses in the API.
 const (
-	OpCreateTicket = "create_ticket"
-	OpCancelTicket = "cancel_ticket"
-	OpGetTicket    = "get_ticket"
-	OpValidateETA  = "validate_eta"
-	OpAllocateSlot = "allocate_slot"
-	APIAll         = "tms.api.*.*"
-	QueueAPI       = "tms-api"
+	TicketCreated   = "created"
+	TicketCancelled = "cancelled"
+
+	StatusAccepted  = "accepted"  // admitted, not yet in the tenant's database
+	StatusAllocated = "allocated" // in the tenant's database
+	StatusCancelled = "cancelled"
 )
 
-// API is the public request subject of one operation of one tenant.
-func API(tenant, op string) string { return "tms.api." + mustID(tenant) + "." + mustID(op) }
+// TicketEvent is the payload of a message on TicketSubject. A cancel
+// carries every field of the ticket too, so that a worker that sees it
+// before the create can still write the (cancelled) row.
+type TicketEvent struct {
+	Event       string     `json:"event"` // TicketCreated or TicketCancelled
+	Tenant      string     `json:"tenant"`
+	Ticket      string     `json:"ticket"`
+	Type        string     `json:"type"`
+	Agent       string     `json:"agent"`
+	SlotTime    time.Time  `json:"slot_time"`
+	CreatedAt   time.Time  `json:"created_at"`
+	Deadline    time.Time  `json:"deadline"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+}
 
-// ParseAPI splits a public API subject.
-func ParseAPI(subject string) (tenant, op string, err error) {
-	const prefix = "tms.api."
-	if len(subject) > len(prefix) && subject[:len(prefix)] == prefix {
-		rest := subject[len(prefix):]
-		for i := 0; i < len(rest); i++ {
-			if rest[i] == '.' {
-				tenant, op = rest[:i], rest[i+1:]
-				if ValidID(tenant) == nil && ValidID(op) == nil {
-					return tenant, op, nil
-				}
-				break
-			}
+// MaxTicketEventBytes is the largest ticket event CheckWritable accepts.
+const MaxTicketEventBytes = 8 << 10
+
+// ErrInvalidEvent reports a ticket event that does not decode, or breaks
+// a rule of TicketEvent.Check or TicketEvent.CheckRow.
+var ErrInvalidEvent = errors.New("invalid ticket event")
+
+// TicketEventCheck says how much DecodeTicketEvent requires of an event:
+// the worker that writes it requires everything, a reader that only looks
+// at a ticket's latest event requires only that it is that ticket's.
+type TicketEventCheck int
+
+const (
+	// CheckWritable decodes strictly (at most MaxTicketEventBytes, no
+	// unknown member, nothing after the object) and applies every rule
+	// of TicketEvent.Check: what the allocator requires before it writes
+	// an event to a tenant database or dead-letters it.
+	CheckWritable TicketEventCheck = iota
+	// CheckNames decodes as encoding/json does by default (unknown
+	// members ignored) and requires only that the body names its
+	// subject's tenant and ticket: what the readers of a ticket's latest
+	// event in the stream require (the ingress's get and cancel, the
+	// reconciler's verdict on a reservation).
+	CheckNames
+)
+
+// DecodeTicketEvent is the one validator of a message on a TicketSubject:
+// it decodes data and checks the event against subject's tenant and
+// ticket and, as check says, against its own invariants. Every refusal,
+// a subject that is no ticket subject included, wraps ErrInvalidEvent.
+func DecodeTicketEvent(subject string, data []byte, check TicketEventCheck) (TicketEvent, error) {
+	var ev TicketEvent
+	tenant, ticket, err := ParseTicketSubject(subject)
+	if err != nil {
+		return ev, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if check == CheckNames {
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
 		}
+		return ev, ev.checkNames(tenant, ticket)
 	}
-	return "", "", fmt.Errorf("%w: subject %q", ErrInvalidID, subject)
+	if len(data) > MaxTicketEventBytes {
+		return ev, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidEvent, len(data), MaxTicketEventBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return ev, fmt.Errorf("%w: data after the JSON object", ErrInvalidEvent)
+	}
+	return ev, ev.Check(tenant, ticket)
 }
 
-// BucketIdempotency remembers Idempotency-Key answers of create_ticket for
-// 24 h: key <tenant>.<hex sha256 of the header value>.
-const BucketIdempotency = "TMS_IDEMPOTENCY"
-
-// IdempotencyKey is the bucket key of one tenant's Idempotency-Key, given
-// the hex SHA-256 of the header value.
-func IdempotencyKey(tenant, keyHashHex string) string {
-	return mustID(tenant) + "." + mustID(keyHashHex)
+// checkNames requires that the event is ticket's of tenant.
+func (ev TicketEvent) checkNames(tenant, ticket string) error {
+	switch {
+	case ev.Tenant != tenant:
+		return fmt.Errorf("%w: body tenant %q differs from the subject's %q", ErrInvalidEvent, ev.Tenant, tenant)
+	case ev.Ticket != ticket:
+		return fmt.Errorf("%w: body ticket %q differs from the subject's %q", ErrInvalidEvent, ev.Ticket, ticket)
+	}
+	return nil
 }
+
+// Check reports an event that no worker may write as it stands, given the
+// tenant and ticket of its subject: it must be a known event of that
+// ticket, of a known type, for a valid agent id, created at a known
+// instant, with a whole-minute slot inside the SLA window of created_at
+// (docs/api.md), a deadline of created_at + the SLA, and no cancelled_at
+// on a created event. An event Check accepts passes CheckRow.
+func (ev TicketEvent) Check(tenant, ticket string) error {
+	sla, ok := SLA(ev.Type)
+	names := ev.checkNames(tenant, ticket)
+	switch {
+	case ev.Event != TicketCreated && ev.Event != TicketCancelled:
+		return fmt.Errorf("%w: event %q", ErrInvalidEvent, ev.Event)
+	case names != nil:
+		return names
+	case ValidID(ev.Ticket) != nil:
+		return fmt.Errorf("%w: ticket id %q", ErrInvalidEvent, ev.Ticket)
+	case !ok:
+		return fmt.Errorf("%w: ticket type %q", ErrInvalidEvent, ev.Type)
+	case ValidID(ev.Agent) != nil:
+		return fmt.Errorf("%w: agent id %q", ErrInvalidEvent, ev.Agent)
+	case ev.CreatedAt.IsZero():
+		return fmt.Errorf("%w: no created_at", ErrInvalidEvent)
+	case !wholeMinute(ev.SlotTime):
+		return fmt.Errorf("%w: slot_time %s is not a whole minute", ErrInvalidEvent, ev.SlotTime.Format(time.RFC3339Nano))
+	case !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
+		return fmt.Errorf("%w: deadline %s is not created_at + %s", ErrInvalidEvent, ev.Deadline.Format(time.RFC3339Nano), sla)
+	case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
+		return fmt.Errorf("%w: slot_time %s outside the window [%s, %s]", ErrInvalidEvent,
+			ev.SlotTime.Format(time.RFC3339), ev.CreatedAt.Format(time.RFC3339Nano), ev.Deadline.Format(time.RFC3339Nano))
+	case ev.Event == TicketCreated && ev.CancelledAt != nil:
+		return fmt.Errorf("%w: a created event with cancelled_at", ErrInvalidEvent)
+	}
+	return nil
+}
+
+// CheckRow reports an event that no database write may accept, whatever
+// its subject and whether or not it holds together: valid ticket and
+// agent ids, a whole-minute slot, created_at and deadline set, a known
+// type. Package tenants applies it to every event it writes; the
+// allocator's Check has required far more before.
+func (ev TicketEvent) CheckRow() error {
+	switch {
+	case ValidID(ev.Ticket) != nil:
+		return fmt.Errorf("%w: ticket id %q", ErrInvalidEvent, ev.Ticket)
+	case ValidID(ev.Agent) != nil:
+		return fmt.Errorf("%w: agent id %q", ErrInvalidEvent, ev.Agent)
+	case !wholeMinute(ev.SlotTime):
+		return fmt.Errorf("%w: slot_time %s is not a whole minute", ErrInvalidEvent, ev.SlotTime.Format(time.RFC3339Nano))
+	case ev.CreatedAt.IsZero() || ev.Deadline.IsZero():
+		return fmt.Errorf("%w: missing created_at or deadline", ErrInvalidEvent)
+	}
+	if _, ok := SLA(ev.Type); !ok {
+		return fmt.Errorf("%w: ticket type %q", ErrInvalidEvent, ev.Type)
+	}
+	return nil
+}
+
+// wholeMinute reports a set instant on a minute boundary.
+func wholeMinute(t time.Time) bool { return !t.IsZero() && t.Equal(t.Truncate(time.Minute)) }

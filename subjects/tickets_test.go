@@ -1,6 +1,7 @@
 package subjects
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -21,57 +22,6 @@ func TestSLA(t *testing.T) {
 	for _, typ := range []string{"", "gold", "Gold", "PLATINUM", "GOLD "} {
 		if _, ok := SLA(typ); ok {
 			t.Errorf("SLA(%q) accepted", typ)
-		}
-	}
-}
-
-func TestSlotKeyRoundTrip(t *testing.T) {
-	t.Parallel()
-	m := time.Date(2026, 11, 26, 23, 59, 0, 0, time.UTC)
-	key := SlotKey("c1", "a-2_x", m)
-	if key != "c1.a-2_x.202611262359" {
-		t.Fatalf("SlotKey = %q", key)
-	}
-	tenant, agent, minute, err := ParseSlotKey(key)
-	if err != nil || tenant != "c1" || agent != "a-2_x" || !minute.Equal(m) {
-		t.Fatalf("ParseSlotKey = %q %q %v %v", tenant, agent, minute, err)
-	}
-	for _, bad := range []string{"", "c1", "c1.a1", "c1.a1.2026112623", "c1.a1.20261126235x", "c1.a1.202611262359.x",
-		"C1.a1.202611262359", "c1.a1.202613262359", ".a1.202611262359"} {
-		if _, _, _, err := ParseSlotKey(bad); !errors.Is(err, ErrInvalidSlot) {
-			t.Errorf("ParseSlotKey(%q) = %v, want ErrInvalidSlot", bad, err)
-		}
-	}
-}
-
-func TestSlotKeyRefusesPartialMinutes(t *testing.T) {
-	t.Parallel()
-	defer func() {
-		if recover() == nil {
-			t.Error("SlotKey accepted a time inside a minute")
-		}
-	}()
-	SlotKey("c1", "a1", time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC))
-}
-
-func TestSlotIDRoundTrip(t *testing.T) {
-	t.Parallel()
-	m := time.Date(2026, 11, 26, 10, 5, 0, 0, time.FixedZone("x", 3600)) // 09:05 UTC
-	for _, agent := range []string{"a", "a-b-c", strings.Repeat("a", MaxIDLen)} {
-		id := FormatSlotID(agent, m, "n0123456789a")
-		a, minute, nonce, err := ParseSlotID(id)
-		if err != nil || a != agent || !minute.Equal(m) || nonce != "n0123456789a" {
-			t.Errorf("ParseSlotID(%q) = %q %v %q %v", id, a, minute, nonce, err)
-		}
-		if ValidID(id) != nil && len(id) <= MaxIDLen {
-			t.Errorf("slot id %q is not an opaque id", id)
-		}
-	}
-	for _, bad := range []string{"", "x", "202611260905-a-n0123456789", "202611260905a-n0123456789a",
-		"202611260905-A-n0123456789a", "20261126090x-a-n0123456789a", "202611260905--n0123456789a",
-		"202611260905-a.b-n0123456789a", "202611260905-a-n0123456789A"} {
-		if _, _, _, err := ParseSlotID(bad); !errors.Is(err, ErrInvalidSlot) {
-			t.Errorf("ParseSlotID(%q) = %v, want ErrInvalidSlot", bad, err)
 		}
 	}
 }
@@ -111,4 +61,182 @@ func TestSubjectsRoundTrip(t *testing.T) {
 	if SlotBucket(3) != "TMS_SLOTS_3" {
 		t.Errorf("SlotBucket(3) = %q", SlotBucket(3))
 	}
+}
+
+// eventT0 is the created_at of the events the validator tests build.
+var eventT0 = time.Date(2030, 5, 6, 10, 0, 30, 0, time.UTC)
+
+// goodEvent is a created event that every check accepts, on
+// tms.tickets.c1.t1.
+func goodEvent() TicketEvent {
+	return TicketEvent{Event: TicketCreated, Tenant: "c1", Ticket: "t1", Type: Gold, Agent: "a1",
+		SlotTime: eventT0.Truncate(time.Minute).Add(time.Minute), CreatedAt: eventT0, Deadline: eventT0.Add(2 * time.Hour)}
+}
+
+func eventJSON(t *testing.T, ev TicketEvent) string {
+	t.Helper()
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDecodeTicketEvent: the one validator gives the allocator
+// (CheckWritable) and the readers of a ticket's latest event (CheckNames)
+// each the answer it gave when each decoded for itself: the writer
+// refuses everything no worker could write, the readers only an event
+// that is not the subject's ticket's; every refusal is ErrInvalidEvent.
+func TestDecodeTicketEvent(t *testing.T) {
+	t.Parallel()
+	const subject = "tms.tickets.c1.t1"
+	with := func(change func(*TicketEvent)) string {
+		ev := goodEvent()
+		change(&ev)
+		return eventJSON(t, ev)
+	}
+	good := eventJSON(t, goodEvent())
+	for _, c := range []struct {
+		name               string
+		subject, data      string
+		writable, readable bool
+	}{
+		{"created", subject, good, true, true},
+		{"cancelled", subject, with(func(ev *TicketEvent) { ev.Event, ev.CancelledAt = TicketCancelled, &eventT0 }), true, true},
+		{"cancelled without cancelled_at", subject, with(func(ev *TicketEvent) { ev.Event = TicketCancelled }), true, true},
+		{"slot in another zone", subject, with(func(ev *TicketEvent) {
+			ev.SlotTime = ev.SlotTime.In(time.FixedZone("x", 5*3600+1800))
+		}), true, true},
+		{"last minute of the window", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 90*time.Second) }), true, true},
+		{"trailing space", subject, good + " \n", true, true},
+		{"not a ticket subject", "tms.tickets.c1", good, false, false},
+		{"invalid subject token", "tms.tickets.c1.T1", good, false, false},
+		{"other tenant", "tms.tickets.c2.t1", good, false, false},
+		{"other ticket", "tms.tickets.c1.t2", good, false, false},
+		{"not json", subject, "{", false, false},
+		{"not an object", subject, "[]", false, false},
+		{"data after the object", subject, good + "{}", false, false},
+		{"unknown member", subject, strings.Replace(good, `{`, `{"extra":1,`, 1), false, true},
+		{"too large", subject, strings.Repeat(" ", MaxTicketEventBytes) + good, false, true},
+		{"unknown event", subject, with(func(ev *TicketEvent) { ev.Event = "moved" }), false, true},
+		{"no event", subject, with(func(ev *TicketEvent) { ev.Event = "" }), false, true},
+		{"unknown type", subject, with(func(ev *TicketEvent) { ev.Type = "gold" }), false, true},
+		{"bad agent", subject, with(func(ev *TicketEvent) { ev.Agent = "a.b" }), false, true},
+		{"no agent", subject, with(func(ev *TicketEvent) { ev.Agent = "" }), false, true},
+		{"no created_at", subject, with(func(ev *TicketEvent) { ev.CreatedAt = time.Time{} }), false, true},
+		{"slot inside a minute", subject, with(func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Second) }), false, true},
+		{"no slot", subject, with(func(ev *TicketEvent) { ev.SlotTime = time.Time{} }), false, true},
+		{"deadline not created_at + SLA", subject, with(func(ev *TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Minute) }), false, true},
+		{"no deadline", subject, with(func(ev *TicketEvent) { ev.Deadline = time.Time{} }), false, true},
+		{"slot before created_at", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Truncate(time.Minute) }), false, true},
+		{"slot past the deadline", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 30*time.Second) }), false, true},
+		{"created with cancelled_at", subject, with(func(ev *TicketEvent) { ev.CancelledAt = &eventT0 }), false, true},
+	} {
+		for _, check := range []struct {
+			name   string
+			check  TicketEventCheck
+			accept bool
+		}{{"CheckWritable", CheckWritable, c.writable}, {"CheckNames", CheckNames, c.readable}} {
+			ev, err := DecodeTicketEvent(c.subject, []byte(c.data), check.check)
+			switch {
+			case check.accept && err != nil:
+				t.Errorf("%s, %s: refused: %v", c.name, check.name, err)
+			case !check.accept && !errors.Is(err, ErrInvalidEvent):
+				t.Errorf("%s, %s: %v, want ErrInvalidEvent", c.name, check.name, err)
+			case check.accept && (ev.Tenant != "c1" || ev.Ticket != "t1"):
+				t.Errorf("%s, %s: accepted %+v", c.name, check.name, ev)
+			}
+		}
+	}
+}
+
+// TestTicketEventCheckRow: the database's own check refuses what no row
+// may hold and nothing else: it neither knows the subject nor requires
+// the event to hold together (the allocator's Check has).
+func TestTicketEventCheckRow(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		change func(*TicketEvent)
+		ok     bool
+	}{
+		{"good", func(*TicketEvent) {}, true},
+		{"no event", func(ev *TicketEvent) { ev.Event = "" }, true},
+		{"other deadline", func(ev *TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Hour) }, true},
+		{"slot outside the window", func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.Add(-time.Hour) }, true},
+		{"bad ticket", func(ev *TicketEvent) { ev.Ticket = "T1" }, false},
+		{"no ticket", func(ev *TicketEvent) { ev.Ticket = "" }, false},
+		{"bad agent", func(ev *TicketEvent) { ev.Agent = "a*" }, false},
+		{"slot inside a minute", func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Millisecond) }, false},
+		{"no slot", func(ev *TicketEvent) { ev.SlotTime = time.Time{} }, false},
+		{"no created_at", func(ev *TicketEvent) { ev.CreatedAt = time.Time{} }, false},
+		{"no deadline", func(ev *TicketEvent) { ev.Deadline = time.Time{} }, false},
+		{"bad type", func(ev *TicketEvent) { ev.Type = "PLATINUM" }, false},
+	} {
+		ev := goodEvent()
+		c.change(&ev)
+		err := ev.CheckRow()
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidEvent)) {
+			t.Errorf("%s: CheckRow = %v, want ok %v", c.name, err, c.ok)
+		}
+	}
+}
+
+// FuzzDecodeTicketEvent: whatever the subject and body, the validator
+// never panics and refuses only with ErrInvalidEvent; what CheckWritable
+// accepts, CheckNames and CheckRow accept too, it holds every invariant
+// the allocator relies on, and its re-encoding is accepted again.
+func FuzzDecodeTicketEvent(f *testing.F) {
+	good, _ := json.Marshal(goodEvent())
+	f.Add("tms.tickets.c1.t1", good)
+	f.Add("tms.tickets.c1.t1", []byte(`{"event":"cancelled","tenant":"c1","ticket":"t1","type":"BRONZE",`+
+		`"agent":"a","slot_time":"2030-05-06T18:00:00+05:30","created_at":"2030-05-06T12:29:59.999999999Z",`+
+		`"deadline":"2030-05-06T20:29:59.999999999Z"}`))
+	f.Add("tms.tickets.c1.t1", []byte(`{"Event":"created","EVENT":"cancelled","tenant":"c1","ticket":"t1"}`))
+	f.Add("tms.tickets.x.y.z", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, subject string, data []byte) {
+		for _, check := range []TicketEventCheck{CheckWritable, CheckNames} {
+			if _, err := DecodeTicketEvent(subject, data, check); err != nil && !errors.Is(err, ErrInvalidEvent) {
+				t.Fatalf("check %d refused with %v, not ErrInvalidEvent", check, err)
+			}
+		}
+		ev, err := DecodeTicketEvent(subject, data, CheckWritable)
+		if err != nil {
+			return
+		}
+		tenant, ticket, err := ParseTicketSubject(subject)
+		if err != nil {
+			t.Fatalf("accepted an event on %q: %v", subject, err)
+		}
+		if _, err := DecodeTicketEvent(subject, data, CheckNames); err != nil {
+			t.Fatalf("CheckWritable accepted what CheckNames refuses: %v", err)
+		}
+		if err := ev.CheckRow(); err != nil {
+			t.Fatalf("CheckWritable accepted what CheckRow refuses: %v", err)
+		}
+		sla, ok := SLA(ev.Type)
+		switch {
+		case ev.Event != TicketCreated && ev.Event != TicketCancelled:
+			t.Fatalf("accepted event %q", ev.Event)
+		case ev.Tenant != tenant || ev.Ticket != ticket:
+			t.Fatalf("accepted tenant %q ticket %q on %s", ev.Tenant, ev.Ticket, subject)
+		case !ok || ValidID(ev.Agent) != nil:
+			t.Fatalf("accepted type %q agent %q", ev.Type, ev.Agent)
+		case ev.CreatedAt.IsZero() || !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
+			t.Fatalf("accepted created_at %v deadline %v for %s", ev.CreatedAt, ev.Deadline, ev.Type)
+		case !ev.SlotTime.UTC().Truncate(time.Minute).Equal(ev.SlotTime):
+			t.Fatalf("accepted slot_time %v", ev.SlotTime)
+		case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
+			t.Fatalf("accepted slot_time %v outside [%v, %v - 1m]", ev.SlotTime, ev.CreatedAt, ev.Deadline)
+		case ev.Event == TicketCreated && ev.CancelledAt != nil:
+			t.Fatal("accepted a created event with cancelled_at")
+		}
+		again, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeTicketEvent(subject, again, CheckWritable); err != nil {
+			t.Fatalf("accepted %q, refused its re-encoding %q: %v", data, again, err)
+		}
+	})
 }

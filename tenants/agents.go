@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 )
 
@@ -67,11 +67,7 @@ func NewAgents(ctx context.Context, cfg AgentsConfig) (*Agents, error) {
 	if cfg.Pools == nil {
 		return nil, errors.New("agents: nil Pools")
 	}
-	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
-		Bucket:      subjects.BucketAgents,
-		Description: "tms service agents and their availability, per tenant",
-		Replicas:    cfg.Replicas,
-	})
+	kv, err := openBucket(ctx, cfg.JS, subjects.AgentsBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +89,11 @@ func (a *Agents) Revision(tenant string) uint64 { return a.revs.get(tenant) }
 func (a *Agents) Run(ctx context.Context) error {
 	note := func(e jetstream.KeyValueEntry) {
 		// Deletes and purges too: they are agent changes of the tenant.
-		if tenant, _, ok := strings.Cut(e.Key(), "."); ok && subjects.ValidID(tenant) == nil {
+		if tenant, _, err := subjects.ParseAgentKey(e.Key()); err == nil {
 			a.revs.note(tenant, e.Revision())
 		}
 	}
-	feed := KVFeed{KV: a.kv, NC: a.nc, Logger: a.log,
+	feed := jskit.KVFeed{KV: a.kv, NC: a.nc, Logger: a.log,
 		Snapshot: func(entries []jetstream.KeyValueEntry) {
 			for _, e := range entries {
 				note(e)
@@ -156,8 +152,8 @@ func scanAgent(row pgx.Row) (Agent, error) {
 	return a, err
 }
 
-// timestamp is now at the database's precision, in UTC.
-func (a *Agents) timestamp() time.Time { return a.now().UTC().Truncate(time.Microsecond) }
+// timestamp is now as tms records instants (subjects.Stamp).
+func (a *Agents) timestamp() time.Time { return subjects.Stamp(a.now()) }
 
 // Create adds an agent to t's database, available from now.
 func (a *Agents) Create(ctx context.Context, t Tenant, name string) (Agent, error) {
@@ -169,7 +165,7 @@ func (a *Agents) Create(ctx context.Context, t Tenant, name string) (Agent, erro
 		return Agent{}, ErrTenantNotFound
 	}
 	now := a.timestamp()
-	ag := Agent{ID: newID("a"), Name: name, Status: subjects.AgentAvailable, AvailableSince: &now,
+	ag := Agent{ID: subjects.NewAgentID(), Name: name, Status: subjects.AgentAvailable, AvailableSince: &now,
 		CreatedAt: now, UpdatedAt: now}
 	err = a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		return inTx(ctx, conn, func(tx pgx.Tx) error {

@@ -8,12 +8,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/jskit"
 )
 
 // cache is the query side of a KV bucket: an in-memory map fed by a
-// KVFeed on filter. Each snapshot is built into a fresh map and swapped in,
-// so readers never see a half-loaded one; until a new snapshot completes
-// the old map keeps answering.
+// jskit.KVFeed on filter. Each snapshot is built into a fresh map and
+// swapped in, so readers never see a half-loaded one; until a new snapshot
+// completes the old map keeps answering.
 type cache[V any] struct {
 	kv     jetstream.KeyValue
 	filter string
@@ -76,7 +78,7 @@ func (c *cache[V]) deleteLocal(id string) {
 
 // run keeps the cache fed until ctx is done.
 func (c *cache[V]) run(ctx context.Context) error {
-	feed := KVFeed{KV: c.kv, Filter: c.filter, NC: c.nc, Logger: c.log,
+	feed := jskit.KVFeed{KV: c.kv, Filter: c.filter, NC: c.nc, Logger: c.log,
 		Snapshot: c.load, Update: c.update, Restarted: func() { c.restarts.Add(1) }}
 	feed.Run(ctx)
 	return nil

@@ -1,6 +1,10 @@
 package tenants
 
-import "errors"
+import (
+	"errors"
+
+	"tms/subjects"
+)
 
 // Errors of the tenants package. Callers test them with errors.Is; the
 // ingress layer maps them onto HTTP codes.
@@ -42,8 +46,10 @@ var (
 	// error is a *SlotConflictError naming that ticket.
 	ErrSlotTaken = errors.New("slot taken by another ticket")
 	// ErrInvalidTicket: a ticket event that can never be written (bad id,
-	// type or slot, or an agent the database does not know).
-	ErrInvalidTicket = errors.New("invalid ticket event")
+	// type or slot, or an agent the database does not know). It is
+	// subjects.ErrInvalidEvent, what the one validator of ticket events
+	// (subjects.TicketEvent.CheckRow here) refuses with.
+	ErrInvalidTicket = subjects.ErrInvalidEvent
 )
 
 // SlotConflictError reports that the tenant database refused a ticket

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 )
 
@@ -58,12 +58,7 @@ type Registry struct {
 
 // NewRegistry creates or updates the bucket subjects.BucketTenants.
 func NewRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
-	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
-		Bucket:         subjects.BucketTenants,
-		Description:    "tms tenant registry: tenant records, e-mail and sub_domain claims",
-		Replicas:       cfg.Replicas,
-		LimitMarkerTTL: limitMarkerTTL,
-	})
+	kv, err := openBucket(ctx, cfg.JS, subjects.TenantsBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}
@@ -72,8 +67,8 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
 	r.cache = &cache[subjects.TenantRecord]{
 		kv: kv, filter: subjects.TenantKeys, nc: cfg.JS.Conn(), log: log,
 		id: func(key string) (string, bool) {
-			id, ok := strings.CutPrefix(key, "tenant.")
-			return id, ok && subjects.ValidID(id) == nil
+			id, err := subjects.ParseTenantKey(key)
+			return id, err == nil
 		},
 		decode: func(b []byte) (subjects.TenantRecord, error) {
 			var rec subjects.TenantRecord
@@ -120,7 +115,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 	if err != nil {
 		return Tenant{}, err
 	}
-	id := newID("c")
+	id := subjects.NewTenantID()
 	log := r.log.With(slog.String("tenant", id))
 	claim, err := json.Marshal(subjects.Claim{Tenant: id})
 	if err != nil {
@@ -141,7 +136,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 		return func(ctx context.Context) {
 			// Only our own revision: a claim that expired meanwhile may
 			// belong to someone else now. The marker itself expires too.
-			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev), jetstream.PurgeTTL(limitMarkerTTL)); err != nil {
+			if err := r.kv.Purge(ctx, key, jetstream.LastRevision(*rev), jetstream.PurgeTTL(subjects.TenantsMarkerTTL)); err != nil {
 				log.Error("releasing claim failed; it expires by itself unless it was confirmed",
 					slog.String("key", key), slog.Any("err", err))
 			}
@@ -150,7 +145,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 
 	emailKey := subjects.EmailKey(email)
 	emailRev, err := r.create(ctx, emailKey, claim, claimTTL)
-	if subjects.CreateLost(err) {
+	if jskit.CreateLost(err) {
 		return Tenant{}, ErrEmailTaken
 	}
 	if err != nil {
@@ -175,7 +170,7 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 	})
 
 	rec := subjects.TenantRecord{ID: id, Name: name, Email: email, PasswordHash: hash, SubDomain: sub,
-		DBServer: server, DBName: dbName, CreatedAt: r.now().UTC().Truncate(time.Microsecond)}
+		DBServer: server, DBName: dbName, CreatedAt: subjects.Stamp(r.now())}
 	body, err := json.Marshal(rec)
 	if err != nil {
 		return fail(err)
@@ -222,7 +217,7 @@ func (r *Registry) claimSubDomain(ctx context.Context, base string, claim []byte
 		sub = base
 		switch {
 		case n > maxSubDomainProbes:
-			sub = withSuffix(base, newID("")[:6])
+			sub = withSuffix(base, subjects.NewID("", 6))
 		case n > 1:
 			sub = withSuffix(base, strconv.Itoa(n))
 		}
@@ -231,7 +226,7 @@ func (r *Registry) claimSubDomain(ctx context.Context, base string, claim []byte
 		if err == nil {
 			return sub, key, rev, nil
 		}
-		if !subjects.CreateLost(err) {
+		if !jskit.CreateLost(err) {
 			return "", "", 0, natsErr("claiming sub_domain", err)
 		}
 		if ctx.Err() != nil {

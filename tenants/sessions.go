@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,12 +52,7 @@ func NewSessions(ctx context.Context, cfg SessionsConfig) (*Sessions, error) {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	kv, err := openBucket(ctx, cfg.JS, jetstream.KeyValueConfig{
-		Bucket:         subjects.BucketSessions,
-		Description:    "tms login sessions: token hash -> tenant, per-key TTL",
-		Replicas:       cfg.Replicas,
-		LimitMarkerTTL: limitMarkerTTL,
-	})
+	kv, err := openBucket(ctx, cfg.JS, subjects.SessionsBucketConfig(cfg.Replicas))
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +60,10 @@ func NewSessions(ctx context.Context, cfg SessionsConfig) (*Sessions, error) {
 	s := &Sessions{kv: kv, log: log, now: orNow(cfg.Now), ttl: ttl}
 	s.cache = &cache[subjects.SessionRecord]{
 		kv: kv, filter: subjects.SessionKeys, nc: cfg.JS.Conn(), log: log,
-		id: func(key string) (string, bool) { return strings.CutPrefix(key, "s.") },
+		id: func(key string) (string, bool) {
+			hash, err := subjects.ParseSessionKey(key)
+			return hash, err == nil
+		},
 		decode: func(b []byte) (subjects.SessionRecord, error) {
 			var rec subjects.SessionRecord
 			err := json.Unmarshal(b, &rec)
@@ -155,9 +152,9 @@ func (s *Sessions) Revoke(ctx context.Context, token string) error {
 	}
 	kctx, cancel := kvContext(ctx)
 	defer cancel()
-	// The purge marker itself goes away after limitMarkerTTL, so revoked
-	// sessions leave nothing behind for long.
-	if err := s.kv.Purge(kctx, subjects.SessionKey(hash), jetstream.PurgeTTL(limitMarkerTTL)); err != nil {
+	// The purge marker itself goes away after subjects.SessionsMarkerTTL,
+	// so revoked sessions leave nothing behind for long.
+	if err := s.kv.Purge(kctx, subjects.SessionKey(hash), jetstream.PurgeTTL(subjects.SessionsMarkerTTL)); err != nil {
 		return natsErr("revoke session", err)
 	}
 	s.cache.deleteLocal(hash)

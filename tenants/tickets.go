@@ -51,24 +51,10 @@ func slotRowID(agent string, minute time.Time) string {
 	return agent + "." + minute.UTC().Format("200601021504")
 }
 
-// checkEvent refuses what no database write should ever accept; the
+// checkEvent refuses what no database write should ever accept
+// (subjects.TicketEvent.CheckRow; its errors are ErrInvalidTicket); the
 // allocator has validated far more before calling.
-func checkEvent(ev subjects.TicketEvent) error {
-	switch {
-	case subjects.ValidID(ev.Ticket) != nil:
-		return fmt.Errorf("%w: ticket id %q", ErrInvalidTicket, ev.Ticket)
-	case subjects.ValidID(ev.Agent) != nil:
-		return fmt.Errorf("%w: agent id %q", ErrInvalidTicket, ev.Agent)
-	case ev.SlotTime.IsZero() || !ev.SlotTime.Equal(ev.SlotTime.Truncate(time.Minute)):
-		return fmt.Errorf("%w: slot time %s is not a whole minute", ErrInvalidTicket, ev.SlotTime.Format(time.RFC3339Nano))
-	case ev.CreatedAt.IsZero() || ev.Deadline.IsZero():
-		return fmt.Errorf("%w: missing created_at or deadline", ErrInvalidTicket)
-	}
-	if _, ok := subjects.SLA(ev.Type); !ok {
-		return fmt.Errorf("%w: ticket type %q", ErrInvalidTicket, ev.Type)
-	}
-	return nil
-}
+func checkEvent(ev subjects.TicketEvent) error { return ev.CheckRow() }
 
 // lockSlot makes sure the agent-minute's slots row exists (available
 // unless a ticket takes it later in the transaction) and locks it.

@@ -1,8 +1,6 @@
 package tenants
 
 import (
-	"crypto/rand"
-	"encoding/base32"
 	"net/mail"
 	"strings"
 	"unicode"
@@ -125,16 +123,4 @@ func withSuffix(base, suffix string) string {
 		base = strings.TrimRight(base[:maxSlugLen-len(suffix)], "-")
 	}
 	return base + suffix
-}
-
-var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newID returns prefix followed by 20 random lower-case base32 characters
-// (100 bits): a valid subjects.ValidID token.
-func newID(prefix string) string {
-	b := make([]byte, 13)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	return prefix + idEncoding.EncodeToString(b)[:20]
 }

@@ -42,9 +42,9 @@ func TestNewID(t *testing.T) {
 	t.Parallel()
 	seen := map[string]bool{}
 	for range 1000 {
-		id := newID("c")
+		id := subjects.NewTenantID()
 		if len(id) != 21 || id[0] != 'c' || subjects.ValidID(id) != nil || seen[id] {
-			t.Fatalf("newID = %q", id)
+			t.Fatalf("NewTenantID = %q", id)
 		}
 		seen[id] = true
 	}

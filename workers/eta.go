@@ -3,8 +3,6 @@ package workers
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers/calendar"
@@ -212,10 +211,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 // hold takes the earliest free slot as a pending hold that expires after
 // HoldTTL unless confirmed.
 func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
-	nonce, err := newNonce()
-	if err != nil {
-		return subjects.ETAReply{}, err
-	}
+	nonce := subjects.NewHoldNonce()
 	expires := now.Add(r.holdTTL).UTC()
 	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotHeld, Type: req.Type, CreatedAt: req.CreatedAt,
 		Nonce: nonce, HoldExpiresAt: &expires})
@@ -254,7 +250,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			tc.cal.Taken(cl, rev)
-		case subjects.CreateLost(err):
+		case jskit.CreateLost(err):
 			tc.cal.Lost(cl)
 		default:
 			tc.cal.Abandon(cl)
@@ -263,7 +259,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 		switch {
 		case err == nil:
 			return cl.Slot, rev, nil
-		case subjects.CreateLost(err):
+		case jskit.CreateLost(err):
 			r.metrics.conflict()
 			continue
 		}
@@ -310,7 +306,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	ack, err := r.js.PublishMsg(kctx, msg, jetstream.WithExpectLastSequencePerSubject(e.Revision()),
 		jetstream.WithMsgTTL(wholeSeconds(r.confirmedTTL(minute, now))))
-	if subjects.WrongLastSequence(err) {
+	if jskit.WrongLastSequence(err) {
 		return subjects.ETAReply{}, ErrHoldGone // expired, confirmed or replaced since the read
 	}
 	if err != nil {
@@ -358,7 +354,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 			ok.Revision = e.Revision()
 			return ok, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !subjects.WrongLastSequence(err) {
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !jskit.WrongLastSequence(err) {
 			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
 		}
 		// Changed since the read: look again.
@@ -382,16 +378,4 @@ func wholeSeconds(d time.Duration) time.Duration {
 		d += time.Second - rem
 	}
 	return d
-}
-
-var nonceEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
-
-// newNonce is the random part of a slot id: subjects.HoldNonceLen
-// characters of [a-z2-7].
-func newNonce() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return nonceEncoding.EncodeToString(b[:])[:subjects.HoldNonceLen], nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops"
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -268,7 +269,7 @@ func (r *Reconciler) snapshot(ctx context.Context, shard int) ([]jetstream.KeyVa
 	if err != nil {
 		return nil, fmt.Errorf("watching slot bucket %s: %w", subjects.SlotBucket(shard), err)
 	}
-	defer tenants.StopWatcher(w)
+	defer jskit.StopWatcher(w)
 	var out []jetstream.KeyValueEntry
 	for {
 		select {
@@ -338,7 +339,7 @@ func (r *Reconciler) judge(ctx context.Context, c candidate, st *ReconcileStats)
 		r.m.released(reason)
 		log.Warn("released a reservation whose ticket does not hold it", slog.String("reason", reason),
 			slog.String("agent", c.agent), slog.Time("slot_time", c.minute), slog.Time("created_at", c.rec.CreatedAt))
-	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || subjects.WrongLastSequence(err):
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || jskit.WrongLastSequence(err):
 		// Rewritten since the snapshot (released, or taken again): not
 		// the record that was judged.
 		log.Debug("reservation changed before its release; left alone")
@@ -355,7 +356,9 @@ const (
 )
 
 // verdict is "" for a legitimate record, or why it is to be released; an
-// error when it cannot tell (ErrUndecided).
+// error when it cannot tell (ErrUndecided). A ticket in neither the stream
+// nor its tenant's database counts as absent only once the stream leader
+// confirms it (tenants.ConfirmAbsence).
 func (r *Reconciler) verdict(ctx context.Context, c candidate) (string, error) {
 	lctx, cancel := context.WithTimeout(ctx, reconcileLookupTimeout)
 	defer cancel()
@@ -367,40 +370,17 @@ func (r *Reconciler) verdict(ctx context.Context, c candidate) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	subject := subjects.TicketSubject(c.tenant, c.rec.Ticket)
-	msg, err := st.GetLastMsgForSubject(lctx, subject)
-	switch {
-	case err == nil:
-		var ev subjects.TicketEvent
-		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.Tenant != c.tenant || ev.Ticket != c.rec.Ticket {
-			return "", fmt.Errorf("%w: event on %s does not decode or names another ticket", ErrUndecided, subject)
-		}
-		return c.judgeEvent(ev.Event == subjects.TicketCancelled, ev.Agent, ev.SlotTime), nil
-	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		return "", fmt.Errorf("%w: reading %s: %w", ErrUndecided, subject, err)
-	}
-	// Not in the stream: consumed (a worker acks only after its commit, so
-	// the row is there), or never published.
-	dctx, dcancel := context.WithTimeout(ctx, reconcileLookupTimeout)
-	defer dcancel()
-	row, err := r.tickets.Get(dctx, ten, c.rec.Ticket)
-	switch {
-	case err == nil:
-		return c.judgeEvent(row.Status == subjects.StatusCancelled, row.Agent, row.SlotTime), nil
-	case !errors.Is(err, tenants.ErrTicketNotFound):
-		return "", fmt.Errorf("%w: reading ticket %s from the tenant database: %w", ErrUndecided, c.rec.Ticket, err)
-	}
-	// In neither. A direct get may be served by a lagging replica, so
-	// the stream leader confirms that the subject is empty before
-	// anything is released.
-	info, err := st.Info(lctx, jetstream.WithSubjectFilter(subject))
+	lookup := tenants.TicketLookup{Stream: st, Rows: r.tickets,
+		StreamTimeout: reconcileLookupTimeout, RowTimeout: reconcileLookupTimeout}
+	found, err := lookup.Find(ctx, ten, c.rec.Ticket, tenants.ConfirmAbsence)
 	if err != nil {
-		return "", fmt.Errorf("%w: stream info for %s: %w", ErrUndecided, subject, err)
+		return "", fmt.Errorf("%w: %w", ErrUndecided, err)
 	}
-	if info.State.Subjects[subject] > 0 {
-		return "", fmt.Errorf("%w: %s has a message the direct get did not return", ErrUndecided, subject)
+	ev, status, ok := found.Latest()
+	if !ok {
+		return reasonOrphan, nil
 	}
-	return reasonOrphan, nil
+	return c.judgeEvent(status == subjects.StatusCancelled, ev.Agent, ev.SlotTime), nil
 }
 
 // judgeEvent compares the ticket's latest known state with the record:
@@ -456,17 +436,8 @@ func newReconcilerMetrics(reg prometheus.Registerer) (*reconcilerMetrics, error)
 			Help: "Reservations due for a look-up left to the next pass (over the per-pass bound).",
 		}),
 	}
-	var err error
-	if m.passes, err = ops.Register(reg, m.passes); err != nil {
-		return nil, err
-	}
-	if m.releases, err = ops.Register(reg, m.releases); err != nil {
-		return nil, err
-	}
-	if m.undecided, err = ops.Register(reg, m.undecided); err != nil {
-		return nil, err
-	}
-	if m.deferred, err = ops.Register(reg, m.deferred); err != nil {
+	if err := ops.RegisterAll(reg, ops.Collector(&m.passes), ops.Collector(&m.releases),
+		ops.Collector(&m.undecided), ops.Collector(&m.deferred)); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops"
+	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers/calendar"
@@ -120,7 +121,7 @@ type tenantCalendar struct {
 }
 
 // NewResponder opens the slot shard buckets, creating or updating them
-// (tenants.OpenBucket: safe when several workers start at once), and opens
+// (jskit.OpenBucket: safe when several workers start at once), and opens
 // the agents bucket (creating it if no tenants process has yet).
 func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) {
 	if cfg.NC == nil || cfg.JS == nil || cfg.Registry == nil {
@@ -167,7 +168,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	for i := 0; i < n; i++ {
 		kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
-		kv, err := tenants.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
+		kv, err := jskit.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
@@ -187,21 +188,13 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	return r, nil
 }
 
-// openAgents opens subjects.BucketAgents, creating it as package tenants
-// does when this process is the first to need it.
+// openAgents opens subjects.BucketAgents, creating it with the
+// configuration package tenants uses (subjects.AgentsBucketConfig) when
+// this process is the first to need it.
 func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
 	kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
-	kv, err := js.KeyValue(kctx, subjects.BucketAgents)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(kctx, jetstream.KeyValueConfig{
-			Bucket: subjects.BucketAgents, Description: "tms service agents and their availability, per tenant",
-			History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(kctx, subjects.BucketAgents)
-		}
-	}
+	kv, err := jskit.OpenBucket(kctx, js, subjects.AgentsBucketConfig(replicas))
 	if err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w: %w", subjects.BucketAgents, ErrUnavailable, err)
 	}
@@ -367,18 +360,8 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"outcome"}),
 	}
-	var err error
-	m.requests, err = ops.Register(reg, m.requests)
-	if err != nil {
-		return nil, err
-	}
-	if m.conflicts, err = ops.Register(reg, m.conflicts); err != nil {
-		return nil, err
-	}
-	if m.rebuilds, err = ops.Register(reg, m.rebuilds); err != nil {
-		return nil, err
-	}
-	if m.agentsWait, err = ops.Register(reg, m.agentsWait); err != nil {
+	if err := ops.RegisterAll(reg, ops.Collector(&m.requests), ops.Collector(&m.conflicts),
+		ops.Collector(&m.rebuilds), ops.Collector(&m.agentsWait)); err != nil {
 		return nil, err
 	}
 	return m, nil

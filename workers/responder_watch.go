@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
-	"tms/tenants"
 	"tms/workers/calendar"
 )
 
@@ -27,12 +26,12 @@ type watchSink struct {
 	loaded   *atomic.Bool
 }
 
-// watchLoop keeps one watch running until ctx is done (tenants.KVFeed:
+// watchLoop keeps one watch running until ctx is done (jskit.KVFeed:
 // rebuilt after a broken watch or a reconnect). Meanwhile the old state
 // keeps answering, which is safe because the KV create decides, not the
 // state.
 func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watchSink) {
-	feed := tenants.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
+	feed := jskit.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
 		Snapshot: func(entries []jetstream.KeyValueEntry) {
 			s.snapshot(entries)
 			s.loaded.Store(true)
@@ -162,8 +161,8 @@ func (r *Responder) applyAgent(e jetstream.KeyValueEntry) {
 			return
 		}
 	} else {
-		t, a, ok := agentKey(e.Key())
-		if !ok {
+		t, a, err := subjects.ParseAgentKey(e.Key())
+		if err != nil {
 			return
 		}
 		tenant, ag = t, calendar.Agent{ID: a}
@@ -281,18 +280,13 @@ func (r *Responder) agentsLastRev(ctx context.Context) (uint64, error) {
 	return bs.StreamInfo().State.LastSeq, nil
 }
 
-func agentKey(key string) (tenant, agent string, ok bool) {
-	tenant, agent, ok = strings.Cut(key, ".")
-	return tenant, agent, ok && subjects.ValidID(tenant) == nil && subjects.ValidID(agent) == nil
-}
-
 // agentOf decodes an agent record. Anyone with access to the bucket can
 // write it, so a record that disagrees with its key or carries an unknown
 // status is ignored (logged), and an available agent without a start
 // counts as unavailable.
 func (r *Responder) agentOf(e jetstream.KeyValueEntry) (string, calendar.Agent, bool) {
-	tenant, agent, ok := agentKey(e.Key())
-	if !ok {
+	tenant, agent, err := subjects.ParseAgentKey(e.Key())
+	if err != nil {
 		r.log.Warn("ignoring an agent key that does not parse", slog.String("key", e.Key()))
 		return "", calendar.Agent{}, false
 	}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/subjects"
-	"tms/tenants"
 )
 
 // natsTimeout bounds one JetStream API call whose caller set no deadline.
@@ -32,14 +32,14 @@ func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc)
 // EnsureStreams creates the TICKETS stream and its dead-letter stream, or
 // updates them to the configuration in package subjects. Every process
 // that publishes or consumes tickets may call it, several at once; it is
-// idempotent (tenants.EnsureStream).
+// idempotent (jskit.EnsureStream).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range []jetstream.StreamConfig{
 		subjects.TicketsStreamConfig(replicas),
 		subjects.DeadLettersStreamConfig(replicas),
 	} {
 		sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
-		_, err := tenants.EnsureStream(sctx, js, cfg)
+		_, err := jskit.EnsureStream(sctx, js, cfg)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -197,4 +198,64 @@ func TestMakeRunUsesAServerThatAnswers(t *testing.T) {
 	if strings.Contains(p.stderrText(), "private") {
 		t.Fatalf("scripts/run: %q", p.stderrText())
 	}
+}
+
+// TestMakeRunMovesOffATakenPort: a port that looked free when the new
+// private cluster was made but that another socket holds by the time
+// postgres binds it (here bound, not listening, so a connect is still
+// refused there) does not fail make run: the new cluster moves to the
+// next free port, says so, and tms serve becomes ready on it.
+func TestMakeRunMovesOffATakenPort(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	worldTraversable(t, dir)
+	taken := 0
+	for p := 25432; p <= 25531 && taken == 0; p++ {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
+		if err == nil {
+			conn.Close()
+			continue
+		}
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: p, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			syscall.Close(fd)
+			continue
+		}
+		t.Cleanup(func() { syscall.Close(fd) })
+		taken = p
+	}
+	if taken == 0 {
+		t.Fatal("no port of 25432..25531 to hold")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := "postgres://postgres@" + ln.Addr().String() + "/postgres?sslmode=disable"
+	ln.Close()
+	varDir := filepath.Join(dir, "var")
+	dataDir := filepath.Join(varDir, "postgres", "data")
+	t.Cleanup(func() {
+		if pid := postmasterPID(t, dataDir); pid != 0 && alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGQUIT)
+		}
+	})
+	p := startRunScript(t, []string{"TMS_DATABASE_URL=" + nobody, "TMS_DATA_DIR=" + varDir},
+		"serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--db-prefix", "tmst_makerun_", "--log-format", "json")
+	pub := newAPI(t, str(t, p.logEvent("listening"), "public"))
+	pub.waitReady(p)
+	url := str(t, p.logEvent("starting tms"), "database_url")
+	if strings.Contains(url, fmt.Sprintf(":%d/", taken)) {
+		t.Fatalf("tms was pointed at the taken port: %s", url)
+	}
+	if msg := p.stderrText(); !strings.Contains(msg, fmt.Sprintf("port %d was taken while the cluster started", taken)) {
+		t.Fatalf("scripts/run did not say it moved off port %d: %q", taken, msg)
+	}
+	pid := postmasterPID(t, dataDir)
+	p.stop()
+	testkit.Eventually(t, 30*time.Second, func() bool { return !alive(pid) }, "postgres to exit after make run stopped")
 }

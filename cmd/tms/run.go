@@ -17,6 +17,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"tms/ingress"
+	"tms/ingress/admission"
 	"tms/ops"
 	"tms/ops/embedded"
 	"tms/subjects"
@@ -273,20 +274,26 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	}
 	hcfg := ingress.Config{
 		Registry: p.registry, Sessions: p.sessions, Agents: p.agents, Logger: logger,
-		NC: nc, JS: js, Tickets: tickets, Replicas: cfg.Replicas,
-		Metrics: metrics, Gatherer: metrics,
-		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger),
+		NC: nc, JS: js, Metrics: metrics, Gatherer: metrics,
 	}
-	// One set of bounds shared by both routers and the NATS API.
+	// One set of bounds shared by both routers, the NATS API and the
+	// admission service they all call.
 	oc := cfg.overloadConfig()
 	oc.JS, oc.Metrics, oc.Logger = js, metrics, logger
 	if hcfg.Overload, err = ingress.NewOverload(oc); err != nil {
 		return nil, fmt.Errorf("overload: %w", err)
 	}
+	hcfg.Admission, err = admission.New(admission.Config{
+		NC: nc, JS: js, Tickets: tickets, Agents: p.agents, Replicas: cfg.Replicas, Logger: logger,
+		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger), Gate: hcfg.Overload,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admission: %w", err)
+	}
 	if p.natsAPI, err = ingress.NewNATSAPI(hcfg); err != nil {
 		return nil, err
 	}
-	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", p.natsAPI.Ready))
+	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", isClosed(p.natsAPI.Started())))
 	// Ready means an admission can succeed now: a responder answers, and
 	// the streams it writes (the slot buckets, TICKETS) have a leader.
 	probes := []ops.Check{ops.ETAResponders(nc), ops.StreamLeader(js, subjects.StreamTickets)}
@@ -302,6 +309,18 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		return nil, err
 	}
 	return p, nil
+}
+
+// isClosed is a readiness flag of a part's Started channel.
+func isClosed(started <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-started:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // stage is a set of long-running parts that stop together.

@@ -1,8 +1,9 @@
-package tenants
+package jskit
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,11 +12,11 @@ import (
 )
 
 // KVFeed keeps a watch on a KV bucket running and feeds what it sees to a
-// query model: the registry and session caches here, the ETA responders'
-// calendars in workers. A watch delivers every current value, then a nil
-// marker, then live updates; Snapshot gets the values up to the marker at
-// once (so the model can be rebuilt and swapped, never seen half loaded),
-// Update each later change. A watch that ends (its channel closes, nats.go
+// query model: the registry and session caches in tenants, the ETA
+// responders' calendars in workers. A watch delivers every current value,
+// then a nil marker, then live updates; Snapshot gets the values up to the
+// marker at once (so the model can be rebuilt and swapped, never seen half
+// loaded), Update each later change. A watch that ends (its channel closes, nats.go
 // issue 1777) or a reconnect to the server starts a new watch and a new
 // snapshot, with backoff; until it completes the old model keeps answering.
 type KVFeed struct {
@@ -34,6 +35,10 @@ type KVFeed struct {
 
 var errWatchEnded = errors.New("watch ended")
 
+// watchSetupTimeout bounds the start of one watch: a watch whose setup
+// hangs is given up and started again.
+const watchSetupTimeout = 5 * time.Second
+
 // Run feeds the model until ctx is done.
 func (f *KVFeed) Run(ctx context.Context) {
 	var status chan nats.Status
@@ -41,7 +46,10 @@ func (f *KVFeed) Run(ctx context.Context) {
 		status = f.NC.StatusChanged(nats.CONNECTED)
 		defer f.NC.RemoveStatusListener(status)
 	}
-	log := orDiscard(f.Logger)
+	log := f.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	for {
@@ -82,7 +90,7 @@ func (f *KVFeed) watch(ctx context.Context, status <-chan nats.Status) (loaded b
 	// that context lives as long as the watch; a timer bounds the setup.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	setup := time.AfterFunc(kvTimeout, cancel)
+	setup := time.AfterFunc(watchSetupTimeout, cancel)
 	var w jetstream.KeyWatcher
 	if f.Filter == "" {
 		w, err = f.KV.WatchAll(wctx)
@@ -94,7 +102,7 @@ func (f *KVFeed) watch(ctx context.Context, status <-chan nats.Status) (loaded b
 		StopWatcher(w)
 	}
 	if err != nil {
-		return false, natsErr("watching "+f.filter(), err)
+		return false, fmt.Errorf("watching %s: %w", f.filter(), err)
 	}
 	defer StopWatcher(w)
 	var fresh []jetstream.KeyValueEntry

@@ -1,4 +1,4 @@
-package tenants_test
+package jskit_test
 
 import (
 	"sync"
@@ -7,9 +7,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops/jskit"
 	"tms/ops/testkit"
 	"tms/subjects"
-	"tms/tenants"
 )
 
 // TestOpenBucketRace: processes that start together race to create the
@@ -28,10 +28,10 @@ func TestOpenBucketRace(t *testing.T) {
 	for range racers {
 		js := ns.JetStream(t) // a connection each, as separate processes have
 		wg.Go(func() {
-			if _, err := tenants.OpenBucket(ctx, js, kvCfg); err != nil {
+			if _, err := jskit.OpenBucket(ctx, js, kvCfg); err != nil {
 				errs <- err
 			}
-			if _, err := tenants.EnsureStream(ctx, js, stCfg); err != nil {
+			if _, err := jskit.EnsureStream(ctx, js, stCfg); err != nil {
 				errs <- err
 			}
 		})
@@ -51,20 +51,20 @@ func TestOpenBucketRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tenants.ConfigCovers(st.Config(), kvCfg) {
+	if !jskit.ConfigCovers(st.Config(), kvCfg) {
 		t.Errorf("bucket as the server reports it %+v does not cover %+v: every open would update it", st.Config(), kvCfg)
 	}
 	stream, err := js.Stream(ctx, stCfg.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tenants.ConfigCovers(stream.CachedInfo().Config, stCfg) {
+	if !jskit.ConfigCovers(stream.CachedInfo().Config, stCfg) {
 		t.Errorf("stream as the server reports it %+v does not cover %+v", stream.CachedInfo().Config, stCfg)
 	}
 
 	// A changed setting is applied to the existing bucket.
 	kvCfg.Description = "changed"
-	if _, err := tenants.OpenBucket(ctx, js, kvCfg); err != nil {
+	if _, err := jskit.OpenBucket(ctx, js, kvCfg); err != nil {
 		t.Fatal(err)
 	}
 	if st, err = kv.Status(ctx); err != nil || st.Config().Description != "changed" {
@@ -77,16 +77,16 @@ func TestConfigCovers(t *testing.T) {
 	want := jetstream.StreamConfig{Name: "S", Replicas: 3, MaxAge: time.Hour}
 	have := want
 	have.Duplicates = 2 * time.Minute // a server default
-	if !tenants.ConfigCovers(have, want) {
+	if !jskit.ConfigCovers(have, want) {
 		t.Error("a server default counts as a difference")
 	}
 	have.Replicas = 1
-	if tenants.ConfigCovers(have, want) {
+	if jskit.ConfigCovers(have, want) {
 		t.Error("replicas 1 covers replicas 3")
 	}
 	have = want
 	have.AllowDirect = true
-	if tenants.ConfigCovers(have, want) {
+	if jskit.ConfigCovers(have, want) {
 		t.Error("a bool the server has on covers one wanted off")
 	}
 }

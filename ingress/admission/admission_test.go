@@ -1,0 +1,88 @@
+package admission
+
+import (
+	"regexp"
+	"testing"
+	"time"
+
+	"tms/subjects"
+)
+
+// ticketIDPattern is what a ticket id looks like (docs/api.md).
+var ticketIDPattern = regexp.MustCompile(`^t[a-z2-7]{20}$`)
+
+func TestNewTicketID(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewTicketID()
+		if !ticketIDPattern.MatchString(id) || seen[id] {
+			t.Fatalf("ticket id %q (seen before: %v)", id, seen[id])
+		}
+		seen[id] = true
+	}
+}
+
+func TestRequestHashSeparatesFields(t *testing.T) {
+	t.Parallel()
+	a := RequestHash("ab", "GOLD")
+	if a != RequestHash("ab", "GOLD") {
+		t.Error("RequestHash is not stable")
+	}
+	if a == RequestHash("a", "bGOLD") || a == RequestHash("ab", "SILVER") {
+		t.Error("RequestHash collides for different requests")
+	}
+}
+
+// TestTimingBudget pins the service to subjects.DefaultBudget: it takes
+// its ETA and publish bounds from it (ETATimeout replacing the ETA), and
+// callTimeout, which the claim budget counts for the cancel of a failed
+// publish, is the budget's Call, so raising one without the other fails
+// here rather than shortening the takeover bound.
+func TestTimingBudget(t *testing.T) {
+	if callTimeout != subjects.DefaultBudget.Call {
+		t.Errorf("callTimeout %s, budget's Call %s: declare one from the other", callTimeout, subjects.DefaultBudget.Call)
+	}
+	if got := newService(Config{}).budget; got != subjects.DefaultBudget {
+		t.Errorf("default service budget %+v, want subjects.DefaultBudget %+v", got, subjects.DefaultBudget)
+	}
+	s := newService(Config{ETATimeout: 7 * time.Second})
+	if s.budget.ETA != 7*time.Second || s.budget.Publish != subjects.DefaultBudget.Publish {
+		t.Errorf("ETATimeout 7s gives budget %+v", s.budget)
+	}
+	// The takeover bound moves with the configured ETA timeout: twice
+	// (the claim's reserve and the release after it).
+	takeover := func(eta time.Duration) time.Duration {
+		return newService(Config{ETATimeout: eta}).budget.IdempotencyTakeover()
+	}
+	if d := takeover(7*time.Second) - takeover(2*time.Second); d != 10*time.Second {
+		t.Errorf("an ETA timeout 5s longer moves the takeover bound by %s, want 10s", d)
+	}
+}
+
+// A done record written before admission was its own package (ingress
+// marshalled its acceptedBody) decodes, and encodes again to the very
+// same bytes: old records replay, and new ones read the same.
+func TestStoredAcceptedIsTheOldBody(t *testing.T) {
+	t.Parallel()
+	old := `{"status":"accepted","ticket_id":"tabcdefghijklmnopqrst","ticket_type":"GOLD",` +
+		`"slot_time":"2030-01-02T03:05:00Z","deadline":"2030-01-02T05:04:05.123456Z",` +
+		`"agent_id":"ag1","created_at":"2030-01-02T03:04:05.123456Z"}`
+	acc, err := decodeAccepted([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2030, 1, 2, 3, 4, 5, 123456000, time.UTC)
+	want := Accepted{TicketID: "tabcdefghijklmnopqrst", Type: "GOLD", Agent: "ag1",
+		SlotTime: time.Date(2030, 1, 2, 3, 5, 0, 0, time.UTC), Deadline: created.Add(2 * time.Hour), CreatedAt: created}
+	if acc != want {
+		t.Errorf("decoded %+v, want %+v", acc, want)
+	}
+	again, err := encodeAccepted(acc)
+	if err != nil || string(again) != old {
+		t.Errorf("encoded again %s (%v), want %s", again, err, old)
+	}
+	if _, err := decodeAccepted([]byte(`{"status":"accepted","slot_time":"soon"}`)); err == nil {
+		t.Error("a record with no timestamps decodes")
+	}
+}

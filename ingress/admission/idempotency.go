@@ -1,0 +1,365 @@
+package admission
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/ops/jskit"
+	"tms/subjects"
+	"tms/tenants"
+)
+
+// Idempotency-Key (docs/api.md): the same key from the same tenant within 24 h
+// returns the first ticket again and creates nothing new; a rejection is not
+// remembered; the same key with another body is ErrIdempotencyReused; a
+// twin still in flight is waited for, or answered ErrIdempotencyInUse.
+//
+// A key is claimed with a KV Create of a pending record that fixes the
+// ticket id. After an admission the record is replaced, revision-checked,
+// by the done record; after a rejection or an outage it is purged. The
+// request that claimed a key gives up on it within claimBudget (its own
+// deadline).
+//
+// A process that dies between the claim and the done record leaves the
+// pending record behind, and perhaps a reservation or even a published
+// ticket. Once the record is older than the takeover bound
+// (subjects.Budget.IdempotencyTakeover: the claim budget, one more ETA
+// timeout for the release a failing twin still sends, and a margin for
+// delivery and clock skew), its twin is presumed dead: a retry
+// takes the record over with a revision-checked write (so one retry
+// wins), then looks for the ticket. If it was published, its answer is
+// rebuilt from the event and remembered; if not, the ticket is admitted
+// anew under the same id (the dead twin's reservation, if any, names
+// another slot than the new event, so the reconciler in package workers
+// releases it). Either way the key gives one ticket. The pending record
+// lives as long as a done one, so it cannot expire before a retry finds
+// it and make a second ticket.
+const (
+	// IdempotencyTTL is how long a key's record lives, pending or done.
+	IdempotencyTTL = 24 * time.Hour
+	idemDoneTTL    = IdempotencyTTL
+	idemPendingTTL = IdempotencyTTL
+	// idemMarkerTTL is how long the purge marker of a forgotten attempt
+	// stays (the bucket's LimitMarkerTTL): markers do not pile up.
+	idemMarkerTTL = time.Minute
+	// idemClaimAttempts bounds how often a request tries to claim a key
+	// that a twin holds and then gives up.
+	idemClaimAttempts = 3
+)
+
+func hexSHA256(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		// A separator that cannot occur in the parts keeps ("ab","c")
+		// apart from ("a","bc").
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// RequestHash fingerprints the canonical fields of a create_ticket
+// request (its client_id, the tenant, and its ticket_type), whatever their
+// spacing or order in the body: a record's BodyHash.
+func RequestHash(tenant, ticketType string) string {
+	return hexSHA256(subjects.OpCreateTicket, tenant, ticketType)
+}
+
+// ClaimKey is the idempotency bucket's key for a tenant's Idempotency-Key
+// (the key itself hashed: any printable ASCII, up to 128 characters).
+func ClaimKey(tenant, idempotencyKey string) string {
+	return subjects.IdempotencyKey(tenant, hexSHA256(idempotencyKey))
+}
+
+// storedAccepted is an Accepted as a done record keeps it: create_ticket's
+// 201 body, field for field, timestamps RFC 3339 in UTC to the
+// microsecond. Records written before admission was a package of its own
+// hold the same JSON, so they still replay.
+type storedAccepted struct {
+	Status     string `json:"status"`
+	TicketID   string `json:"ticket_id"`
+	TicketType string `json:"ticket_type"`
+	SlotTime   string `json:"slot_time"`
+	Deadline   string `json:"deadline"`
+	AgentID    string `json:"agent_id"`
+	CreatedAt  string `json:"created_at"`
+}
+
+// recordTime is how a stored answer spells an instant.
+func recordTime(t time.Time) string { return Stamp(t).Format(time.RFC3339Nano) }
+
+// encodeAccepted is a done record's Response for a.
+func encodeAccepted(a Accepted) ([]byte, error) {
+	return json.Marshal(storedAccepted{
+		Status: subjects.StatusAccepted, TicketID: a.TicketID, TicketType: a.Type,
+		SlotTime: recordTime(a.SlotTime), Deadline: recordTime(a.Deadline), AgentID: a.Agent,
+		CreatedAt: recordTime(a.CreatedAt),
+	})
+}
+
+// decodeAccepted reads a done record's Response.
+func decodeAccepted(data []byte) (Accepted, error) {
+	var r storedAccepted
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Accepted{}, err
+	}
+	a := Accepted{TicketID: r.TicketID, Type: r.TicketType, Agent: r.AgentID}
+	for _, f := range []struct {
+		name, value string
+		into        *time.Time
+	}{{"slot_time", r.SlotTime, &a.SlotTime}, {"deadline", r.Deadline, &a.Deadline}, {"created_at", r.CreatedAt, &a.CreatedAt}} {
+		t, err := time.Parse(time.RFC3339Nano, f.value)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.into = t.UTC()
+	}
+	return a, nil
+}
+
+// createIdempotent is create_ticket under an Idempotency-Key.
+func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, key string) (Accepted, error) {
+	kv, err := s.idempotencyBucket(ctx)
+	if err != nil {
+		return Accepted{}, err
+	}
+	keyHash := hexSHA256(key)
+	kvKey := subjects.IdempotencyKey(t.ID, keyHash)
+	bodyHash := RequestHash(t.ID, typ)
+	waitUntil := time.Now().Add(s.budget.ETA + time.Second)
+	for attempt := 1; ; attempt++ {
+		rec := subjects.IdempotencyRecord{
+			State: subjects.IdempotencyPending, BodyHash: bodyHash, Ticket: NewTicketID(), Created: Stamp(s.now()),
+		}
+		data, err := json.Marshal(rec)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("encoding idempotency record: %w", err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		rev, err := kv.Create(cctx, kvKey, data, jetstream.KeyTTL(idemPendingTTL))
+		cancel()
+		if err == nil {
+			return s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec)
+		}
+		if !jskit.CreateLost(err) {
+			return Accepted{}, unavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
+		}
+		acc, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
+		if stale != nil {
+			acc, retry, err = s.takeOver(ctx, t, typ, kv, kvKey, keyHash, *stale)
+		}
+		if !retry {
+			return acc, err
+		}
+		if attempt >= idemClaimAttempts || !time.Now().Before(waitUntil) {
+			return Accepted{}, ErrIdempotencyInUse
+		}
+	}
+}
+
+// createClaimed admits the ticket whose key this request has claimed,
+// then remembers it or forgets the attempt.
+func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ string,
+	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord) (Accepted, error) {
+	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
+	// Real time: a context deadline is real time, whatever the clock.
+	actx, cancel := context.WithTimeout(ctx, s.budget.IdempotencyClaim())
+	acc, err := s.admit(actx, t, typ, rec.Ticket)
+	cancel()
+	if err != nil {
+		// A rejection or an outage is not remembered: a later try with
+		// the key is a new attempt.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+		defer cancel()
+		if perr := kv.Purge(dctx, kvKey, jetstream.LastRevision(rev), jetstream.PurgeTTL(idemMarkerTTL)); perr != nil {
+			log.Warn("forgetting a failed idempotent attempt; the claim expires by itself", slog.Any("err", perr))
+		}
+		return Accepted{}, err
+	}
+	return s.remember(ctx, t, keyHash, rev, rec, acc, log)
+}
+
+// remember replaces the pending record at rev by the done record holding
+// acc, and returns acc.
+func (s *Service) remember(ctx context.Context, t tenants.Tenant, keyHash string, rev uint64,
+	rec subjects.IdempotencyRecord, acc Accepted, log *slog.Logger) (Accepted, error) {
+	raw, err := encodeAccepted(acc)
+	if err != nil {
+		return Accepted{}, fmt.Errorf("encoding answer: %w", err)
+	}
+	rec.State, rec.Response = subjects.IdempotencyDone, raw
+	if _, err := s.writeRecord(ctx, t, keyHash, rev, rec, idemDoneTTL); err != nil {
+		// The ticket exists; a retry with the key finds the pending record
+		// and answers from the ticket itself (awaitTwin, or a takeover).
+		log.Warn("remembering an idempotent answer", slog.Any("err", err))
+	}
+	return acc, nil
+}
+
+// writeRecord replaces revision rev of a key's record. A KV Update would
+// drop the TTL (docs/nats.md): the new revision is published under
+// compare-and-set with its own TTL instead. It returns the new revision.
+func (s *Service) writeRecord(ctx context.Context, t tenants.Tenant, keyHash string, rev uint64,
+	rec subjects.IdempotencyRecord, ttl time.Duration) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("encoding idempotency record: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer cancel()
+	ack, err := s.js.Publish(pctx, subjects.IdempotencySubject(t.ID, keyHash), data,
+		jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// staleClaim is a pending record whose twin is presumed dead, at the
+// revision it was read.
+type staleClaim struct {
+	rev uint64
+	rec subjects.IdempotencyRecord
+}
+
+// takeOver claims a key whose pending record is stale and gives its
+// ticket id one ticket: the published one, or a new admission under the
+// same id. retry means another request took the record over first (or
+// its twin finished after all): look at the key again.
+func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv jetstream.KeyValue,
+	kvKey, keyHash string, stale staleClaim) (Accepted, bool, error) {
+	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, BodyHash: stale.rec.BodyHash,
+		Ticket: stale.rec.Ticket, Created: Stamp(s.now())}
+	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
+	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
+	if jskit.WrongLastSequence(err) {
+		return Accepted{}, true, nil
+	}
+	if err != nil {
+		return Accepted{}, false, unavailable(fmt.Errorf("taking over idempotency key %s: %w", kvKey, err))
+	}
+	log.Warn("took over an Idempotency-Key whose request is presumed dead",
+		slog.Time("claimed_at", stale.rec.Created))
+	// Absence is confirmed by the stream leader: the direct get may be
+	// served by a lagging replica, and a ticket wrongly taken as never
+	// published would be admitted twice.
+	state, err := s.find(ctx, t, rec.Ticket, tenants.ConfirmAbsence)
+	ev, _, found := state.Latest()
+	if err != nil {
+		// Whether the ticket exists is unknown: the record stays pending
+		// (a later retry takes it over again), nothing new is admitted.
+		return Accepted{}, false, unavailable(fmt.Errorf("looking for ticket %s of a taken-over key: %w", rec.Ticket, err))
+	}
+	var acc Accepted
+	if found {
+		// Published before its twin died: that ticket is the answer, even
+		// if cancelled since (the 201 is what the first request earned).
+		acc, err = s.remember(ctx, t, keyHash, rev, rec, acceptedOf(ev), log)
+	} else {
+		acc, err = s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec)
+	}
+	return acc, false, err
+}
+
+// awaitTwin handles a key that another request holds: a different body is
+// ErrIdempotencyReused; a done record is its ticket again; a pending one older than the
+// takeover bound is returned as stale (its twin is presumed dead); a
+// younger one is watched until it is done or gone (retry: claim the key
+// again), or until waitUntil. A twin that still has not finished by then,
+// but whose ticket is already in the stream or the tenant database, is
+// answered from that ticket; otherwise ErrIdempotencyInUse.
+func (s *Service) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.KeyValue, kvKey, bodyHash string,
+	waitUntil time.Time) (acc Accepted, retry bool, stale *staleClaim, err error) {
+	wctx, cancel := context.WithDeadline(ctx, waitUntil)
+	defer cancel()
+	w, err := kv.Watch(wctx, kvKey)
+	if err != nil {
+		return Accepted{}, false, nil, unavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
+	}
+	defer jskit.StopWatcher(w)
+	var pending *subjects.IdempotencyRecord
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				acc, retry, err := s.answerFromTicket(ctx, t, pending)
+				return acc, retry, nil, err
+			}
+			if e == nil { // end of the current values
+				if pending == nil {
+					return Accepted{}, true, nil, nil // gone before we looked
+				}
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				return Accepted{}, true, nil, nil // forgotten or expired: a new attempt
+			}
+			var rec subjects.IdempotencyRecord
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				return Accepted{}, false, nil, internal(fmt.Errorf("decoding idempotency record %s: %w", kvKey, err))
+			}
+			if rec.BodyHash != bodyHash {
+				return Accepted{}, false, nil, ErrIdempotencyReused
+			}
+			if rec.State == subjects.IdempotencyDone {
+				acc, err := decodeAccepted(rec.Response)
+				if err != nil {
+					return Accepted{}, false, nil, internal(fmt.Errorf("decoding the answer in idempotency record %s: %w", kvKey, err))
+				}
+				return acc, false, nil, nil
+			}
+			if subjects.ValidID(rec.Ticket) == nil && s.now().Sub(rec.Created) >= s.budget.IdempotencyTakeover() {
+				return Accepted{}, false, &staleClaim{rev: e.Revision(), rec: rec}, nil
+			}
+			pending = &rec
+		case <-wctx.Done():
+			acc, retry, err := s.answerFromTicket(ctx, t, pending)
+			return acc, retry, nil, err
+		}
+	}
+}
+
+// answerFromTicket answers for a twin that did not finish in time: if its
+// ticket was published, that ticket is the answer (admitted again);
+// otherwise the twin is still busy.
+func (s *Service) answerFromTicket(ctx context.Context, t tenants.Tenant, pending *subjects.IdempotencyRecord) (Accepted, bool, error) {
+	if pending == nil || ctx.Err() != nil {
+		return Accepted{}, false, ErrIdempotencyInUse
+	}
+	ev, found, err := s.latest(ctx, t, pending.Ticket)
+	if err != nil || !found || ev.Event != subjects.TicketCreated {
+		return Accepted{}, false, ErrIdempotencyInUse
+	}
+	return acceptedOf(ev), false, nil
+}
+
+// idempotencyBucket returns the bucket, creating it on first use.
+func (s *Service) idempotencyBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idem != nil {
+		return s.idem, nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	kv, err := s.js.KeyValue(bctx, subjects.BucketIdempotency)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = s.js.CreateKeyValue(bctx, subjects.IdempotencyBucketConfig(s.replicas))
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = s.js.KeyValue(bctx, subjects.BucketIdempotency)
+		}
+	}
+	if err != nil {
+		return nil, unavailable(fmt.Errorf("opening bucket %s: %w", subjects.BucketIdempotency, err))
+	}
+	s.idem = kv
+	return kv, nil
+}

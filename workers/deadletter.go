@@ -1,0 +1,74 @@
+package workers
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tms/subjects"
+)
+
+// deadLetter parks the raw message on the dead-letter stream with the
+// reason, logs an error, and terminates it. If the dead letter cannot be
+// published, the message is redelivered instead: never dropped.
+func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstream.Msg, d delivery, dec decision) {
+	dl := deadLetterRecord(d, msg.Headers(), dec)
+	pctx, cancel := withNATSDeadline(ctx)
+	defer cancel()
+	if _, err := a.js.PublishMsg(pctx, dl, jetstream.WithMsgID("dlq-"+dl.Header.Get(subjects.HeaderOriginalSequence)),
+		jetstream.WithExpectStream(subjects.StreamDeadLetters)); err != nil {
+		a.redeliver(log, msg, redeliverOf(d, dec, retryDeadLetterPublish, err, a.backoff))
+		return
+	}
+	a.m.deadLettered(dec.kind)
+	log.Error("ticket event dead-lettered", slog.String("kind", dec.kind),
+		slog.String("reason", dl.Header.Get(subjects.HeaderDeadLetterReason)), slog.String("dead_letter_subject", dl.Subject))
+	if err := msg.TermWithReason(dec.kind); err != nil {
+		// Parked already; a redelivery dead-letters it again under the
+		// same message id, which the stream dedupes.
+		log.Warn("term failed after dead-lettering", slog.Any("err", err))
+	}
+}
+
+// deadLetterRecord is the dead letter of delivery d, whose headers are
+// header, for the decision dec: the original body and headers under the
+// ticket's dead-letter subject (DeadLetterInvalid when the subject names
+// no ticket), with the reason, the original subject and its stream
+// sequence.
+func deadLetterRecord(d delivery, header nats.Header, dec decision) *nats.Msg {
+	subject := subjects.DeadLetterInvalid
+	if dec.tenant != "" && dec.ticket != "" {
+		subject = subjects.DeadLetterSubject(dec.tenant, dec.ticket)
+	}
+	dl := &nats.Msg{Subject: subject, Data: d.data, Header: nats.Header{}}
+	for k, vs := range header {
+		// The original's Nats-* headers (message id, expectations) would
+		// dedupe or fail the dead letter itself.
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		dl.Header[k] = append([]string(nil), vs...)
+	}
+	dl.Header.Set(subjects.HeaderDeadLetterReason, headerValue(dec.reason))
+	dl.Header.Set(subjects.HeaderOriginalSubject, headerValue(d.subject))
+	dl.Header.Set(subjects.HeaderOriginalSequence, strconv.FormatUint(d.seq, 10))
+	return dl
+}
+
+// headerValue keeps a header value on one line and bounded.
+func headerValue(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 512 {
+		s = s[:512]
+	}
+	return s
+}
