@@ -190,7 +190,7 @@ func TestConnectNATSRefusesCredentials(t *testing.T) {
 // fails; its last error is what the check says.
 func TestProbes(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(testkit.Context(t, 30*time.Second))
+	ctx := testkit.Context(t, 30*time.Second)
 	var runs atomic.Int64
 	var fail atomic.Bool
 	p := ops.NewProbes(ops.Check{Name: "thing", Check: func(context.Context) error {
@@ -204,8 +204,7 @@ func TestProbes(t *testing.T) {
 	if err := check.Check(ctx); err == nil {
 		t.Fatal("a probe that never ran passes")
 	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	stop := testkit.Run(t, "Probes", p.Run)
 	testkit.Eventually(t, 10*time.Second, func() bool { return check.Check(ctx) == nil }, "the first probe")
 	before := runs.Load()
 	for range 1000 {
@@ -221,10 +220,7 @@ func TestProbes(t *testing.T) {
 		err := check.Check(ctx)
 		return err != nil && err.Error() == "broken"
 	}, "the probe's failure")
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop() // Run's error, if any, fails the test
 }
 
 // TestResponderAndStreamProbes against a real server: no responder, then

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -17,13 +18,8 @@ func TestAgentsRevision(t *testing.T) {
 	t.Parallel()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: e.prov})
 	open := func() *tenants.Agents {
-		a, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
+		return tenantstest.NewAgents(t, tenants.AgentsConfig{Pools: e.Pools, JS: e.js})
 	}
 	here, there := open(), open() // the bucket's creators
 	kv, err := e.js.KeyValue(ctx, subjects.BucketAgents)
@@ -38,7 +34,7 @@ func TestAgentsRevision(t *testing.T) {
 		}
 		return en.Revision()
 	}
-	run(t, "Agents", here.Run)
+	testkit.Run(t, "Agents", here.Run)
 	ten := e.createAccount(t, "Revisions", "rev@agents.example")
 	if got := here.Revision(ten.ID); got != 0 {
 		t.Fatalf("Revision before any write = %d", got)
@@ -67,7 +63,7 @@ func TestAgentsRevision(t *testing.T) {
 	}
 
 	late := open()
-	run(t, "Agents", late.Run)
+	testkit.Run(t, "Agents", late.Run)
 	testkit.Eventually(t, 10*time.Second, func() bool { return late.Revision(ten.ID) == want },
 		"a watch started after the writes")
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -19,11 +20,7 @@ func TestAgents(t *testing.T) {
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
 	clock := testkit.NewClock(time.Date(2030, 5, 6, 7, 8, 9, 123456789, time.UTC))
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: e.prov})
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	agents := tenantstest.NewAgents(t, tenants.AgentsConfig{Pools: e.Pools, JS: e.js, Now: clock.Now})
 	kv, err := e.js.KeyValue(ctx, subjects.BucketAgents)
 	if err != nil {
 		t.Fatal(err)

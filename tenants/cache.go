@@ -31,6 +31,17 @@ type cache[V any] struct {
 	lastRev  uint64 // highest revision applied to m
 	ready    atomic.Bool
 	restarts atomic.Int64 // watches restarted, for tests
+
+	// started is made on first use (a cache is built as a literal) and
+	// closed by the first snapshot, as ready is set.
+	started               chan struct{}
+	makeStarted, didStart sync.Once
+}
+
+// startedChan is closed once the first snapshot is loaded.
+func (c *cache[V]) startedChan() chan struct{} {
+	c.makeStarted.Do(func() { c.started = make(chan struct{}) })
+	return c.started
 }
 
 func (c *cache[V]) get(id string) (V, bool) {
@@ -85,6 +96,7 @@ func (c *cache[V]) load(entries []jetstream.KeyValueEntry) {
 	c.m, c.lastRev = fresh, max(freshRev, c.lastRev)
 	c.mu.Unlock()
 	c.ready.Store(true)
+	c.didStart.Do(func() { close(c.startedChan()) })
 }
 
 // update applies one live change.

@@ -1,8 +1,6 @@
 package tenants
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,20 +29,8 @@ func TestCacheFollowsWatchAcrossRestart(t *testing.T) {
 		id:     func(key string) (string, bool) { return key[2:], true },
 		decode: func(b []byte) (string, error) { return string(b), nil },
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := c.run(runCtx); err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	testkit.Eventually(t, 5*time.Second, c.ready.Load, "snapshot")
+	testkit.Run(t, "cache", c.run)
+	testkit.WaitStarted(t, 5*time.Second, c.startedChan(), "the cache's first snapshot")
 	if v, ok := c.get("before"); !ok || v != "0" {
 		t.Fatalf("snapshot lacks k.before: %q %v", v, ok)
 	}

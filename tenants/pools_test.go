@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/tenants"
 )
 
@@ -69,16 +70,10 @@ func TestPoolBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.User = url.User(role)
-	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
-		ServerURLs: []string{u.String()}, DBPrefix: prefix, Logger: testkit.Logger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prov.Close)
+	prov := tenantstest.NewProvisioner(t, tenants.ProvisionerConfig{ServerURLs: []string{u.String()}, DBPrefix: prefix})
 	all := provisionMany(t, prov, tenantCount)
 
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: prov, MaxConnsPerServer: bound, ConnsPerTenant: 2})
+	pools := tenantstest.StartPools(t, tenants.PoolsConfig{Provisioner: prov, MaxConnsPerServer: bound, ConnsPerTenant: 2})
 
 	// Watch both our count and the server's while the load runs.
 	monitor, err := connectTo(t, testkit.PostgresURL())
@@ -149,10 +144,10 @@ func TestPoolBound(t *testing.T) {
 func TestPoolsWaitForBusyPoolAndEvictIdle(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
-	prov := newProvisioner(t, prefix, nil)
+	prov := tenantstest.NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: prefix})
 	all := provisionMany(t, prov, 2)
 	a, b := all[0], all[1]
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: prov, MaxConnsPerServer: 1, IdleTimeout: 300 * time.Millisecond})
+	pools := tenantstest.StartPools(t, tenants.PoolsConfig{Provisioner: prov, MaxConnsPerServer: 1, IdleTimeout: 300 * time.Millisecond})
 	ctx := testkit.Context(t, 30*time.Second)
 
 	holding, release := make(chan struct{}), make(chan struct{})

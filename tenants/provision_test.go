@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -127,7 +128,8 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		"0001_init.sql":   {Data: []byte(`CREATE TABLE first (id int PRIMARY KEY);`)},
 		"0002_broken.sql": {Data: []byte(`CREATE TABLE second (id int PRIMARY KEY REFERENCES nowhere (id));`)},
 	}
-	reg := startRegistry(t, js, newProvisioner(t, prefix, broken))
+	reg := tenantstest.StartRegistry(t, tenants.RegistryConfig{JS: js,
+		Provisioner: tenantstest.NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: prefix, Migrations: broken})})
 	ctx := testkit.Context(t, 60*time.Second)
 
 	_, err := reg.CreateAccount(ctx, "Half Way", "half@way.example", "correct horse battery")
@@ -154,7 +156,8 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 	}
 
 	// The e-mail and the sub_domain are free again.
-	good := startRegistry(t, js, newProvisioner(t, prefix, nil))
+	good := tenantstest.StartRegistry(t, tenants.RegistryConfig{JS: js,
+		Provisioner: tenantstest.NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: prefix})})
 	ten, err := good.CreateAccount(ctx, "Half Way", "HALF@way.example", "correct horse battery")
 	if err != nil || ten.SubDomain != "half-way" {
 		t.Fatalf("CreateAccount after the failure = %+v, %v", ten, err)
@@ -214,7 +217,7 @@ func TestProvisionerConfigErrors(t *testing.T) {
 		strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Ping of a closed port = %v, want ErrUnavailable naming 127.0.0.1:1 without the password", err)
 	}
-	if err := newProvisioner(t, "tms_", nil).Ping(testkit.Context(t, 10*time.Second)); err != nil {
+	if err := tenantstest.NewProvisioner(t, tenants.ProvisionerConfig{DBPrefix: "tms_"}).Ping(testkit.Context(t, 10*time.Second)); err != nil {
 		t.Errorf("Ping of the test server: %v", err)
 	}
 }

@@ -86,6 +86,10 @@ func (r *Registry) Run(ctx context.Context) error { return r.cache.run(ctx) }
 // Ready reports whether the first snapshot is loaded.
 func (r *Registry) Ready() bool { return r.cache.ready.Load() }
 
+// Started is closed once the first snapshot is loaded: Ready as a channel
+// to wait on.
+func (r *Registry) Started() <-chan struct{} { return r.cache.startedChan() }
+
 // Len is the number of tenants in the query model.
 func (r *Registry) Len() int { return r.cache.len() }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -135,12 +136,12 @@ func TestSecondProcessSeesTenantsAndLogouts(t *testing.T) {
 	t.Parallel()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
-	s1 := startSessions(t, e.js, nil, 0)
+	s1 := e.Sessions()
 
 	// A second process: its own connection, registry and sessions.
 	js2 := e.nats.JetStream(t)
-	reg2 := startRegistry(t, js2, nil)
-	s2 := startSessions(t, js2, nil, 0)
+	reg2 := tenantstest.StartRegistry(t, tenants.RegistryConfig{JS: js2})
+	s2 := tenantstest.StartSessions(t, tenants.SessionsConfig{JS: js2})
 
 	ten := e.createAccount(t, "Initech", "bill@initech.example")
 	testkit.Eventually(t, 5*time.Second, func() bool { return reg2.Len() == 1 }, "second registry sees the tenant")
@@ -185,7 +186,7 @@ func TestRestartKeepsTenantsAndSessions(t *testing.T) {
 	t.Parallel()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
-	s1 := startSessions(t, e.js, nil, 0)
+	s1 := e.Sessions()
 	ten := e.createAccount(t, "Umbrella", "red@umbrella.example")
 	token, _, err := s1.Issue(ctx, ten.ID)
 	if err != nil {
@@ -195,8 +196,8 @@ func TestRestartKeepsTenantsAndSessions(t *testing.T) {
 	e.nats.Restart()
 
 	js := e.nats.JetStream(t)
-	reg := startRegistry(t, js, e.prov)
-	s := startSessions(t, js, nil, 0)
+	reg := tenantstest.StartRegistry(t, tenants.RegistryConfig{JS: js, Provisioner: e.prov})
+	s := tenantstest.StartSessions(t, tenants.SessionsConfig{JS: js})
 	if reg.Len() != 1 {
 		t.Errorf("registry after restart has %d tenants, want 1", reg.Len())
 	}
@@ -222,7 +223,7 @@ func TestSessionExpiryAndMalformedTokens(t *testing.T) {
 	n := testkit.StartNATS(t)
 	js := n.JetStream(t)
 	clock := testkit.NewClock(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
-	s := startSessions(t, js, clock.Now, time.Hour)
+	s := tenantstest.StartSessions(t, tenants.SessionsConfig{JS: js, Now: clock.Now, TTL: time.Hour})
 	ctx := testkit.Context(t, 30*time.Second)
 
 	token, expires, err := s.Issue(ctx, "ctenant")

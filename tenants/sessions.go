@@ -79,6 +79,10 @@ func (s *Sessions) Run(ctx context.Context) error { return s.cache.run(ctx) }
 // Ready reports whether the first snapshot is loaded.
 func (s *Sessions) Ready() bool { return s.cache.ready.Load() }
 
+// Started is closed once the first snapshot is loaded: Ready as a channel
+// to wait on.
+func (s *Sessions) Started() <-chan struct{} { return s.cache.startedChan() }
+
 // Issue starts a session for tenantID and returns its bearer token.
 func (s *Sessions) Issue(ctx context.Context, tenantID string) (token string, expiresAt time.Time, err error) {
 	if err := subjects.ValidID(tenantID); err != nil {

@@ -22,17 +22,12 @@ func TestTicketLookup(t *testing.T) {
 	t.Parallel()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 2*time.Minute)
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: e.prov})
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ten := e.createAccount(t, "Lookup", "lookup@lookup.example")
-	agent, err := agents.Create(ctx, ten, "Ann")
+	agent, err := e.Agents().Create(ctx, ten, "Ann")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := tenants.NewTickets(pools, testkit.Logger(t))
+	rows := e.Tickets
 	st, err := e.js.CreateStream(ctx, subjects.TicketsStreamConfig(1))
 	if err != nil {
 		t.Fatal(err)

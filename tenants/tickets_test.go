@@ -26,13 +26,8 @@ func newTicketEnv(t *testing.T) *ticketEnv {
 	t.Helper()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
-	pools := startPools(t, tenants.PoolsConfig{Provisioner: e.prov})
-	agents, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ten := e.createAccount(t, "Tickets", "tickets@tickets.example")
-	ag, err := agents.Create(ctx, ten, "Ann")
+	ag, err := e.Agents().Create(ctx, ten, "Ann")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +40,7 @@ func newTicketEnv(t *testing.T) *ticketEnv {
 		defer cancel()
 		_ = db.Close(cctx)
 	})
-	return &ticketEnv{ten: ten, agent: ag.ID, tickets: tenants.NewTickets(pools, testkit.Logger(t)), db: db}
+	return &ticketEnv{ten: ten, agent: ag.ID, tickets: e.Tickets, db: db}
 }
 
 var ticketsT0 = time.Date(2030, 1, 2, 3, 4, 5, 600000000, time.UTC)

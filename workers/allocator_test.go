@@ -3,9 +3,7 @@ package workers_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers"
@@ -31,57 +30,18 @@ type allocEnv struct {
 	dbURL   string
 }
 
-// allocBackground runs fn until the returned stop is called (or the test
-// ends) and reports a non-nil return as a test error.
-func allocBackground(t *testing.T, what string, fn func(context.Context) error) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := fn(ctx); err != nil {
-			t.Errorf("%s: %v", what, err)
-		}
-	}()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
-}
-
 func newAllocEnv(t *testing.T, agents int) *allocEnv {
 	t.Helper()
 	ctx := testkit.Context(t, 60*time.Second)
-	log := testkit.Logger(t)
 	e := &allocEnv{nats: testkit.StartNATS(t)}
 	e.js = e.nats.JetStream(t)
-	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
-		ServerURLs: []string{testkit.PostgresURL()}, DBPrefix: testkit.DatabasePrefix(t), Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(prov.Close)
-	e.reg, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: e.js, Provisioner: prov, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	allocBackground(t, "Registry.Run", e.reg.Run)
-	testkit.Eventually(t, 10*time.Second, e.reg.Ready, "registry ready")
-	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: log})
-	allocBackground(t, "Pools.Run", pools.Run)
-	ag, err := tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.tickets = tenants.NewTickets(pools, log)
+	tw := tenantstest.New(t, e.js, tenantstest.Config{})
+	e.reg, e.tickets = tw.Registry, tw.Tickets
+	ag := tw.Agents()
 	if err := workers.EnsureStreams(ctx, e.js, 1); err != nil {
 		t.Fatal(err)
 	}
-	e.ten, err = e.reg.CreateAccount(ctx, "Allocator Co", "ops@alloc.example", "correct horse battery")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e.ten = tw.Account(t, "Allocator Co", "ops@alloc.example")
 	for i := range agents {
 		a, err := ag.Create(ctx, e.ten, fmt.Sprintf("Agent %d", i))
 		if err != nil {
@@ -106,7 +66,7 @@ func (e *allocEnv) start(t *testing.T, concurrency int, metrics prometheus.Regis
 	if err != nil {
 		t.Fatal(err)
 	}
-	return allocBackground(t, "Allocator.Run", a.Run)
+	return testkit.Run(t, "Allocator", a.Run)
 }
 
 var allocT0 = time.Date(2031, 3, 4, 5, 6, 7, 890000000, time.UTC)
@@ -205,14 +165,8 @@ func (e *allocEnv) waitStreamEmpty(t *testing.T) {
 
 func (e *allocEnv) status(t *testing.T, id string) string {
 	t.Helper()
-	row, err := e.tickets.Get(testkit.Context(t, 10*time.Second), e.ten, id)
-	if errors.Is(err, tenants.ErrTicketNotFound) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("Get(%s): %v", id, err)
-	}
-	return row.Status
+	row, _ := tenantstest.TicketRow(t, e.tickets, e.ten, id)
+	return row.Status // "" while there is none
 }
 
 // checkExactlyOnce: every id has exactly one allocated row, there are no

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers"
@@ -35,11 +36,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	ctx := testkit.Context(b, 60*time.Second)
 	e := &benchEnv{nats: testkit.StartNATS(b), tenant: "cbench"}
 	js := e.nats.JetStream(b)
-	reg, err := tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: js, Logger: testkit.Logger(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	runBench(b, reg.Run)
+	reg := tenantstest.StartRegistry(b, tenants.RegistryConfig{JS: js})
 	kvTenants, err := js.KeyValue(ctx, subjects.BucketTenants)
 	if err != nil {
 		b.Fatal(err)
@@ -72,10 +69,10 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	runBench(b, e.r.Run)
+	testkit.Start(b, "Responder", e.r, 30*time.Second)
 	first, last, _ := calendar.Window(respT0, subjects.Bronze)
 	testkit.Eventually(b, 30*time.Second, func() bool {
-		return e.r.Ready() && e.r.FreeSlots(e.tenant, first, last) == agents*480
+		return e.r.FreeSlots(e.tenant, first, last) == agents*480
 	}, "responder sees every agent")
 	testkit.Eventually(b, 10*time.Second, func() bool {
 		_, err := reg.Get(ctx, e.tenant)
@@ -86,19 +83,6 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 		e.bodies[i], _ = json.Marshal(reserveReq(e.tenant, subjects.Bronze, fmt.Sprintf("t%d", i), respT0))
 	}
 	return e
-}
-
-func runBench(b *testing.B, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = fn(ctx)
-	}()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
 }
 
 // BenchmarkReserve measures admission alone: a reserve request answered

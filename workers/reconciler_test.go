@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers"
@@ -42,15 +43,7 @@ const recGrace = 30 * time.Second
 func newRecEnv(t *testing.T) *recEnv {
 	t.Helper()
 	e := &recEnv{respEnv: newRespEnv(t), recClock: testkit.NewClock(respT0)}
-	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
-		ServerURLs: []string{testkit.PostgresURL()}, DBPrefix: testkit.DatabasePrefix(t), Logger: testkit.Logger(t),
-	})
-	if err != nil {
-		t.Fatalf("NewProvisioner: %v", err)
-	}
-	t.Cleanup(prov.Close)
-	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: testkit.Logger(t)})
-	runPart(t, "Pools", pools.Run)
+	pools := tenantstest.StartPools(t, tenants.PoolsConfig{Provisioner: e.tenants.Provisioner})
 	e.tickets = tenants.NewTickets(pools, testkit.Logger(t))
 	if err := workers.EnsureStreams(testkit.Context(t, 30*time.Second), e.js, 1); err != nil {
 		t.Fatal(err)
@@ -262,7 +255,7 @@ func TestReconcilerRun(t *testing.T) {
 	e := newRecEnv(t)
 	rec := e.reconciler(t, func(c *workers.ReconcilerConfig) { c.Interval = 20 * time.Millisecond })
 	orphan := e.reserve(t, "orphan")
-	runPart(t, "Reconciler", rec.Run)
+	testkit.Run(t, "Reconciler", rec.Run)
 	e.recClock.Set(respT0.Add(recGrace + time.Second))
 	testkit.Eventually(t, 10*time.Second, func() bool { return !e.has(t, orphan) }, "Run to release the orphan")
 }
@@ -284,18 +277,12 @@ func (e *recEnv) allocator(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return allocBackground(t, "Allocator.Run", a.Run)
+	return testkit.Run(t, "Allocator", a.Run)
 }
 
 // rowAgent is the agent of a ticket's row, "" while there is none.
 func (e *recEnv) rowAgent(t *testing.T, ticket string) string {
 	t.Helper()
-	row, err := e.tickets.Get(testkit.Context(t, 10*time.Second), e.ten, ticket)
-	if errors.Is(err, tenants.ErrTicketNotFound) {
-		return ""
-	}
-	if err != nil {
-		t.Fatalf("Get(%s): %v", ticket, err)
-	}
+	row, _ := tenantstest.TicketRow(t, e.tickets, e.ten, ticket)
 	return row.Agent
 }

@@ -106,6 +106,11 @@ type Responder struct {
 	closed  bool
 	handler sync.WaitGroup
 	base    context.Context // Run's context, without its cancellation, for handlers
+
+	// started is made on first use and closed when Run first serves, as
+	// ready is set; unlike ready it stays closed once Run stops.
+	started               chan struct{}
+	makeStarted, didStart sync.Once
 }
 
 // tenantCalendar is one tenant's calendar and the lock that serialises it.
@@ -199,6 +204,15 @@ func openAgents(ctx context.Context, js jetstream.JetStream, replicas int) (jets
 // Ready reports whether the calendars are loaded and requests are served.
 func (r *Responder) Ready() bool { return r.ready.Load() }
 
+// Started is closed once Run first serves requests (the server has the
+// subscription): Ready as a channel to wait on.
+func (r *Responder) Started() <-chan struct{} { return r.startedChan() }
+
+func (r *Responder) startedChan() chan struct{} {
+	r.makeStarted.Do(func() { r.started = make(chan struct{}) })
+	return r.started
+}
+
 // Run loads every calendar (one watch per shard bucket and one on the
 // agents bucket), then answers requests until ctx is done; in-flight
 // requests are finished before it returns nil.
@@ -236,6 +250,7 @@ func (r *Responder) Run(ctx context.Context) error {
 		r.log.Warn("flushing the subscription", slog.Any("err", err))
 	}
 	r.ready.Store(true)
+	r.didStart.Do(func() { close(r.startedChan()) })
 	r.log.Info("eta responder ready", slog.Int("shards", r.nShards), slog.Int("concurrency", cap(r.sem)))
 	<-ctx.Done()
 	r.ready.Store(false)

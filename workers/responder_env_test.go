@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/testkit"
+	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
 	"tms/tenants"
 	"tms/workers"
@@ -27,6 +27,7 @@ type respEnv struct {
 	connect  func(testing.TB) *nats.Conn
 	replicas int
 	js       jetstream.JetStream
+	tenants  *tenantstest.Env
 	reg      *tenants.Registry
 	agents   *tenants.Agents
 	clock    *testkit.Clock
@@ -51,62 +52,20 @@ func newClusterRespEnv(t testing.TB) *respEnv {
 
 func (e *respEnv) start(t testing.TB) *respEnv {
 	t.Helper()
-	ctx := testkit.Context(t, 60*time.Second)
 	e.clock = testkit.NewClock(respT0)
 	js, err := jetstream.New(e.connect(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.js = js
-	prov, err := tenants.NewProvisioner(tenants.ProvisionerConfig{
-		ServerURLs: []string{testkit.PostgresURL()}, DBPrefix: testkit.DatabasePrefix(t), Logger: testkit.Logger(t),
-	})
-	if err != nil {
-		t.Fatalf("NewProvisioner: %v", err)
-	}
-	t.Cleanup(prov.Close)
-	e.reg, err = tenants.NewRegistry(ctx, tenants.RegistryConfig{JS: e.js, Provisioner: prov, Logger: testkit.Logger(t),
-		Now: e.clock.Now, Replicas: e.replicas})
-	if err != nil {
-		t.Fatalf("NewRegistry: %v", err)
-	}
-	runPart(t, "Registry", e.reg.Run)
-	testkit.Eventually(t, 10*time.Second, e.reg.Ready, "registry ready")
-	pools := tenants.NewPools(tenants.PoolsConfig{Provisioner: prov, Logger: testkit.Logger(t)})
-	runPart(t, "Pools", pools.Run)
-	e.agents, err = tenants.NewAgents(ctx, tenants.AgentsConfig{Pools: pools, JS: e.js, Logger: testkit.Logger(t),
-		Now: e.clock.Now, Replicas: e.replicas})
-	if err != nil {
-		t.Fatalf("NewAgents: %v", err)
-	}
+	e.tenants = tenantstest.New(t, e.js, tenantstest.Config{Now: e.clock.Now, Replicas: e.replicas})
+	e.reg, e.agents = e.tenants.Registry, e.tenants.Agents()
 	return e
-}
-
-// runPart runs a Run method in the background and stops it (waiting for
-// it) when the test ends.
-func runPart(t testing.TB, what string, fn func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := fn(ctx); err != nil {
-			t.Errorf("%s.Run: %v", what, err)
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-	})
 }
 
 func (e *respEnv) account(t testing.TB, name string) tenants.Tenant {
 	t.Helper()
-	ten, err := e.reg.CreateAccount(testkit.Context(t, 60*time.Second), name, testkit.RandomSuffix(8)+"@eta.example",
-		"correct horse battery")
-	if err != nil {
-		t.Fatalf("CreateAccount(%q): %v", name, err)
-	}
-	return ten
+	return e.tenants.Account(t, name, testkit.RandomSuffix(8)+"@eta.example")
 }
 
 // agentAt creates an agent of ten that became available at since.
@@ -149,8 +108,7 @@ func (e *respEnv) responder(t testing.TB, mod func(*workers.ResponderConfig)) *w
 	if err != nil {
 		t.Fatalf("NewResponder: %v", err)
 	}
-	runPart(t, "Responder", r.Run)
-	testkit.Eventually(t, 15*time.Second, r.Ready, "responder ready")
+	testkit.Start(t, "Responder", r, 15*time.Second)
 	return r
 }
 

@@ -217,8 +217,7 @@ func TestResponderAgentsWatchBehind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runPart(t, "Responder", r.Run)
-	testkit.Eventually(t, 15*time.Second, r.Ready, "responder ready")
+	testkit.Start(t, "Responder", r, 15*time.Second)
 	t.Cleanup(proxy.Restore) // before the responder stops, so that it stops cleanly
 
 	proxy.Cut()
