@@ -50,18 +50,6 @@ func (q *createTicketRequest) claimedClientID() *string { return &q.ClientID }
 func (q *validateETARequest) claimedClientID() *string  { return &q.ClientID }
 func (q *allocateSlotRequest) claimedClientID() *string { return &q.ClientID }
 
-// acceptedBody is create_ticket's 201. An Idempotency-Key's done record
-// holds the same JSON (admission's storedAccepted).
-type acceptedBody struct {
-	Status     string `json:"status"`
-	TicketID   string `json:"ticket_id"`
-	TicketType string `json:"ticket_type"`
-	SlotTime   string `json:"slot_time"`
-	Deadline   string `json:"deadline"`
-	AgentID    string `json:"agent_id"`
-	CreatedAt  string `json:"created_at"`
-}
-
 // ticketBody is GET /tickets/{ticket_id}'s 200.
 type ticketBody struct {
 	TicketID   string `json:"ticket_id"`
@@ -93,11 +81,8 @@ func (a ticketAPI) create(ctx context.Context, t tenants.Tenant, req createTicke
 	if err != nil {
 		return answer{}, err
 	}
-	return answer{status: http.StatusCreated, body: acceptedBody{
-		Status: subjects.StatusAccepted, TicketID: acc.TicketID, TicketType: acc.Type,
-		SlotTime: timestamp(acc.SlotTime), Deadline: timestamp(acc.Deadline), AgentID: acc.Agent,
-		CreatedAt: timestamp(acc.CreatedAt),
-	}}, nil
+	return answer{status: http.StatusCreated,
+		body: subjects.NewAcceptedAnswer(acc.TicketID, acc.Type, acc.Agent, acc.SlotTime, acc.Deadline, acc.CreatedAt)}, nil
 }
 
 // cancel is cancel_ticket for t.

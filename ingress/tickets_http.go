@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+
+	"tms/tenants"
 )
 
 // The HTTP face of ticket admission. Each handler decodes and checks the
@@ -61,33 +63,34 @@ func (a *api) getTicketHTTP(w http.ResponseWriter, r *http.Request) {
 // validateETAHTTP is POST /validate_eta on the internal listener.
 func (a *api) validateETAHTTP(w http.ResponseWriter, r *http.Request) {
 	var req validateETARequest
-	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, r, a.logger, err)
-		return
-	}
-	ctx := context.WithoutCancel(r.Context())
-	t, err := a.tickets.client(ctx, req.ClientID)
-	if err != nil {
-		writeError(w, r, a.logger, err)
-		return
-	}
-	ans, err := a.tickets.validateETA(ctx, t, req)
-	a.respond(w, r, ans, err)
+	a.serveInternal(w, r, &req, func(ctx context.Context, t tenants.Tenant) (answer, error) {
+		return a.tickets.validateETA(ctx, t, req)
+	})
 }
 
 // allocateSlotHTTP is POST /allocate_slot on the internal listener.
 func (a *api) allocateSlotHTTP(w http.ResponseWriter, r *http.Request) {
 	var req allocateSlotRequest
-	if err := decodeJSON(w, r, &req); err != nil {
+	a.serveInternal(w, r, &req, func(ctx context.Context, t tenants.Tenant) (answer, error) {
+		return a.tickets.allocateSlot(ctx, t, req)
+	})
+}
+
+// serveInternal is an internal-listener operation, which names its tenant
+// in the body: decode req, resolve its client_id once, call, answer. The
+// context outlives the client, as for every ticket operation.
+func (a *api) serveInternal(w http.ResponseWriter, r *http.Request, req ownedBody,
+	call func(context.Context, tenants.Tenant) (answer, error)) {
+	if err := decodeJSON(w, r, req); err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	t, err := a.tickets.client(ctx, req.ClientID)
+	t, err := a.tickets.client(ctx, *req.claimedClientID())
 	if err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}
-	ans, err := a.tickets.allocateSlot(ctx, t, req)
+	ans, err := call(ctx, t)
 	a.respond(w, r, ans, err)
 }

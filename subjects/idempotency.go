@@ -53,3 +53,24 @@ type IdempotencyRecord struct {
 	Response []byte    `json:"response,omitempty"`
 	Created  time.Time `json:"created"`
 }
+
+// AcceptedAnswer is create_ticket's 201 body, field for field: what HTTP
+// and the NATS API answer, and what a done IdempotencyRecord keeps as its
+// Response to answer a retry with. Instants are FormatStamp's.
+type AcceptedAnswer struct {
+	Status     string `json:"status"`
+	TicketID   string `json:"ticket_id"`
+	TicketType string `json:"ticket_type"`
+	SlotTime   string `json:"slot_time"`
+	Deadline   string `json:"deadline"`
+	AgentID    string `json:"agent_id"`
+	CreatedAt  string `json:"created_at"`
+}
+
+// NewAcceptedAnswer is the 201 body of an accepted ticket.
+func NewAcceptedAnswer(ticket, typ, agent string, slotTime, deadline, createdAt time.Time) AcceptedAnswer {
+	return AcceptedAnswer{
+		Status: StatusAccepted, TicketID: ticket, TicketType: typ, SlotTime: FormatStamp(slotTime),
+		Deadline: FormatStamp(deadline), AgentID: agent, CreatedAt: FormatStamp(createdAt),
+	}
+}

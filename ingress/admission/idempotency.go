@@ -78,35 +78,16 @@ func ClaimKey(tenant, idempotencyKey string) string {
 	return subjects.IdempotencyKey(tenant, hexSHA256(idempotencyKey))
 }
 
-// storedAccepted is an Accepted as a done record keeps it: create_ticket's
-// 201 body, field for field, timestamps RFC 3339 in UTC to the
-// microsecond. Records written before admission was a package of its own
-// hold the same JSON, so they still replay.
-type storedAccepted struct {
-	Status     string `json:"status"`
-	TicketID   string `json:"ticket_id"`
-	TicketType string `json:"ticket_type"`
-	SlotTime   string `json:"slot_time"`
-	Deadline   string `json:"deadline"`
-	AgentID    string `json:"agent_id"`
-	CreatedAt  string `json:"created_at"`
-}
-
-// recordTime is how a stored answer spells an instant.
-func recordTime(t time.Time) string { return subjects.Stamp(t).Format(time.RFC3339Nano) }
-
-// encodeAccepted is a done record's Response for a.
+// encodeAccepted is a done record's Response for a: create_ticket's 201
+// body (subjects.AcceptedAnswer). Records written before admission was a
+// package of its own hold the same JSON, so they still replay.
 func encodeAccepted(a Accepted) ([]byte, error) {
-	return json.Marshal(storedAccepted{
-		Status: subjects.StatusAccepted, TicketID: a.TicketID, TicketType: a.Type,
-		SlotTime: recordTime(a.SlotTime), Deadline: recordTime(a.Deadline), AgentID: a.Agent,
-		CreatedAt: recordTime(a.CreatedAt),
-	})
+	return json.Marshal(subjects.NewAcceptedAnswer(a.TicketID, a.Type, a.Agent, a.SlotTime, a.Deadline, a.CreatedAt))
 }
 
 // decodeAccepted reads a done record's Response.
 func decodeAccepted(data []byte) (Accepted, error) {
-	var r storedAccepted
+	var r subjects.AcceptedAnswer
 	if err := json.Unmarshal(data, &r); err != nil {
 		return Accepted{}, err
 	}
