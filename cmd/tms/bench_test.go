@@ -32,7 +32,7 @@ type benchJSON struct {
 	Dropped     int     `json:"dropped"`
 	Interrupted bool    `json:"interrupted"`
 	LatencyMS   struct {
-		Answered                  int
+		Answered                 int
 		P50, P90, P99, P999, Max float64
 	} `json:"latency_ms"`
 	Answers map[string]int `json:"answers"`
