@@ -175,6 +175,7 @@ func benchHint(flagName string) string {
 	return fmt.Sprintf("set --%s or %s", flagName, benchEnvName(flagName))
 }
 
+// printBenchUsage is tms bench's help: what it does, then its flags.
 func printBenchUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage: tms bench [flags]
 
@@ -580,6 +581,7 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 	return nil
 }
 
+// cleanupNote says what follows an interruption.
 func cleanupNote(cfg benchConfig) string {
 	if cfg.Cleanup {
 		return "cleaning up (a second signal quits at once, leaving the tickets)"

@@ -52,6 +52,8 @@ type tally struct {
 	errSample string   // the first transport error, to show what went wrong
 }
 
+// newTally makes the tally of a rate that schedules about capacity
+// requests.
 func newTally(capacity int) *tally {
 	return &tally{answers: map[string]int{}, latencies: make([]time.Duration, 0, capacity)}
 }
@@ -142,6 +144,7 @@ type latencySummary struct {
 	Max      float64 `json:"max"`
 }
 
+// summarize sorts a copy of lat and takes its percentiles.
 func summarize(lat []time.Duration) latencySummary {
 	sorted := slices.Clone(lat)
 	slices.Sort(sorted)
@@ -218,6 +221,7 @@ func (y *tally) acceptedTickets() []string {
 // textHeader and textRow are the table tms bench prints without --json.
 const textHeader = "    rate   secs  scheduled     sent  accepted  rejected  4xx  5xx  errors  dropped   acc/s   rej/s  fail/s      p50      p90      p99    p99.9      max"
 
+// textRow is the result as a row under textHeader.
 func (r benchResult) textRow() string {
 	d := func(ms float64) string {
 		return time.Duration(ms * float64(time.Millisecond)).Round(10 * time.Microsecond).String()
