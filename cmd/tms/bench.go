@@ -106,6 +106,20 @@ func loadBenchConfig(args []string, getenv func(string) string, out io.Writer) (
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// --rate and --sweep replace each other: the one on the command line
+	// wins over the other's variable.
+	onCmd := map[string]bool{}
+	probe := benchFlags(&benchConfig{}, new(float64), new(string))
+	probe.SetOutput(io.Discard)
+	if probe.Parse(args) == nil {
+		probe.Visit(func(f *flag.Flag) { onCmd[f.Name] = true })
+	}
+	switch {
+	case onCmd["rate"] && !onCmd["sweep"]:
+		delete(set, "sweep")
+	case onCmd["sweep"] && !onCmd["rate"]:
+		delete(set, "rate")
+	}
 	return c, c.finish(rate, sweep, set)
 }
 

@@ -254,6 +254,16 @@ func TestBenchConfig(t *testing.T) {
 	if !slices.Equal(cfg.Rates, []float64{500, 1000, 2000}) || cfg.Agents != 0 || cfg.Password != "secret pass" || cfg.URL != "http://127.0.0.1:9" {
 		t.Fatalf("sweep with a tenant: %+v", cfg)
 	}
+	// The command line's --rate wins over TMS_BENCH_SWEEP, and --sweep
+	// over TMS_BENCH_RATE.
+	cfg, err = loadBenchConfig([]string{"--rate", "40"}, env(map[string]string{"TMS_BENCH_SWEEP": "1,2"}), io.Discard)
+	if err != nil || !slices.Equal(cfg.Rates, []float64{40}) {
+		t.Fatalf("--rate over TMS_BENCH_SWEEP: %+v, %v", cfg, err)
+	}
+	cfg, err = loadBenchConfig([]string{"--sweep", "5,6"}, env(map[string]string{"TMS_BENCH_RATE": "40"}), io.Discard)
+	if err != nil || !slices.Equal(cfg.Rates, []float64{5, 6}) {
+		t.Fatalf("--sweep over TMS_BENCH_RATE: %+v, %v", cfg, err)
+	}
 	cfg, err = loadBenchConfig([]string{"--client-id", "c1", "--password", "p", "--agents", "3"}, env(nil), io.Discard)
 	if err != nil || cfg.Agents != 3 {
 		t.Fatalf("--agents with --client-id: %+v, %v", cfg, err)
@@ -267,6 +277,7 @@ func TestBenchConfig(t *testing.T) {
 		{[]string{"--rate", "-5"}, nil, "--rate"},
 		{[]string{"--rate", "NaN"}, nil, "--rate"},
 		{[]string{"--rate", "10", "--sweep", "1,2"}, nil, "--sweep"},
+		{nil, map[string]string{"TMS_BENCH_RATE": "10", "TMS_BENCH_SWEEP": "1,2"}, "--sweep"},
 		{[]string{"--sweep", "1,x"}, nil, "--sweep"},
 		{[]string{"--sweep", ""}, nil, "--sweep"},
 		{[]string{"--duration", "1ms"}, nil, "--duration"},
