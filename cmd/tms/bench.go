@@ -292,8 +292,9 @@ func newBenchClient(cfg benchConfig) *benchClient {
 // apiAnswer is an answer of the API: its status and the fields tms bench
 // reads.
 type apiAnswer struct {
-	status int
-	body   struct {
+	status     int
+	retryAfter time.Duration // Retry-After, 0 when absent
+	body       struct {
 		Status   string `json:"status"`
 		Error    string `json:"error"`
 		Message  string `json:"message"`
@@ -335,24 +336,46 @@ func (b *benchClient) call(ctx context.Context, method, path string, body []byte
 		return a, fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
 	}
 	a.status = resp.StatusCode
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		a.retryAfter = time.Duration(secs) * time.Second
+	}
 	_ = json.Unmarshal(raw, &a.body) // a body that is not JSON leaves the fields empty
 	return a, nil
 }
 
-// must sends a set-up or clean-up request and wants the status want.
+// mustAttempts bounds how often must sends one request.
+const mustAttempts = 10
+
+// must sends a set-up or clean-up request and wants the status want. A
+// 429 or 503 (the server shed it: nothing was done) is tried again after
+// its Retry-After (1s when absent, at most 5s), up to mustAttempts times
+// in all: under load, or beside other tenants over their fair share, a
+// clean-up must not give up on its first refusal.
 func (b *benchClient) must(ctx context.Context, want int, method, path string, body any) (apiAnswer, error) {
 	raw, err := json.Marshal(body)
 	if err != nil {
 		return apiAnswer{}, err
 	}
-	a, err := b.call(ctx, method, path, raw)
-	if err != nil {
-		return a, fmt.Errorf("%s %s: %w", method, path, err)
+	for attempt := 1; ; attempt++ {
+		a, err := b.call(ctx, method, path, raw)
+		if err != nil {
+			return a, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if a.status == want {
+			return a, nil
+		}
+		err = fmt.Errorf("%s %s: %d %s %s (want %d)", method, path, a.status, a.body.Error, a.body.Message, want)
+		if (a.status != http.StatusTooManyRequests && a.status != http.StatusServiceUnavailable) || attempt == mustAttempts {
+			return a, err
+		}
+		wait := a.retryAfter
+		if wait <= 0 {
+			wait = time.Second
+		}
+		if realWait(ctx, time.Now().Add(min(wait, 5*time.Second))) != nil {
+			return a, fmt.Errorf("%w (given up: %v)", err, ctx.Err())
+		}
 	}
-	if a.status != want {
-		return a, fmt.Errorf("%s %s: %d %s %s (want %d)", method, path, a.status, a.body.Error, a.body.Message, want)
-	}
-	return a, nil
 }
 
 // benchTenant is the tenant a run loads and what it set up there.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -307,5 +309,47 @@ func TestBenchConfig(t *testing.T) {
 	out.Reset()
 	if err := help([]string{"bench"}, &out); !errors.Is(err, errHelp) || !strings.Contains(out.String(), "open-loop") || !strings.Contains(out.String(), "--sweep") {
 		t.Errorf("tms help bench: %v, printed %q", err, out.String())
+	}
+}
+
+// TestBenchMustRetriesShedRequests: a set-up or clean-up request the
+// server shed (429, 503) is sent again after its Retry-After; any other
+// refusal is final.
+func TestBenchMustRetriesShedRequests(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	calls := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls[r.URL.Path]++
+		n := calls[r.URL.Path]
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/cancel_ticket" && n == 1:
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"status":"error","error":"rate_limited","message":"over its fair share"}`)
+		case r.URL.Path == "/cancel_ticket":
+			io.WriteString(w, `{"status":"cancelled","ticket_id":"t1"}`)
+		default:
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"status":"error","error":"invalid_field","message":"no"}`)
+		}
+	}))
+	defer srv.Close()
+	b := newBenchClient(benchConfig{URL: srv.URL, MaxInFlight: 4, Timeout: 5 * time.Second})
+	defer b.hc.CloseIdleConnections()
+	ctx := context.Background()
+	if a, err := b.must(ctx, http.StatusOK, http.MethodPost, "/cancel_ticket", map[string]string{"ticket_id": "t1"}); err != nil || a.body.TicketID != "t1" {
+		t.Fatalf("cancel after a 429: %+v, %v", a, err)
+	}
+	if _, err := b.must(ctx, http.StatusOK, http.MethodPost, "/logout", map[string]string{}); err == nil || !strings.Contains(err.Error(), "400 invalid_field") {
+		t.Fatalf("a 400: %v, want it reported", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["/cancel_ticket"] != 2 || calls["/logout"] != 1 {
+		t.Fatalf("calls %v: want the 429 tried again once, the 400 not", calls)
 	}
 }
