@@ -13,9 +13,12 @@ TMS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 export TMS_DATABASE_URL
 # Extra flags for make run, e.g. make run ARGS='--http-addr :9090'.
 ARGS      ?=
+# What make bench runs against its fresh tms serve, e.g.
+# make bench BENCH_ARGS='--rate 800 --duration 30s --type GOLD'.
+BENCH_ARGS ?= --sweep 500,1000,2000 --duration 5s
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fuzz postgres clean
+.PHONY: help build run test lint fuzz postgres clean bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +28,9 @@ build: ## build bin/tms
 
 run: build ## run tms serve: embedded NATS on 127.0.0.1:4223, HTTP on :8080 and 127.0.0.1:8081, data in ./var; a private PostgreSQL in ./var/postgres if none answers
 	@scripts/run $(BIN) serve $(ARGS)
+
+bench: build ## start a fresh tms serve on loopback (temp data dir, throwaway databases), run tms bench against it (BENCH_ARGS: a 500,1000,2000/s sweep, 5s each), stop it and drop its databases
+	@scripts/bench $(BIN) $(BENCH_ARGS)
 
 test: ## run every test with the race detector (what CI runs; needs Postgres, see README)
 	$(GO) test -race -count=1 -timeout 12m ./...

@@ -1,6 +1,7 @@
 // Package main is the tms command, the ticket management service: `tms serve` runs every
 // part in one process with an embedded NATS server; `tms ingress` and
-// `tms worker` run one role each against an external NATS cluster.
+// `tms worker` run one role each against an external NATS cluster;
+// `tms bench` is a load generator against a running one.
 // Run `tms help` for the commands and flags.
 package main
 
@@ -23,8 +24,12 @@ func main() {
 
 // realMain loads the configuration, builds the logger and calls run; it
 // turns the outcome into an exit code: 0 on a clean stop or help, 1 when
-// the service cannot start or fails, 2 for bad flags or variables.
+// the service cannot start or fails, 2 for bad flags or variables. tms
+// bench, a client of the service, has its own flags (bench.go).
 func realMain(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "bench" {
+		return benchMain(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := loadConfig(args, getenv, stdout)
 	if errors.Is(err, errHelp) {
 		return 0
