@@ -55,6 +55,9 @@ type config struct {
 	MaxAccountCreates int
 	MaxLogins         int
 	QueueWait         time.Duration
+	// PprofAddr is the listener of the net/http/pprof handlers (empty:
+	// none); never the public one.
+	PprofAddr string
 	// Failpoint is TMS_FAILPOINT (test only; see failpoint.go).
 	Failpoint failpoint
 }
@@ -173,6 +176,8 @@ var flagDefs = []flagDef{
 		str(func(c *config) *string { return &c.LogLevel }, "info")},
 	{"log-format", "text or json", roleAll,
 		str(func(c *config) *string { return &c.LogFormat }, "text")},
+	{"pprof-addr", "listener of the Go profiler's /debug/pprof/ handlers, e.g. 127.0.0.1:6060 (keep it on loopback: a profile shows the process's internals); empty: off", roleFront | roleBack,
+		str(func(c *config) *string { return &c.PprofAddr }, "")},
 }
 
 // commands are what tms runs, in the order the help shows them, with the
@@ -397,7 +402,26 @@ func (c *config) validate() error {
 			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)
 		}
 	}
+	if err := c.validatePprof(); err != nil {
+		return err
+	}
 	return c.validateLog()
+}
+
+// validatePprof checks --pprof-addr when it is set.
+func (c *config) validatePprof() error {
+	c.PprofAddr = strings.TrimSpace(c.PprofAddr)
+	if c.PprofAddr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.PprofAddr)
+	if err != nil {
+		return usagef("--pprof-addr %q: want host:port, e.g. 127.0.0.1:6060 (%v)", c.PprofAddr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usagef("--pprof-addr %q: want host:port with a port number in 0..65535", c.PprofAddr)
+	}
+	return nil
 }
 
 func (c *config) validateLog() error {

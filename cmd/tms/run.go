@@ -69,6 +69,11 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		// Released last, after the embedded server has stopped writing.
 		defer lock.Close()
 	}
+	stopPprof, err := startPprof(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	waiter := ops.NewWaiter(logger)
 	var servers []*ingress.Server
 	supervised := false
