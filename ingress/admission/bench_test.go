@@ -32,8 +32,10 @@ type createBench struct {
 
 // newCreateBench gives the tenant enough agents for n BRONZE tickets
 // created from now on (480 minutes per agent in the window, a few lost
-// to the clock moving on).
-func newCreateBench(b *testing.B, n int) *createBench {
+// to the clock moving on). The responder has a connection of its own, as
+// in tms serve, unless oneConn: then admission and the responder share
+// one.
+func newCreateBench(b *testing.B, n int, oneConn bool) *createBench {
 	b.Helper()
 	ctx := testkit.Context(b, 60*time.Second)
 	ns := testkit.StartNATS(b)
@@ -91,7 +93,10 @@ func newCreateBench(b *testing.B, n int) *createBench {
 	if err := workers.EnsureStreams(ctx, js, 1); err != nil {
 		b.Fatal(err)
 	}
-	rnc := connect()
+	rnc := nc
+	if !oneConn {
+		rnc = connect()
+	}
 	r, err := workers.NewResponder(ctx, workers.ResponderConfig{NC: rnc, JS: jsOf(rnc), Registry: reg, Logger: logger})
 	if err != nil {
 		b.Fatal(err)
@@ -128,11 +133,12 @@ func runPart(b *testing.B, run func(context.Context) error) {
 // BenchmarkCreate measures create_ticket's admission without HTTP:
 // Service.Create asks the ETA responder to reserve (a KV create, fsynced),
 // then publishes the ticket event to TICKETS (fsynced) and waits for its
-// ack. One at a time, and 16 at once per core. docs/perf.md has figures
+// ack. One at a time, and 16 at once per core (also with admission and the
+// responder sharing one connection). docs/perf.md has figures
 // and the command.
 func BenchmarkCreate(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		e := newCreateBench(b, b.N)
+		e := newCreateBench(b, b.N, false)
 		ctx := context.Background()
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -142,19 +148,25 @@ func BenchmarkCreate(b *testing.B) {
 			}
 		}
 	})
-	b.Run("parallel", func(b *testing.B) {
-		e := newCreateBench(b, b.N)
-		ctx := context.Background()
-		b.ReportAllocs()
-		b.SetParallelism(16)
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, nil); err != nil {
-					b.Error(err)
-					return
+	parallel := func(oneConn bool) func(b *testing.B) {
+		return func(b *testing.B) {
+			e := newCreateBench(b, b.N, oneConn)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, nil); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
-		})
-	})
+			})
+		}
+	}
+	b.Run("parallel", parallel(false))
+	// Admission and the responder on one in-process connection, as tms
+	// serve had them before each got its own.
+	b.Run("parallel-one-conn", parallel(true))
 }
