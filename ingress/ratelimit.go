@@ -1,8 +1,10 @@
 package ingress
 
 import (
+	"hash/maphash"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -17,21 +19,40 @@ import (
 // burst/rate has refilled, and a full bucket is exactly what a new one
 // is, so dropping it changes no answer. Thousands of tenants that came
 // once therefore cost nothing after a while.
+//
+// The buckets are spread over limiterShards maps by a hash of the key,
+// each with its own lock, so that requests of different tenants do not
+// queue for one process-wide mutex; a key's decisions are still taken
+// one at a time under its shard's lock. The sweep of idle buckets goes
+// over every shard, at most once per limiterSweepEvery for the whole
+// limiter, as it did over the one map.
 type keyedLimiter struct {
 	limit rate.Limit
 	burst int
 	idle  time.Duration // drop a bucket unused this long
 	now   func() time.Time
+	seed  maphash.Seed
 
-	mu        sync.Mutex
-	buckets   map[string]*bucket
-	lastSweep time.Time
+	// lastSweep is the instant of the last sweep, in Unix nanoseconds
+	// (0: never); the caller that advances it sweeps.
+	lastSweep atomic.Int64
+	shards    [limiterShards]limiterShard
+}
+
+// limiterShard is one lock and the buckets of the keys hashed to it.
+type limiterShard struct {
+	mu      sync.Mutex
+	buckets map[string]*bucket
 }
 
 type bucket struct {
 	lim  *rate.Limiter
 	last time.Time // the last request that asked it
 }
+
+// limiterShards is the number of maps a keyedLimiter spreads its keys
+// over: well above the cores of the machines tms runs on.
+const limiterShards = 64
 
 // Idle eviction: a bucket is dropped no sooner than limiterMinIdle after
 // its last use (or its refill time, if longer, capped at limiterMaxIdle),
@@ -60,10 +81,16 @@ func newKeyedLimiter(perSecond float64, burst int, now func() time.Time) *keyedL
 	if refill < float64(limiterMaxIdle) {
 		idle = max(limiterMinIdle, time.Duration(refill))
 	}
-	return &keyedLimiter{
-		limit: rate.Limit(perSecond), burst: burst, idle: idle, now: now,
-		buckets: map[string]*bucket{},
+	k := &keyedLimiter{limit: rate.Limit(perSecond), burst: burst, idle: idle, now: now, seed: maphash.MakeSeed()}
+	for i := range k.shards {
+		k.shards[i].buckets = map[string]*bucket{}
 	}
+	return k
+}
+
+// shard is the shard holding key's bucket.
+func (k *keyedLimiter) shard(key string) *limiterShard {
+	return &k.shards[maphash.String(k.seed, key)%limiterShards]
 }
 
 // allow takes one token from key's bucket. When there is none it takes
@@ -73,13 +100,14 @@ func (k *keyedLimiter) allow(key string) (wait time.Duration, ok bool) {
 		return 0, true
 	}
 	now := k.now()
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.sweep(now)
-	b := k.buckets[key]
+	sh := k.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b := sh.buckets[key]
 	if b == nil {
 		b = &bucket{lim: rate.NewLimiter(k.limit, k.burst)}
-		k.buckets[key] = b
+		sh.buckets[key] = b
 	}
 	b.last = now
 	r := b.lim.ReserveN(now, 1)
@@ -96,16 +124,25 @@ func (k *keyedLimiter) allow(key string) (wait time.Duration, ok bool) {
 }
 
 // sweep drops the buckets idle for k.idle, at most once per
-// limiterSweepEvery; k.mu is held.
+// limiterSweepEvery: the one caller that moves lastSweep on goes over
+// the shards, taking each one's lock in turn (never two at once).
 func (k *keyedLimiter) sweep(now time.Time) {
-	if now.Sub(k.lastSweep) < limiterSweepEvery {
+	last, at := k.lastSweep.Load(), now.UnixNano()
+	if last != 0 && at-last < int64(limiterSweepEvery) {
 		return
 	}
-	k.lastSweep = now
-	for key, b := range k.buckets {
-		if now.Sub(b.last) >= k.idle {
-			delete(k.buckets, key)
+	if !k.lastSweep.CompareAndSwap(last, at) {
+		return // another caller sweeps
+	}
+	for i := range k.shards {
+		sh := &k.shards[i]
+		sh.mu.Lock()
+		for key, b := range sh.buckets {
+			if now.Sub(b.last) >= k.idle {
+				delete(sh.buckets, key)
+			}
 		}
+		sh.mu.Unlock()
 	}
 }
 
@@ -114,9 +151,14 @@ func (k *keyedLimiter) size() int {
 	if k == nil {
 		return 0
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return len(k.buckets)
+	n := 0
+	for i := range k.shards {
+		sh := &k.shards[i]
+		sh.mu.Lock()
+		n += len(sh.buckets)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // retryAfter is a wait as a Retry-After value: whole seconds, rounded up,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/testkit"
@@ -30,8 +31,31 @@ type benchEnv struct {
 }
 
 // newBenchEnv gives the tenant enough agents that n BRONZE reservations
-// never run out (480 slots per agent in the window).
+// never run out (480 slots per agent in the window). The responder
+// connects over TCP.
 func newBenchEnv(b *testing.B, n int) *benchEnv {
+	b.Helper()
+	return newBenchEnvConn(b, n, false)
+}
+
+// connect opens a client connection to the env's server: over TCP, or
+// in-process (no socket), as tms serve connects its own parts.
+func (e *benchEnv) connect(b *testing.B, inProcess bool) *nats.Conn {
+	b.Helper()
+	if !inProcess {
+		return e.nats.Connect(b)
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(e.nats.Server), nats.Name(b.Name()))
+	if err != nil {
+		b.Fatalf("connect in-process: %v", err)
+	}
+	b.Cleanup(nc.Close)
+	return nc
+}
+
+// newBenchEnvConn is newBenchEnv with the responder connected in-process
+// when inProcess is set.
+func newBenchEnvConn(b *testing.B, n int, inProcess bool) *benchEnv {
 	b.Helper()
 	ctx := testkit.Context(b, 60*time.Second)
 	e := &benchEnv{nats: testkit.StartNATS(b), tenant: "cbench"}
@@ -58,7 +82,7 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 			b.Fatal(err)
 		}
 	}
-	nc := e.nats.Connect(b)
+	nc := e.connect(b, inProcess)
 	rjs, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
@@ -88,11 +112,32 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 // BenchmarkReserve measures admission alone: a reserve request answered
 // by the responder, which claims a slot in its calendar and creates the
 // KV key (one JetStream publish with fsync). The sub-benchmarks split the
-// cost: the request-reply hop, the responder's own work, the calendar.
+// cost: the request-reply hop (over TCP, and in-process as tms serve
+// connects), the responder's own work, the calendar. docs/perf.md has
+// figures and the command.
 func BenchmarkReserve(b *testing.B) {
 	b.Run("request-reply", func(b *testing.B) {
 		e := newBenchEnv(b, b.N)
 		client := e.nats.Connect(b)
+		subject := subjects.ETA(e.tenant)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			msg, err := client.Request(subject, e.bodies[i], 5*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var reply subjects.ETAReply
+			if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
+				b.Fatalf("reply %s: %v", msg.Data, err)
+			}
+		}
+	})
+	b.Run("request-reply-inprocess", func(b *testing.B) {
+		// As tms serve runs: the asker and the responder on in-process
+		// connections to the embedded server.
+		e := newBenchEnvConn(b, b.N, true)
+		client := e.connect(b, true)
 		subject := subjects.ETA(e.tenant)
 		b.ReportAllocs()
 		b.ResetTimer()

@@ -32,19 +32,38 @@ func (r *Responder) Handle(ctx context.Context, subject string, data []byte) sub
 	if err != nil {
 		reply = replyOf(err)
 	}
-	log := r.log.With(slog.String("op", req.Op), slog.String("tenant", req.Tenant), slog.Int("code", reply.Code),
-		slog.String("error", reply.Error))
-	switch refusal := reply.Err(); {
-	case errors.Is(refusal, subjects.ErrETAUnavailable):
-		log.Warn("eta request failed", slog.Any("err", err))
-	case errors.Is(refusal, subjects.ErrETABadRequest):
-		log.Info("eta request refused", slog.String("subject", subject), slog.Any("err", err))
-	default:
-		log.Debug("eta request answered", slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
-			slog.Time("slot_time", reply.SlotTime))
-	}
+	r.logAnswer(ctx, subject, req, reply, err)
 	r.metrics.request(opLabel(req.Op), reply.Code)
 	return reply
+}
+
+// logAnswer logs one answer: a failure as a warning, a refused request
+// as info, a success at debug. The attributes are built only when the
+// line is written: at the default level a success, every admission's
+// case, costs nothing here.
+func (r *Responder) logAnswer(ctx context.Context, subject string, req subjects.ETARequest, reply subjects.ETAReply, err error) {
+	level, msg := slog.LevelDebug, "eta request answered"
+	switch refusal := reply.Err(); {
+	case errors.Is(refusal, subjects.ErrETAUnavailable):
+		level, msg = slog.LevelWarn, "eta request failed"
+	case errors.Is(refusal, subjects.ErrETABadRequest):
+		level, msg = slog.LevelInfo, "eta request refused"
+	}
+	if !r.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("op", req.Op), slog.String("tenant", req.Tenant), slog.Int("code", reply.Code),
+		slog.String("error", reply.Error)}
+	switch level {
+	case slog.LevelWarn:
+		attrs = append(attrs, slog.Any("err", err))
+	case slog.LevelInfo:
+		attrs = append(attrs, slog.String("subject", subject), slog.Any("err", err))
+	default:
+		attrs = append(attrs, slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
+			slog.Time("slot_time", reply.SlotTime))
+	}
+	r.log.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // opLabel keeps a hostile op string out of metric labels.

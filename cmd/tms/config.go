@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -55,6 +57,9 @@ type config struct {
 	MaxAccountCreates int
 	MaxLogins         int
 	QueueWait         time.Duration
+	// PprofAddr is the listener of the net/http/pprof handlers (empty:
+	// none); never the public one.
+	PprofAddr string
 	// Failpoint is TMS_FAILPOINT (test only; see failpoint.go).
 	Failpoint failpoint
 }
@@ -92,7 +97,9 @@ type flagDef struct {
 }
 
 const (
-	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	// defaultDatabaseURL names no sslmode: loopback, so it connects
+	// without TLS (withLocalSSLMode).
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres"
 	defaultNATSListen  = "127.0.0.1:4223"
 )
 
@@ -117,7 +124,7 @@ var flagDefs = []flagDef{
 		str(func(c *config) *string { return &c.NATSListen }, defaultNATSListen)},
 	{"data-dir", "directory for the embedded NATS server's JetStream store (<data-dir>/nats)", roleEmbedded,
 		str(func(c *config) *string { return &c.DataDir }, "./var")},
-	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database; every process lists the same servers", roleAll,
+	{"database-url", "PostgreSQL server(s) holding tenant databases, comma-separated; each URL names the maintenance database; every process lists the same servers. A URL without sslmode (and no PGSSLMODE) whose hosts are all loopback (127.0.0.1, ::1, localhost) or unix sockets connects without TLS (sslmode=disable); any other host gets the pgx default, prefer", roleAll,
 		str(func(c *config) *string { return &c.DatabaseURL }, defaultDatabaseURL)},
 	{"db-prefix", "name prefix of the tenant databases this process creates (advanced: tests use it to find and drop theirs)", roleFront,
 		str(func(c *config) *string { return &c.DBPrefix }, "tms_")},
@@ -173,6 +180,8 @@ var flagDefs = []flagDef{
 		str(func(c *config) *string { return &c.LogLevel }, "info")},
 	{"log-format", "text or json", roleAll,
 		str(func(c *config) *string { return &c.LogFormat }, "text")},
+	{"pprof-addr", "listener of the Go profiler's /debug/pprof/ handlers, e.g. 127.0.0.1:6060 (keep it on loopback: a profile shows the process's internals); empty: off", roleFront | roleBack,
+		str(func(c *config) *string { return &c.PprofAddr }, "")},
 }
 
 // commands are what tms runs, in the order the help shows them, with the
@@ -401,7 +410,26 @@ func (c *config) validate() error {
 			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)
 		}
 	}
+	if err := c.validatePprof(); err != nil {
+		return err
+	}
 	return c.validateLog()
+}
+
+// validatePprof checks --pprof-addr when it is set.
+func (c *config) validatePprof() error {
+	c.PprofAddr = strings.TrimSpace(c.PprofAddr)
+	if c.PprofAddr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.PprofAddr)
+	if err != nil {
+		return usagef("--pprof-addr %q: want host:port, e.g. 127.0.0.1:6060 (%v)", c.PprofAddr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return usagef("--pprof-addr %q: want host:port with a port number in 0..65535", c.PprofAddr)
+	}
+	return nil
 }
 
 func (c *config) validateLog() error {
@@ -452,15 +480,64 @@ func (c *config) overloadConfig() ingress.OverloadConfig {
 	}
 }
 
-// databaseURLs splits --database-url into its servers.
+// databaseURLs splits --database-url into its servers, each with the
+// sslmode of withLocalSSLMode.
 func (c *config) databaseURLs() []string {
 	var out []string
 	for _, u := range strings.Split(c.DatabaseURL, ",") {
 		if u = strings.TrimSpace(u); u != "" {
-			out = append(out, u)
+			out = append(out, withLocalSSLMode(u, os.Getenv("PGSSLMODE")))
 		}
 	}
 	return out
+}
+
+// withLocalSSLMode is raw with sslmode=disable added when it names no
+// sslmode, pgsslmode (the PGSSLMODE variable pgx would read) is empty,
+// and every host it connects to is on this machine: a loopback address
+// (127.0.0.1, ::1, localhost) or a unix socket. There TLS protects
+// nothing and costs a handshake per connection (pgx's default, prefer,
+// tries TLS first). Any other host keeps the pgx default, so a remote
+// server that offers TLS is used with it. A URL pgconn cannot parse is
+// returned as it is, for checkDatabaseURL to refuse.
+func withLocalSSLMode(raw, pgsslmode string) string {
+	if pgsslmode != "" {
+		return raw
+	}
+	// The query by hand: url.Parse refuses the host lists
+	// (h1:5432,h2:5432) that pgconn takes.
+	if _, query, ok := strings.Cut(raw, "?"); ok {
+		if q, err := url.ParseQuery(query); err != nil || q.Has("sslmode") {
+			return raw
+		}
+	}
+	pc, err := pgconn.ParseConfig(raw)
+	if err != nil {
+		return raw
+	}
+	hosts := []string{pc.Host}
+	for _, fb := range pc.Fallbacks {
+		hosts = append(hosts, fb.Host)
+	}
+	for _, h := range hosts {
+		if !localHost(h) {
+			return raw
+		}
+	}
+	if strings.Contains(raw, "?") {
+		return raw + "&sslmode=disable"
+	}
+	return raw + "?sslmode=disable"
+}
+
+// localHost reports whether a pgconn host is this machine: a loopback
+// name or address, or a unix socket directory.
+func localHost(h string) bool {
+	if strings.HasPrefix(h, "/") || strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // logAttrs describes the configuration for the start-up log line: every

@@ -348,7 +348,7 @@ var nonDefault = map[string]string{
 	"reconcile-grace": "50s", "reconcile-interval": "25s", "tenant-rate": "123.5", "tenant-burst": "77",
 	"client-rate": "9", "client-burst": "7", "max-in-flight": "99", "max-backlog": "4242",
 	"max-account-creates": "3", "max-logins": "5", "log-level": "warn", "log-format": "json",
-	"database-url": "postgres://tms:pgsecret@db1/postgres",
+	"database-url": "postgres://tms:pgsecret@db1/postgres", "pprof-addr": "127.0.0.1:6061",
 }
 
 // TestCommandFlagsByRole pins which command takes which flag, as the
@@ -361,7 +361,7 @@ func TestCommandFlagsByRole(t *testing.T) {
 		"ingress": {"http-addr", "internal-addr", "db-prefix", "tenant-rate", "tenant-burst", "max-in-flight", "soft-in-flight", "admission-target", "max-backlog", "max-account-creates", "max-logins", "queue-wait", "max-failures", "lockout", "client-rate", "client-burst"},
 		"worker":  {"hold-ttl", "ack-wait", "reconcile-grace", "reconcile-interval"},
 	}
-	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format"}
+	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format", "pprof-addr"}
 	want := map[string]map[string]bool{"serve": {}, "ingress": {}, "worker": {}}
 	for _, f := range every {
 		for cmd := range want {

@@ -69,6 +69,11 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		// Released last, after the embedded server has stopped writing.
 		defer lock.Close()
 	}
+	stopPprof, err := startPprof(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	waiter := ops.NewWaiter(logger)
 	var servers []*ingress.Server
 	supervised := false
@@ -105,7 +110,7 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	defer prov.Close()
 
-	nc, stopNATS, err := connectNATS(ctx, cfg, logger, embed, waiter)
+	conns, stopNATS, err := connectNATS(ctx, cfg, logger, embed, waiter)
 	if err != nil {
 		return stoppedOr(ctx, logger, err)
 	}
@@ -119,9 +124,9 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 		defer cancel()
 		var err error
-		p, err = newParts(sctx, cfg, r, logger, nc, prov)
+		p, err = newParts(sctx, cfg, r, logger, conns, prov)
 		if err != nil {
-			if denied := ops.PermissionDenied(nc, "--nats-url or "+envName("nats-url")); denied != nil {
+			if denied := ops.PermissionDenied(conns.front, "--nats-url or "+envName("nats-url")); denied != nil {
 				return denied
 			}
 		}
@@ -200,10 +205,26 @@ type parts struct {
 	reconciler *workers.Reconciler
 }
 
-func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, nc *nats.Conn, prov *tenants.Provisioner) (*parts, error) {
+// natsConns are the NATS connections of a process: front carries the
+// registry, sessions, agents, the NATS API and admission; back the ETA
+// responders, allocators and reconciler. They are one connection but in
+// tms serve with the embedded server, where each is in-process (a
+// synchronous pipe): two let the admissions' requests and the
+// responders' replies pass each other instead of taking turns on one.
+type natsConns struct{ front, back *nats.Conn }
+
+func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, conns natsConns, prov *tenants.Provisioner) (*parts, error) {
+	nc := conns.front
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	backNC, backJS := nc, js
+	if conns.back != nc {
+		backNC = conns.back
+		if backJS, err = jetstream.New(backNC); err != nil {
+			return nil, fmt.Errorf("jetstream: %w", err)
+		}
 	}
 	p := &parts{}
 	// Only the front creates accounts, so only it provisions databases;
@@ -224,6 +245,9 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	// Postgres only degrades readiness: tickets are admitted in NATS and
 	// land when it is back, so a load balancer must keep this process.
 	checks := []ops.Check{ops.NATSConnected(nc), ops.Flag("tenant registry", p.registry.Ready), ops.PostgresReachable(prov.Ping)}
+	if backNC != nc && r.has(roleBack) {
+		checks = append(checks, ops.NATSConnected(backNC))
+	}
 
 	// The streams first, with this version's configuration, so that
 	// tickets accepted from now on have a place to wait, whichever role
@@ -233,14 +257,14 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 	}
 	if r.has(roleBack) {
 		p.responder, err = workers.NewResponder(ctx, workers.ResponderConfig{
-			NC: nc, JS: js, Registry: p.registry, Logger: logger,
+			NC: backNC, JS: backJS, Registry: p.registry, Logger: logger,
 			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("eta responder: %w", err)
 		}
 		p.allocator, err = workers.NewAllocator(ctx, workers.AllocatorConfig{
-			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger,
+			JS: backJS, Registry: p.registry, Tickets: tickets, Logger: logger,
 			Replicas: cfg.Replicas, Metrics: metrics, AckWait: cfg.AckWait,
 			BeforeCommit: cfg.Failpoint.hook("allocator.before_commit", logger),
 			AfterCommit:  cfg.Failpoint.hook("allocator.after_commit", logger),
@@ -252,7 +276,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, n
 		// ingress that died between reserve and publish): within Grace +
 		// Interval of the crash.
 		p.reconciler, err = workers.NewReconciler(workers.ReconcilerConfig{
-			JS: js, Registry: p.registry, Tickets: tickets, Logger: logger, Metrics: metrics,
+			JS: backJS, Registry: p.registry, Tickets: tickets, Logger: logger, Metrics: metrics,
 			Grace: cfg.ReconcileGrace, Interval: cfg.ReconcileInterval,
 		})
 		if err != nil {
@@ -452,16 +476,16 @@ func openPostgres(ctx context.Context, cfg config, logger *slog.Logger) (*tenant
 
 // connectNATS starts the embedded server (embed) or connects to
 // --nats-url, waiting until it and JetStream answer. stop drains the
-// connection, then stops an embedded server.
-func connectNATS(ctx context.Context, cfg config, logger *slog.Logger, embed bool, waiter *ops.Waiter) (*nats.Conn, func(), error) {
+// connections, then stops an embedded server.
+func connectNATS(ctx context.Context, cfg config, logger *slog.Logger, embed bool, waiter *ops.Waiter) (natsConns, func(), error) {
 	if !embed {
 		// No bound but the signal: NATS may come up after this process.
 		nc, err := ops.ConnectNATS(ctx, cfg.NATSURL, "tms "+cfg.Command, logger,
 			ops.NATSOptions{Flag: "--nats-url or " + envName("nats-url"), Waiter: waiter})
 		if err != nil {
-			return nil, nil, startErrorf(errNATS, err, "%v", err)
+			return natsConns{}, nil, startErrorf(errNATS, err, "%v", err)
 		}
-		return nc, func() { drain(logger, nc) }, nil
+		return natsConns{front: nc, back: nc}, func() { drain(logger, nc) }, nil
 	}
 	host, portStr, _ := net.SplitHostPort(cfg.NATSListen) // validated with the config
 	port, _ := strconv.Atoi(portStr)
@@ -471,20 +495,28 @@ func connectNATS(ctx context.Context, cfg config, logger *slog.Logger, embed boo
 	storeDir := filepath.Join(cfg.DataDir, "nats")
 	srv, err := embedded.Start(embedded.Config{Name: "tms", StoreDir: storeDir, Host: host, Port: port})
 	if errors.Is(err, embedded.ErrAddrInUse) {
-		return nil, nil, startErrorf(errNATS, err, "embedded NATS cannot listen on --nats-listen %s: %v (%s)",
+		return natsConns{}, nil, startErrorf(errNATS, err, "embedded NATS cannot listen on --nats-listen %s: %v (%s)",
 			cfg.NATSListen, err, setHint("nats-listen"))
 	}
 	if err != nil {
-		return nil, nil, startErrorf(errNATS, err, "embedded NATS: %v (%s)", err, setHint("data-dir"))
+		return natsConns{}, nil, startErrorf(errNATS, err, "embedded NATS: %v (%s)", err, setHint("data-dir"))
 	}
 	logger.Info("embedded NATS started", embedded.LogAttrs(srv)...)
+	// In-process, without a socket: the TCP port is for other processes.
 	nc, err := ops.ConnectEmbedded(ctx, srv, "tms serve", logger)
 	if err != nil {
 		embedded.Stop(srv)
-		return nil, nil, startErrorf(errNATS, err, "%v", err)
+		return natsConns{}, nil, startErrorf(errNATS, err, "%v", err)
 	}
-	return nc, func() {
+	back, err := ops.ConnectEmbedded(ctx, srv, "tms serve workers", logger)
+	if err != nil {
 		drain(logger, nc)
+		embedded.Stop(srv)
+		return natsConns{}, nil, startErrorf(errNATS, err, "%v", err)
+	}
+	return natsConns{front: nc, back: back}, func() {
+		drain(logger, nc)
+		drain(logger, back)
 		embedded.Stop(srv)
 		logger.Info("embedded NATS stopped")
 	}, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,13 +89,17 @@ type Service struct {
 	beforePublish func(ticket string)
 	gate          Gate
 
+	// The TICKETS stream and the idempotency bucket, once found or
+	// created: read without a lock on every admission; opening takes mu,
+	// so that two first callers do not both create them.
 	mu     sync.Mutex
-	stream jetstream.Stream   // TICKETS, once found or created
-	idem   jetstream.KeyValue // the idempotency bucket, once found or created
+	stream atomic.Pointer[jetstream.Stream]
+	idem   atomic.Pointer[jetstream.KeyValue]
 }
 
 // New checks cfg and returns the service. The stream and the bucket are
-// opened on first use.
+// opened on first use (the stream created then if no worker has made it
+// yet), and kept from the first success.
 func New(cfg Config) (*Service, error) {
 	switch {
 	case cfg.NC == nil:

@@ -323,10 +323,13 @@ func (s *Service) answerFromTicket(ctx context.Context, t tenants.Tenant, pendin
 
 // idempotencyBucket returns the bucket, creating it on first use.
 func (s *Service) idempotencyBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	if kv := s.idem.Load(); kv != nil {
+		return *kv, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.idem != nil {
-		return s.idem, nil
+	if kv := s.idem.Load(); kv != nil {
+		return *kv, nil
 	}
 	bctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -334,6 +337,6 @@ func (s *Service) idempotencyBucket(ctx context.Context) (jetstream.KeyValue, er
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("opening bucket %s: %w", subjects.BucketIdempotency, err))
 	}
-	s.idem = kv
+	s.idem.Store(&kv)
 	return kv, nil
 }

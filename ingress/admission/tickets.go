@@ -282,10 +282,13 @@ func replyError(op string, err error) error {
 // ticketStream returns the TICKETS stream, creating it if no worker has
 // yet: accepted tickets then wait in it for the first worker.
 func (s *Service) ticketStream(ctx context.Context) (jetstream.Stream, error) {
+	if st := s.stream.Load(); st != nil {
+		return *st, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stream != nil {
-		return s.stream, nil
+	if st := s.stream.Load(); st != nil {
+		return *st, nil
 	}
 	sctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
 	defer cancel()
@@ -293,7 +296,7 @@ func (s *Service) ticketStream(ctx context.Context) (jetstream.Stream, error) {
 	if err != nil {
 		return nil, unavailable(fmt.Errorf("opening stream %s: %w", subjects.StreamTickets, err))
 	}
-	s.stream = st
+	s.stream.Store(&st)
 	return st, nil
 }
 
