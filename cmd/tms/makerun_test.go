@@ -209,26 +209,17 @@ func TestMakeRunMovesOffATakenPort(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	worldTraversable(t, dir)
-	taken := 0
-	for p := 25432; p <= 25531 && taken == 0; p++ {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
-		if err == nil {
-			conn.Close()
-			continue
-		}
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: p, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			syscall.Close(fd)
-			continue
-		}
-		t.Cleanup(func() { syscall.Close(fd) })
-		taken = p
+	// A port no other test is handed (testkit.FreePort), bound without
+	// listening: a connect there is refused, so the script takes it for
+	// free, and postgres's bind fails.
+	taken := testkit.FreePort(t)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if taken == 0 {
-		t.Fatal("no port of 25432..25531 to hold")
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: taken, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("hold port %d: %v", taken, err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -243,7 +234,8 @@ func TestMakeRunMovesOffATakenPort(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGQUIT)
 		}
 	})
-	p := startRunScript(t, []string{"TMS_DATABASE_URL=" + nobody, "TMS_DATA_DIR=" + varDir},
+	p := startRunScript(t, []string{"TMS_DATABASE_URL=" + nobody, "TMS_DATA_DIR=" + varDir,
+		fmt.Sprintf("TMS_PG_PORT=%d", taken)},
 		"serve", "--http-addr", "127.0.0.1:0", "--internal-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--db-prefix", "tmst_makerun_", "--log-format", "json")
 	pub := newAPI(t, str(t, p.logEvent("listening"), "public"))
