@@ -32,6 +32,8 @@ const (
 	opTimeout = 10 * time.Second
 	// tenants is how many tenants the operations are spread over.
 	tenants = 200
+	// rateWindow is how long a fixed-rate run lasts.
+	rateWindow = 4 * time.Second
 )
 
 // env is one embedded server and the client connections to it.
@@ -105,10 +107,11 @@ func (s *stats) add(d time.Duration) {
 }
 
 // report sets the benchmark's metrics: throughput in unit/s (ops counts
-// finished operations; perOp scales it, e.g. messages per batch),
+// finished operations; perOp scales it, e.g. messages per batch; want is
+// how many were started),
 // latency percentiles in microseconds, and the machine's load average when
 // the run started, since the machine is shared.
-func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp int, load1 float64) {
+func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp int, load1 float64, want int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.lat)
@@ -124,8 +127,8 @@ func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp i
 	b.ReportMetric(pct(0.90), "p90_us")
 	b.ReportMetric(pct(0.99), "p99_us")
 	b.ReportMetric(load1, "load1")
-	if n < b.N {
-		b.Logf("time cap %s: finished %d of %d operations", timeCap, n, b.N)
+	if n < want {
+		b.Logf("time cap %s: finished %d of %d operations", timeCap, n, want)
 	}
 }
 
@@ -193,5 +196,49 @@ func drive(b *testing.B, workers int, unit string, perOp int, op func(ctx contex
 	if first.err != nil {
 		b.Fatal(first.err)
 	}
-	st.report(b, elapsed, unit, perOp, load1)
+	st.report(b, elapsed, unit, perOp, load1, b.N)
+}
+
+// driveRate starts op at a fixed rate (open loop, as independent clients
+// arrive) for rateWindow or b.N operations, whichever is fewer, with at most
+// maxInFlight running, and reports the latency from each operation's
+// scheduled start, so a server that falls behind shows as queueing, not
+// as a slower arrival rate.
+func driveRate(b *testing.B, rate int, op func(ctx context.Context, i int) error) {
+	const maxInFlight = 2048
+	n := min(b.N, int(float64(rate)*rateWindow.Seconds()))
+	var (
+		st    stats
+		first errOnce
+		wg    sync.WaitGroup
+	)
+	slots := make(chan struct{}, maxInFlight)
+	load1 := loadAvg()
+	interval := time.Second / time.Duration(rate)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < n && !first.failed.Load() && time.Since(start) < timeCap; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			defer cancel()
+			if err := op(ctx, i); err != nil {
+				first.set(fmt.Errorf("op %d: %w", i, err))
+				return
+			}
+			st.add(time.Since(due))
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if first.err != nil {
+		b.Fatal(first.err)
+	}
+	st.report(b, elapsed, "ops", 1, load1, n)
 }

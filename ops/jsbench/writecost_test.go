@@ -58,14 +58,14 @@ func createSlotStreams(b testing.TB, js jetstream.JetStream, shards int, atomicP
 	return func(i int) int { return shardOf[i%tenants] }
 }
 
-// BenchmarkAdmissionToday is shape a: what an admission writes today, one
-// after the other: the KV Create of the slot key with a per-key TTL (its
-// expiry, 1 s later, is a second fsynced write), the publish of the ticket
-// to the work-queue TICKETS stream, and an allocator's DoubleAck of it
-// (the ack deletes the message: a third fsynced write). An operation ends
-// when its ticket is acked; allocators do nothing but ack.
-func BenchmarkAdmissionToday(b *testing.B) {
-	e := startEnv(b, conns, false)
+// todayAdmission sets up what an admission writes today and returns one
+// admission (shape a), one write after the other: the KV Create of the
+// slot key with a per-key TTL (its expiry, 1 s later, writes a delete
+// marker: another fsynced write), the publish of the ticket to the
+// work-queue TICKETS stream, and an allocator's DoubleAck of it (the ack
+// deletes the message: a fsynced tombstone). An admission ends when its
+// ticket is acked; the allocators do nothing but ack.
+func todayAdmission(b *testing.B, e *env) func(ctx context.Context, c, i int) error {
 	ctx := setupCtx(b)
 	kvs := make([]jetstream.KeyValue, conns)
 	for c := range conns {
@@ -117,19 +117,17 @@ func BenchmarkAdmissionToday(b *testing.B) {
 				}
 			}
 		})
-		go func() { <-stop; it.Stop() }()
+		wg.Go(func() { <-stop; it.Stop() })
 	}
 	b.Cleanup(func() { close(stop); wg.Wait() })
-
-	b.ReportAllocs()
-	drive(b, publishers, "ops", 1, func(ctx context.Context, w, i int) error {
+	return func(ctx context.Context, c, i int) error {
 		minute, _ := time.Parse("200601021504", minuteOf(i))
-		if _, err := kvs[w%conns].Create(ctx, subjects.SlotKey(tenantOf(i), agentOf(i), minute), record,
+		if _, err := kvs[c].Create(ctx, subjects.SlotKey(tenantOf(i), agentOf(i), minute), record,
 			jetstream.KeyTTL(time.Second)); err != nil {
 			return fmt.Errorf("slot create: %w", err)
 		}
 		ticket := "t" + strconv.Itoa(i)
-		ack, err := e.js[w%conns].Publish(ctx, subjects.TicketSubject(tenantOf(i), ticket), record,
+		ack, err := e.js[c].Publish(ctx, subjects.TicketSubject(tenantOf(i), ticket), record,
 			jetstream.WithMsgID(ticket))
 		if err != nil {
 			return fmt.Errorf("ticket publish: %w", err)
@@ -141,7 +139,26 @@ func BenchmarkAdmissionToday(b *testing.B) {
 		case <-ctx.Done():
 			return fmt.Errorf("ticket %d not acked: %w", ack.Sequence, ctx.Err())
 		}
-	})
+	}
+}
+
+// BenchmarkAdmissionToday is shape a, from 64 publishers at once.
+func BenchmarkAdmissionToday(b *testing.B) {
+	e := startEnv(b, conns, false)
+	admit := todayAdmission(b, e)
+	b.ReportAllocs()
+	drive(b, publishers, "ops", 1, func(ctx context.Context, w, i int) error { return admit(ctx, w%conns, i) })
+}
+
+// BenchmarkAdmissionTodayRate is shape a started at a fixed rate.
+func BenchmarkAdmissionTodayRate(b *testing.B) {
+	for _, rate := range []int{500, 1000, 2000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			e := startEnv(b, conns, false)
+			admit := todayAdmission(b, e)
+			driveRate(b, rate, func(ctx context.Context, i int) error { return admit(ctx, i%conns, i) })
+		})
+	}
 }
 
 // BenchmarkSlotPublish is shape b: one publish per admission to a
@@ -229,7 +246,7 @@ func BenchmarkSlotPublishAsync(b *testing.B) {
 			if first.err != nil {
 				b.Fatal(first.err)
 			}
-			st.report(b, elapsed, "ops", 1, load1)
+			st.report(b, elapsed, "ops", 1, load1, b.N)
 		})
 	}
 }
@@ -249,6 +266,24 @@ func BenchmarkSlotPublishShards(b *testing.B) {
 				return err
 			})
 		})
+	}
+}
+
+// BenchmarkSlotPublishRate is shape d started at a fixed rate, the
+// latency an admission would see at 2,000 and 6,000 admissions/s.
+func BenchmarkSlotPublishRate(b *testing.B) {
+	for _, shards := range []int{1, 4, 8} {
+		for _, rate := range []int{2000, 6000} {
+			b.Run(fmt.Sprintf("streams=%d/rate=%d", shards, rate), func(b *testing.B) {
+				e := startEnv(b, conns, false)
+				shardOf := createSlotStreams(b, e.js[0], shards, false)
+				driveRate(b, rate, func(ctx context.Context, i int) error {
+					_, err := e.js[i%conns].Publish(ctx, slotSubject(shardOf(i), i), record,
+						jetstream.WithExpectLastSequencePerSubject(0))
+					return err
+				})
+			})
+		}
 	}
 }
 
