@@ -109,9 +109,9 @@ func (s *stats) add(d time.Duration) {
 // report sets the benchmark's metrics: throughput in unit/s (ops counts
 // finished operations; perOp scales it, e.g. messages per batch; want is
 // how many were started),
-// latency percentiles in microseconds, and the machine's load average when
-// the run started, since the machine is shared.
-func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp int, load1 float64, want int) {
+// latency percentiles in microseconds, and how loaded the machine was when
+// the run started (load), since the machine is shared.
+func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp int, load machineLoad, want int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.lat)
@@ -126,20 +126,41 @@ func (s *stats) report(b *testing.B, elapsed time.Duration, unit string, perOp i
 	b.ReportMetric(pct(0.50), "p50_us")
 	b.ReportMetric(pct(0.90), "p90_us")
 	b.ReportMetric(pct(0.99), "p99_us")
-	b.ReportMetric(load1, "load1")
+	b.ReportMetric(load.load1, "load1")
+	b.ReportMetric(load.cpuSome, "cpu_psi%")
+	b.ReportMetric(load.ioSome, "io_psi%")
 	if n < want {
 		b.Logf("time cap %s: finished %d of %d operations", timeCap, n, want)
 	}
 }
 
-// loadAvg is the one-minute load average (0 when unknown).
-func loadAvg() float64 {
-	raw, err := os.ReadFile("/proc/loadavg")
+// machineLoad is how busy the shared machine was when a run started: the
+// one-minute load average and the share of the last 10 s in which some
+// task waited for the CPU and for I/O (/proc/pressure), 0 when unknown.
+type machineLoad struct{ load1, cpuSome, ioSome float64 }
+
+func loadAvg() machineLoad {
+	var m machineLoad
+	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.load1, _ = strconv.ParseFloat(strings.Fields(string(raw))[0], 64)
+	}
+	m.cpuSome, m.ioSome = pressure("/proc/pressure/cpu"), pressure("/proc/pressure/io")
+	return m
+}
+
+// pressure is the "some avg10" of a PSI file.
+func pressure(file string) float64 {
+	raw, err := os.ReadFile(file)
 	if err != nil {
 		return 0
 	}
-	f, _ := strconv.ParseFloat(strings.Fields(string(raw))[0], 64)
-	return f
+	for _, f := range strings.Fields(string(raw)) {
+		if v, ok := strings.CutPrefix(f, "avg10="); ok {
+			p, _ := strconv.ParseFloat(v, 64)
+			return p
+		}
+	}
+	return 0
 }
 
 // errOnce keeps the first error of many goroutines.
