@@ -192,7 +192,7 @@ func BenchmarkSlotPublish(b *testing.B) {
 // by one goroutine per connection through PublishAsync, window publishes
 // in flight in all; the latency is from the publish to its PubAck.
 func BenchmarkSlotPublishAsync(b *testing.B) {
-	for _, tc := range []struct{ streams, window int }{{1, 64}, {1, 256}, {4, 256}, {8, 256}} {
+	for _, tc := range []struct{ streams, window int }{{1, 64}, {1, 256}, {4, 64}, {4, 256}, {8, 256}} {
 		b.Run(fmt.Sprintf("streams=%d/window=%d", tc.streams, tc.window), func(b *testing.B) {
 			e := startEnv(b, conns, false, jetstream.WithPublishAsyncMaxPending(tc.window/conns))
 			shardOf := createSlotStreams(b, e.js[0], tc.streams, false)
