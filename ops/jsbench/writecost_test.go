@@ -272,7 +272,7 @@ func BenchmarkSlotPublishShards(b *testing.B) {
 // BenchmarkSlotPublishRate is shape d started at a fixed rate, the
 // latency an admission would see at 2,000 and 6,000 admissions/s.
 func BenchmarkSlotPublishRate(b *testing.B) {
-	for _, shards := range []int{1, 4, 8} {
+	for _, shards := range []int{1, 2, 4, 8} {
 		for _, rate := range []int{2000, 6000} {
 			b.Run(fmt.Sprintf("streams=%d/rate=%d", shards, rate), func(b *testing.B) {
 				e := startEnv(b, conns, false)
