@@ -120,18 +120,7 @@ func BenchmarkReserve(b *testing.B) {
 		e := newBenchEnv(b, b.N)
 		client := e.nats.Connect(b)
 		subject := subjects.ETA(e.tenant)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			msg, err := client.Request(subject, e.bodies[i], 5*time.Second)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var reply subjects.ETAReply
-			if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
-				b.Fatalf("reply %s: %v", msg.Data, err)
-			}
-		}
+		requestEach(b, client, subject, e.bodies)
 	})
 	b.Run("request-reply-inprocess", func(b *testing.B) {
 		// As tms serve runs: the asker and the responder on in-process
@@ -139,18 +128,7 @@ func BenchmarkReserve(b *testing.B) {
 		e := newBenchEnvConn(b, b.N, true)
 		client := e.connect(b, true)
 		subject := subjects.ETA(e.tenant)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			msg, err := client.Request(subject, e.bodies[i], 5*time.Second)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var reply subjects.ETAReply
-			if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
-				b.Fatalf("reply %s: %v", msg.Data, err)
-			}
-		}
+		requestEach(b, client, subject, e.bodies)
 	})
 	b.Run("request-reply-parallel", func(b *testing.B) {
 		e := newBenchEnv(b, b.N)
@@ -207,4 +185,22 @@ func BenchmarkReserve(b *testing.B) {
 			cal.Taken(cl, uint64(i+1))
 		}
 	})
+}
+
+// requestEach sends bodies[0:b.N] as reserve requests one after another
+// and fails on any answer but a reservation.
+func requestEach(b *testing.B, client *nats.Conn, subject string, bodies [][]byte) {
+	b.Helper()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msg, err := client.Request(subject, bodies[i], 5*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var reply subjects.ETAReply
+		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
+			b.Fatalf("reply %s: %v", msg.Data, err)
+		}
+	}
 }

@@ -13,11 +13,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -246,14 +244,8 @@ func benchMain(args []string, getenv func(string) string, stdout, stderr io.Writ
 		fmt.Fprintln(stderr, "tms: "+oneLine(err))
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		// After the first signal a second one quits at once (the
-		// default behaviour) instead of waiting for the clean-up.
-		<-ctx.Done()
-		stop()
-	}()
 	if err := runBench(ctx, cfg, stdout, stderr); err != nil {
 		fmt.Fprintln(stderr, "tms bench: "+oneLine(err))
 		return 1

@@ -44,14 +44,8 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 2
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signalContext()
 	defer stop()
-	go func() {
-		// After the first signal, a second one kills the process at once
-		// (the default behaviour) instead of waiting for the shutdown.
-		<-ctx.Done()
-		stop()
-	}()
 
 	if err := run(ctx, cfg, logger); err != nil {
 		fmt.Fprintln(stderr, "tms: "+oneLine(err))
@@ -63,4 +57,16 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 // oneLine keeps a fatal error to one line on stderr, whatever it wraps.
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+// signalContext is done at the first SIGTERM or SIGINT; a second one
+// then ends the process at once (the default behaviour) instead of
+// waiting for the shutdown or clean-up the first one started.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
 }
