@@ -61,10 +61,12 @@ const msgStarting = "the service is starting; retry shortly"
 // Server.SetHandler swaps in the real router. /healthz answers 200: the
 // process is alive, and restarting it would only start the wait again.
 // /readyz answers 503 saying what it waits for (waiting(); "" reads as
-// starting). Every other path answers 503 unavailable with Retry-After,
-// so that a client sent here too early retries.
+// starting). A request to any other path is held by the Server for up to
+// startHold in case the router arrives meanwhile, then answered 503
+// unavailable with Retry-After, so that a client sent here too early
+// retries.
 func Starting(waiting func() string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return startingHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		switch r.URL.Path {
 		case "/healthz":
@@ -80,4 +82,15 @@ func Starting(waiting func() string) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, errorBody{Status: "error", Error: codeUnavailable, Message: msgStarting})
 		}
 	})
+}
+
+// startingHandler is Starting's handler; the Server holds the requests
+// it would refuse (holds) until the real router is in place.
+type startingHandler func(http.ResponseWriter, *http.Request)
+
+func (h startingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h(w, r) }
+
+// holds reports whether r waits for the router: every path but the probes.
+func (startingHandler) holds(r *http.Request) bool {
+	return r.URL.Path != "/healthz" && r.URL.Path != "/readyz"
 }

@@ -37,7 +37,21 @@ type Server struct {
 	handler atomic.Pointer[http.Handler]
 	start   sync.Once
 	errc    chan error // Serve's result
+	// swapped is closed by the first SetHandler; a request the Starting
+	// handler would refuse waits up to hold for it (startHold).
+	swapped chan struct{}
+	swap    sync.Once
+	hold    time.Duration
+	held    atomic.Int64 // requests waiting for SetHandler now
 }
+
+// startHold is how long a request that arrives while the process still
+// sets up waits for the real router before the Starting handler answers
+// it 503: a client that starts with its server (a script that waits for
+// /healthz, then sends) is served rather than refused when start-up takes
+// a moment, and one that finds a server waiting for its cluster still
+// hears so within seconds.
+const startHold = 2 * time.Second
 
 // NewServer returns a server that will answer on ln with h once Start or
 // Run is called. name ("public", "internal") labels its log lines.
@@ -46,11 +60,15 @@ func NewServer(name string, ln net.Listener, h http.Handler, logger *slog.Logger
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With(slog.String("listener", name), slog.String("addr", ln.Addr().String()))
-	s := &Server{name: name, ln: ln, logger: logger, errc: make(chan error, 1)}
+	s := &Server{name: name, ln: ln, logger: logger, errc: make(chan error, 1), swapped: make(chan struct{}), hold: startHold}
 	s.handler.Store(&h)
 	s.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			(*s.handler.Load()).ServeHTTP(w, r)
+			h := *s.handler.Load()
+			if st, ok := h.(startingHandler); ok && st.holds(r) {
+				h = s.awaitHandler(r.Context())
+			}
+			h.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -65,8 +83,27 @@ func NewServer(name string, ln net.Listener, h http.Handler, logger *slog.Logger
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// SetHandler answers every request that arrives from now on with h.
-func (s *Server) SetHandler(h http.Handler) { s.handler.Store(&h) }
+// SetHandler answers every request that arrives from now on with h, and
+// the requests held at start-up (startHold).
+func (s *Server) SetHandler(h http.Handler) {
+	s.handler.Store(&h)
+	s.swap.Do(func() { close(s.swapped) })
+}
+
+// awaitHandler waits at most s.hold for SetHandler, then returns the
+// handler in place (still Starting if none came).
+func (s *Server) awaitHandler(ctx context.Context) http.Handler {
+	s.held.Add(1)
+	defer s.held.Add(-1)
+	t := time.NewTimer(s.hold)
+	defer t.Stop()
+	select {
+	case <-s.swapped:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return *s.handler.Load()
+}
 
 // Start begins answering on the listener, if it has not yet, and returns
 // at once; Run or Stop must follow.
