@@ -50,6 +50,19 @@ type tally struct {
 	latencies []time.Duration
 	tickets   []string // ids of the accepted tickets, for the clean-up
 	errSample string   // the first transport error, to show what went wrong
+	// onRecord, when set, is called after each outcome is recorded (tests
+	// wait on it instead of polling the counts).
+	onRecord func()
+}
+
+// record runs f under the lock, then tells onRecord.
+func (y *tally) record(f func()) {
+	y.mu.Lock()
+	f()
+	y.mu.Unlock()
+	if y.onRecord != nil {
+		y.onRecord()
+	}
 }
 
 // newTally makes the tally of a rate that schedules about capacity
@@ -64,36 +77,34 @@ func newTally(capacity int) *tally {
 // actually sent: a request the generator sent late counts the delay too
 // (no coordinated omission).
 func (y *tally) answered(due, at time.Time, status int, code, ticketID string) {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	o := classify(status, code)
-	y.counts[o]++
-	key := fmt.Sprint(status)
-	if code != "" {
-		key += " " + code
-	}
-	y.answers[key]++
-	y.latencies = append(y.latencies, at.Sub(due))
-	if o == outAccepted && ticketID != "" {
-		y.tickets = append(y.tickets, ticketID)
-	}
+	y.record(func() {
+		o := classify(status, code)
+		y.counts[o]++
+		key := fmt.Sprint(status)
+		if code != "" {
+			key += " " + code
+		}
+		y.answers[key]++
+		y.latencies = append(y.latencies, at.Sub(due))
+		if o == outAccepted && ticketID != "" {
+			y.tickets = append(y.tickets, ticketID)
+		}
+	})
 }
 
 // failed records a request that got no answer.
 func (y *tally) failed(err error) {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	y.counts[outError]++
-	if y.errSample == "" && err != nil {
-		y.errSample = err.Error()
-	}
+	y.record(func() {
+		y.counts[outError]++
+		if y.errSample == "" && err != nil {
+			y.errSample = err.Error()
+		}
+	})
 }
 
 // dropped records a request that was not sent at its due time.
 func (y *tally) dropped() {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	y.counts[outDropped]++
+	y.record(func() { y.counts[outDropped]++ })
 }
 
 // classify maps an HTTP answer to its outcome.

@@ -91,16 +91,6 @@ func (c *fakeClock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-func (y *tally) done() int {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	n := 0
-	for _, c := range y.counts {
-		n += c
-	}
-	return n
-}
-
 // TestBenchLatencyFromDueTime: a request the generator sent late counts
 // its lateness: the latency is from its due time, not from when it left.
 // The clock moves only where the test moves it: request i leaves i ms
@@ -109,13 +99,16 @@ func TestBenchLatencyFromDueTime(t *testing.T) {
 	t.Parallel()
 	clock := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
 	y := newTally(5)
+	recorded := make(chan struct{}, 5)
+	y.onRecord = func() { recorded <- struct{}{} }
 	var sentAt []time.Time
+	answered := 0
 	r := &runner{
 		now: clock.now, maxInFlight: 10,
 		waitUntil: func(ctx context.Context, due time.Time) error {
 			// One request at a time, so the answers' clock is the test's.
-			for y.done() < len(sentAt) {
-				time.Sleep(time.Millisecond)
+			for ; answered < len(sentAt); answered++ {
+				<-recorded
 			}
 			clock.set(due.Add(time.Duration(len(sentAt)) * time.Millisecond))
 			sentAt = append(sentAt, clock.now())
@@ -173,12 +166,14 @@ func TestBenchDropsWhenFull(t *testing.T) {
 		},
 	}
 	y := newTally(6)
+	recorded := make(chan struct{}, 6)
+	y.onRecord = func() { recorded <- struct{}{} }
 	done := make(chan time.Duration)
 	go func() { done <- r.run(context.Background(), 100, 6, y) }()
 	// The first two hold both places; the four after them are dropped
 	// at once, before anything is answered.
-	for y.done() < 4 {
-		time.Sleep(time.Millisecond)
+	for range 4 {
+		<-recorded
 	}
 	close(release)
 	<-done

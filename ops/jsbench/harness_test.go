@@ -236,12 +236,17 @@ func driveRate(b *testing.B, rate int, op func(ctx context.Context, i int) error
 	slots := make(chan struct{}, maxInFlight)
 	load1 := loadAvg()
 	interval := time.Second / time.Duration(rate)
+	// The pacing waits on one timer until each operation's due instant.
+	pace := time.NewTimer(0)
+	defer pace.Stop()
+	<-pace.C
 	b.ResetTimer()
 	start := time.Now()
 	for i := 0; i < n && !first.failed.Load() && time.Since(start) < timeCap; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
+			pace.Reset(d)
+			<-pace.C
 		}
 		slots <- struct{}{}
 		wg.Go(func() {
