@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"tms/ops/testkit"
 )
 
 // TestBenchPercentiles: nearest-rank percentiles of a known set, whatever
@@ -67,59 +69,35 @@ func TestBenchSchedule(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // TestBenchLatencyFromDueTime: a request the generator sent late counts
 // its lateness: the latency is from its due time, not from when it left.
 // The clock moves only where the test moves it: request i leaves i ms
 // after its due time (the scheduler woke late) and is answered 2 ms later.
 func TestBenchLatencyFromDueTime(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	y := newTally(5)
 	recorded := make(chan struct{}, 5)
 	y.onRecord = func() { recorded <- struct{}{} }
 	var sentAt []time.Time
 	answered := 0
 	r := &runner{
-		now: clock.now, maxInFlight: 10,
+		now: clock.Now, maxInFlight: 10,
 		waitUntil: func(ctx context.Context, due time.Time) error {
 			// One request at a time, so the answers' clock is the test's.
 			for ; answered < len(sentAt); answered++ {
 				<-recorded
 			}
-			clock.set(due.Add(time.Duration(len(sentAt)) * time.Millisecond))
-			sentAt = append(sentAt, clock.now())
+			clock.Set(due.Add(time.Duration(len(sentAt)) * time.Millisecond))
+			sentAt = append(sentAt, clock.Now())
 			return nil
 		},
 		send: func(context.Context) (int, string, string, error) {
-			clock.add(2 * time.Millisecond)
+			clock.Advance(2 * time.Millisecond)
 			return 201, "", "t1", nil
 		},
 	}
-	start := clock.now()
+	start := clock.Now()
 	ran := r.run(context.Background(), 10, 5, y)
 	if ran != 500*time.Millisecond {
 		t.Errorf("ran %s, want 500ms (5 requests at 10/s)", ran)
@@ -146,13 +124,13 @@ func TestBenchLatencyFromDueTime(t *testing.T) {
 // counts add up to what was scheduled.
 func TestBenchDropsWhenFull(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	release := make(chan struct{})
 	var calls int
 	var mu sync.Mutex
 	r := &runner{
-		now: clock.now, maxInFlight: 2,
-		waitUntil: func(ctx context.Context, due time.Time) error { clock.set(due); return nil },
+		now: clock.Now, maxInFlight: 2,
+		waitUntil: func(ctx context.Context, due time.Time) error { clock.Set(due); return nil },
 		send: func(context.Context) (int, string, string, error) {
 			mu.Lock()
 			calls++
@@ -191,19 +169,19 @@ func TestBenchDropsWhenFull(t *testing.T) {
 // schedule; only the requests whose due time came are counted.
 func TestBenchStopsWhenInterrupted(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := 0
 	r := &runner{
-		now: clock.now, maxInFlight: 100,
+		now: clock.Now, maxInFlight: 100,
 		waitUntil: func(ctx context.Context, due time.Time) error {
 			if n == 3 {
 				cancel()
 				return ctx.Err()
 			}
 			n++
-			clock.set(due)
+			clock.Set(due)
 			return nil
 		},
 		send: func(context.Context) (int, string, string, error) { return 503, "overloaded", "", nil },
