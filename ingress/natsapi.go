@@ -31,7 +31,6 @@ const natsRequestTimeout = 20 * time.Second
 // See doc.go for who may publish there.
 type NATSAPI struct {
 	nc          *nats.Conn
-	registry    *tenants.Registry
 	tickets     ticketAPI
 	logger      *slog.Logger
 	overload    *Overload
@@ -61,7 +60,7 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 		return nil, err
 	}
 	n := &NATSAPI{
-		nc: cfg.NC, registry: cfg.Registry, tickets: a.tickets, overload: a.overload,
+		nc: cfg.NC, tickets: a.tickets, overload: a.overload,
 		logger: a.logger.With(slog.String("listener", "nats")), concurrency: cfg.NATSConcurrency,
 		started: make(chan struct{}),
 	}
@@ -264,32 +263,35 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 	if err != nil {
 		return answer{}, errClientNotFound // the tenant token is no id at all
 	}
-	var op *natsOp
-	names := make([]string, len(natsOps))
-	for i := range natsOps {
-		names[i] = natsOps[i].name
-		if natsOps[i].name == name {
-			op = &natsOps[i]
-		}
-	}
+	op := natsOpNamed(name)
 	if op == nil {
+		names := make([]string, len(natsOps))
+		for i := range natsOps {
+			names[i] = natsOps[i].name
+		}
 		return answer{}, newError(http.StatusNotFound, codeNotFound, "no operation %s (known: %s)", quote(name), strings.Join(names, ", "))
 	}
 	if len(m.Data) > maxBodyBytes {
 		return answer{}, newError(http.StatusRequestEntityTooLarge, codeBodyTooLarge,
 			"request body is larger than %d bytes", maxBodyBytes)
 	}
-	gctx, cancel := context.WithTimeout(ctx, callTimeout)
-	t, err := n.registry.Get(gctx, tenantID)
-	cancel()
-	if errors.Is(err, tenants.ErrTenantNotFound) {
-		return answer{}, errClientNotFound
-	}
+	// The subject's tenant, resolved once as every transport does.
+	t, err := n.tickets.client(ctx, tenantID)
 	if err != nil {
-		return answer{}, fmt.Errorf("loading tenant %s: %w", tenantID, err)
+		return answer{}, err
 	}
 	if err := n.overload.limitTenant(t.ID); err != nil {
 		return answer{}, err
 	}
 	return op.serve(ctx, n, t, m)
+}
+
+// natsOpNamed is the operation called name, or nil.
+func natsOpNamed(name string) *natsOp {
+	for i := range natsOps {
+		if natsOps[i].name == name {
+			return &natsOps[i]
+		}
+	}
+	return nil
 }
