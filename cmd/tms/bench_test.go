@@ -94,11 +94,23 @@ func runBench(t *testing.T, env []string, args ...string) *proc {
 // ticketCounts is the tenant database's tickets by status.
 func ticketCounts(t *testing.T, prefix, clientID string) map[string]int {
 	t.Helper()
-	conn := tenantDB(t, prefix+clientID)
+	return statusCounts(t, prefix+clientID, `SELECT status, count(*) FROM tickets GROUP BY status`)
+}
+
+// agentCounts is the tenant database's agents by status.
+func agentCounts(t *testing.T, prefix, clientID string) map[string]int {
+	t.Helper()
+	return statusCounts(t, prefix+clientID, `SELECT status::text, count(*) FROM service_agents GROUP BY status`)
+}
+
+// statusCounts runs a "status, count" query in database db.
+func statusCounts(t *testing.T, db, query string) map[string]int {
+	t.Helper()
+	conn := tenantDB(t, db)
 	defer conn.Close(testkit.Context(t, 10*time.Second))
-	rows, err := conn.Query(testkit.Context(t, 10*time.Second), `SELECT status, count(*) FROM tickets GROUP BY status`)
+	rows, err := conn.Query(testkit.Context(t, 10*time.Second), query)
 	if err != nil {
-		t.Fatalf("count tickets of %s: %v", clientID, err)
+		t.Fatalf("%s in %s: %v", query, db, err)
 	}
 	defer rows.Close()
 	got := map[string]int{}
@@ -112,28 +124,6 @@ func ticketCounts(t *testing.T, prefix, clientID string) map[string]int {
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
-	}
-	return got
-}
-
-// agentCounts is the tenant database's agents by status.
-func agentCounts(t *testing.T, prefix, clientID string) map[string]int {
-	t.Helper()
-	conn := tenantDB(t, prefix+clientID)
-	defer conn.Close(testkit.Context(t, 10*time.Second))
-	got := map[string]int{}
-	rows, err := conn.Query(testkit.Context(t, 10*time.Second), `SELECT status::text, count(*) FROM service_agents GROUP BY status`)
-	if err != nil {
-		t.Fatalf("count agents of %s: %v", clientID, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var s string
-		var n int
-		if err := rows.Scan(&s, &n); err != nil {
-			t.Fatal(err)
-		}
-		got[s] = n
 	}
 	return got
 }
