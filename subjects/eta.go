@@ -28,17 +28,25 @@ func ParseETA(subject string) (string, error) {
 // Operations of the ETA responder protocol (request-reply on ETA(tenant)).
 // Only the responders write slot buckets; everything else asks them.
 const (
-	// ETAReserve reserves the earliest free slot for a new ticket
-	// (create_ticket): Tenant, Type, CreatedAt, Ticket; AgentsRev.
+	// ETAReserve admits a new ticket (create_ticket): Tenant, Type,
+	// CreatedAt, Nonce; AgentsRev. The responder writes the ticket's
+	// confirmed record into the earliest free slot (the one durable write
+	// of an admission) and answers its Ticket id, Agent, SlotTime and
+	// Revision. A reserve with Takeover first looks for a ticket of the
+	// tenant with that Nonce and answers it if there is one.
 	ETAReserve = "reserve"
 	// ETAHold makes a pending hold (validate_eta): Tenant, Type,
 	// CreatedAt; AgentsRev.
 	ETAHold = "hold"
-	// ETAConfirm turns a hold into a reservation (allocate_slot): Tenant,
-	// Type, SlotID, Ticket.
+	// ETAConfirm turns a hold into a ticket (allocate_slot): Tenant,
+	// Type, SlotID, Nonce (the new ticket's, so that an asker that gets
+	// no reply knows the ticket id to release). The reply names the new Ticket, its Agent, SlotTime,
+	// CreatedAt (the hold's) and Revision.
 	ETAConfirm = "confirm"
-	// ETARelease frees a reservation (cancel, or a publish that failed):
-	// Tenant, Ticket, Agent, SlotTime; only if it still belongs to Ticket.
+	// ETARelease cancels a ticket and frees its slot (cancel_ticket):
+	// Tenant, Ticket, Type, CreatedAt (the ticket's), Agent, SlotTime. The
+	// responder writes the released record unless the ticket's slot is
+	// released already; repeating it changes nothing.
 	ETARelease = "release"
 )
 
@@ -58,9 +66,19 @@ type ETARequest struct {
 	Type      string    `json:"type,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	Ticket    string    `json:"ticket,omitempty"`
-	SlotID    string    `json:"slot_id,omitempty"`
-	Agent     string    `json:"agent,omitempty"`
-	SlotTime  time.Time `json:"slot_time,omitzero"`
+	// Nonce (reserve and confirm) is the random part of the new ticket's
+	// id (subjects.NewTicketNonce); the responder builds the id from it
+	// and the slot (NewSlotTicketID). A release with a Nonce and no Ticket
+	// releases the tenant's ticket with that nonce, if there is one: what
+	// an asker sends after a reserve that got no reply.
+	Nonce string `json:"nonce,omitempty"`
+	// Takeover (reserve only): an Idempotency-Key retry that took over a
+	// twin presumed dead; the tenant's tickets are searched for Nonce
+	// first, and a ticket found is the answer.
+	Takeover bool      `json:"takeover,omitempty"`
+	SlotID   string    `json:"slot_id,omitempty"`
+	Agent    string    `json:"agent,omitempty"`
+	SlotTime time.Time `json:"slot_time,omitzero"`
 	// AgentsRev (reserve and hold only) is the revision in BucketAgents
 	// of the tenant's last agent write the ingress knows of: the
 	// responder answers only from a calendar that has applied at least
@@ -156,10 +174,11 @@ type ETAReply struct {
 	Code          int        `json:"code"`
 	Error         string     `json:"error,omitempty"`
 	Message       string     `json:"message,omitempty"`
-	Field         string     `json:"field,omitempty"` // a refused request's offending member, if any
+	Field         string     `json:"field,omitempty"`  // a refused request's offending member, if any
+	Ticket        string     `json:"ticket,omitempty"` // reserve, confirm: the ticket's id
 	Agent         string     `json:"agent,omitempty"`
 	SlotTime      time.Time  `json:"slot_time,omitzero"`
-	CreatedAt     time.Time  `json:"created_at,omitzero"` // confirm: the hold's instant
+	CreatedAt     time.Time  `json:"created_at,omitzero"` // reserve: the ticket's; confirm: the hold's instant
 	SlotID        string     `json:"slot_id,omitempty"`
 	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
 	Revision      uint64     `json:"revision,omitempty"` // KV revision of the reservation

@@ -1,20 +1,26 @@
 package subjects
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Slot reservations live in a few shard buckets, a tenant always in one
-// shard (docs/design.md, "State"): a key per reserved agent-minute, free when
-// absent.
+// shard (docs/design.md, "State"): a key per agent-minute, whose newest
+// record (SlotRecord) says whether it is free. The record that reserves a
+// minute for a ticket is also the ticket's durable hand-off to the
+// allocators, which consume the bucket's stream: one write per admission.
 const (
-	slotBucketPrefix = "TMS_SLOTS_"
+	slotBucketPrefix = "TMS_RESERVATIONS_"
 	// DefaultSlotShards is the shard count when none is configured. It can
 	// only change on an empty system: a tenant's shard is a hash of its id
 	// modulo the count.
@@ -147,50 +153,272 @@ func ParseSlotID(id string) (agent string, minute time.Time, nonce string, err e
 	return agent, minute, nonce, nil
 }
 
-// SlotSubject is the stream subject behind one slot key. Publishing to it
-// with an expected last sequence and a message TTL is how a responder
-// turns a hold into a confirmed reservation under compare-and-set while
-// setting the reservation's own TTL (a KV Update drops the TTL; docs/nats.md).
+// SlotSubject is the stream subject behind one slot key: where the
+// allocators' consumers see its records.
 func SlotSubject(tenant, agent string, minute time.Time, shards int) string {
 	return "$KV." + SlotBucket(SlotShard(tenant, shards)) + "." + SlotKey(tenant, agent, minute)
 }
 
-// SlotMarkerTTL is how long a slot bucket keeps the marker a per-key TTL
-// leaves behind, so a watcher that rebuilds still sees the removal.
-const SlotMarkerTTL = 10 * time.Minute
+// SlotStreamSubjects is the subject filter of every record of shard.
+func SlotStreamSubjects(shard int) string { return "$KV." + SlotBucket(shard) + ".>" }
 
-// SlotBucketConfig is the configuration of slot shard i. History stays at
-// 1: with more history and LimitMarkerTTL the server raises every message
-// TTL to at least the marker TTL (docs/nats.md), which would stretch holds.
-func SlotBucketConfig(shard, replicas int) jetstream.KeyValueConfig {
+// ParseSlotSubject splits a subject of a slot bucket's stream into the
+// shard's bucket and the key (a consumer sees subjects written by anyone:
+// validate before use).
+func ParseSlotSubject(subject string) (bucket, key string, err error) {
+	rest, ok := strings.CutPrefix(subject, "$KV.")
+	if !ok {
+		return "", "", fmt.Errorf("%w: subject %q is not a slot bucket's", ErrInvalidSlot, subject)
+	}
+	bucket, key, ok = strings.Cut(rest, ".")
+	if !ok || !strings.HasPrefix(bucket, slotBucketPrefix) {
+		return "", "", fmt.Errorf("%w: subject %q is not a slot bucket's", ErrInvalidSlot, subject)
+	}
+	return bucket, key, nil
+}
+
+// SlotRecordAge is how long a slot bucket keeps a record (its MaxAge):
+// longer than the longest SLA, so a reservation outlives its minute, and
+// the allocators have that long to write a ticket before it ages out.
+// Expiry by age writes nothing (no tombstone, no marker; docs/nats.md).
+const SlotRecordAge = LongestSLA + time.Hour
+
+// SlotHistory is how many records a slot key keeps (KV history; 64 is the
+// most the server allows). A minute's records are few: a ticket, its
+// cancel, the next ticket, and holds; the allocators read every one long
+// before 64 more arrive on the same minute.
+const SlotHistory = 64
+
+// SlotBucketConfig is the configuration of slot shard i: limits retention
+// (the KV default), records aged out after maxAge (0: SlotRecordAge), no
+// per-key TTL and no limit markers, so nothing on the admission path
+// deletes or writes a tombstone.
+func SlotBucketConfig(shard, replicas int, maxAge time.Duration) jetstream.KeyValueConfig {
+	if maxAge <= 0 {
+		maxAge = SlotRecordAge
+	}
 	return jetstream.KeyValueConfig{
-		Bucket:         SlotBucket(shard),
-		Description:    "tms slot reservations: <tenant>.<agent>.<minute>, free when absent",
-		History:        1,
-		Storage:        jetstream.FileStorage,
-		Replicas:       replicasOr1(replicas),
-		LimitMarkerTTL: SlotMarkerTTL,
-		MaxValueSize:   4 << 10,
+		Bucket:       SlotBucket(shard),
+		Description:  "tms slot records: <tenant>.<agent>.<minute>; the newest says held, confirmed (a ticket) or released",
+		History:      SlotHistory,
+		Storage:      jetstream.FileStorage,
+		Replicas:     replicasOr1(replicas),
+		TTL:          maxAge,
+		MaxValueSize: MaxSlotRecordBytes,
 	}
 }
 
-// Slot reservation states.
+// ConsumerAllocatorsPrefix names the allocators' durable consumer of each
+// slot shard: AllocatorConsumer(i).
+const ConsumerAllocatorsPrefix = "allocators-"
+
+// AllocatorConsumer is the durable consumer every allocator process shares
+// on shard i's stream.
+func AllocatorConsumer(shard int) string { return ConsumerAllocatorsPrefix + strconv.Itoa(shard) }
+
+// Slot record states.
 const (
-	// SlotHeld is validate_eta's pending hold: it carries a key TTL of
-	// --hold-ttl and disappears unless allocate_slot confirms it.
+	// SlotHeld is validate_eta's pending hold: the minute is taken until
+	// HoldExpiresAt, then free again without any write (a later
+	// reservation replaces it, revision-checked).
 	SlotHeld = "held"
-	// SlotConfirmed is a reservation backing an accepted ticket. Its key
-	// TTL runs to some time after the slot's minute has passed, never
-	// shorter: a confirmed reservation does not expire while it matters.
+	// SlotConfirmed is an accepted ticket in this minute: the
+	// reservation and the ticket's hand-off to the allocators at once.
 	SlotConfirmed = "confirmed"
+	// SlotReleased frees the minute. With a Ticket it is that ticket's
+	// cancel (CancelledAt set), which the allocators apply.
+	SlotReleased = "released"
 )
 
-// SlotRecord is the value stored under SlotKey.
+// MaxSlotRecordBytes bounds a slot record (the bucket's MaxValueSize).
+const MaxSlotRecordBytes = 4 << 10
+
+// SlotRecord is one record under SlotKey: the value of a slot bucket key.
+// The newest record of a key says whether its minute is free: absent,
+// released, or a hold past its expiry.
 type SlotRecord struct {
-	State         string     `json:"state"`
-	Ticket        string     `json:"ticket,omitempty"` // set once confirmed
-	Type          string     `json:"type"`
-	CreatedAt     time.Time  `json:"created_at"` // the instant the SLA window is judged from
+	State    string    `json:"state"` // SlotHeld, SlotConfirmed or SlotReleased
+	Tenant   string    `json:"tenant,omitempty"`
+	Agent    string    `json:"agent,omitempty"`
+	SlotTime time.Time `json:"slot_time,omitzero"`
+	// Prev is the revision of the key's record this one replaced (0: the
+	// key had none): readers walk back through it to a ticket's older
+	// records (a cancelled ticket whose minute was taken again).
+	Prev      uint64    `json:"prev,omitempty"`
+	Type      string    `json:"type"`
+	CreatedAt time.Time `json:"created_at"` // the instant the SLA window is judged from
+	// Held: the hold's nonce (its slot id's random part) and expiry.
 	Nonce         string     `json:"nonce,omitempty"`
 	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
+	// Confirmed and released: the ticket (its id names this key's agent
+	// and minute, see NewSlotTicketID), its deadline, and for a cancel
+	// when it was cancelled.
+	Ticket      string     `json:"ticket,omitempty"`
+	Deadline    time.Time  `json:"deadline,omitzero"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+}
+
+// ConfirmedRecord is the record that admits ev (a created event) into its
+// slot, replacing revision prev of the key (0: none).
+func ConfirmedRecord(ev TicketEvent, prev uint64) SlotRecord {
+	return SlotRecord{State: SlotConfirmed, Tenant: ev.Tenant, Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Prev: prev,
+		Type: ev.Type, CreatedAt: ev.CreatedAt, Ticket: ev.Ticket, Deadline: ev.Deadline}
+}
+
+// ReleasedRecord is the record that cancels ev's ticket at cancelledAt and
+// frees its slot, replacing revision prev of the key.
+func ReleasedRecord(ev TicketEvent, cancelledAt time.Time, prev uint64) SlotRecord {
+	rec := ConfirmedRecord(ev, prev)
+	rec.State = SlotReleased
+	at := Stamp(cancelledAt)
+	rec.CancelledAt = &at
+	return rec
+}
+
+// Busy reports whether the record keeps its minute from a new
+// reservation at now: a confirmed ticket, or a hold not yet expired.
+func (r SlotRecord) Busy(now time.Time) bool {
+	switch r.State {
+	case SlotConfirmed:
+		return true
+	case SlotHeld:
+		return r.HoldExpiresAt != nil && now.Before(*r.HoldExpiresAt)
+	}
+	return false
+}
+
+// HasTicket reports whether the record is a ticket's: confirmed, or
+// released with a ticket (its cancel).
+func (r SlotRecord) HasTicket() bool {
+	return (r.State == SlotConfirmed || r.State == SlotReleased) && r.Ticket != ""
+}
+
+// Event is the ticket event a ticket's record stands for: created for a
+// confirmed record, cancelled for a released one. Only for HasTicket.
+func (r SlotRecord) Event() TicketEvent {
+	ev := TicketEvent{Event: TicketCreated, Tenant: r.Tenant, Ticket: r.Ticket, Type: r.Type, Agent: r.Agent,
+		SlotTime: r.SlotTime.UTC(), CreatedAt: r.CreatedAt, Deadline: r.Deadline}
+	if r.State == SlotReleased {
+		ev.Event = TicketCancelled
+		ev.CancelledAt = r.CancelledAt
+	}
+	return ev
+}
+
+// DecodeSlotRecord is the one validator of a record read from a slot key:
+// anyone with access to the bucket can write one. It decodes data (strict
+// for CheckWritable: at most MaxSlotRecordBytes, no unknown member,
+// nothing after the object) and checks it against key: a known state; a
+// ticket's record must name key's tenant, agent and minute, carry a
+// ticket id that names the same agent and minute, and, under
+// CheckWritable, pass TicketEvent.Check as its event; a hold must have an
+// expiry. Every refusal wraps ErrInvalidSlot.
+func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotRecord, error) {
+	var rec SlotRecord
+	tenant, agent, minute, err := ParseSlotKey(key)
+	if err != nil {
+		return rec, err
+	}
+	if check == CheckWritable {
+		if len(data) > MaxSlotRecordBytes {
+			return rec, fmt.Errorf("%w: record of %d bytes, at most %d", ErrInvalidSlot, len(data), MaxSlotRecordBytes)
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rec); err != nil {
+			return rec, fmt.Errorf("%w: json: %v", ErrInvalidSlot, err)
+		}
+		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+			return rec, fmt.Errorf("%w: data after the JSON object", ErrInvalidSlot)
+		}
+	} else if err := json.Unmarshal(data, &rec); err != nil {
+		return rec, fmt.Errorf("%w: json: %v", ErrInvalidSlot, err)
+	}
+	switch rec.State {
+	case SlotHeld:
+		if rec.HoldExpiresAt == nil {
+			return rec, fmt.Errorf("%w: a hold without hold_expires_at on %q", ErrInvalidSlot, key)
+		}
+		return rec, nil
+	case SlotReleased:
+		if rec.Ticket == "" {
+			return rec, nil // a minute freed without a ticket
+		}
+	case SlotConfirmed:
+	default:
+		return rec, fmt.Errorf("%w: state %q on %q", ErrInvalidSlot, rec.State, key)
+	}
+	if rec.Tenant != tenant || rec.Agent != agent || !rec.SlotTime.Equal(minute) {
+		return rec, fmt.Errorf("%w: record of %s/%s/%s on key %q", ErrInvalidSlot, rec.Tenant, rec.Agent,
+			rec.SlotTime.Format(time.RFC3339), key)
+	}
+	if ta, tm, _, err := ParseTicketID(rec.Ticket); err != nil || ta != agent || !tm.Equal(minute) {
+		return rec, fmt.Errorf("%w: ticket id %q does not name the slot of key %q", ErrInvalidSlot, rec.Ticket, key)
+	}
+	if rec.State == SlotReleased && rec.CancelledAt == nil {
+		return rec, fmt.Errorf("%w: a released ticket without cancelled_at on %q", ErrInvalidSlot, key)
+	}
+	if check == CheckWritable {
+		if err := rec.Event().Check(tenant, rec.Ticket); err != nil {
+			return rec, fmt.Errorf("%w: %w", ErrInvalidSlot, err)
+		}
+	}
+	return rec, nil
+}
+
+// TicketNonceLen is the length of the random part of a ticket id.
+const TicketNonceLen = 16
+
+// NewTicketNonce is the random part of a new ticket id. An
+// Idempotency-Key's pending record fixes it before the slot is known.
+func NewTicketNonce() string { return NewID("", TicketNonceLen) }
+
+// ValidTicketNonce checks a ticket nonce as NewTicketNonce makes it.
+func ValidTicketNonce(nonce string) error {
+	if len(nonce) != TicketNonceLen || ValidID(nonce) != nil {
+		return fmt.Errorf("%w: ticket nonce %q", ErrInvalidSlot, nonce)
+	}
+	return nil
+}
+
+// NewSlotTicketID is the id of a ticket in agent's minute:
+// t<YYYYMMDDHHMM>-<agent>-<nonce>. It names the ticket's slot, so a
+// ticket is read back from its slot key with one get (ParseTicketID),
+// and nonce (TicketNonceLen characters, NewTicketNonce) tells it from any
+// other ticket that minute has held. The id is at most MaxIDLen long as
+// long as the agent id is at most MaxSlotAgentIDLen (every agent id tms
+// makes is).
+func NewSlotTicketID(agent string, minute time.Time, nonce string) (string, error) {
+	if err := ValidTicketNonce(nonce); err != nil {
+		return "", err
+	}
+	if len(agent) > MaxSlotAgentIDLen || ValidID(agent) != nil {
+		return "", fmt.Errorf("%w: agent id %q cannot be part of a ticket id", ErrInvalidSlot, agent)
+	}
+	return "t" + formatMinute(minute) + "-" + agent + "-" + nonce, nil
+}
+
+// MaxSlotAgentIDLen is the longest agent id a ticket id can name.
+const MaxSlotAgentIDLen = MaxIDLen - 1 - len(minuteLayout) - 2 - TicketNonceLen
+
+// ParseTicketID is NewSlotTicketID's inverse. A ticket id that it cannot
+// have produced (ids of an earlier version: "t" and 20 random characters)
+// is ErrInvalidSlot: such a ticket is found only in its tenant database.
+func ParseTicketID(id string) (agent string, minute time.Time, nonce string, err error) {
+	const minLen = 1 + len(minuteLayout) + 1 + 1 + 1 + TicketNonceLen
+	if len(id) < minLen || len(id) > MaxIDLen || id[0] != 't' || ValidID(id) != nil {
+		return "", time.Time{}, "", fmt.Errorf("%w: ticket id %q", ErrInvalidSlot, id)
+	}
+	m, rest := id[1:1+len(minuteLayout)], id[1+len(minuteLayout):]
+	if rest[0] != '-' || rest[len(rest)-TicketNonceLen-1] != '-' {
+		return "", time.Time{}, "", fmt.Errorf("%w: ticket id %q", ErrInvalidSlot, id)
+	}
+	agent, nonce = rest[1:len(rest)-TicketNonceLen-1], rest[len(rest)-TicketNonceLen:]
+	if ValidID(agent) != nil {
+		return "", time.Time{}, "", fmt.Errorf("%w: ticket id %q", ErrInvalidSlot, id)
+	}
+	if minute, err = parseMinute(m); err != nil {
+		return "", time.Time{}, "", err
+	}
+	return agent, minute, nonce, nil
 }

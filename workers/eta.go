@@ -363,7 +363,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 			cancel()
 			return ok, nil
 		}
-		err = kv.Purge(kctx, key, jetstream.LastRevision(e.Revision()), jetstream.PurgeTTL(subjects.SlotMarkerTTL))
+		err = kv.Purge(kctx, key, jetstream.LastRevision(e.Revision()))
 		cancel()
 		if err == nil {
 			tc := r.calendar(req.Tenant)

@@ -332,7 +332,7 @@ func (r *Reconciler) judge(ctx context.Context, c candidate, st *ReconcileStats)
 	}
 	pctx, cancel := context.WithTimeout(ctx, reconcileLookupTimeout)
 	defer cancel()
-	err = r.shards[c.shard].Purge(pctx, c.key, jetstream.LastRevision(c.rev), jetstream.PurgeTTL(subjects.SlotMarkerTTL))
+	err = r.shards[c.shard].Purge(pctx, c.key, jetstream.LastRevision(c.rev))
 	switch {
 	case err == nil:
 		st.Released++

@@ -168,7 +168,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	for i := 0; i < n; i++ {
 		kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
-		kv, err := jskit.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas))
+		kv, err := jskit.OpenBucket(kctx, cfg.JS, subjects.SlotBucketConfig(i, cfg.Replicas, 0))
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)

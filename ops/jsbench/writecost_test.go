@@ -58,6 +58,22 @@ func createSlotStreams(b testing.TB, js jetstream.JetStream, shards int, atomicP
 	return func(i int) int { return shardOf[i%tenants] }
 }
 
+// oldSlotBucketConfig is the slot bucket of shape a, as tms configured it
+// before the one-write admission: one record per key, per-key TTLs and
+// limit markers.
+func oldSlotBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: "TMS_SLOTS_0", History: 1, Storage: jetstream.FileStorage,
+		Replicas: 1, LimitMarkerTTL: 10 * time.Minute, MaxValueSize: 4 << 10}
+}
+
+// oldTicketsStreamConfig is shape a's TICKETS stream: work-queue
+// retention, one subject per ticket, message ids deduplicated.
+func oldTicketsStreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{Name: "TMS_TICKETS", Subjects: []string{"tms.tickets.>"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Replicas: 1,
+		Duplicates: 2 * time.Minute, Discard: jetstream.DiscardNew, AllowDirect: true, MaxMsgSize: 16 << 10}
+}
+
 // todayAdmission sets up what an admission writes today and returns one
 // admission (shape a), one write after the other: the KV Create of the
 // slot key with a per-key TTL (its expiry, 1 s later, writes a delete
@@ -70,12 +86,12 @@ func todayAdmission(b *testing.B, e *env) func(ctx context.Context, c, i int) er
 	kvs := make([]jetstream.KeyValue, conns)
 	for c := range conns {
 		var err error
-		kvs[c], err = jskit.OpenBucket(ctx, e.js[c], subjects.SlotBucketConfig(0, 1))
+		kvs[c], err = jskit.OpenBucket(ctx, e.js[c], oldSlotBucketConfig())
 		if err != nil {
 			b.Fatalf("slot bucket: %v", err)
 		}
 	}
-	stream, err := e.js[0].CreateStream(ctx, subjects.TicketsStreamConfig(1))
+	stream, err := e.js[0].CreateStream(ctx, oldTicketsStreamConfig())
 	if err != nil {
 		b.Fatalf("tickets stream: %v", err)
 	}
@@ -127,7 +143,7 @@ func todayAdmission(b *testing.B, e *env) func(ctx context.Context, c, i int) er
 			return fmt.Errorf("slot create: %w", err)
 		}
 		ticket := "t" + strconv.Itoa(i)
-		ack, err := e.js[c].Publish(ctx, subjects.TicketSubject(tenantOf(i), ticket), record,
+		ack, err := e.js[c].Publish(ctx, "tms.tickets."+tenantOf(i)+"."+ticket, record,
 			jetstream.WithMsgID(ticket))
 		if err != nil {
 			return fmt.Errorf("ticket publish: %w", err)

@@ -21,8 +21,8 @@ func TestOpenBucketRace(t *testing.T) {
 	ctx := testkit.Context(t, 60*time.Second)
 	ns := testkit.StartNATS(t)
 	const racers = 8
-	kvCfg := subjects.SlotBucketConfig(0, 1)
-	stCfg := subjects.TicketsStreamConfig(1)
+	kvCfg := subjects.SlotBucketConfig(0, 1, 0)
+	stCfg := subjects.DeadLettersStreamConfig(1)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*racers)
 	for range racers {
