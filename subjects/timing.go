@@ -11,13 +11,6 @@ import (
 // one source of these values, so that raising one timeout moves every
 // bound that depends on it instead of relying on a comment elsewhere:
 //
-//   - An ingress publishes a ticket at most ReservePublishBound (ETA +
-//     Publish) after its reservation was confirmed. The reconciler in
-//     package workers releases a confirmed reservation whose ticket is
-//     nowhere once it is older than its grace, so the grace must be at
-//     least MinReconcileGrace (that bound doubled, for delivery delays and
-//     clock skew between the processes), or it frees live reservations;
-//     cmd/tms refuses a smaller --reconcile-grace.
 //   - A request that claimed an Idempotency-Key works for at most
 //     IdempotencyClaim (ETA + 4 x Publish + Call: the reserve, the publish,
 //     and on a failed publish the look-ups and the cancel). A pending
@@ -33,7 +26,8 @@ import (
 type Budget struct {
 	// ETA bounds one request from an ingress to the ETA responders.
 	ETA time.Duration
-	// Publish bounds one publish to, or read from, the TICKETS stream.
+	// Publish bounds one read of a slot bucket (a ticket looked up by
+	// its id) or one write of the idempotency bucket.
 	Publish time.Duration
 	// Call bounds every other NATS or Postgres call of an ordinary
 	// ingress request.
@@ -67,16 +61,6 @@ func (b Budget) WithETA(d time.Duration) Budget {
 	return b
 }
 
-// ReservePublishBound is the longest an ingress takes from a confirmed
-// reservation to the publish of its ticket: the ETA request that
-// confirmed it, then the publish.
-func (b Budget) ReservePublishBound() time.Duration { return b.ETA + b.Publish }
-
-// MinReconcileGrace is the smallest age at which the reconciler may judge
-// a reservation an orphan: ReservePublishBound doubled for delivery delays
-// and clock skew.
-func (b Budget) MinReconcileGrace() time.Duration { return 2 * b.ReservePublishBound() }
-
 // IdempotencyClaim bounds the work of the request that claimed an
 // Idempotency-Key: the reserve, the publish, and on a failed publish the
 // look-ups and the cancel.
@@ -94,16 +78,6 @@ func (b Budget) Check() error {
 		return fmt.Errorf("%w: ETA, Publish, Call and AgentsWait must be positive, Skew not negative", ErrBudget)
 	case b.AgentsWait >= b.ETA:
 		return fmt.Errorf("%w: agents wait %s must stay under the ETA timeout %s", ErrBudget, b.AgentsWait, b.ETA)
-	}
-	return nil
-}
-
-// CheckReconcileGrace reports a reconcile grace that could free a
-// reservation whose ticket is still on its way.
-func (b Budget) CheckReconcileGrace(grace time.Duration) error {
-	if least := b.MinReconcileGrace(); grace < least {
-		return fmt.Errorf("%w: reconcile grace %s is under %s, twice the %s an ingress may take from a reservation to its publish",
-			ErrBudget, grace, least, b.ReservePublishBound())
 	}
 	return nil
 }

@@ -22,8 +22,6 @@ func TestDefaultBudget(t *testing.T) {
 		{"Call", b.Call, 5 * time.Second},
 		{"AgentsWait", b.AgentsWait, time.Second},
 		{"Skew", b.Skew, 10 * time.Second},
-		{"ReservePublishBound", b.ReservePublishBound(), 5 * time.Second},
-		{"MinReconcileGrace", b.MinReconcileGrace(), 10 * time.Second},
 		{"IdempotencyClaim", b.IdempotencyClaim(), 19 * time.Second},
 		{"IdempotencyTakeover", b.IdempotencyTakeover(), 31 * time.Second},
 	} {
@@ -32,9 +30,6 @@ func TestDefaultBudget(t *testing.T) {
 		}
 	}
 	// The bounds the comments promise.
-	if b.MinReconcileGrace() < 2*(b.ETA+b.Publish) {
-		t.Errorf("MinReconcileGrace %s under twice ETA + Publish", b.MinReconcileGrace())
-	}
 	if b.IdempotencyTakeover() <= b.ETA+b.Publish+b.Call+b.ETA {
 		t.Errorf("IdempotencyTakeover %s not above a reserve, a publish, a cancel and a release", b.IdempotencyTakeover())
 	}
@@ -49,8 +44,6 @@ func TestBudgetBoundsMove(t *testing.T) {
 		name string
 		of   func(Budget) time.Duration
 	}{
-		{"ReservePublishBound", Budget.ReservePublishBound},
-		{"MinReconcileGrace", Budget.MinReconcileGrace},
 		{"IdempotencyClaim", Budget.IdempotencyClaim},
 		{"IdempotencyTakeover", Budget.IdempotencyTakeover},
 	}
@@ -60,11 +53,11 @@ func TestBudgetBoundsMove(t *testing.T) {
 		raise   func(*Budget)
 		weight  []time.Duration
 	}{
-		{"ETA", func(b *Budget) { b.ETA += d }, []time.Duration{1, 2, 1, 2}},
-		{"Publish", func(b *Budget) { b.Publish += d }, []time.Duration{1, 2, 4, 4}},
-		{"Call", func(b *Budget) { b.Call += d }, []time.Duration{0, 0, 1, 1}},
-		{"AgentsWait", func(b *Budget) { b.AgentsWait += d }, []time.Duration{0, 0, 0, 0}},
-		{"Skew", func(b *Budget) { b.Skew += d }, []time.Duration{0, 0, 0, 1}},
+		{"ETA", func(b *Budget) { b.ETA += d }, []time.Duration{1, 2}},
+		{"Publish", func(b *Budget) { b.Publish += d }, []time.Duration{4, 4}},
+		{"Call", func(b *Budget) { b.Call += d }, []time.Duration{1, 1}},
+		{"AgentsWait", func(b *Budget) { b.AgentsWait += d }, []time.Duration{0, 0}},
+		{"Skew", func(b *Budget) { b.Skew += d }, []time.Duration{0, 1}},
 	} {
 		raised := DefaultBudget
 		c.raise(&raised)
@@ -76,26 +69,10 @@ func TestBudgetBoundsMove(t *testing.T) {
 	}
 }
 
-// TestBudgetChecks: a grace under the minimum, or a raised ETA or publish
-// timeout that puts the minimum above a grace that was enough, is refused;
-// so is an agents wait that outlasts the ETA timeout.
+// TestBudgetChecks: WithETA keeps a budget for 0; an agents wait that
+// outlasts the ETA timeout is refused.
 func TestBudgetChecks(t *testing.T) {
 	b := DefaultBudget
-	if err := b.CheckReconcileGrace(b.MinReconcileGrace()); err != nil {
-		t.Errorf("grace at the minimum: %v", err)
-	}
-	if err := b.CheckReconcileGrace(b.MinReconcileGrace() - time.Millisecond); !errors.Is(err, ErrBudget) {
-		t.Errorf("grace under the minimum: %v, want ErrBudget", err)
-	}
-	grace := 30 * time.Second
-	slowPublish := b
-	slowPublish.Publish = 14 * time.Second // 2 x (2 + 14) = 32 s
-	if err := slowPublish.CheckReconcileGrace(grace); !errors.Is(err, ErrBudget) {
-		t.Errorf("publish timeout 14s with grace 30s: %v, want ErrBudget", err)
-	}
-	if err := b.WithETA(14 * time.Second).CheckReconcileGrace(grace); !errors.Is(err, ErrBudget) {
-		t.Errorf("ETA timeout 14s with grace 30s: %v, want ErrBudget", err)
-	}
 	if got := b.WithETA(0); got != b {
 		t.Errorf("WithETA(0) = %+v, want the budget unchanged", got)
 	}

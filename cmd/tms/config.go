@@ -18,8 +18,6 @@ import (
 
 	"tms/ingress"
 	"tms/ops"
-	"tms/subjects"
-	"tms/workers"
 )
 
 // config is everything a tms command reads from its flags and TMS_*
@@ -38,11 +36,8 @@ type config struct {
 	Replicas     int
 	LogLevel     string
 	LogFormat    string
-	// AckWait is the allocators' ack wait; ReconcileGrace and
-	// ReconcileInterval the orphan-reservation reconciler's.
-	AckWait           time.Duration
-	ReconcileGrace    time.Duration
-	ReconcileInterval time.Duration
+	// AckWait is the allocators' ack wait.
+	AckWait time.Duration
 	// Overload bounds of the front (ingress.OverloadConfig).
 	TenantRate        float64
 	TenantBurst       int
@@ -72,7 +67,7 @@ type roleSet uint8
 const (
 	// roleFront is the HTTP listeners and the public NATS API.
 	roleFront roleSet = 1 << iota
-	// roleBack is the ETA responders, the allocators and the reconciler.
+	// roleBack is the ETA responders and the allocators.
 	roleBack
 	// roleEmbedded is the embedded NATS server, which serve runs unless
 	// --nats-url names an external one.
@@ -134,10 +129,6 @@ var flagDefs = []flagDef{
 		}},
 	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
-	{"reconcile-grace", "age after which a confirmed slot reservation whose ticket is in neither the stream nor the tenant database is released as an orphan (an ingress died between reserve and publish); at least " + subjects.DefaultBudget.MinReconcileGrace().String(), roleBack,
-		dur(func(c *config) *time.Duration { return &c.ReconcileGrace }, workers.DefaultReconcileGrace)},
-	{"reconcile-interval", "time between two passes of the orphan-reservation reconciler; an orphan is released within grace + interval", roleBack,
-		dur(func(c *config) *time.Duration { return &c.ReconcileInterval }, workers.DefaultReconcileInterval)},
 	{"tenant-rate", "optional hard cap: requests a second one tenant may make to this process (token bucket; 0: none, the fair share of --max-in-flight applies); over it: 429 with Retry-After", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 0, usage) }},
 	{"tenant-burst", "requests one tenant may make at once after a quiet spell, with --tenant-rate (0: the rate rounded up)", roleFront,
@@ -397,17 +388,6 @@ func (c *config) validate() error {
 		// write is still going on.
 		if c.AckWait < time.Second {
 			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
-		}
-		// The budget's minimum keeps the reconciler off reservations
-		// whose ticket is still on its way: an ingress publishes within
-		// its ETA timeout plus its publish timeout of the reservation,
-		// doubled for delivery delays and clock skew between processes.
-		if subjects.DefaultBudget.CheckReconcileGrace(c.ReconcileGrace) != nil {
-			return usagef("--reconcile-grace %s: want at least %s, above the time an ingress may take from a reservation to its publish",
-				c.ReconcileGrace, subjects.DefaultBudget.MinReconcileGrace())
-		}
-		if c.ReconcileInterval < time.Second {
-			return usagef("--reconcile-interval %s: want at least 1s", c.ReconcileInterval)
 		}
 	}
 	if err := c.validatePprof(); err != nil {

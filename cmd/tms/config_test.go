@@ -15,8 +15,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"tms/subjects"
-	"tms/workers"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -71,8 +69,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"worker", "--nats-url", "nats://a", "--db-prefix", "x_"}, nil, "db-prefix"}, // worker creates no databases
 		{[]string{"ingress", "--nats-url", "nats://a", "--hold-ttl", "30s"}, nil, "hold-ttl"}, // the responders own holds
 		{[]string{"serve", "--ack-wait", "500ms"}, nil, "--ack-wait"},
-		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "--reconcile-grace"}, // under the reserve-to-publish bound
-		{[]string{"worker", "--nats-url", "nats://a", "--reconcile-interval", "0s"}, nil, "--reconcile-interval"},
+		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "reconcile-grace"},               // the reconciler is gone with the one-write admission
 		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"}, // no allocator there
 		{[]string{"serve", "--tenant-rate", "-1"}, nil, "--tenant-rate"},
 		{[]string{"serve"}, map[string]string{"TMS_CLIENT_BURST": "-5"}, "--client-burst"},
@@ -132,8 +129,8 @@ func TestConfigWorker(t *testing.T) {
 	}
 }
 
-// TestConfigFaultTuning: the allocators' ack wait and the reconciler's
-// grace and interval have defaults, variables and flags; TMS_FAILPOINT
+// TestConfigFaultTuning: the allocators' ack wait has a default, a
+// variable and a flag; TMS_FAILPOINT
 // arms a test-only failpoint and shows in the logged config.
 func TestConfigFaultTuning(t *testing.T) {
 	t.Parallel()
@@ -141,23 +138,20 @@ func TestConfigFaultTuning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.AckWait != 30*time.Second || cfg.ReconcileGrace != workers.DefaultReconcileGrace ||
-		cfg.ReconcileInterval != workers.DefaultReconcileInterval || cfg.Failpoint != (failpoint{}) {
+	if cfg.AckWait != 30*time.Second || cfg.Failpoint != (failpoint{}) {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	cfg, err = loadConfig([]string{"serve", "--reconcile-interval", "2s"}, env(map[string]string{
-		"TMS_ACK_WAIT": "2s", "TMS_RECONCILE_GRACE": "10s", "TMS_RECONCILE_INTERVAL": "7s",
-		"TMS_FAILPOINT": "allocator.after_commit:5",
+	cfg, err = loadConfig([]string{"serve"}, env(map[string]string{
+		"TMS_ACK_WAIT": "2s", "TMS_FAILPOINT": "allocator.after_commit:5",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.AckWait != 2*time.Second || cfg.ReconcileGrace != 10*time.Second || cfg.ReconcileInterval != 2*time.Second ||
-		cfg.Failpoint != (failpoint{Name: "allocator.after_commit", At: 5}) {
+	if cfg.AckWait != 2*time.Second || cfg.Failpoint != (failpoint{Name: "allocator.after_commit", At: 5}) {
 		t.Fatalf("set: %+v", cfg)
 	}
 	logged := fmt.Sprint(cfg.logAttrs()...)
-	for _, want := range []string{"ack_wait=2s", "reconcile_grace=10s", "reconcile_interval=2s", "allocator.after_commit:5 (TEST ONLY)"} {
+	for _, want := range []string{"ack_wait=2s", "allocator.after_commit:5 (TEST ONLY)"} {
 		if !strings.Contains(logged, want) {
 			t.Errorf("logged config %s lacks %q", logged, want)
 		}
@@ -345,7 +339,7 @@ func TestConfigLogHidesSecretFlags(t *testing.T) {
 var nonDefault = map[string]string{
 	"http-addr": "127.0.0.1:9080", "internal-addr": "127.0.0.1:9081", "nats-listen": "127.0.0.1:5222",
 	"data-dir": "/srv/tms", "db-prefix": "acme_", "hold-ttl": "45s", "ack-wait": "40s",
-	"reconcile-grace": "50s", "reconcile-interval": "25s", "tenant-rate": "123.5", "tenant-burst": "77",
+	"tenant-rate": "123.5", "tenant-burst": "77",
 	"client-rate": "9", "client-burst": "7", "max-in-flight": "99", "max-backlog": "4242",
 	"max-account-creates": "3", "max-logins": "5", "log-level": "warn", "log-format": "json",
 	"database-url": "postgres://tms:pgsecret@db1/postgres", "pprof-addr": "127.0.0.1:6061",
@@ -359,7 +353,7 @@ func TestCommandFlagsByRole(t *testing.T) {
 	only := map[string][]string{
 		"serve":   {"nats-listen", "data-dir"},
 		"ingress": {"http-addr", "internal-addr", "db-prefix", "tenant-rate", "tenant-burst", "max-in-flight", "soft-in-flight", "admission-target", "max-backlog", "max-account-creates", "max-logins", "queue-wait", "max-failures", "lockout", "client-rate", "client-burst"},
-		"worker":  {"hold-ttl", "ack-wait", "reconcile-grace", "reconcile-interval"},
+		"worker":  {"hold-ttl", "ack-wait"},
 	}
 	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format", "pprof-addr"}
 	want := map[string]map[string]bool{"serve": {}, "ingress": {}, "worker": {}}
@@ -388,29 +382,5 @@ func TestCommandFlagsByRole(t *testing.T) {
 		if got := rolesOf(c.cmd); got != c.want {
 			t.Errorf("rolesOf(%q) = %b, want %b", c.cmd, got, c.want)
 		}
-	}
-}
-
-// TestReconcileGraceFollowsBudget: --reconcile-grace is checked against
-// subjects.DefaultBudget, the minimum the help names is the budget's, and
-// the default passes it.
-func TestReconcileGraceFollowsBudget(t *testing.T) {
-	least := subjects.DefaultBudget.MinReconcileGrace()
-	for _, c := range []struct {
-		grace time.Duration
-		ok    bool
-	}{{least, true}, {least - time.Second, false}, {workers.DefaultReconcileGrace, true}} {
-		_, err := loadConfig([]string{"worker", "--nats-url", "nats://a", "--reconcile-grace", c.grace.String()}, env(nil), io.Discard)
-		var ue *usageError
-		if c.ok && err != nil || !c.ok && !errors.As(err, &ue) {
-			t.Errorf("--reconcile-grace %s: %v (want ok %v)", c.grace, err, c.ok)
-		}
-	}
-	var out strings.Builder
-	if err := help([]string{"worker"}, &out); !errors.Is(err, errHelp) {
-		t.Fatalf("tms help worker: %v", err)
-	}
-	if !strings.Contains(out.String(), "at least "+least.String()) {
-		t.Errorf("help of --reconcile-grace does not name the budget's minimum %s", least)
 	}
 }

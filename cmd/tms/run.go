@@ -148,7 +148,6 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if r.has(roleBack) {
 		back["eta responder"] = p.responder.Run
 		back["allocator"] = p.allocator.Run
-		back["reconciler"] = p.reconciler.Run
 	}
 	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
 	if r.has(roleFront) {
@@ -200,14 +199,13 @@ type parts struct {
 	natsAPI  *ingress.NATSAPI
 
 	// back
-	responder  *workers.Responder
-	allocator  *workers.Allocator
-	reconciler *workers.Reconciler
+	responder *workers.Responder
+	allocator *workers.Allocator
 }
 
 // natsConns are the NATS connections of a process: front carries the
 // registry, sessions, agents, the NATS API and admission; back the ETA
-// responders, allocators and reconciler. They are one connection but in
+// responders and allocators. They are one connection but in
 // tms serve with the embedded server, where each is in-process (a
 // synchronous pipe): two let the admissions' requests and the
 // responders' replies pass each other instead of taking turns on one.
@@ -271,16 +269,6 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		})
 		if err != nil {
 			return nil, fmt.Errorf("allocator: %w", err)
-		}
-		// Releases reservations whose ticket never reached the stream (an
-		// ingress that died between reserve and publish): within Grace +
-		// Interval of the crash.
-		p.reconciler, err = workers.NewReconciler(workers.ReconcilerConfig{
-			JS: backJS, Registry: p.registry, Tickets: tickets, Logger: logger, Metrics: metrics,
-			Grace: cfg.ReconcileGrace, Interval: cfg.ReconcileInterval,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("reconciler: %w", err)
 		}
 		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
 	}
