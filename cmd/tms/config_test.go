@@ -83,7 +83,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit"}, "TMS_FAILPOINT"},
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "allocator.before_commit:0"}, "TMS_FAILPOINT"},
 		{[]string{"serve"}, map[string]string{"TMS_FAILPOINT": "nowhere:3"}, "TMS_FAILPOINT"},
-		{[]string{"worker", "--nats-url", "nats://a"}, map[string]string{"TMS_FAILPOINT": "ingress.before_publish:1"}, "never reaches"},
+		{[]string{"worker", "--nats-url", "nats://a"}, map[string]string{"TMS_FAILPOINT": "ingress.after_reserve:1"}, "never reaches"},
 		{[]string{"ingress", "--nats-url", "nats://a"}, map[string]string{"TMS_FAILPOINT": "allocator.after_commit:1"}, "never reaches"},
 	} {
 		_, err := loadConfig(tc.args, env(tc.env), io.Discard)

@@ -22,8 +22,8 @@ const failpointEnv = "TMS_FAILPOINT"
 
 // The failpoints, and the commands whose parts reach them.
 var failpoints = map[string]string{
-	// after a slot was reserved for a ticket, before its event is published
-	"ingress.before_publish": "serve ingress",
+	// after the responder wrote a ticket's confirmed record, before the answer
+	"ingress.after_reserve": "serve ingress",
 	// before an allocator writes a ticket event into a tenant database
 	"allocator.before_commit": "serve worker",
 	// after that write committed, before the ack

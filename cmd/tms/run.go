@@ -247,9 +247,9 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		checks = append(checks, ops.NATSConnected(backNC))
 	}
 
-	// The streams first, with this version's configuration, so that
-	// tickets accepted from now on have a place to wait, whichever role
-	// starts first.
+	// The dead-letter stream first, with this version's configuration,
+	// whichever role starts first; the responders and allocators open the
+	// slot buckets.
 	if err := workers.EnsureStreams(ctx, js, cfg.Replicas); err != nil {
 		return nil, fmt.Errorf("ticket streams: %w", err)
 	}
@@ -297,7 +297,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 	}
 	hcfg.Admission, err = admission.New(admission.Config{
 		NC: nc, JS: js, Tickets: tickets, Agents: p.agents, Replicas: cfg.Replicas, Logger: logger,
-		BeforePublish: cfg.Failpoint.hook("ingress.before_publish", logger), Gate: hcfg.Overload,
+		BeforePublish: cfg.Failpoint.hook("ingress.after_reserve", logger), Gate: hcfg.Overload,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admission: %w", err)
@@ -307,8 +307,8 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 	}
 	checks = append(checks, ops.Flag("sessions", p.sessions.Ready), ops.Flag("nats api", isClosed(p.natsAPI.Started())))
 	// Ready means an admission can succeed now: a responder answers, and
-	// the streams it writes (the slot buckets, TICKETS) have a leader.
-	probes := []ops.Check{ops.ETAResponders(nc), ops.StreamLeader(js, subjects.StreamTickets)}
+	// the streams of the slot buckets it writes have a leader.
+	probes := []ops.Check{ops.ETAResponders(nc)}
 	for i := range subjects.DefaultSlotShards {
 		probes = append(probes, ops.StreamLeader(js, subjects.SlotStream(i)))
 	}
