@@ -27,7 +27,7 @@ type tenantEnv struct {
 	reg    *tenants.Registry
 }
 
-func newTenantEnv(t *testing.T) *tenantEnv {
+func newTenantEnv(t testing.TB) *tenantEnv {
 	t.Helper()
 	e := &tenantEnv{nats: testkit.StartNATS(t)}
 	e.js = e.nats.JetStream(t)
@@ -36,7 +36,7 @@ func newTenantEnv(t *testing.T) *tenantEnv {
 	return e
 }
 
-func (e *tenantEnv) createAccount(t *testing.T, name, email string) tenants.Tenant {
+func (e *tenantEnv) createAccount(t testing.TB, name, email string) tenants.Tenant {
 	t.Helper()
 	return e.Account(t, name, email)
 }

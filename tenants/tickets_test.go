@@ -22,7 +22,7 @@ type ticketEnv struct {
 	db      *pgx.Conn
 }
 
-func newTicketEnv(t *testing.T) *ticketEnv {
+func newTicketEnv(t testing.TB) *ticketEnv {
 	t.Helper()
 	e := newTenantEnv(t)
 	ctx := testkit.Context(t, 60*time.Second)
