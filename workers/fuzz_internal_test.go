@@ -131,8 +131,8 @@ func checkCalendars(t *testing.T, r *Responder) {
 			t.Fatalf("a calendar for tenant %q: %v", tenant, err)
 		}
 		first, last, _ := calendar.Window(fuzzT0, subjects.Gold)
-		tc.cal.Free(first, last)
-		if cl, ok := tc.cal.Claim(first, last); ok {
+		tc.cal.Free(fuzzT0, first, last)
+		if cl, ok := tc.cal.Claim(fuzzT0, first, last); ok {
 			if subjects.ValidID(cl.Agent) != nil || cl.Minute.Before(first) || cl.Minute.After(last) {
 				t.Fatalf("claim %+v outside [%v, %v] or with a bad agent", cl, first, last)
 			}

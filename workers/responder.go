@@ -57,10 +57,9 @@ const (
 	// ingress stamps it just before asking, so more means a broken clock
 	// or a forged request.
 	maxSkew = 5 * time.Second
-	// reservationMargin keeps a confirmed key this long after its minute
-	// has passed: the key matters only until then (Postgres keeps the
-	// ticket), so keys of past minutes do not pile up.
-	reservationMargin = 15 * time.Minute
+	// searchTimeout bounds a search of a tenant's slot records for a
+	// ticket nonce (takeover, release by nonce).
+	searchTimeout = 5 * time.Second
 	// maxAttempts bounds the creates one request tries when others keep
 	// winning the race; each lost create marks a slot taken, so this is
 	// reached only under heavy contention (the answer is then 503).

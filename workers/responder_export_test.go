@@ -9,7 +9,7 @@ func (r *Responder) FreeSlots(tenant string, first, last time.Time) int {
 	tc := r.calendar(tenant)
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	return tc.cal.Free(first, last)
+	return tc.cal.Free(r.now(), first, last)
 }
 
 // AgentsWaiting is, for tests, how many requests wait now for the agents
