@@ -59,7 +59,11 @@ func (r *Responder) logAnswer(ctx context.Context, subject string, req subjects.
 	case slog.LevelInfo:
 		attrs = append(attrs, slog.String("subject", subject), slog.Any("err", err))
 	default:
-		attrs = append(attrs, slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
+		ticket := reply.Ticket
+		if ticket == "" {
+			ticket = req.Ticket
+		}
+		attrs = append(attrs, slog.String("ticket", ticket), slog.String("agent", reply.Agent),
 			slog.Time("slot_time", reply.SlotTime))
 	}
 	r.log.LogAttrs(ctx, level, msg, attrs...)
@@ -339,11 +343,30 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.
 			return cl.Slot, rev, nil
 		case jskit.CreateLost(err):
 			r.metrics.conflict()
+			if cl.Rev == 0 {
+				r.relearn(ctx, kv, req.Tenant, cl.Slot, key)
+			}
 			continue
 		}
 		return calendar.Slot{}, 0, fmt.Errorf("writing slot %s: %w: %w", key, ErrUnavailable, err)
 	}
 	return calendar.Slot{}, 0, fmt.Errorf("tenant %s after %d attempts: %w: %w", req.Tenant, maxAttempts, ErrUnavailable, ErrContended)
+}
+
+// relearn reads the newest record of a key whose create was lost and
+// puts it into the tenant's calendar. Usually the watch brings the same
+// record a moment later; but a calendar can also have missed the key (it
+// was outside the minutes the calendar indexed when written), and then
+// only this read tells it the revision to update, should the record free
+// the minute. A failed read leaves the slot busy, as Lost marked it.
+func (r *Responder) relearn(ctx context.Context, kv jetstream.KeyValue, tenant string, s calendar.Slot, key string) {
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	e, err := kv.Get(kctx, key)
+	cancel()
+	if err != nil {
+		return
+	}
+	r.learn(tenant, s, e.Revision(), slotMark(e))
 }
 
 // write puts a slot record: only if the key was never written (prev 0),

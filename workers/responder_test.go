@@ -753,3 +753,59 @@ func TestResponderSurvivesNATSRestart(t *testing.T) {
 	}
 	checkBookings(t, e, ten.ID, got, respT0, subjects.Gold)
 }
+
+// TestResponderRelearnsAMissedRecord: a calendar indexes a range of
+// minutes, and a record written beyond it is not in the calendar when the
+// range later moves over it. A create there loses; the responder then
+// reads the key, and a released record's minute is taken by an update
+// against its revision instead of being lost to the tenant.
+func TestResponderRelearnsAMissedRecord(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Far Future")
+	r := e.responder(t, nil)
+	r.FreeSlots(ten.ID, respT0, respT0) // the tenant's calendar, indexed around respT0
+	far := time.Date(2030, 5, 7, 2, 30, 0, 0, time.UTC)
+	ag := e.agentAt(t, ten, far.Add(-30*time.Second))
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, far, far) == 1 }, "agent seen")
+
+	// A released ticket at 02:30 next day, written while the calendar
+	// indexes only up to about 02:04, then a record the calendar does
+	// index: once that one is in, the first has gone by.
+	kv := e.slotKV(t, ten.ID)
+	ctx := testkit.Context(t, 10*time.Second)
+	put := func(minute, created time.Time) uint64 {
+		id, err := subjects.NewSlotTicketID(ag.ID, minute, subjects.NewTicketNonce())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := json.Marshal(subjects.ReleasedRecord(subjects.TicketEvent{Event: subjects.TicketCreated,
+			Tenant: ten.ID, Ticket: id, Type: subjects.Bronze, Agent: ag.ID, SlotTime: minute, CreatedAt: created,
+			Deadline: created.Add(8 * time.Hour)}, created, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, err := kv.Create(ctx, subjects.SlotKey(ten.ID, ag.ID, minute), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	farRev := put(far, far.Add(-time.Hour))
+	nearRev := put(respT0, respT0)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.SlotRev(ten.ID, ag.ID, respT0) == nearRev },
+		"the indexed record in the calendar")
+	if got := r.SlotRev(ten.ID, ag.ID, far); got != 0 {
+		t.Fatalf("the record beyond the indexed minutes is in the calendar at %d: the test shows nothing", got)
+	}
+
+	// Hours later a BRONZE window reaches 02:30, the agent's only minute.
+	e.clock.Set(time.Date(2030, 5, 6, 18, 31, 0, 0, time.UTC))
+	got := mustAsk(t, e.nats.Connect(t), newReserve(ten.ID, subjects.Bronze, e.clock.Now()))
+	if got.Code != http.StatusCreated || !got.SlotTime.Equal(far) {
+		t.Fatalf("reserve over the missed release: %+v, want 201 at %v", got, far)
+	}
+	if rec, _, _ := e.record(t, ten.ID, subjects.SlotKey(ten.ID, ag.ID, far)); rec.Prev != farRev {
+		t.Fatalf("the ticket replaced revision %d, want the missed release's %d", rec.Prev, farRev)
+	}
+}

@@ -28,7 +28,8 @@ type watchSink struct {
 
 // watchLoop keeps one watch running until ctx is done (jskit.KVFeed:
 // rebuilt after a broken watch or a reconnect). Meanwhile the old state
-// keeps answering, which is safe because the KV create decides, not the
+// keeps answering, which is safe because the revision-checked KV write
+// decides, not the
 // state.
 func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watchSink) {
 	feed := jskit.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
