@@ -28,10 +28,12 @@ type ResponderConfig struct {
 	Registry *tenants.Registry // a request for an unknown tenant is 404 client_not_found
 	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now). It also bounds the CreatedAt a
-	// request may carry: within maxSkew of Now.
+	// request may carry (within maxSkew of Now), and it ends holds: a hold
+	// is busy while Now is before its HoldExpiresAt, in every responder's
+	// calendar, with no write.
 	Now func() time.Time
 	// HoldTTL is how long a pending hold lives (0: 30s); whole seconds,
-	// at least 1s.
+	// at least 1s, as tms serve's --hold-ttl.
 	HoldTTL time.Duration
 	// Shards is the slot shard count (0: subjects.DefaultSlotShards).
 	Shards   int
