@@ -154,13 +154,6 @@ func newReserve(tenant, typ string, created time.Time) subjects.ETARequest {
 		Nonce: subjects.NewTicketNonce()}
 }
 
-// reserveReq is newReserve in the shape the reconciler's tests (which go
-// with the reconciler) call it; ticket is ignored: the responder makes
-// the id from the nonce and the slot.
-func reserveReq(tenant, typ, _ string, created time.Time) subjects.ETARequest {
-	return newReserve(tenant, typ, created)
-}
-
 // releaseReq is the release of a reserved ticket, as cancel_ticket asks
 // it: the ticket's id, type and instant, and the slot the reply named.
 func releaseReq(tenant, typ string, created time.Time, reply subjects.ETAReply) subjects.ETARequest {
