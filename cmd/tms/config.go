@@ -143,7 +143,7 @@ var flagDefs = []flagDef{
 		}},
 	{"admission-target", "latency of the fastest admission of each 100ms above which the process counts as saturated (a standing queue), for the fair share; a slow machine's floor raises it (0: latency is not watched)", roleFront,
 		dur(func(c *config) *time.Duration { return &c.AdmissionTarget }, ingress.DefaultAdmissionTarget)},
-	{"max-backlog", "TICKETS stream messages not yet written by the allocators at which new admissions get 503 (negative: never)", roleFront,
+	{"max-backlog", "slot records the allocators have not yet written (their consumers' lag over all shards) at which new admissions get 503 (negative: never)", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.Int64Var(&c.MaxBacklog, name, ingress.DefaultMaxBacklog, usage)
 		}},
