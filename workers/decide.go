@@ -78,7 +78,7 @@ const (
 // tms_allocator_handle_seconds): a ticket's create or cancel, written into
 // the tenant database, or a record with nothing to write.
 const (
-	recordCreated = subjects.TicketCreated
+	recordCreated   = subjects.TicketCreated
 	recordCancelled = subjects.TicketCancelled
 	// recordHeld is a hold of validate_eta: no ticket yet.
 	recordHeld = "held"

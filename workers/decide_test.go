@@ -257,12 +257,12 @@ func TestSettleLookup(t *testing.T) {
 		{name: "found", err: nil, want: write},
 		{name: "unknown tenant", err: fmt.Errorf("tenant ctenant: %w", tenants.ErrTenantNotFound),
 			want: decision{action: actDeadLetter, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
-				kind: kindUnknownTenant,
+				kind:   kindUnknownTenant,
 				reason: "unknown tenant ctenant"}},
 		{name: "registry unreachable", err: down,
 			want: decision{action: actRedeliver, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
 				kind: retryRegistry,
-				err: down, delay: 3 * time.Second}},
+				err:  down, delay: 3 * time.Second}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
