@@ -33,8 +33,8 @@ type AllocatorConfig struct {
 	// processes keep updating the buckets back and forth.
 	SlotMaxAge time.Duration
 	// Backoff is the redelivery delay after the given delivery failed
-	// for a reason that will pass (Postgres down, a conflict whose cancel
-	// is on its way). nil: 1s, 2s, 5s, 10s, then 30s.
+	// for a reason that will pass (Postgres down, a conflict whose release
+	// may be on its way). nil: 1s, 2s, 5s, 10s, then 30s.
 	Backoff func(delivery int) time.Duration
 	// AckWait is how long the server waits for an ack before it hands a
 	// message to another worker (a worker that died). 0 -> 30s. It is a

@@ -839,3 +839,37 @@ func TestAllocatorConflict(t *testing.T) {
 		t.Errorf("dead_lettered{double_booking} = %v, want 1", got)
 	}
 }
+
+// TestAllocatorCreateAfterItsRelease: A's create comes to a worker after
+// its minute was released and taken by B, whose row is already written
+// (as a redelivery after a crash would bring it): the worker finds A's
+// own release in the records that followed A's, applies it, and the
+// create has nothing left to do, without a retry.
+func TestAllocatorCreateAfterItsRelease(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	a := e.event("firsta", 0)
+	b := e.event("thenb", 0)
+	e.confirm(t, a)
+	e.release(t, a)
+	e.confirm(t, b)
+	if err := e.tickets.ApplyCreated(testkit.Context(t, 10*time.Second), e.ten, b); err != nil {
+		t.Fatal(err)
+	}
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 1, metrics: metrics})
+	e.waitRows(t, 2)
+	e.waitConsumed(t)
+	if s := e.status(t, a.Ticket); s != subjects.StatusCancelled {
+		t.Errorf("A is %q, want cancelled", s)
+	}
+	if s := e.status(t, b.Ticket); s != subjects.StatusAllocated {
+		t.Errorf("B is %q, want allocated", s)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_failed_total", "conflict"); got != 0 {
+		t.Errorf("failed{conflict} = %v: A's create waited for its own release instead of applying it", got)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != 2 {
+		t.Errorf("processed{created} = %v, want 2", got)
+	}
+}

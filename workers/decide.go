@@ -212,7 +212,8 @@ func settleLookup(d delivery, write decision, lookupErr error, backoff func(int)
 
 // settleOutcome is what the outcome of write, a decision to create or
 // cancel, means for the message: writeErr is what the tenant database
-// answered (after any pending cancel of the minute's holder was applied),
+// answered (after any release of the minute's holder found in the key's
+// history was applied),
 // and tries, for a double booking, how often this process has now seen it
 // refused.
 //   - written: acked;
@@ -220,7 +221,8 @@ func settleLookup(d delivery, write decision, lookupErr error, backoff func(int)
 //     delivery, for as long as it takes;
 //   - an event the database can never take: dead-lettered;
 //   - a double booking: redelivered after the backoff of tries (the
-//     holder's cancel may still come), dead-lettered after
+//     holder's release may not have been readable: a replica behind, a
+//     holder cancelled meanwhile in the database), dead-lettered after
 //     allocMaxConflictTries;
 //   - anything else: redelivered, dead-lettered at allocMaxErrorDeliveries.
 func settleOutcome(d delivery, write decision, writeErr error, tries int, backoff func(int) time.Duration) decision {

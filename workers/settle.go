@@ -15,8 +15,8 @@ import (
 
 // write carries out a decision to create or cancel: it looks up the
 // tenant and writes the event into its database; while the database
-// refuses it as a double booking whose holder was released earlier on the
-// same key, it applies that release and writes again
+// refuses it as a double booking that a release in the key's history
+// ends (resolveConflict), it applies that release and writes again
 // (allocConflictRounds at most). It returns what the outcome means:
 // settleLookup, settleOutcome.
 func (a *Allocator) write(ctx context.Context, log *slog.Logger, sh *allocShard, d delivery, dec decision) decision {
@@ -33,7 +33,7 @@ func (a *Allocator) write(ctx context.Context, log *slog.Logger, sh *allocShard,
 		if !ok {
 			break
 		}
-		resolved, rerr := a.resolveConflict(ctx, log, sh, ten, dec, conflict.Ticket)
+		resolved, rerr := a.resolveConflict(ctx, log, sh, ten, d, dec, conflict.Ticket)
 		if rerr != nil {
 			err = rerr
 			break
@@ -60,58 +60,91 @@ func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, ev subjects.T
 	return a.tickets.ApplyCreated(dctx, ten, ev)
 }
 
-// resolveConflict looks for the release of holder, the live ticket that
-// holds the minute of dec, among the older records of dec's key: the
-// responders write a ticket into a minute only once its newest record
-// frees it, so a holder released there has its released record behind
-// dec's, reached by walking back through Prev (at most
-// subjects.SlotHistory records; a revision aged out or past the key's
-// history ends the walk). If found, its cancel is applied now (its own
-// delivery applies it again later, harmlessly) and true is returned: the
+// resolveConflict looks in the history of dec's key for a release that
+// ends the double booking the tenant database refused, and applies it
+// (its own delivery applies it again later, harmlessly); true means the
 // write can be retried.
+//   - The holder's release: the responders write a ticket into a minute
+//     only once its newest record frees it, so a holder released there
+//     has its released record behind dec's, reached by walking back from
+//     dec's Prev.
+//   - dec's own release, when its create comes after the minute was
+//     released and taken again (a redelivery, or a create handled after
+//     the records that followed it): found by walking back from the
+//     key's newest record to dec's. Applied, it leaves the create nothing
+//     to do.
 func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, sh *allocShard, ten tenants.Tenant,
-	dec decision, holder string) (bool, error) {
-	rev := dec.prev
-	for step := 0; rev != 0 && step < subjects.SlotHistory; step++ {
+	d delivery, dec decision, holder string) (bool, error) {
+	rec, rev, err := a.releaseOf(ctx, sh, dec.key, dec.prev, 0, holder)
+	if err != nil || rev == 0 {
+		if err != nil || dec.action != actCreate {
+			return false, err
+		}
 		gctx, cancel := withNATSDeadline(ctx)
-		e, err := sh.kv.GetRevision(gctx, dec.key, rev)
+		newest, gerr := sh.kv.Get(gctx, dec.key)
+		cancel()
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			return false, nil
+		case gerr != nil:
+			return false, fmt.Errorf("reading slot %s: %w: %w", dec.key, tenants.ErrUnavailable, gerr)
+		case newest.Revision() <= d.seq:
+			return false, nil
+		}
+		if rec, rev, err = a.releaseOf(ctx, sh, dec.key, newest.Revision(), d.seq, dec.ticket); err != nil || rev == 0 {
+			return false, err
+		}
+	}
+	if err := a.apply(ctx, ten, rec.Event()); err != nil {
+		if errors.Is(err, tenants.ErrUnavailable) {
+			return false, err
+		}
+		// The release's own delivery reports what is wrong with it; this
+		// create stays a plain conflict.
+		log.Warn("a release that would end the double booking could not be applied", slog.String("holder", holder),
+			slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev), slog.Any("err", err))
+		return false, nil
+	}
+	log.Info("applied a release from the slot's history before writing again", slog.String("holder", holder),
+		slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev))
+	return true, nil
+}
+
+// releaseOf walks key's history back from revision from, while the
+// revision is above floor (at most subjects.SlotHistory records), to the
+// newest record of ticket, and returns it and its revision if it is that
+// ticket's release; rev 0 when it is not (the ticket's reservation, a
+// revision aged out or past the key's history, a record that does not
+// decode, a history that does not go back).
+func (a *Allocator) releaseOf(ctx context.Context, sh *allocShard, key string, from, floor uint64,
+	ticket string) (subjects.SlotRecord, uint64, error) {
+	for step, r := 0, from; r > floor && step < subjects.SlotHistory; step++ {
+		gctx, cancel := withNATSDeadline(ctx)
+		e, err := sh.kv.GetRevision(gctx, key, r)
 		cancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return false, nil
+			break
 		}
 		if err != nil {
-			return false, fmt.Errorf("reading revision %d of slot %s: %w: %w", rev, dec.key, tenants.ErrUnavailable, err)
+			return subjects.SlotRecord{}, 0, fmt.Errorf("reading revision %d of slot %s: %w: %w", r, key,
+				tenants.ErrUnavailable, err)
 		}
-		rec, err := subjects.DecodeSlotRecord(dec.key, e.Value(), subjects.CheckWritable)
+		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckWritable)
 		if err != nil {
-			// Its own delivery dead-letters it; its Prev is not to be
-			// trusted.
-			return false, nil
+			break // its own delivery dead-letters it; its Prev is not to be trusted
 		}
-		if rec.Ticket == holder && rec.HasTicket() {
-			if rec.State != subjects.SlotReleased {
-				return false, nil // the holder's own reservation, never released here
+		if rec.HasTicket() && rec.Ticket == ticket {
+			if rec.State == subjects.SlotReleased {
+				return rec, r, nil
 			}
-			if err := a.apply(ctx, ten, rec.Event()); err != nil {
-				if errors.Is(err, tenants.ErrUnavailable) {
-					return false, err
-				}
-				// The release's own delivery reports what is wrong with
-				// it; this create stays a plain conflict.
-				log.Warn("the holder's release could not be applied", slog.String("holder", holder),
-					slog.Uint64("holder_revision", rev), slog.Any("err", err))
-				return false, nil
-			}
-			log.Info("applied the holder's release before the ticket that retakes its slot",
-				slog.String("holder", holder), slog.Uint64("holder_revision", rev))
-			return true, nil
+			break // the ticket's reservation: not released since
 		}
-		if rec.Prev >= rev {
-			return false, nil // a history that does not go back
+		if rec.Prev >= r {
+			break // a history that does not go back
 		}
-		rev = rec.Prev
+		r = rec.Prev
 	}
-	return false, nil
+	return subjects.SlotRecord{}, 0, nil
 }
 
 // settle carries out a decision to ack, redeliver or dead-letter msg.
