@@ -873,3 +873,56 @@ func TestAllocatorCreateAfterItsRelease(t *testing.T) {
 		t.Errorf("processed{created} = %v, want 2", got)
 	}
 }
+
+// TestAllocatorConsumers: NewAllocator opens every shard's bucket with
+// the configured record age (creating the ones missing), keeps no
+// TICKETS stream, and gives each shard's stream (limits retention) one
+// durable consumer of that shard's records that acks explicitly, starts
+// from the first record and never gives up on one.
+func TestAllocatorConsumers(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	ctx := testkit.Context(t, 30*time.Second)
+	shards := e.shards + 1 // one bucket the allocator creates
+	_, err := workers.NewAllocator(ctx, workers.AllocatorConfig{JS: e.js, Registry: e.reg, Tickets: e.tickets,
+		Shards: shards, SlotMaxAge: 3 * time.Hour, AckWait: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range shards {
+		kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(i))
+		if err != nil {
+			t.Fatalf("bucket %d: %v", i, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.TTL() != 3*time.Hour || st.History() != subjects.SlotHistory {
+			t.Errorf("bucket %d: max age %s, history %d; want 3h and %d", i, st.TTL(), st.History(), subjects.SlotHistory)
+		}
+		s, err := e.js.Stream(ctx, subjects.SlotStream(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Retention; r != jetstream.LimitsPolicy {
+			t.Errorf("stream %d: retention %s, want limits", i, r)
+		}
+		info, err := e.consumerInfo(ctx, i)
+		if err != nil {
+			t.Fatalf("consumer of shard %d: %v", i, err)
+		}
+		c := info.Config
+		if c.Durable != subjects.AllocatorConsumer(i) || c.FilterSubject != subjects.SlotStreamSubjects(i) ||
+			c.AckPolicy != jetstream.AckExplicitPolicy || c.DeliverPolicy != jetstream.DeliverAllPolicy ||
+			c.MaxDeliver != -1 || c.AckWait != 7*time.Second || c.MaxAckPending <= 0 {
+			t.Errorf("consumer of shard %d: %+v", i, c)
+		}
+	}
+	if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("stream %s: %v, want none", subjects.StreamTickets, err)
+	}
+	if _, err := e.js.Stream(ctx, subjects.StreamDeadLetters); err != nil {
+		t.Errorf("stream %s: %v", subjects.StreamDeadLetters, err)
+	}
+}
