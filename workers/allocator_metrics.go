@@ -21,19 +21,19 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 	m := &allocatorMetrics{
 		processedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_processed_total",
-			Help: "Ticket events written into tenant databases and acked, by event.",
+			Help: "Slot records handled and acked, by record: created and cancelled (a ticket's, written into its tenant database), held and freed (nothing to write).",
 		}, []string{"event"}),
 		failedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_failed_total",
-			Help: "Ticket event deliveries given back for redelivery, by reason (unavailable, conflict, registry, error, dead_letter_publish).",
+			Help: "Slot record deliveries given back for redelivery, by reason (unavailable, conflict, registry, error, dead_letter_publish).",
 		}, []string{"reason"}),
 		deadLetteredTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_dead_lettered_total",
-			Help: "Ticket events parked on the dead-letter stream, by kind (invalid, unknown_tenant, double_booking, error).",
+			Help: "Slot records parked on the dead-letter stream, by kind (invalid, unknown_tenant, double_booking, error).",
 		}, []string{"kind"}),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tms_allocator_handle_seconds",
-			Help:    "Time to handle one ticket event delivery, by event.",
+			Help:    "Time to handle one slot record delivery, by record (created, cancelled, held, freed, invalid).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"event"}),
 	}

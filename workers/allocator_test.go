@@ -3,7 +3,10 @@ package workers_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops/jskit"
 	"tms/ops/testkit"
 	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
@@ -19,18 +23,32 @@ import (
 )
 
 // allocEnv is an embedded NATS server, real tenant components over the
-// test Postgres, one tenant with agents, and the TICKETS streams.
+// test Postgres, tenants with agents, the slot buckets and the dead-letter
+// stream. The tests write slot records into the buckets as the responders
+// do, and read the tenant databases.
 type allocEnv struct {
-	nats    *testkit.NATS
-	js      jetstream.JetStream
-	reg     *tenants.Registry
-	tickets *tenants.Tickets
-	ten     tenants.Tenant
-	agents  []string
-	dbURL   string
+	*allocTenant // the first tenant
+	nats         *testkit.NATS
+	js           jetstream.JetStream
+	reg          *tenants.Registry
+	tickets      *tenants.Tickets
+	shards       int
+	kvs          []jetstream.KeyValue
+	tenants      []*allocTenant
 }
 
-func newAllocEnv(t *testing.T, agents int) *allocEnv {
+// allocTenant is one tenant of an allocEnv.
+type allocTenant struct {
+	e      *allocEnv
+	ten    tenants.Tenant
+	agents []string
+	dbURL  string
+}
+
+// newAllocEnv makes nTenants tenants of agents agents each, and picks a
+// shard count (at least 2) that puts each tenant in a shard of its own
+// when one exists, so that several consumers carry tickets.
+func newAllocEnv(t *testing.T, agents, nTenants int) *allocEnv {
 	t.Helper()
 	ctx := testkit.Context(t, 60*time.Second)
 	e := &allocEnv{nats: testkit.StartNATS(t)}
@@ -41,27 +59,67 @@ func newAllocEnv(t *testing.T, agents int) *allocEnv {
 	if err := workers.EnsureStreams(ctx, e.js, 1); err != nil {
 		t.Fatal(err)
 	}
-	e.ten = tw.Account(t, "Allocator Co", "ops@alloc.example")
-	for i := range agents {
-		a, err := ag.Create(ctx, e.ten, fmt.Sprintf("Agent %d", i))
+	for n := range nTenants {
+		tn := &allocTenant{e: e, ten: tw.Account(t, fmt.Sprintf("Allocator Co %d", n), "")}
+		for i := range agents {
+			a, err := ag.Create(ctx, tn.ten, fmt.Sprintf("Agent %d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tn.agents = append(tn.agents, a.ID)
+		}
+		tn.dbURL = testkit.DatabaseURL(t, testkit.PostgresURL(), tn.ten.DBName)
+		e.tenants = append(e.tenants, tn)
+	}
+	e.allocTenant = e.tenants[0]
+	e.shards = 2
+	for n := 2; n <= 16; n++ {
+		seen := map[int]bool{}
+		for _, tn := range e.tenants {
+			seen[subjects.SlotShard(tn.ten.ID, n)] = true
+		}
+		if len(seen) == len(e.tenants) {
+			e.shards = n
+			break
+		}
+	}
+	for i := range e.shards {
+		kv, err := jskit.OpenBucket(ctx, e.js, subjects.SlotBucketConfig(i, 1, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.agents = append(e.agents, a.ID)
+		e.kvs = append(e.kvs, kv)
 	}
-	e.dbURL = testkit.DatabaseURL(t, testkit.PostgresURL(), e.ten.DBName)
 	return e
 }
 
 // fastBackoff keeps redeliveries quick in tests.
 func fastBackoff(int) time.Duration { return 20 * time.Millisecond }
 
-// start runs an allocator on its own NATS connection until stop.
-func (e *allocEnv) start(t *testing.T, concurrency int, metrics prometheus.Registerer) (stop func()) {
+// allocOpts is what one allocator of a test differs in.
+type allocOpts struct {
+	concurrency int
+	metrics     prometheus.Registerer
+	ackWait     time.Duration // 0: 2s
+	js          jetstream.JetStream
+	before      func(ticket string)
+	after       func(ticket string)
+}
+
+// start runs an allocator (on its own NATS connection unless o.js is set)
+// until stop.
+func (e *allocEnv) start(t *testing.T, o allocOpts) (stop func()) {
 	t.Helper()
+	if o.js == nil {
+		o.js = e.nats.JetStream(t)
+	}
+	if o.ackWait == 0 {
+		o.ackWait = 2 * time.Second
+	}
 	a, err := workers.NewAllocator(testkit.Context(t, 30*time.Second), workers.AllocatorConfig{
-		JS: e.nats.JetStream(t), Registry: e.reg, Tickets: e.tickets, Logger: testkit.Logger(t),
-		Concurrency: concurrency, Backoff: fastBackoff, AckWait: 2 * time.Second, Metrics: metrics,
+		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: testkit.Logger(t), Shards: e.shards,
+		Concurrency: o.concurrency, Backoff: fastBackoff, AckWait: o.ackWait, Metrics: o.metrics,
+		BeforeCommit: o.before, AfterCommit: o.after,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -71,51 +129,95 @@ func (e *allocEnv) start(t *testing.T, concurrency int, metrics prometheus.Regis
 
 var allocT0 = time.Date(2031, 3, 4, 5, 6, 7, 890000000, time.UTC)
 
-// event is a GOLD ticket of e's tenant created at allocT0, in agent
-// i%agents at the (i/agents)-th minute of its window.
-func (e *allocEnv) event(kind, ticket string, i int) subjects.TicketEvent {
-	slot := allocT0.Truncate(time.Minute).Add(time.Duration(i/len(e.agents)+1) * time.Minute)
-	ev := subjects.TicketEvent{Event: kind, Tenant: e.ten.ID, Ticket: ticket, Type: subjects.Gold,
-		Agent: e.agents[i%len(e.agents)], SlotTime: slot, CreatedAt: allocT0, Deadline: allocT0.Add(2 * time.Hour)}
-	if kind == subjects.TicketCancelled {
-		at := allocT0.Add(time.Minute)
-		ev.CancelledAt = &at
-	}
-	return ev
+// nonce is a ticket nonce readable in failures: tag, then i, 16
+// characters.
+func nonce(tag string, i int) string {
+	return fmt.Sprintf("%s%0*d", tag, subjects.TicketNonceLen-len(tag), i)
 }
 
-// publish sends an event as the ingress does: message id = ticket id
-// (":cancel" appended for a cancel).
-func (e *allocEnv) publish(t *testing.T, ev subjects.TicketEvent) *jetstream.PubAck {
+// event is the created event of a GOLD ticket of tn created at allocT0,
+// in agent i%agents at the (i/agents)-th minute of its window, its id
+// made of tag and i.
+func (tn *allocTenant) event(tag string, i int) subjects.TicketEvent {
+	agent := tn.agents[i%len(tn.agents)]
+	slot := allocT0.Truncate(time.Minute).Add(time.Duration(i/len(tn.agents)+1) * time.Minute)
+	id, err := subjects.NewSlotTicketID(agent, slot, nonce(tag, i))
+	if err != nil {
+		panic(err)
+	}
+	return subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: tn.ten.ID, Ticket: id, Type: subjects.Gold,
+		Agent: agent, SlotTime: slot, CreatedAt: allocT0, Deadline: allocT0.Add(2 * time.Hour)}
+}
+
+// kv is the bucket of tn's shard.
+func (tn *allocTenant) kv() jetstream.KeyValue {
+	return tn.e.kvs[subjects.SlotShard(tn.ten.ID, tn.e.shards)]
+}
+
+// write puts rec(prev) under key as a responder does: Create when the key
+// has no record, else Update over its newest revision prev.
+func (e *allocEnv) write(t *testing.T, kv jetstream.KeyValue, key string, rec func(prev uint64) any) uint64 {
 	t.Helper()
-	body, err := json.Marshal(ev)
+	ctx := testkit.Context(t, 10*time.Second)
+	var prev uint64
+	switch cur, err := kv.Get(ctx, key); {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		t.Fatalf("get %s: %v", key, err)
+	default:
+		prev = cur.Revision()
+	}
+	body, err := json.Marshal(rec(prev))
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := ev.Ticket
-	if ev.Event == subjects.TicketCancelled {
-		id += ":cancel"
+	var rev uint64
+	if prev == 0 {
+		rev, err = kv.Create(ctx, key, body)
+	} else {
+		rev, err = kv.Update(ctx, key, body, prev)
 	}
-	return e.publishRaw(t, subjects.TicketSubject(ev.Tenant, ev.Ticket), body, id)
+	if err != nil {
+		t.Fatalf("write %s over revision %d: %v", key, prev, err)
+	}
+	return rev
 }
 
-func (e *allocEnv) publishRaw(t *testing.T, subject string, body []byte, msgID string) *jetstream.PubAck {
+func slotKey(ev subjects.TicketEvent) string {
+	return subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
+}
+
+// confirm writes ev's confirmed record, as reserve and confirm do.
+func (tn *allocTenant) confirm(t *testing.T, ev subjects.TicketEvent) uint64 {
 	t.Helper()
-	ack, err := e.js.Publish(testkit.Context(t, 10*time.Second), subject, body,
-		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subjects.StreamTickets))
-	if err != nil {
-		t.Fatalf("publish %s: %v", subject, err)
-	}
-	return ack
+	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any { return subjects.ConfirmedRecord(ev, prev) })
+}
+
+// release writes the released record of ev's ticket, as release does.
+func (tn *allocTenant) release(t *testing.T, ev subjects.TicketEvent) uint64 {
+	t.Helper()
+	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any {
+		return subjects.ReleasedRecord(ev, allocT0.Add(time.Minute), prev)
+	})
+}
+
+// hold writes a hold on ev's minute, as validate_eta does.
+func (tn *allocTenant) hold(t *testing.T, ev subjects.TicketEvent) uint64 {
+	t.Helper()
+	expires := allocT0.Add(time.Minute)
+	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any {
+		return subjects.SlotRecord{State: subjects.SlotHeld, Tenant: ev.Tenant, Agent: ev.Agent, SlotTime: ev.SlotTime,
+			Prev: prev, Type: ev.Type, CreatedAt: ev.CreatedAt, Nonce: subjects.NewHoldNonce(), HoldExpiresAt: &expires}
+	})
 }
 
 // query runs one query on the tenant database on a fresh superuser
 // connection (so it works right after the database refused everyone).
-func (e *allocEnv) query(t *testing.T, sql string, args ...any) (int, error) {
+func (tn *allocTenant) query(t *testing.T, sql string, args ...any) (int, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, e.dbURL)
+	conn, err := pgx.Connect(ctx, tn.dbURL)
 	if err != nil {
 		return 0, err
 	}
@@ -125,146 +227,226 @@ func (e *allocEnv) query(t *testing.T, sql string, args ...any) (int, error) {
 	return n, err
 }
 
-func (e *allocEnv) mustQuery(t *testing.T, sql string, args ...any) int {
+func (tn *allocTenant) mustQuery(t *testing.T, sql string, args ...any) int {
 	t.Helper()
-	n, err := e.query(t, sql, args...)
+	n, err := tn.query(t, sql, args...)
 	if err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return n
 }
 
-func (e *allocEnv) rows(t *testing.T) int {
+func (tn *allocTenant) rows(t *testing.T) int {
 	t.Helper()
-	return e.mustQuery(t, `SELECT count(*) FROM tickets`)
+	return tn.mustQuery(t, `SELECT count(*) FROM tickets`)
 }
 
 // waitRows waits until the tenant database holds n ticket rows.
-func (e *allocEnv) waitRows(t *testing.T, n int) {
+func (tn *allocTenant) waitRows(t *testing.T, n int) {
 	t.Helper()
 	testkit.Eventually(t, 30*time.Second, func() bool {
-		got, err := e.query(t, `SELECT count(*) FROM tickets`)
+		got, err := tn.query(t, `SELECT count(*) FROM tickets`)
 		return err == nil && got >= n
 	}, fmt.Sprintf("%d ticket rows", n))
 }
 
-// streamEmpty waits until every message of TICKETS has been acked or
-// terminated (work-queue retention removes them).
-func (e *allocEnv) waitStreamEmpty(t *testing.T) {
+// consumerInfo reads the allocators' consumer of shard i.
+func (e *allocEnv) consumerInfo(ctx context.Context, shard int) (*jetstream.ConsumerInfo, error) {
+	c, err := e.js.Consumer(ctx, subjects.SlotStream(shard), subjects.AllocatorConsumer(shard))
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
+// waitConsumed waits until every record of every shard has been acked or
+// terminated by the allocators.
+func (e *allocEnv) waitConsumed(t *testing.T) {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
-	s, err := e.js.Stream(ctx, subjects.StreamTickets)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		for i := range e.shards {
+			info, err := e.consumerInfo(ctx, i)
+			if err != nil || info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return true
+	}, "every slot record acked")
+}
+
+// streamMsgs is the message count of shard i's stream.
+func (e *allocEnv) streamMsgs(t *testing.T, shard int) uint64 {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	s, err := e.js.Stream(ctx, subjects.SlotStream(shard))
 	if err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 30*time.Second, func() bool {
-		info, err := s.Info(ctx)
-		return err == nil && info.State.Msgs == 0
-	}, "TICKETS stream drained")
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }
 
-func (e *allocEnv) status(t *testing.T, id string) string {
+func (tn *allocTenant) status(t *testing.T, id string) string {
 	t.Helper()
-	row, _ := tenantstest.TicketRow(t, e.tickets, e.ten, id)
+	row, _ := tenantstest.TicketRow(t, tn.e.tickets, tn.ten, id)
 	return row.Status // "" while there is none
 }
 
 // checkExactlyOnce: every id has exactly one allocated row, there are no
 // others, and each row's minute is marked unavailable.
-func (e *allocEnv) checkExactlyOnce(t *testing.T, ids []string) {
+func (tn *allocTenant) checkExactlyOnce(t *testing.T, ids []string) {
 	t.Helper()
-	if n := e.rows(t); n != len(ids) {
-		t.Errorf("%d ticket rows, want %d", n, len(ids))
+	if n := tn.rows(t); n != len(ids) {
+		t.Errorf("tenant %s: %d ticket rows, want %d", tn.ten.ID, n, len(ids))
 	}
-	n := e.mustQuery(t, `SELECT count(*) FROM tickets WHERE id = ANY($1) AND status = 'allocated'`, ids)
+	n := tn.mustQuery(t, `SELECT count(*) FROM tickets WHERE id = ANY($1) AND status = 'allocated'`, ids)
 	if n != len(ids) {
-		t.Errorf("%d of %d tickets allocated", n, len(ids))
+		t.Errorf("tenant %s: %d of %d tickets allocated", tn.ten.ID, n, len(ids))
 	}
-	busy := e.mustQuery(t, `SELECT count(*) FROM slots s JOIN tickets t ON t.slot_id = s.id WHERE s.available = 'unavailable'`)
+	busy := tn.mustQuery(t, `SELECT count(*) FROM slots s JOIN tickets t ON t.slot_id = s.id WHERE s.available = 'unavailable'`)
 	if busy != len(ids) {
-		t.Errorf("%d slots unavailable, want %d", busy, len(ids))
+		t.Errorf("tenant %s: %d slots unavailable, want %d", tn.ten.ID, busy, len(ids))
 	}
 }
 
 // TestAllocatorNoLostTicket is I1 within one process: tickets accepted
-// while no allocator runs land once one starts; an allocator stopped half
-// way and a new one still land each exactly once.
+// while no allocator runs land once one starts; an allocator that dies
+// half way (its connection gone right after a commit, before the ack)
+// and a new one still land each exactly once, in every tenant's shard.
 func TestAllocatorNoLostTicket(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 2)
-	var ids []string
-	publish := func(from, to int) {
+	e := newAllocEnv(t, 2, 2)
+	ids := map[*allocTenant][]string{}
+	confirm := func(from, to int) {
 		for i := from; i < to; i++ {
-			id := fmt.Sprintf("t%03d", i)
-			ids = append(ids, id)
-			e.publish(t, e.event(subjects.TicketCreated, id, i))
+			tn := e.tenants[i%len(e.tenants)]
+			ev := tn.event("lost", i)
+			ids[tn] = append(ids[tn], ev.Ticket)
+			tn.confirm(t, ev)
 		}
 	}
-	publish(0, 60)
-	if n := e.rows(t); n != 0 {
-		t.Fatalf("%d rows before any allocator ran", n)
+	confirm(0, 60)
+	for _, tn := range e.tenants {
+		if n := tn.rows(t); n != 0 {
+			t.Fatalf("%d rows before any allocator ran", n)
+		}
 	}
 
-	stop := e.start(t, 4, nil)
-	e.waitRows(t, 10)
+	nc := e.nats.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	committed := 0
+	crashed := make(chan struct{})
+	stop := e.start(t, allocOpts{concurrency: 4, js: js, after: func(string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if committed++; committed == 10 {
+			nc.Close() // the process dies: this commit and those in flight are never acked
+			close(crashed)
+		}
+	}})
+	<-crashed
 	stop()
-	publish(60, 100) // accepted while no allocator runs
+	confirm(60, 100) // accepted while no allocator runs
 
-	if n := e.rows(t); n >= len(ids) {
-		t.Fatalf("all %d rows written before the second allocator started", n)
+	total := 0
+	for _, tn := range e.tenants {
+		total += tn.rows(t)
 	}
-	e.start(t, 4, nil)
+	if total >= 100 {
+		t.Fatalf("all %d rows written before the second allocator started", total)
+	}
+	e.start(t, allocOpts{concurrency: 4})
+	for _, tn := range e.tenants {
+		tn.waitRows(t, len(ids[tn]))
+	}
+	e.waitConsumed(t)
+	for _, tn := range e.tenants {
+		tn.checkExactlyOnce(t, ids[tn])
+	}
+}
+
+// TestAllocatorAcksKeepRecords: the slot streams have limits retention,
+// so an allocator's acks delete nothing: every record is still in the
+// stream and its key still reads the ticket once all are written.
+func TestAllocatorAcksKeepRecords(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 2, 1)
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
+	var ids []string
+	for i := range 20 {
+		ev := e.event("keep", i)
+		ids = append(ids, ev.Ticket)
+		e.confirm(t, ev)
+	}
+	held := e.event("keep", 20)
+	e.hold(t, held)
+	before := e.streamMsgs(t, shard)
+	if before != 21 {
+		t.Fatalf("%d records in the stream before the allocator ran, want 21", before)
+	}
+
+	e.start(t, allocOpts{concurrency: 4})
 	e.waitRows(t, len(ids))
-	e.waitStreamEmpty(t)
+	e.waitConsumed(t)
+	if after := e.streamMsgs(t, shard); after != before {
+		t.Errorf("%d records in the stream after the acks, want all %d kept", after, before)
+	}
+	ctx := testkit.Context(t, 10*time.Second)
+	for _, ev := range []subjects.TicketEvent{e.event("keep", 0), e.event("keep", 19)} {
+		entry, err := e.kv().Get(ctx, slotKey(ev))
+		if err != nil {
+			t.Fatalf("key of %s after the ack: %v", ev.Ticket, err)
+		}
+		rec, err := subjects.DecodeSlotRecord(entry.Key(), entry.Value(), subjects.CheckWritable)
+		if err != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != ev.Ticket {
+			t.Errorf("key of %s reads %+v (%v) after the ack, want its confirmed record", ev.Ticket, rec, err)
+		}
+	}
 	e.checkExactlyOnce(t, ids)
 }
 
 // TestAllocatorPostgresOutage: while the tenant database refuses
-// connections nothing is acked (the events are redelivered, not dropped);
-// once it is back every event lands once.
+// connections nothing is acked (the records are redelivered, not
+// dropped); once it is back every ticket lands once.
 func TestAllocatorPostgresOutage(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 1)
+	e := newAllocEnv(t, 1, 1)
 	ctx := testkit.Context(t, 60*time.Second)
 	metrics := prometheus.NewRegistry()
-	e.start(t, 4, metrics)
+	e.start(t, allocOpts{concurrency: 4, metrics: metrics})
 
 	// Warm the pool: the outage below must also kill live connections.
-	first := e.event(subjects.TicketCreated, "warm", 0)
-	e.publish(t, first)
+	first := e.event("warm", 0)
+	e.confirm(t, first)
 	e.waitRows(t, 1)
 
 	restore := testkit.RefuseConnections(t, e.ten.DBName)
 
 	ids := []string{first.Ticket}
 	for i := 1; i <= 10; i++ {
-		id := fmt.Sprintf("out%02d", i)
-		ids = append(ids, id)
-		e.publish(t, e.event(subjects.TicketCreated, id, i))
+		ev := e.event("out", i)
+		ids = append(ids, ev.Ticket)
+		e.confirm(t, ev)
 	}
-	cons, err := e.js.Consumer(ctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := e.js.Stream(ctx, subjects.StreamTickets)
-	if err != nil {
-		t.Fatal(err)
-	}
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
 	testkit.Eventually(t, 20*time.Second, func() bool {
-		info, err := cons.Info(ctx)
+		info, err := e.consumerInfo(ctx, shard)
 		return err == nil && info.NumRedelivered >= 10
-	}, "every event of the outage redelivered")
-	sinfo, err := stream.Info(ctx)
+	}, "every record of the outage redelivered")
+	cinfo, err := e.consumerInfo(ctx, shard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cinfo, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sinfo.State.Msgs != 10 || cinfo.NumAckPending+int(cinfo.NumPending) == 0 {
-		t.Fatalf("during the outage: %d messages in the stream, %d ack pending, %d pending; want all 10 kept",
-			sinfo.State.Msgs, cinfo.NumAckPending, cinfo.NumPending)
+	if kept := cinfo.NumAckPending + int(cinfo.NumPending); kept != 10 {
+		t.Fatalf("during the outage: %d ack pending, %d pending; want all 10 kept", cinfo.NumAckPending, cinfo.NumPending)
 	}
 	if got := counterValue(t, metrics, "tms_allocator_failed_total", "unavailable"); got < 10 {
 		t.Errorf("failed{unavailable} = %v, want >= 10", got)
@@ -272,7 +454,7 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 
 	restore()
 	e.waitRows(t, len(ids))
-	e.waitStreamEmpty(t)
+	e.waitConsumed(t)
 	e.checkExactlyOnce(t, ids)
 	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != float64(len(ids)) {
 		t.Errorf("processed{created} = %v, want %d", got, len(ids))
@@ -302,61 +484,89 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 	return 0
 }
 
-// TestAllocatorsShareTheWork: two allocators on two connections share the
-// durable consumer; every ticket lands once.
+// commitCounter counts, over every allocator that calls it, how often
+// each ticket was about to be written.
+type commitCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *commitCounter) before(ticket string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[ticket]++
+}
+
+// TestAllocatorsShareTheWork: two allocator processes on their own
+// connections share the durable consumers; both write, and no ticket is
+// written twice (each record is handed to one of them, once).
 func TestAllocatorsShareTheWork(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 2)
+	e := newAllocEnv(t, 2, 1)
 	ctx := testkit.Context(t, 60*time.Second)
 	m1, m2 := prometheus.NewRegistry(), prometheus.NewRegistry()
-	e.start(t, 2, m1)
-	e.start(t, 2, m2)
-	cons, err := e.js.Consumer(ctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-	if err != nil {
-		t.Fatal(err)
-	}
+	commits := &commitCounter{n: map[string]int{}}
+	// A long ack wait: a redelivery here would be the server's, not a
+	// second process taking a record the first one has.
+	e.start(t, allocOpts{concurrency: 2, metrics: m1, ackWait: 30 * time.Second, before: commits.before})
+	e.start(t, allocOpts{concurrency: 2, metrics: m2, ackWait: 30 * time.Second, before: commits.before})
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
 	testkit.Eventually(t, 10*time.Second, func() bool {
-		info, err := cons.Info(ctx)
+		info, err := e.consumerInfo(ctx, shard)
 		return err == nil && info.NumWaiting >= 2
 	}, "both allocators pulling")
 	var ids []string
 	for i := range 80 {
-		id := fmt.Sprintf("s%03d", i)
-		ids = append(ids, id)
-		e.publish(t, e.event(subjects.TicketCreated, id, i))
+		ev := e.event("share", i)
+		ids = append(ids, ev.Ticket)
+		e.confirm(t, ev)
 	}
 	e.waitRows(t, len(ids))
-	e.waitStreamEmpty(t)
+	e.waitConsumed(t)
 	e.checkExactlyOnce(t, ids)
 	p1 := counterValue(t, m1, "tms_allocator_processed_total", subjects.TicketCreated)
 	p2 := counterValue(t, m2, "tms_allocator_processed_total", subjects.TicketCreated)
-	if p1 == 0 || p2 == 0 || p1+p2 < float64(len(ids)) {
+	if p1 == 0 || p2 == 0 || p1+p2 != float64(len(ids)) {
 		t.Errorf("allocators wrote %v and %v of %d", p1, p2, len(ids))
+	}
+	commits.mu.Lock()
+	defer commits.mu.Unlock()
+	for _, id := range ids {
+		if n := commits.n[id]; n != 1 {
+			t.Errorf("ticket %s written %d times", id, n)
+		}
 	}
 }
 
-// TestAllocatorOrderAndDuplicates: a cancel that arrives first wins, and a
-// re-published ticket (same message id, or the same event again after the
-// duplicate window) is one row.
+// TestAllocatorOrderAndDuplicates: a cancel that is applied before its
+// create wins (the create finds the cancelled row), a ticket's record seen
+// twice is one row, and holds and minutes freed without a ticket are
+// acked with nothing written.
 func TestAllocatorOrderAndDuplicates(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 1)
-	early := e.event(subjects.TicketCreated, "early-cancel", 0)
-	e.publish(t, e.event(subjects.TicketCancelled, early.Ticket, 0))
-	e.publish(t, early)
+	e := newAllocEnv(t, 1, 1)
+	// The release of a ticket whose records aged out is a Create; a
+	// create record after it comes as the redelivery of an older one
+	// would.
+	early := e.event("early", 0)
+	e.release(t, early)
+	e.confirm(t, early)
 
-	dup := e.event(subjects.TicketCreated, "dup", 1)
-	e.publish(t, dup)
-	if ack := e.publish(t, dup); !ack.Duplicate {
-		t.Errorf("second publish with the same message id was not a duplicate: %+v", ack)
-	}
-	// As a retry after the duplicate window would: a new message id.
-	body, _ := json.Marshal(dup)
-	e.publishRaw(t, subjects.TicketSubject(e.ten.ID, dup.Ticket), body, "dup-again")
+	dup := e.event("dup", 1)
+	e.confirm(t, dup)
+	e.confirm(t, dup) // the same record again, over itself
 
-	e.start(t, 1, nil)
+	held := e.event("held", 2)
+	e.hold(t, held)
+	freed := e.event("freed", 3)
+	e.write(t, e.kv(), slotKey(freed), func(prev uint64) any {
+		return subjects.SlotRecord{State: subjects.SlotReleased, Prev: prev}
+	})
+
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 1, metrics: metrics})
 	e.waitRows(t, 2)
-	e.waitStreamEmpty(t)
+	e.waitConsumed(t)
 	if s := e.status(t, early.Ticket); s != subjects.StatusCancelled {
 		t.Errorf("cancel-first ticket is %q, want cancelled", s)
 	}
@@ -369,10 +579,19 @@ func TestAllocatorOrderAndDuplicates(t *testing.T) {
 	if n := e.mustQuery(t, `SELECT count(*) FROM slots WHERE time = $1 AND available = 'available'`, early.SlotTime); n != 1 {
 		t.Errorf("the cancelled ticket's slot is not available (%d)", n)
 	}
+	for label, want := range map[string]float64{"held": 1, "freed": 1, subjects.TicketCreated: 3, subjects.TicketCancelled: 1} {
+		if got := counterValue(t, metrics, "tms_allocator_processed_total", label); got != want {
+			t.Errorf("processed{%s} = %v, want %v", label, got, want)
+		}
+	}
 }
 
-// deadLetters reads back the dead-letter stream: subject -> reason.
-func (e *allocEnv) deadLetters(t *testing.T, want int) map[string]string {
+// deadLetter is one message of the dead-letter stream.
+type deadLetter struct{ subject, reason, original string }
+
+// deadLetters reads back the dead-letter stream once it holds want
+// messages.
+func (e *allocEnv) deadLetters(t *testing.T, want int) []deadLetter {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
 	s, err := e.js.Stream(ctx, subjects.StreamDeadLetters)
@@ -391,12 +610,14 @@ func (e *allocEnv) deadLetters(t *testing.T, want int) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]string{}
+	var got []deadLetter
 	for m := range batch.Messages() {
-		got[m.Subject()] = m.Headers().Get(subjects.HeaderDeadLetterReason)
-		if m.Headers().Get(subjects.HeaderOriginalSubject) == "" || m.Headers().Get(subjects.HeaderOriginalSequence) == "" {
+		dl := deadLetter{subject: m.Subject(), reason: m.Headers().Get(subjects.HeaderDeadLetterReason),
+			original: m.Headers().Get(subjects.HeaderOriginalSubject)}
+		if dl.original == "" || m.Headers().Get(subjects.HeaderOriginalSequence) == "" {
 			t.Errorf("dead letter %s lacks the original subject or sequence: %v", m.Subject(), m.Headers())
 		}
+		got = append(got, dl)
 	}
 	if batch.Error() != nil {
 		t.Fatal(batch.Error())
@@ -404,13 +625,16 @@ func (e *allocEnv) deadLetters(t *testing.T, want int) map[string]string {
 	return got
 }
 
-// TestAllocatorDeadLetters: events that can never be written end in the
-// dead-letter stream with a reason, and nothing of them is written.
+// TestAllocatorDeadLetters: records that can never be written end in the
+// dead-letter stream with a reason, under their ticket's dead-letter
+// subject when the key names a tenant and the body a ticket id, and
+// nothing of them is written.
 func TestAllocatorDeadLetters(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 1)
-	subj := func(ticket string) string { return subjects.TicketSubject(e.ten.ID, ticket) }
-	good := func(ticket string) subjects.TicketEvent { return e.event(subjects.TicketCreated, ticket, 0) }
+	e := newAllocEnv(t, 1, 1)
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 2, metrics: metrics})
+
 	marshal := func(v any) []byte {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -418,75 +642,172 @@ func TestAllocatorDeadLetters(t *testing.T) {
 		}
 		return b
 	}
-	mutate := func(ticket string, f func(*subjects.TicketEvent)) []byte {
-		ev := good(ticket)
-		f(&ev)
-		return marshal(ev)
+	type badCase struct {
+		name   string
+		kv     jetstream.KeyValue
+		key    string
+		body   []byte
+		ticket string // the dead letter's ticket; "": DeadLetterInvalid
+		tenant string // the dead letter's tenant, when not e's
 	}
+	var cases []badCase
+	// mutated is case i: the confirmed record of ticket i, in its own
+	// minute, changed by edit.
+	mutated := func(name string, i int, edit func(*subjects.SlotRecord)) badCase {
+		ev := e.event("bad", i)
+		rec := subjects.ConfirmedRecord(ev, 0)
+		edit(&rec)
+		return badCase{name: name, kv: e.kv(), key: slotKey(ev), body: marshal(rec), ticket: rec.Ticket}
+	}
+	withoutTicket := func(c badCase) badCase { c.ticket = ""; return c }
+	keyOf := func(i int) string { return slotKey(e.event("bad", i)) }
+	ticketOf := func(i int) string { return e.event("bad", i).Ticket }
+	otherMinute := e.event("bad", 1)
+	otherMinute.SlotTime = otherMinute.SlotTime.Add(time.Hour)
+	otherTicket, _ := subjects.NewSlotTicketID(otherMinute.Agent, otherMinute.SlotTime, nonce("other", 1))
 	other := "nosuchtenant"
-	cases := []struct{ subject, body string }{
-		{subj("junk"), "{not json"},
-		{subj("unknown-field"), `{"event":"created","surprise":1}`},
-		{subj("trailing"), string(marshal(good("trailing"))) + ` {}`},
-		{subj("tenant-mismatch"), string(mutate("tenant-mismatch", func(ev *subjects.TicketEvent) { ev.Tenant = other }))},
-		{subj("ticket-mismatch"), string(mutate("other-ticket", func(ev *subjects.TicketEvent) {}))},
-		{subj("bad-type"), string(mutate("bad-type", func(ev *subjects.TicketEvent) { ev.Type = "PLATINUM" }))},
-		{subj("bad-kind"), string(mutate("bad-kind", func(ev *subjects.TicketEvent) { ev.Event = "deleted" }))},
-		{subj("bad-agent"), string(mutate("bad-agent", func(ev *subjects.TicketEvent) { ev.Agent = "A.B" }))},
-		{subj("ghost-agent"), string(mutate("ghost-agent", func(ev *subjects.TicketEvent) { ev.Agent = "aghost" }))},
-		{subj("part-minute"), string(mutate("part-minute", func(ev *subjects.TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Second) }))},
-		{subj("bad-deadline"), string(mutate("bad-deadline", func(ev *subjects.TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Minute) }))},
-		{subj("before-window"), string(mutate("before-window", func(ev *subjects.TicketEvent) { ev.SlotTime = allocT0.Truncate(time.Minute) }))},
-		{subj("after-window"), string(mutate("after-window", func(ev *subjects.TicketEvent) { ev.SlotTime = ev.Deadline.Truncate(time.Minute) }))},
-		{subjects.TicketSubject(other, "t1"), string(mutate("t1", func(ev *subjects.TicketEvent) { ev.Tenant = other }))},
-		{"tms.tickets.no-ticket-token", string(marshal(good("x")))},
-	}
-	for i, c := range cases {
-		e.publishRaw(t, c.subject, []byte(c.body), fmt.Sprintf("bad-%d", i))
-	}
-	metrics := prometheus.NewRegistry()
-	e.start(t, 2, metrics)
-	got := e.deadLetters(t, len(cases))
-	e.waitStreamEmpty(t)
+	unknown := e.event("bad", 30)
+	unknown.Tenant = other
+	cases = append(cases,
+		badCase{name: "not json", kv: e.kv(), key: keyOf(0), body: []byte("{not json")},
+		badCase{name: "unknown field", kv: e.kv(), key: keyOf(1),
+			body:   []byte(strings.Replace(string(marshal(subjects.ConfirmedRecord(e.event("bad", 1), 0))), "{", `{"surprise":1,`, 1)),
+			ticket: ticketOf(1)},
+		badCase{name: "trailing data", kv: e.kv(), key: keyOf(2),
+			body: append(marshal(subjects.ConfirmedRecord(e.event("bad", 2), 0)), []byte(" {}")...), ticket: ticketOf(2)},
+		mutated("tenant mismatch", 3, func(r *subjects.SlotRecord) { r.Tenant = other }),
+		mutated("agent mismatch", 4, func(r *subjects.SlotRecord) { r.Agent = "aother" }),
+		mutated("minute mismatch", 5, func(r *subjects.SlotRecord) { r.SlotTime = r.SlotTime.Add(time.Minute) }),
+		mutated("ticket of another slot", 6, func(r *subjects.SlotRecord) { r.Ticket = otherTicket }),
+		withoutTicket(mutated("ticket of an earlier version", 7, func(r *subjects.SlotRecord) { r.Ticket = "tabcdefghijklmnopqrst" })),
+		mutated("bad type", 8, func(r *subjects.SlotRecord) { r.Type = "PLATINUM" }),
+		mutated("bad state", 9, func(r *subjects.SlotRecord) { r.State = "deleted" }),
+		mutated("bad deadline", 10, func(r *subjects.SlotRecord) { r.Deadline = r.Deadline.Add(time.Minute) }),
+		mutated("released without cancelled_at", 11, func(r *subjects.SlotRecord) { r.State = subjects.SlotReleased }),
+		mutated("after the window", 12, func(r *subjects.SlotRecord) {
+			r.CreatedAt = r.SlotTime.Add(-2*time.Hour + time.Second)
+			r.Deadline = r.CreatedAt.Add(2 * time.Hour)
+		}),
+		badCase{name: "hold without an expiry", kv: e.kv(), key: keyOf(13),
+			body: marshal(subjects.SlotRecord{State: subjects.SlotHeld, Type: subjects.Gold, CreatedAt: allocT0})},
+		badCase{name: "not a slot key", kv: e.kv(), key: "junk." + e.ten.ID, body: marshal(subjects.ConfirmedRecord(e.event("bad", 14), 0))},
+	)
+	ghost := e.event("bad", 15)
+	ghost.Agent = "aghost"
+	ghost.Ticket, _ = subjects.NewSlotTicketID(ghost.Agent, ghost.SlotTime, nonce("ghost", 15))
+	cases = append(cases,
+		badCase{name: "agent the tenant does not have", kv: e.kv(), key: slotKey(ghost),
+			body: marshal(subjects.ConfirmedRecord(ghost, 0)), ticket: ghost.Ticket},
+		badCase{name: "unknown tenant", kv: e.kvs[subjects.SlotShard(other, e.shards)], key: slotKey(unknown),
+			body: marshal(subjects.ConfirmedRecord(unknown, 0)), ticket: unknown.Ticket, tenant: other},
+	)
+	ctx := testkit.Context(t, 30*time.Second)
 	for _, c := range cases {
-		want := subjects.DeadLetterInvalid
-		if tenant, ticket, err := subjects.ParseTicketSubject(c.subject); err == nil {
-			want = subjects.DeadLetterSubject(tenant, ticket)
+		if _, err := c.kv.Put(ctx, c.key, c.body); err != nil {
+			t.Fatalf("%s: put: %v", c.name, err)
 		}
-		if reason, ok := got[want]; !ok || reason == "" {
-			t.Errorf("%s: no dead letter with a reason on %s (got %v)", c.subject, want, got)
+	}
+	// A delete marker, which tms never writes.
+	delKey := keyOf(16)
+	if err := e.kv().Delete(ctx, delKey); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, badCase{name: "delete marker", kv: e.kv(), key: delKey})
+	// An oversize record: the bucket refuses one, unless an operator
+	// raised the stream's limit (after the allocator opened the bucket).
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
+	stream, err := e.js.Stream(ctx, subjects.SlotStream(shard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg := stream.CachedInfo().Config
+	scfg.MaxMsgSize = 64 << 10
+	if _, err := e.js.UpdateStream(ctx, scfg); err != nil {
+		t.Fatal(err)
+	}
+	big := subjects.ConfirmedRecord(e.event("bad", 17), 0)
+	big.Nonce = strings.Repeat("x", subjects.MaxSlotRecordBytes)
+	oversize := badCase{name: "oversize", kv: e.kv(), key: keyOf(17), body: marshal(big), ticket: big.Ticket}
+	if _, err := e.kv().Put(ctx, oversize.key, oversize.body); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, oversize)
+
+	got := e.deadLetters(t, len(cases))
+	e.waitConsumed(t)
+	byOriginal := map[string][]deadLetter{}
+	for _, dl := range got {
+		byOriginal[dl.original] = append(byOriginal[dl.original], dl)
+	}
+	for _, c := range cases {
+		original := "$KV." + c.kv.Bucket() + "." + c.key
+		want := subjects.DeadLetterInvalid
+		if c.ticket != "" {
+			tenant := c.tenant
+			if tenant == "" {
+				tenant = e.ten.ID
+			}
+			want = subjects.DeadLetterSubject(tenant, c.ticket)
+		}
+		dls := byOriginal[original]
+		if len(dls) != 1 || dls[0].subject != want || dls[0].reason == "" {
+			t.Errorf("%s: dead letters of %s: %+v, want one on %s with a reason", c.name, original, dls, want)
 		}
 	}
 	if len(got) != len(cases) {
-		t.Errorf("%d dead letters, want %d: %v", len(got), len(cases), got)
+		t.Errorf("%d dead letters, want %d: %+v", len(got), len(cases), got)
 	}
 	if n := e.rows(t); n != 0 {
-		t.Errorf("%d ticket rows written from bad events", n)
+		t.Errorf("%d ticket rows written from bad records", n)
 	}
 	if v := counterValue(t, metrics, "tms_allocator_dead_lettered_total", "unknown_tenant"); v != 1 {
 		t.Errorf("dead_lettered{unknown_tenant} = %v, want 1", v)
 	}
 }
 
-// TestAllocatorConflict: ticket A is cancelled and its minute retaken by
-// B, and B's create reaches the worker before A's cancel: the worker finds
-// A's pending cancel in the stream, applies it and writes B. A real double
-// booking (no cancel coming) ends in the dead-letter stream.
+// TestAllocatorConflict: ticket A is released and its minute retaken by
+// B (through a hold), and B's record is handled while A's release waits:
+// the worker walks B's key back to A's released record, applies it and
+// writes B. A real double booking (C confirmed over the live B) ends in
+// the dead-letter stream.
 func TestAllocatorConflict(t *testing.T) {
 	t.Parallel()
-	e := newAllocEnv(t, 1)
-	a := e.event(subjects.TicketCreated, "holder-a", 0)
-	e.publish(t, a)
-	stop := e.start(t, 1, nil)
+	e := newAllocEnv(t, 1, 1)
+	a := e.event("holdera", 0)
+	e.confirm(t, a)
+	stop := e.start(t, allocOpts{concurrency: 1})
 	e.waitRows(t, 1)
 	stop()
 
-	b := e.event(subjects.TicketCreated, "retaker-b", 0)
-	e.publish(t, b)
-	e.publish(t, e.event(subjects.TicketCancelled, a.Ticket, 0))
-	e.start(t, 1, nil)
+	b := e.event("retakerb", 0)
+	e.release(t, a)
+	e.hold(t, b)
+	e.confirm(t, b)
+	bWritten := make(chan struct{})
+	var once sync.Once
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 2, metrics: metrics,
+		before: func(ticket string) {
+			if ticket != a.Ticket {
+				return
+			}
+			// A's own release waits until B is written: B must get
+			// there through A's released record in its key's history.
+			timer := time.NewTimer(20 * time.Second)
+			defer timer.Stop()
+			select {
+			case <-bWritten:
+			case <-timer.C:
+				t.Errorf("B was not written while A's release waited")
+			}
+		},
+		after: func(ticket string) {
+			if ticket == b.Ticket {
+				once.Do(func() { close(bWritten) })
+			}
+		}})
 	e.waitRows(t, 2)
-	e.waitStreamEmpty(t)
+	e.waitConsumed(t)
 	if s := e.status(t, a.Ticket); s != subjects.StatusCancelled {
 		t.Errorf("A is %q, want cancelled", s)
 	}
@@ -496,18 +817,112 @@ func TestAllocatorConflict(t *testing.T) {
 	if n := e.mustQuery(t, `SELECT count(*) FROM slots WHERE time = $1 AND available = 'unavailable'`, b.SlotTime); n != 1 {
 		t.Errorf("B's slot is not unavailable (%d)", n)
 	}
-
-	c := e.event(subjects.TicketCreated, "double-c", 0)
-	e.publish(t, c)
-	got := e.deadLetters(t, 1)
-	if reason := got[subjects.DeadLetterSubject(e.ten.ID, c.Ticket)]; reason == "" {
-		t.Fatalf("double booking not dead-lettered: %v", got)
+	if got := counterValue(t, metrics, "tms_allocator_failed_total", "conflict"); got != 0 {
+		t.Errorf("failed{conflict} = %v: B waited for A's release instead of applying it", got)
 	}
-	e.waitStreamEmpty(t)
+
+	c := e.event("doublec", 0)
+	e.confirm(t, c)
+	got := e.deadLetters(t, 1)
+	if len(got) != 1 || got[0].subject != subjects.DeadLetterSubject(e.ten.ID, c.Ticket) ||
+		!strings.Contains(got[0].reason, b.Ticket) {
+		t.Fatalf("double booking not dead-lettered naming B: %+v", got)
+	}
+	e.waitConsumed(t)
 	if s := e.status(t, c.Ticket); s != "" {
 		t.Errorf("double-booked ticket written as %q", s)
 	}
 	if s := e.status(t, b.Ticket); s != subjects.StatusAllocated {
 		t.Errorf("B is %q after the refused double booking", s)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_dead_lettered_total", "double_booking"); got != 1 {
+		t.Errorf("dead_lettered{double_booking} = %v, want 1", got)
+	}
+}
+
+// TestAllocatorCreateAfterItsRelease: A's create comes to a worker after
+// its minute was released and taken by B, whose row is already written
+// (as a redelivery after a crash would bring it): the worker finds A's
+// own release in the records that followed A's, applies it, and the
+// create has nothing left to do, without a retry.
+func TestAllocatorCreateAfterItsRelease(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	a := e.event("firsta", 0)
+	b := e.event("thenb", 0)
+	e.confirm(t, a)
+	e.release(t, a)
+	e.confirm(t, b)
+	if err := e.tickets.ApplyCreated(testkit.Context(t, 10*time.Second), e.ten, b); err != nil {
+		t.Fatal(err)
+	}
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 1, metrics: metrics})
+	e.waitRows(t, 2)
+	e.waitConsumed(t)
+	if s := e.status(t, a.Ticket); s != subjects.StatusCancelled {
+		t.Errorf("A is %q, want cancelled", s)
+	}
+	if s := e.status(t, b.Ticket); s != subjects.StatusAllocated {
+		t.Errorf("B is %q, want allocated", s)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_failed_total", "conflict"); got != 0 {
+		t.Errorf("failed{conflict} = %v: A's create waited for its own release instead of applying it", got)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != 2 {
+		t.Errorf("processed{created} = %v, want 2", got)
+	}
+}
+
+// TestAllocatorConsumers: NewAllocator opens every shard's bucket with
+// the configured record age (creating the ones missing), keeps no
+// TICKETS stream, and gives each shard's stream (limits retention) one
+// durable consumer of that shard's records that acks explicitly, starts
+// from the first record and never gives up on one.
+func TestAllocatorConsumers(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	ctx := testkit.Context(t, 30*time.Second)
+	shards := e.shards + 1 // one bucket the allocator creates
+	_, err := workers.NewAllocator(ctx, workers.AllocatorConfig{JS: e.js, Registry: e.reg, Tickets: e.tickets,
+		Shards: shards, SlotMaxAge: 3 * time.Hour, AckWait: 7 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range shards {
+		kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(i))
+		if err != nil {
+			t.Fatalf("bucket %d: %v", i, err)
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.TTL() != 3*time.Hour || st.History() != subjects.SlotHistory {
+			t.Errorf("bucket %d: max age %s, history %d; want 3h and %d", i, st.TTL(), st.History(), subjects.SlotHistory)
+		}
+		s, err := e.js.Stream(ctx, subjects.SlotStream(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.CachedInfo().Config.Retention; r != jetstream.LimitsPolicy {
+			t.Errorf("stream %d: retention %s, want limits", i, r)
+		}
+		info, err := e.consumerInfo(ctx, i)
+		if err != nil {
+			t.Fatalf("consumer of shard %d: %v", i, err)
+		}
+		c := info.Config
+		if c.Durable != subjects.AllocatorConsumer(i) || c.FilterSubject != subjects.SlotStreamSubjects(i) ||
+			c.AckPolicy != jetstream.AckExplicitPolicy || c.DeliverPolicy != jetstream.DeliverAllPolicy ||
+			c.MaxDeliver != -1 || c.AckWait != 7*time.Second || c.MaxAckPending <= 0 {
+			t.Errorf("consumer of shard %d: %+v", i, c)
+		}
+	}
+	if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("stream %s: %v, want none", subjects.StreamTickets, err)
+	}
+	if _, err := e.js.Stream(ctx, subjects.StreamDeadLetters); err != nil {
+		t.Errorf("stream %s: %v", subjects.StreamDeadLetters, err)
 	}
 }

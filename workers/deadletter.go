@@ -16,16 +16,16 @@ import (
 // reason, logs an error, and terminates it. If the dead letter cannot be
 // published, the message is redelivered instead: never dropped.
 func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstream.Msg, d delivery, dec decision) {
-	dl := deadLetterRecord(d, msg.Headers(), dec)
+	dl := deadLetterRecord(d, dec)
 	pctx, cancel := withNATSDeadline(ctx)
 	defer cancel()
-	if _, err := a.js.PublishMsg(pctx, dl, jetstream.WithMsgID("dlq-"+dl.Header.Get(subjects.HeaderOriginalSequence)),
+	if _, err := a.js.PublishMsg(pctx, dl, jetstream.WithMsgID(deadLetterID(d)),
 		jetstream.WithExpectStream(subjects.StreamDeadLetters)); err != nil {
 		a.redeliver(log, msg, redeliverOf(d, dec, retryDeadLetterPublish, err, a.backoff))
 		return
 	}
 	a.m.deadLettered(dec.kind)
-	log.Error("ticket event dead-lettered", slog.String("kind", dec.kind),
+	log.Error("slot record dead-lettered", slog.String("kind", dec.kind),
 		slog.String("reason", dl.Header.Get(subjects.HeaderDeadLetterReason)), slog.String("dead_letter_subject", dl.Subject))
 	if err := msg.TermWithReason(dec.kind); err != nil {
 		// Parked already; a redelivery dead-letters it again under the
@@ -34,18 +34,25 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 	}
 }
 
-// deadLetterRecord is the dead letter of delivery d, whose headers are
-// header, for the decision dec: the original body and headers under the
-// ticket's dead-letter subject (DeadLetterInvalid when the subject names
-// no ticket), with the reason, the original subject and its stream
+// deadLetterID is the message id of d's dead letter: a redelivery that
+// dead-letters it again is deduplicated. Each shard's stream has its own
+// sequences, so the stream is part of it.
+func deadLetterID(d delivery) string {
+	return "dlq-" + subjects.SlotStream(d.shard) + "-" + strconv.FormatUint(d.seq, 10)
+}
+
+// deadLetterRecord is the dead letter of delivery d for the decision dec:
+// the original body and headers under the ticket's dead-letter subject
+// (DeadLetterInvalid unless the key names a tenant and the record a
+// ticket id), with the reason, the original subject and its stream
 // sequence.
-func deadLetterRecord(d delivery, header nats.Header, dec decision) *nats.Msg {
+func deadLetterRecord(d delivery, dec decision) *nats.Msg {
 	subject := subjects.DeadLetterInvalid
 	if dec.tenant != "" && dec.ticket != "" {
 		subject = subjects.DeadLetterSubject(dec.tenant, dec.ticket)
 	}
 	dl := &nats.Msg{Subject: subject, Data: d.data, Header: nats.Header{}}
-	for k, vs := range header {
+	for k, vs := range d.header {
 		// The original's Nats-* headers (message id, expectations) would
 		// dedupe or fail the dead letter itself.
 		if strings.HasPrefix(k, "Nats-") {

@@ -11,20 +11,21 @@ import (
 
 // TestDeadLetterRecord: a dead letter keeps the original body and headers
 // but the original's Nats-* headers, goes to its ticket's dead-letter
-// subject (DeadLetterInvalid when the subject names no ticket), and
-// records the reason and original subject on one bounded line and the
-// stream sequence.
+// subject (DeadLetterInvalid unless the key names a tenant and the record
+// a ticket), and records the reason and original subject on one bounded
+// line and the stream sequence; its message id names the shard's stream
+// and the sequence, so dead letters of two shards never dedupe each other.
 func TestDeadLetterRecord(t *testing.T) {
 	t.Parallel()
 	header := nats.Header{}
 	header.Set("Nats-Msg-Id", "ticket-tticket-created")
 	header.Set("Nats-Expected-Last-Subject-Sequence", "0")
 	header["Traceparent"] = []string{"00-abc-def-01", "second"}
-	d := delivery{subject: decSubject, data: []byte(`{"event":"created"}`), seq: 42}
-	dec := deadLetterOf(decision{tenant: "ctenant", ticket: "tticket"}, kindInvalid, "line one\nline two\t"+strings.Repeat("x", 600))
+	d := delivery{subject: decSubject, header: header, data: []byte(`{"state":"confirmed"}`), seq: 42}
+	dec := deadLetterOf(decision{tenant: "ctenant", ticket: decTicket}, kindInvalid, "line one\nline two\t"+strings.Repeat("x", 600))
 
-	dl := deadLetterRecord(d, header, dec)
-	if dl.Subject != subjects.DeadLetterSubject("ctenant", "tticket") {
+	dl := deadLetterRecord(d, dec)
+	if dl.Subject != subjects.DeadLetterSubject("ctenant", decTicket) {
 		t.Fatalf("subject %q, want the ticket's dead-letter subject", dl.Subject)
 	}
 	if string(dl.Data) != string(d.data) {
@@ -53,15 +54,26 @@ func TestDeadLetterRecord(t *testing.T) {
 		t.Fatalf("original sequence %q, want 42", got)
 	}
 
-	bad := delivery{subject: "tms.tickets.c*\r\n.t", data: []byte(`x`), seq: 7}
-	dl = deadLetterRecord(bad, nil, decide(bad))
-	if dl.Subject != subjects.DeadLetterInvalid {
-		t.Fatalf("subject %q for a subject naming no ticket, want %q", dl.Subject, subjects.DeadLetterInvalid)
+	if a, b := deadLetterID(d), deadLetterID(delivery{shard: 1, seq: 42}); a == b || !strings.Contains(a, "42") {
+		t.Fatalf("message ids %q and %q of sequence 42 in shards 0 and 1", a, b)
 	}
-	if got := dl.Header.Get(subjects.HeaderOriginalSubject); got != "tms.tickets.c*  .t" {
+
+	bad := delivery{subject: "$KV.c*\r\n.t", data: []byte(`x`), seq: 7}
+	dl = deadLetterRecord(bad, decide(bad))
+	if dl.Subject != subjects.DeadLetterInvalid {
+		t.Fatalf("subject %q for a subject naming no slot, want %q", dl.Subject, subjects.DeadLetterInvalid)
+	}
+	if got := dl.Header.Get(subjects.HeaderOriginalSubject); got != "$KV.c*  .t" {
 		t.Fatalf("original subject %q, want it on one line", got)
 	}
 	if !strings.HasPrefix(dl.Header.Get(subjects.HeaderDeadLetterReason), "subject: ") {
 		t.Fatalf("reason %q, want the subject's fault", dl.Header.Get(subjects.HeaderDeadLetterReason))
+	}
+
+	// A body that names no ticket id that parses: the tenant alone does
+	// not make a subject.
+	junk := delivery{subject: decSubject, data: []byte(`{"ticket":"T.*"}`), seq: 8}
+	if dl = deadLetterRecord(junk, decide(junk)); dl.Subject != subjects.DeadLetterInvalid {
+		t.Fatalf("subject %q for a record naming no ticket, want %q", dl.Subject, subjects.DeadLetterInvalid)
 	}
 }

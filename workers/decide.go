@@ -1,27 +1,32 @@
 package workers
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"tms/subjects"
 	"tms/tenants"
 )
 
 // The allocator's decisions are made here, apart from their effects: what a
-// delivery of the TICKETS stream asks for (decide), what a tenant look-up
+// record of a slot bucket's stream asks for (decide), what a tenant look-up
 // means for it (settleLookup), and what the outcome of its write means
 // (settleOutcome). They read plain values and return a decision, which
 // settle.go and deadletter.go carry out.
 
-// delivery is one TICKETS message as the decisions see it.
+// delivery is one message of a slot shard's stream as the decisions see it.
 type delivery struct {
+	shard     int // the shard whose consumer delivered it
 	subject   string
+	header    nats.Header
 	data      []byte
-	seq       uint64    // stream sequence
-	delivered uint64    // deliveries so far, this one included
-	stored    time.Time // when the stream stored it
+	seq       uint64 // stream sequence: the record's revision
+	delivered uint64 // deliveries so far, this one included
 }
 
 // action is what a decision has the allocator do with a message.
@@ -32,8 +37,9 @@ const (
 	// (ApplyCreated, ApplyCancelled); the outcome decides the rest.
 	actCreate action = iota + 1
 	actCancel
-	// actAck: the event is written (or was already there); the message is
-	// acked with the server's confirmation.
+	// actAck: the event is written (or was already there), or the record
+	// asks for no write; the message is acked with the server's
+	// confirmation.
 	actAck
 	// actRedeliver gives the message back to come again after delay.
 	actRedeliver
@@ -68,6 +74,20 @@ const (
 	kindError         = "error"
 )
 
+// What a record is (label of tms_allocator_processed_total and
+// tms_allocator_handle_seconds): a ticket's create or cancel, written into
+// the tenant database, or a record with nothing to write.
+const (
+	recordCreated   = subjects.TicketCreated
+	recordCancelled = subjects.TicketCancelled
+	// recordHeld is a hold of validate_eta: no ticket yet.
+	recordHeld = "held"
+	// recordFreed is a minute released without a ticket.
+	recordFreed = "freed"
+	// recordInvalid is a record dead-lettered before any write.
+	recordInvalid = "invalid"
+)
+
 // Redelivery reasons (label of tms_allocator_failed_total).
 const (
 	retryRegistry          = "registry"
@@ -80,10 +100,18 @@ const (
 // decision is what becomes of one delivery.
 type decision struct {
 	action action
-	// tenant and ticket are those of the message's subject, "" when the
-	// subject names none.
-	tenant, ticket string
-	// ev is the validated event (actCreate, actCancel, and actAck).
+	// record says what the record is (recordCreated ...), "" when it
+	// does not decode.
+	record string
+	// key is the slot key of the message's subject, tenant its tenant, ""
+	// when the subject or the key does not parse; ticket is the ticket
+	// the record names, "" when it names none that parses.
+	key, tenant, ticket string
+	// prev is the revision of the key's record this one replaced: where
+	// a double booking's walk back through the key's history starts.
+	prev uint64
+	// ev is the ticket event to write (actCreate, actCancel, and the
+	// actAck after it).
 	ev subjects.TicketEvent
 	// kind is the dead-letter kind (actDeadLetter) or the redelivery
 	// reason (actRedeliver).
@@ -107,28 +135,66 @@ type decision struct {
 // writes reports whether the decision is to create or cancel.
 func (dec decision) writes() bool { return dec.action == actCreate || dec.action == actCancel }
 
-// decide reads a delivery: an event to write, or a dead letter for a
-// subject that names no ticket or a body that fails subjects.DecodeTicketEvent (CheckWritable). A
-// cancel without cancelled_at is dated by the stream.
+// kvOperation is the header a KV delete or purge marker carries (the
+// nats.go client's name for it). tms never deletes a slot record.
+const kvOperation = "KV-Operation"
+
+// decide reads a delivery of shard d.shard: a subject of that shard's
+// bucket and a record that subjects.DecodeSlotRecord (CheckWritable)
+// accepts for its key, or a dead letter of kind invalid. A confirmed
+// record is its ticket's create, a released one with a ticket that
+// ticket's cancel; a hold or a minute freed without a ticket is acked
+// with nothing to write.
 func decide(d delivery) decision {
-	tenant, ticket, err := subjects.ParseTicketSubject(d.subject)
+	bucket, key, err := subjects.ParseSlotSubject(d.subject)
 	if err != nil {
 		return deadLetterOf(decision{}, kindInvalid, "subject: "+err.Error())
 	}
-	dec := decision{tenant: tenant, ticket: ticket}
-	ev, err := subjects.DecodeTicketEvent(d.subject, d.data, subjects.CheckWritable)
+	if bucket != subjects.SlotBucket(d.shard) {
+		return deadLetterOf(decision{}, kindInvalid, fmt.Sprintf("subject: %q is not of bucket %s", d.subject,
+			subjects.SlotBucket(d.shard)))
+	}
+	tenant, _, _, err := subjects.ParseSlotKey(key)
 	if err != nil {
+		return deadLetterOf(decision{}, kindInvalid, "key: "+err.Error())
+	}
+	dec := decision{key: key, tenant: tenant}
+	if op := d.header.Get(kvOperation); op != "" {
+		return deadLetterOf(dec, kindInvalid, fmt.Sprintf("a %s marker on %q: tms never deletes a slot record", op, key))
+	}
+	rec, err := subjects.DecodeSlotRecord(key, d.data, subjects.CheckWritable)
+	if err != nil {
+		dec.ticket = ticketOf(d.data)
 		return deadLetterOf(dec, kindInvalid, err.Error())
 	}
-	dec.ev, dec.action = ev, actCreate
-	if ev.Event == subjects.TicketCancelled {
-		dec.action = actCancel
-		if ev.CancelledAt == nil {
-			at := d.stored.UTC()
-			dec.ev.CancelledAt = &at
-		}
+	dec.prev = rec.Prev
+	switch {
+	case rec.State == subjects.SlotHeld:
+		dec.action, dec.record = actAck, recordHeld
+	case !rec.HasTicket():
+		dec.action, dec.record = actAck, recordFreed
+	case rec.State == subjects.SlotConfirmed:
+		dec.action, dec.record, dec.ticket, dec.ev = actCreate, recordCreated, rec.Ticket, rec.Event()
+	default:
+		dec.action, dec.record, dec.ticket, dec.ev = actCancel, recordCancelled, rec.Ticket, rec.Event()
 	}
 	return dec
+}
+
+// ticketOf is the ticket a record that failed to decode names, when it
+// names one as a ticket id: its dead letter goes under that ticket's
+// subject. Only the first JSON value is read, leniently.
+func ticketOf(data []byte) string {
+	var v struct {
+		Ticket string `json:"ticket"`
+	}
+	if json.NewDecoder(bytes.NewReader(data)).Decode(&v) != nil {
+		return ""
+	}
+	if _, _, _, err := subjects.ParseTicketID(v.Ticket); err != nil {
+		return ""
+	}
+	return v.Ticket
 }
 
 // settleLookup is what the look-up of the tenant of write, a decision to
@@ -146,7 +212,8 @@ func settleLookup(d delivery, write decision, lookupErr error, backoff func(int)
 
 // settleOutcome is what the outcome of write, a decision to create or
 // cancel, means for the message: writeErr is what the tenant database
-// answered (after any pending cancel of the minute's holder was applied),
+// answered (after any release of the minute's holder found in the key's
+// history was applied),
 // and tries, for a double booking, how often this process has now seen it
 // refused.
 //   - written: acked;
@@ -154,7 +221,8 @@ func settleLookup(d delivery, write decision, lookupErr error, backoff func(int)
 //     delivery, for as long as it takes;
 //   - an event the database can never take: dead-lettered;
 //   - a double booking: redelivered after the backoff of tries (the
-//     holder's cancel may still come), dead-lettered after
+//     holder's release may not have been readable: a replica behind, a
+//     holder cancelled meanwhile in the database), dead-lettered after
 //     allocMaxConflictTries;
 //   - anything else: redelivered, dead-lettered at allocMaxErrorDeliveries.
 func settleOutcome(d delivery, write decision, writeErr error, tries int, backoff func(int) time.Duration) decision {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -17,31 +19,58 @@ import (
 
 var (
 	decCreated = time.Date(2030, 5, 6, 10, 0, 30, 0, time.UTC)
-	decStored  = time.Date(2030, 5, 6, 10, 5, 0, 0, time.FixedZone("x", 3600))
+	// decMinute is the slot of decKey, the first minute of decCreated's
+	// window.
+	decMinute  = decCreated.Truncate(time.Minute).Add(time.Minute)
+	decKey     = subjects.SlotKey("ctenant", "aagent", decMinute)
+	decSubject = "$KV." + subjects.SlotBucket(0) + "." + decKey
+	decTicket  = mustSlotTicket("aagent", decMinute, "abcdefghijklmnop")
 )
 
-const decSubject = "tms.tickets.ctenant.tticket"
+// mustSlotTicket is subjects.NewSlotTicketID for ids known to be good.
+func mustSlotTicket(agent string, minute time.Time, nonce string) string {
+	id, err := subjects.NewSlotTicketID(agent, minute, nonce)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
 
-// decEvent is a valid created event of ctenant's ticket tticket, changed by
-// each edit.
+// decEvent is a valid created event of ctenant's ticket decTicket, in
+// decKey's slot, changed by each edit.
 func decEvent(edits ...func(*subjects.TicketEvent)) subjects.TicketEvent {
-	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: "tticket", Type: subjects.Gold,
-		Agent: "aagent", SlotTime: decCreated.Truncate(time.Minute).Add(time.Minute), CreatedAt: decCreated,
-		Deadline: decCreated.Add(2 * time.Hour)}
+	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: decTicket, Type: subjects.Gold,
+		Agent: "aagent", SlotTime: decMinute, CreatedAt: decCreated, Deadline: decCreated.Add(2 * time.Hour)}
 	for _, edit := range edits {
 		edit(&ev)
 	}
 	return ev
 }
 
-// decJSON is ev as the ingress encodes it.
-func decJSON(t *testing.T, ev subjects.TicketEvent) []byte {
+// decCancelled is decEvent's cancel at decCreated + 10 minutes.
+func decCancelled() subjects.TicketEvent {
+	at := subjects.Stamp(decCreated.Add(10 * time.Minute))
+	return decEvent(func(ev *subjects.TicketEvent) { ev.Event, ev.CancelledAt = subjects.TicketCancelled, &at })
+}
+
+// decJSON is a slot record as the responder encodes it.
+func decJSON(t *testing.T, rec subjects.SlotRecord) []byte {
 	t.Helper()
-	data, err := json.Marshal(ev)
+	data, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// decConfirmed is the confirmed record of decEvent (replacing revision
+// 3), changed by each edit.
+func decConfirmed(edits ...func(*subjects.SlotRecord)) subjects.SlotRecord {
+	rec := subjects.ConfirmedRecord(decEvent(), 3)
+	for _, edit := range edits {
+		edit(&rec)
+	}
+	return rec
 }
 
 // decBackoff makes the delivery count a delay was computed from visible:
@@ -55,8 +84,12 @@ func checkDecision(t *testing.T, got, want decision) {
 	switch {
 	case got.action != want.action:
 		t.Fatalf("action %s, want %s (decision %+v)", got.action, want.action, got)
-	case got.tenant != want.tenant || got.ticket != want.ticket:
-		t.Fatalf("tenant %q ticket %q, want %q %q", got.tenant, got.ticket, want.tenant, want.ticket)
+	case got.record != want.record:
+		t.Fatalf("record %q, want %q", got.record, want.record)
+	case got.key != want.key || got.tenant != want.tenant || got.ticket != want.ticket:
+		t.Fatalf("key %q tenant %q ticket %q, want %q %q %q", got.key, got.tenant, got.ticket, want.key, want.tenant, want.ticket)
+	case got.prev != want.prev:
+		t.Fatalf("prev %d, want %d", got.prev, want.prev)
 	case got.kind != want.kind:
 		t.Fatalf("kind %q, want %q", got.kind, want.kind)
 	case !strings.Contains(got.reason, want.reason) || (want.reason == "") != (got.reason == ""):
@@ -78,101 +111,131 @@ func checkDecision(t *testing.T, got, want decision) {
 	}
 }
 
-// TestDecide: what each delivery asks for. A subject that names no ticket
-// and every check of the body are dead letters of kind invalid (with the
-// subject's tenant and ticket when it names them); a valid event is a
-// create or a cancel, a cancel without cancelled_at dated by the stream.
+// TestDecide: what each record asks for. A subject that is not of the
+// delivering shard's bucket, a key that is no slot key, a delete marker
+// and every check of subjects.DecodeSlotRecord are dead letters of kind
+// invalid (with the key's tenant, and the ticket when the body names one
+// that parses); a confirmed record is its ticket's create, a released one
+// its cancel; a hold and a minute freed without a ticket are acked with
+// nothing to write.
 func TestDecide(t *testing.T) {
 	t.Parallel()
-	invalid := func(reason string) decision {
-		return decision{action: actDeadLetter, tenant: "ctenant", ticket: "tticket", kind: kindInvalid, reason: reason}
+	invalid := func(ticket, reason string) decision {
+		return decision{action: actDeadLetter, key: decKey, tenant: "ctenant", ticket: ticket, kind: kindInvalid, reason: reason}
 	}
-	stored := decStored.UTC()
-	cancelledAt := decCreated.Add(10 * time.Minute)
+	badSubject := decision{action: actDeadLetter, kind: kindInvalid, reason: "subject: "}
+	badKey := decision{action: actDeadLetter, kind: kindInvalid, reason: "key: "}
+	good := decJSON(t, decConfirmed())
+	otherMinute := mustSlotTicket("aagent", decMinute.Add(time.Minute), "abcdefghijklmnop")
+	expires := decCreated.Add(time.Minute)
+	released := subjects.ReleasedRecord(decEvent(), *decCancelled().CancelledAt, 9)
+	delMarker := nats.Header{}
+	delMarker.Set("KV-Operation", "DEL")
 	cases := []struct {
 		name    string
 		subject string
+		header  nats.Header
 		data    []byte
 		want    decision
 	}{
-		{name: "subject of another stream", subject: "tms.eta.ctenant", data: decJSON(t, decEvent()),
-			want: decision{action: actDeadLetter, kind: kindInvalid, reason: "subject: "}},
-		{name: "subject without a ticket", subject: "tms.tickets.ctenant", data: decJSON(t, decEvent()),
-			want: decision{action: actDeadLetter, kind: kindInvalid, reason: "subject: "}},
-		{name: "subject with a wildcard", subject: "tms.tickets.c*.tticket", data: decJSON(t, decEvent()),
-			want: decision{action: actDeadLetter, kind: kindInvalid, reason: "subject: "}},
-		{name: "subject with a token too many", subject: decSubject + ".x", data: decJSON(t, decEvent()),
-			want: decision{action: actDeadLetter, kind: kindInvalid, reason: "subject: "}},
-		{name: "oversize body", subject: decSubject, data: []byte(`{"event":"` + strings.Repeat("x", subjects.MaxTicketEventBytes) + `"}`),
-			want: invalid(fmt.Sprintf("at most %d", subjects.MaxTicketEventBytes))},
-		{name: "not JSON", subject: decSubject, data: []byte(`{"event":`), want: invalid("json: ")},
-		{name: "empty body", subject: decSubject, data: nil, want: invalid("json: ")},
-		{name: "unknown field", subject: decSubject,
-			data: []byte(strings.Replace(string(decJSON(t, decEvent())), `{`, `{"extra":1,`, 1)),
-			want: invalid(`unknown field "extra"`)},
-		{name: "data after the object", subject: decSubject, data: append(decJSON(t, decEvent()), []byte(` {}`)...),
-			want: invalid("data after the JSON object")},
-		{name: "unknown event", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Event = "updated" })), want: invalid(`event "updated"`)},
-		{name: "body tenant differs from the subject's", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Tenant = "other" })),
-			want: invalid(`body tenant "other" differs from the subject's "ctenant"`)},
-		{name: "body ticket differs from the subject's", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Ticket = "other" })),
-			want: invalid(`body ticket "other" differs from the subject's "tticket"`)},
+		{name: "subject of another stream", subject: "tms.tickets.ctenant.tticket", data: good, want: badSubject},
+		{name: "subject of another bucket", subject: "$KV.TMS_AGENTS.ctenant.aagent", data: good, want: badSubject},
+		{name: "subject of another shard", subject: "$KV." + subjects.SlotBucket(1) + "." + decKey, data: good, want: badSubject},
+		{name: "subject without a key", subject: "$KV." + subjects.SlotBucket(0), data: good, want: badSubject},
+		{name: "key without a minute", subject: "$KV." + subjects.SlotBucket(0) + ".ctenant.aagent", data: good, want: badKey},
+		{name: "key with a token too many", subject: decSubject + ".x", data: good, want: badKey},
+		{name: "key with a bad minute", subject: "$KV." + subjects.SlotBucket(0) + ".ctenant.aagent.203013011000", data: good,
+			want: badKey},
+		{name: "key with a wildcard tenant", subject: "$KV." + subjects.SlotBucket(0) + ".c*.aagent.203005061001", data: good,
+			want: badKey},
+		{name: "delete marker", subject: decSubject, header: delMarker, want: invalid("", "a DEL marker")},
+		{name: "oversize body", subject: decSubject,
+			data: []byte(`{"ticket":"` + decTicket + `","state":"` + strings.Repeat("x", subjects.MaxSlotRecordBytes) + `"}`),
+			want: invalid(decTicket, fmt.Sprintf("at most %d", subjects.MaxSlotRecordBytes))},
+		{name: "not JSON", subject: decSubject, data: []byte(`{"state":`), want: invalid("", "json: ")},
+		{name: "empty body", subject: decSubject, data: nil, want: invalid("", "json: ")},
+		{name: "unknown field", subject: decSubject, data: []byte(strings.Replace(string(good), `{`, `{"extra":1,`, 1)),
+			want: invalid(decTicket, `unknown field "extra"`)},
+		{name: "data after the object", subject: decSubject, data: append(append([]byte(nil), good...), []byte(` {}`)...),
+			want: invalid(decTicket, "data after the JSON object")},
+		{name: "unknown state", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.State = "deleted" })), want: invalid(decTicket, `state "deleted"`)},
+		{name: "body tenant differs from the key's", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Tenant = "other" })), want: invalid(decTicket, "record of other/")},
+		{name: "body agent differs from the key's", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Agent = "bagent" })), want: invalid(decTicket, "/bagent/")},
+		{name: "body minute differs from the key's", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.SlotTime = decMinute.Add(time.Minute) })),
+			want: invalid(decTicket, "on key")},
+		{name: "ticket id of another minute", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Ticket = otherMinute })),
+			want: invalid(otherMinute, "does not name the slot")},
+		{name: "ticket id of an earlier version", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Ticket = "tabcdefghijklmnopqrst" })),
+			want: invalid("", "does not name the slot")},
+		{name: "a hold without an expiry", subject: decSubject,
+			data: decJSON(t, subjects.SlotRecord{State: subjects.SlotHeld, Type: subjects.Gold, CreatedAt: decCreated}),
+			want: invalid("", "a hold without hold_expires_at")},
+		{name: "released without cancelled_at", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.State = subjects.SlotReleased })),
+			want: invalid(decTicket, "without cancelled_at")},
 		{name: "unknown ticket type", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Type = "PLATINUM" })), want: invalid(`ticket type "PLATINUM"`)},
-		{name: "invalid agent id", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Agent = "a.b" })), want: invalid(`agent id "a.b"`)},
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Type = "PLATINUM" })), want: invalid(decTicket, `ticket type "PLATINUM"`)},
 		{name: "no created_at", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.CreatedAt = time.Time{} })), want: invalid("no created_at")},
-		{name: "slot_time not a whole minute", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Second) })),
-			want: invalid("is not a whole minute")},
-		{name: "no slot_time", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = time.Time{} })), want: invalid("is not a whole minute")},
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.CreatedAt = time.Time{} })), want: invalid(decTicket, "no created_at")},
 		{name: "deadline not created_at + SLA", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Minute) })),
-			want: invalid("is not created_at + 2h0m0s")},
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Deadline = r.Deadline.Add(time.Minute) })),
+			want: invalid(decTicket, "is not created_at + 2h0m0s")},
 		{name: "slot before created_at", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = decCreated.Truncate(time.Minute) })),
-			want: invalid("outside the window")},
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) {
+				r.CreatedAt = decMinute.Add(time.Second)
+				r.Deadline = r.CreatedAt.Add(2 * time.Hour)
+			})), want: invalid(decTicket, "outside the window")},
 		{name: "slot ending after the deadline", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = ev.Deadline.Truncate(time.Minute) })),
-			want: invalid("outside the window")},
-		{name: "created with cancelled_at", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.CancelledAt = &cancelledAt })),
-			want: invalid("a created event with cancelled_at")},
-		{name: "created", subject: decSubject, data: decJSON(t, decEvent()),
-			want: decision{action: actCreate, tenant: "ctenant", ticket: "tticket", ev: decEvent()}},
-		{name: "created in the last minute of its window", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = ev.Deadline.Truncate(time.Minute).Add(-time.Minute) })),
-			want: decision{action: actCreate, tenant: "ctenant", ticket: "tticket",
-				ev: decEvent(func(ev *subjects.TicketEvent) { ev.SlotTime = ev.Deadline.Truncate(time.Minute).Add(-time.Minute) })}},
-		{name: "cancelled, dated by the stream", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Event = subjects.TicketCancelled })),
-			want: decision{action: actCancel, tenant: "ctenant", ticket: "tticket", ev: decEvent(func(ev *subjects.TicketEvent) {
-				ev.Event, ev.CancelledAt = subjects.TicketCancelled, &stored
-			})}},
-		{name: "cancelled with its own date", subject: decSubject,
-			data: decJSON(t, decEvent(func(ev *subjects.TicketEvent) { ev.Event, ev.CancelledAt = subjects.TicketCancelled, &cancelledAt })),
-			want: decision{action: actCancel, tenant: "ctenant", ticket: "tticket", ev: decEvent(func(ev *subjects.TicketEvent) {
-				ev.Event, ev.CancelledAt = subjects.TicketCancelled, &cancelledAt
-			})}},
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) {
+				r.CreatedAt = decMinute.Add(-2*time.Hour + 30*time.Second)
+				r.Deadline = r.CreatedAt.Add(2 * time.Hour)
+			})), want: invalid(decTicket, "outside the window")},
+		// subjects.DecodeSlotRecord reads cancelled_at only on a release.
+		{name: "confirmed with cancelled_at", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.CancelledAt = decCancelled().CancelledAt })),
+			want: decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 3,
+				ev: decEvent()}},
+		{name: "held", subject: decSubject,
+			data: decJSON(t, subjects.SlotRecord{State: subjects.SlotHeld, Type: subjects.Gold, CreatedAt: decCreated, Prev: 2,
+				Nonce: "abcdefghijkl", HoldExpiresAt: &expires}),
+			want: decision{action: actAck, record: recordHeld, key: decKey, tenant: "ctenant", prev: 2}},
+		{name: "freed without a ticket", subject: decSubject,
+			data: decJSON(t, subjects.SlotRecord{State: subjects.SlotReleased, Prev: 4}),
+			want: decision{action: actAck, record: recordFreed, key: decKey, tenant: "ctenant", prev: 4}},
+		{name: "confirmed", subject: decSubject, data: good,
+			want: decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 3,
+				ev: decEvent()}},
+		{name: "confirmed in the last minute of its window", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) {
+				r.CreatedAt = decMinute.Add(-2*time.Hour + time.Minute)
+				r.Deadline = r.CreatedAt.Add(2 * time.Hour)
+			})),
+			want: decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 3,
+				ev: decEvent(func(ev *subjects.TicketEvent) {
+					ev.CreatedAt = decMinute.Add(-2*time.Hour + time.Minute)
+					ev.Deadline = ev.CreatedAt.Add(2 * time.Hour)
+				})}},
+		{name: "released with its ticket", subject: decSubject, data: decJSON(t, released),
+			want: decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 9,
+				ev: decCancelled()}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			got := decide(delivery{subject: c.subject, data: c.data, seq: 7, delivered: 2, stored: decStored})
+			got := decide(delivery{shard: 0, subject: c.subject, header: c.header, data: c.data, seq: 7, delivered: 2})
 			checkDecision(t, got, c.want)
-			if got.action == actDeadLetter && c.want.tenant != "" && !strings.HasPrefix(got.reason, ErrInvalidEvent.Error()+": ") {
-				t.Fatalf("reason %q does not start with %q", got.reason, ErrInvalidEvent)
+			if got.action == actDeadLetter && c.want.tenant != "" && c.header == nil &&
+				!strings.HasPrefix(got.reason, subjects.ErrInvalidSlot.Error()+": ") {
+				t.Fatalf("reason %q does not start with %q", got.reason, subjects.ErrInvalidSlot)
 			}
 			if got.writes() != (c.want.action == actCreate || c.want.action == actCancel) {
 				t.Fatalf("writes() = %v for %s", got.writes(), got.action)
-			}
-			if got.action == actCancel && got.ev.CancelledAt.Location() != time.UTC {
-				t.Fatalf("cancelled_at %v, want it in UTC", got.ev.CancelledAt)
 			}
 		})
 	}
@@ -184,7 +247,7 @@ func TestDecide(t *testing.T) {
 func TestSettleLookup(t *testing.T) {
 	t.Parallel()
 	d := delivery{subject: decSubject, seq: 7, delivered: 3}
-	write := decision{action: actCreate, tenant: "ctenant", ticket: "tticket", ev: decEvent()}
+	write := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent()}
 	down := fmt.Errorf("reading tenant ctenant: %w", errors.New("nats: timeout"))
 	cases := []struct {
 		name string
@@ -193,11 +256,13 @@ func TestSettleLookup(t *testing.T) {
 	}{
 		{name: "found", err: nil, want: write},
 		{name: "unknown tenant", err: fmt.Errorf("tenant ctenant: %w", tenants.ErrTenantNotFound),
-			want: decision{action: actDeadLetter, tenant: "ctenant", ticket: "tticket", ev: decEvent(), kind: kindUnknownTenant,
+			want: decision{action: actDeadLetter, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
+				kind:   kindUnknownTenant,
 				reason: "unknown tenant ctenant"}},
 		{name: "registry unreachable", err: down,
-			want: decision{action: actRedeliver, tenant: "ctenant", ticket: "tticket", ev: decEvent(), kind: retryRegistry,
-				err: down, delay: 3 * time.Second}},
+			want: decision{action: actRedeliver, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
+				kind: retryRegistry,
+				err:  down, delay: 3 * time.Second}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -215,11 +280,10 @@ func TestSettleLookup(t *testing.T) {
 // dead-lettered at allocMaxErrorDeliveries deliveries.
 func TestSettleOutcome(t *testing.T) {
 	t.Parallel()
-	write := decision{action: actCreate, tenant: "ctenant", ticket: "tticket", ev: decEvent()}
-	cancel := decision{action: actCancel, tenant: "ctenant", ticket: "tticket",
-		ev: decEvent(func(ev *subjects.TicketEvent) { ev.Event, ev.CancelledAt = subjects.TicketCancelled, &decCreated })}
+	write := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent()}
+	cancel := decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decCancelled()}
 	unavailable := fmt.Errorf("apply created ticket tticket: %w: connection refused", tenants.ErrUnavailable)
-	holderUnreadable := fmt.Errorf("reading the latest event of ticket hholder: %w: %w", tenants.ErrUnavailable,
+	holderUnreadable := fmt.Errorf("reading revision 3 of slot %s: %w: %w", decKey, tenants.ErrUnavailable,
 		errors.New("nats: timeout"))
 	invalidTicket := fmt.Errorf("apply created ticket tticket: %w: unknown agent", tenants.ErrInvalidTicket)
 	conflict := fmt.Errorf("apply created ticket tticket of tenant ctenant: %w", &tenants.SlotConflictError{Ticket: "hholder"})
@@ -248,7 +312,7 @@ func TestSettleOutcome(t *testing.T) {
 			want: with(write, func(d *decision) {
 				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, unavailable, 1000*time.Second
 			})},
-		{name: "holder's event unreadable", write: write, err: holderUnreadable, delivered: 2,
+		{name: "holder's release unreadable", write: write, err: holderUnreadable, delivered: 2,
 			want: with(write, func(d *decision) {
 				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, holderUnreadable, 2*time.Second
 			})},

@@ -2,7 +2,6 @@ package workers
 
 import (
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -22,78 +21,6 @@ import (
 
 // fuzzT0 is a whole minute; watch-fed calendars are built around it.
 var fuzzT0 = time.Date(2030, 5, 6, 10, 0, 0, 0, time.UTC)
-
-// FuzzTicketEvent: whatever the subject and body of a TICKETS message,
-// the allocator's check never panics, refuses with ErrInvalidEvent, and
-// anything it accepts is writable as it stands: ids valid and equal to the
-// subject's, a known event and type, a whole-minute slot inside the SLA
-// window of created_at, deadline = created_at + SLA.
-func FuzzTicketEvent(f *testing.F) {
-	created := time.Date(2030, 5, 6, 10, 0, 30, 0, time.UTC)
-	good := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: "tticket", Type: subjects.Gold,
-		Agent: "aagent", SlotTime: created.Truncate(time.Minute).Add(time.Minute), CreatedAt: created,
-		Deadline: created.Add(2 * time.Hour)}
-	data, _ := json.Marshal(good)
-	f.Add("tms.tickets.ctenant.tticket", data)
-	cancelled := good
-	cancelled.Event, cancelled.CancelledAt = subjects.TicketCancelled, &created
-	data, _ = json.Marshal(cancelled)
-	f.Add("tms.tickets.ctenant.tticket", data)
-	f.Add("tms.tickets.ctenant.tticket", []byte(`{"event":"created","tenant":"ctenant","ticket":"tticket","type":"BRONZE",`+
-		`"agent":"a","slot_time":"2030-05-06T18:00:00+05:30","created_at":"2030-05-06T12:29:59.999999999Z",`+
-		`"deadline":"2030-05-06T20:29:59.999999999Z"}`))
-	f.Add("tms.tickets.ctenant.tticket", []byte(`{"Event":"created","EVENT":"cancelled"}`))
-	f.Add("tms.tickets.x.y.z", []byte(`{}`))
-
-	f.Fuzz(func(t *testing.T, subject string, data []byte) {
-		tenant, ticket, err := subjects.ParseTicketSubject(subject)
-		if err != nil {
-			return // dead-lettered before its body is read
-		}
-		ev, err := subjects.DecodeTicketEvent(subject, data, subjects.CheckWritable)
-		if err != nil {
-			if !errors.Is(err, ErrInvalidEvent) {
-				t.Fatalf("refused with %v, not ErrInvalidEvent", err)
-			}
-			return
-		}
-		sla, ok := subjects.SLA(ev.Type)
-		switch {
-		case ev.Event != subjects.TicketCreated && ev.Event != subjects.TicketCancelled:
-			t.Fatalf("accepted event %q", ev.Event)
-		case ev.Tenant != tenant || ev.Ticket != ticket:
-			t.Fatalf("accepted tenant %q ticket %q on subject %s", ev.Tenant, ev.Ticket, subject)
-		case subjects.ValidID(ev.Tenant) != nil || subjects.ValidID(ev.Ticket) != nil || subjects.ValidID(ev.Agent) != nil:
-			t.Fatalf("accepted ids %q %q %q", ev.Tenant, ev.Ticket, ev.Agent)
-		case !ok:
-			t.Fatalf("accepted type %q", ev.Type)
-		case ev.CreatedAt.IsZero() || !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
-			t.Fatalf("accepted created_at %v deadline %v for %s", ev.CreatedAt, ev.Deadline, ev.Type)
-		case !ev.SlotTime.UTC().Truncate(time.Minute).Equal(ev.SlotTime):
-			t.Fatalf("accepted slot_time %v, not a whole minute", ev.SlotTime)
-		case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
-			t.Fatalf("accepted slot_time %v outside [%v, %v - 1m]", ev.SlotTime, ev.CreatedAt, ev.Deadline)
-		case ev.Event == subjects.TicketCreated && ev.CancelledAt != nil:
-			t.Fatalf("accepted a created event with cancelled_at")
-		}
-		// The window rule as the responders apply it agrees.
-		first, last, ok := calendar.Window(ev.CreatedAt, ev.Type)
-		if m := ev.SlotTime.UTC(); !ok || m.Before(first) || m.After(last) {
-			t.Fatalf("slot %v outside the calendar window [%v, %v] (ok %v)", m, first, last, ok)
-		}
-		// Whatever is accepted builds keys and subjects without a panic,
-		// and reads back the same after the ingress's own encoding.
-		_ = subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
-		_ = subjects.DeadLetterSubject(ev.Tenant, ev.Ticket)
-		again, err := json.Marshal(ev)
-		if err != nil {
-			t.Fatalf("re-encoding an accepted event: %v", err)
-		}
-		if _, err := subjects.DecodeTicketEvent(subject, again, subjects.CheckWritable); err != nil {
-			t.Fatalf("accepted %q, refused its re-encoding %q: %v", data, again, err)
-		}
-	})
-}
 
 // entry is a KV watch entry as the library delivers it.
 type entry struct {

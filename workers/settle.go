@@ -15,10 +15,11 @@ import (
 
 // write carries out a decision to create or cancel: it looks up the
 // tenant and writes the event into its database; while the database
-// refuses it as a double booking whose holder has a cancel waiting in the
-// stream, it applies that cancel and writes again (allocConflictRounds at
-// most). It returns what the outcome means: settleLookup, settleOutcome.
-func (a *Allocator) write(ctx context.Context, log *slog.Logger, d delivery, dec decision) decision {
+// refuses it as a double booking that a release in the key's history
+// ends (resolveConflict), it applies that release and writes again
+// (allocConflictRounds at most). It returns what the outcome means:
+// settleLookup, settleOutcome.
+func (a *Allocator) write(ctx context.Context, log *slog.Logger, sh *allocShard, d delivery, dec decision) decision {
 	ten, err := a.reg.Get(ctx, dec.tenant)
 	if err != nil {
 		return settleLookup(d, dec, err, a.backoff)
@@ -26,13 +27,13 @@ func (a *Allocator) write(ctx context.Context, log *slog.Logger, d delivery, dec
 	if a.beforeCommit != nil {
 		a.beforeCommit(dec.ticket)
 	}
-	err = a.apply(ctx, ten, dec)
+	err = a.apply(ctx, ten, dec.ev)
 	for round := 0; round < allocConflictRounds; round++ {
 		conflict, ok := errors.AsType[*tenants.SlotConflictError](err)
 		if !ok {
 			break
 		}
-		resolved, rerr := a.resolveConflict(ctx, log, ten, conflict.Ticket)
+		resolved, rerr := a.resolveConflict(ctx, log, sh, ten, d, dec, conflict.Ticket)
 		if rerr != nil {
 			err = rerr
 			break
@@ -40,86 +41,135 @@ func (a *Allocator) write(ctx context.Context, log *slog.Logger, d delivery, dec
 		if !resolved {
 			break
 		}
-		err = a.apply(ctx, ten, dec)
+		err = a.apply(ctx, ten, dec.ev)
 	}
 	tries := 0
 	if _, ok := errors.AsType[*tenants.SlotConflictError](err); ok {
-		tries = a.countConflict(d.seq)
+		tries = a.countConflict(conflictKey{shard: d.shard, seq: d.seq})
 	}
 	return settleOutcome(d, dec, err, tries, a.backoff)
 }
 
-// apply writes the event of a decision to create or cancel, with a
-// deadline of its own.
-func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, dec decision) error {
+// apply writes a ticket event, with a deadline of its own.
+func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, ev subjects.TicketEvent) error {
 	dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
 	defer cancel()
-	if dec.action == actCancel {
-		return a.tickets.ApplyCancelled(dctx, ten, dec.ev)
+	if ev.Event == subjects.TicketCancelled {
+		return a.tickets.ApplyCancelled(dctx, ten, ev)
 	}
-	return a.tickets.ApplyCreated(dctx, ten, dec.ev)
+	return a.tickets.ApplyCreated(dctx, ten, ev)
 }
 
-// resolveConflict looks at the latest event of the ticket that holds the
-// minute. If it is a cancel, the cancel is applied now (the stream will
-// bring it again later; applying it twice is harmless) and true is
-// returned: the write can be retried.
-func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, ten tenants.Tenant, holder string) (bool, error) {
-	if subjects.ValidID(holder) != nil {
-		return false, nil
+// resolveConflict looks in the history of dec's key for a release that
+// ends the double booking the tenant database refused, and applies it
+// (its own delivery applies it again later, harmlessly); true means the
+// write can be retried.
+//   - The holder's release: the responders write a ticket into a minute
+//     only once its newest record frees it, so a holder released there
+//     has its released record behind dec's, reached by walking back from
+//     dec's Prev.
+//   - dec's own release, when its create comes after the minute was
+//     released and taken again (a redelivery, or a create handled after
+//     the records that followed it): found by walking back from the
+//     key's newest record to dec's. Applied, it leaves the create nothing
+//     to do.
+func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, sh *allocShard, ten tenants.Tenant,
+	d delivery, dec decision, holder string) (bool, error) {
+	rec, rev, err := a.releaseOf(ctx, sh, dec.key, dec.prev, 0, holder)
+	if err != nil || rev == 0 {
+		if err != nil || dec.action != actCreate {
+			return false, err
+		}
+		gctx, cancel := withNATSDeadline(ctx)
+		newest, gerr := sh.kv.Get(gctx, dec.key)
+		cancel()
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound):
+			return false, nil
+		case gerr != nil:
+			return false, fmt.Errorf("reading slot %s: %w: %w", dec.key, tenants.ErrUnavailable, gerr)
+		case newest.Revision() <= d.seq:
+			return false, nil
+		}
+		if rec, rev, err = a.releaseOf(ctx, sh, dec.key, newest.Revision(), d.seq, dec.ticket); err != nil || rev == 0 {
+			return false, err
+		}
 	}
-	subject := subjects.TicketSubject(ten.ID, holder)
-	gctx, cancel := withNATSDeadline(ctx)
-	defer cancel()
-	raw, err := a.stream.GetLastMsgForSubject(gctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("reading the latest event of ticket %s: %w: %w", holder, tenants.ErrUnavailable, err)
-	}
-	dec := decide(delivery{subject: subject, data: raw.Data, seq: raw.Sequence, stored: raw.Time})
-	if dec.action != actCancel {
-		// A bad cancel is dead-lettered when its own turn comes.
-		return false, nil
-	}
-	if err := a.apply(ctx, ten, dec); err != nil {
+	if err := a.apply(ctx, ten, rec.Event()); err != nil {
 		if errors.Is(err, tenants.ErrUnavailable) {
 			return false, err
 		}
-		// The cancel's own delivery reports what is wrong with it; this
+		// The release's own delivery reports what is wrong with it; this
 		// create stays a plain conflict.
-		log.Warn("the holder's pending cancel could not be applied", slog.String("holder", holder), slog.Any("err", err))
+		log.Warn("a release that would end the double booking could not be applied", slog.String("holder", holder),
+			slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev), slog.Any("err", err))
 		return false, nil
 	}
-	log.Info("applied the holder's pending cancel before the create that retakes its slot",
-		slog.String("holder", holder))
+	log.Info("applied a release from the slot's history before writing again", slog.String("holder", holder),
+		slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev))
 	return true, nil
+}
+
+// releaseOf walks key's history back from revision from, while the
+// revision is above floor (at most subjects.SlotHistory records), to the
+// newest record of ticket, and returns it and its revision if it is that
+// ticket's release; rev 0 when it is not (the ticket's reservation, a
+// revision aged out or past the key's history, a record that does not
+// decode, a history that does not go back).
+func (a *Allocator) releaseOf(ctx context.Context, sh *allocShard, key string, from, floor uint64,
+	ticket string) (subjects.SlotRecord, uint64, error) {
+	for step, r := 0, from; r > floor && step < subjects.SlotHistory; step++ {
+		gctx, cancel := withNATSDeadline(ctx)
+		e, err := sh.kv.GetRevision(gctx, key, r)
+		cancel()
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if err != nil {
+			return subjects.SlotRecord{}, 0, fmt.Errorf("reading revision %d of slot %s: %w: %w", r, key,
+				tenants.ErrUnavailable, err)
+		}
+		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckWritable)
+		if err != nil {
+			break // its own delivery dead-letters it; its Prev is not to be trusted
+		}
+		if rec.HasTicket() && rec.Ticket == ticket {
+			if rec.State == subjects.SlotReleased {
+				return rec, r, nil
+			}
+			break // the ticket's reservation: not released since
+		}
+		if rec.Prev >= r {
+			break // a history that does not go back
+		}
+		r = rec.Prev
+	}
+	return subjects.SlotRecord{}, 0, nil
 }
 
 // settle carries out a decision to ack, redeliver or dead-letter msg.
 func (a *Allocator) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg, d delivery, dec decision) {
 	switch dec.action {
 	case actAck:
-		if a.afterCommit != nil {
+		if a.afterCommit != nil && dec.ev.Event != "" {
 			a.afterCommit(dec.ticket)
 		}
 		if dec.forget {
-			a.forgetConflict(d.seq)
+			a.forgetConflict(conflictKey{shard: d.shard, seq: d.seq})
 		}
 		actx, cancel := withNATSDeadline(ctx)
 		defer cancel()
 		if err := msg.DoubleAck(actx); err != nil {
 			// Written; the redelivery will find it there.
-			log.Warn("ticket written but its ack failed", slog.Any("err", err))
+			log.Warn("slot record handled but its ack failed", slog.String("record", dec.record), slog.Any("err", err))
 		}
-		a.m.processed(dec.ev.Event)
-		log.Debug("ticket event written", slog.String("event", dec.ev.Event))
+		a.m.processed(dec.record)
+		log.Debug("slot record handled", slog.String("record", dec.record))
 	case actRedeliver:
 		a.redeliver(log, msg, dec)
 	case actDeadLetter:
 		if dec.forget {
-			a.forgetConflict(d.seq)
+			a.forgetConflict(conflictKey{shard: d.shard, seq: d.seq})
 		}
 		if dec.holder != "" {
 			log = log.With(slog.String("holder", dec.holder))
@@ -132,10 +182,10 @@ func (a *Allocator) settle(ctx context.Context, log *slog.Logger, msg jetstream.
 func (a *Allocator) redeliver(log *slog.Logger, msg jetstream.Msg, dec decision) {
 	a.m.failed(dec.kind)
 	if dec.kind == retryConflict {
-		log.Warn("slot held by another live ticket; retrying, its cancel may be on its way",
+		log.Warn("slot held by another live ticket; retrying, its release may be on its way",
 			slog.String("holder", dec.holder), slog.Int("try", dec.tries), slog.Duration("delay", dec.delay))
 	} else {
-		log.Warn("ticket event not written; redelivering later", slog.String("reason", dec.kind),
+		log.Warn("slot record not written; redelivering later", slog.String("reason", dec.kind),
 			slog.Duration("delay", dec.delay), slog.Any("err", dec.err))
 	}
 	if err := msg.NakWithDelay(dec.delay); err != nil {
@@ -143,9 +193,9 @@ func (a *Allocator) redeliver(log *slog.Logger, msg jetstream.Msg, dec decision)
 	}
 }
 
-// countConflict counts one more double booking of the message at stream
-// sequence seq and returns the count.
-func (a *Allocator) countConflict(seq uint64) int {
+// countConflict counts one more double booking of the message k and
+// returns the count.
+func (a *Allocator) countConflict(k conflictKey) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
@@ -157,16 +207,16 @@ func (a *Allocator) countConflict(seq uint64) int {
 			}
 		}
 	}
-	c := a.conflicts[seq]
+	c := a.conflicts[k]
 	c.n++
 	c.last = now
-	a.conflicts[seq] = c
+	a.conflicts[k] = c
 	return c.n
 }
 
-// forgetConflict drops the count of the message at stream sequence seq.
-func (a *Allocator) forgetConflict(seq uint64) {
+// forgetConflict drops the count of the message k.
+func (a *Allocator) forgetConflict(k conflictKey) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	delete(a.conflicts, seq)
+	delete(a.conflicts, k)
 }
