@@ -164,34 +164,31 @@ func (l *faultLoad) waitCreated(t *testing.T, from time.Time, n int, timeout tim
 		fmt.Sprintf("%d creates answered 201 %s", n, what))
 }
 
-// waitDrained waits until the allocators have taken every ticket event:
-// nothing pending or unacknowledged on their consumer and the work-queue
-// stream empty.
+// waitDrained waits until the allocators have taken every slot record:
+// nothing pending or unacknowledged on any shard's consumer.
 func waitDrained(t *testing.T, js jetstream.JetStream, timeout time.Duration) {
 	t.Helper()
 	var last string
 	testkit.Eventually(t, timeout, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := js.Consumer(ctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-		if err != nil {
-			last = err.Error()
-			return false
+		var pending, ackPending, redelivered uint64
+		for i := range subjects.DefaultSlotShards {
+			c, err := js.Consumer(ctx, subjects.SlotStream(i), subjects.AllocatorConsumer(i))
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			ci, err := c.Info(ctx)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			pending, ackPending, redelivered = pending+ci.NumPending, ackPending+uint64(ci.NumAckPending), redelivered+uint64(ci.NumRedelivered)
 		}
-		ci, err := c.Info(ctx)
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		s, err := js.Stream(ctx, subjects.StreamTickets)
-		if err != nil {
-			last = err.Error()
-			return false
-		}
-		last = fmt.Sprintf("pending %d, ack pending %d, redelivered %d, stream msgs %d",
-			ci.NumPending, ci.NumAckPending, ci.NumRedelivered, s.CachedInfo().State.Msgs)
-		return ci.NumPending == 0 && ci.NumAckPending == 0 && s.CachedInfo().State.Msgs == 0
-	}, "the allocators to drain TICKETS")
+		last = fmt.Sprintf("pending %d, ack pending %d, redelivered %d", pending, ackPending, redelivered)
+		return pending == 0 && ackPending == 0
+	}, "the allocators to drain the slot buckets")
 	t.Logf("drained: %s", last)
 }
 

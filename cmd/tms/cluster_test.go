@@ -16,10 +16,10 @@ import (
 // TestClusterNodeLoss is the scaled-out shape on a 3-node NATS cluster
 // (R3 buckets and streams): tms ingress and two tms workers given every
 // node's URL, concurrent creates and cancels with the history checker. The
-// node the ingress is connected to, made leader of the TICKETS stream, its
-// allocators consumer and the tenant's slot bucket, is stopped mid-load:
+// node the ingress is connected to, made leader of the tenant's slot
+// bucket and of its shard's allocators consumer, is stopped mid-load:
 // after a short blip admissions go on; the node comes back on its store;
-// once the allocators drained the stream, every 201 is in the tenant
+// once the allocators drained the buckets, every 201 is in the tenant
 // database exactly once.
 func TestClusterNodeLoss(t *testing.T) {
 	t.Parallel()
@@ -114,7 +114,7 @@ func TestClusterNodeLoss(t *testing.T) {
 
 // clusterVictim picks the node to stop: the one the ingress is connected
 // to, made leader (by leader stepdowns with that node preferred) of the
-// TICKETS stream, its allocators consumer and the tenant's slot bucket, so
+// tenant's slot bucket and its shard's allocators consumer, so
 // that its loss costs the ingress its connection and each group its
 // leader at once.
 func clusterVictim(ctx context.Context, t *testing.T, c *testkit.Cluster, nc *nats.Conn, js jetstream.JetStream,
@@ -125,31 +125,12 @@ func clusterVictim(ctx context.Context, t *testing.T, c *testkit.Cluster, nc *na
 	if victim < 0 {
 		t.Fatalf("the ingress is connected to %q, not a node of the cluster", name)
 	}
-	slots := "KV_" + subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards))
+	shard := subjects.SlotShard(tenant, subjects.DefaultSlotShards)
+	slots, consumer := subjects.SlotStream(shard), subjects.AllocatorConsumer(shard)
 	groups := []struct {
 		name, stepdown string
 		leader         func() (*jetstream.ClusterInfo, error) // ctx: a short deadline
 	}{
-		{subjects.StreamTickets, "$JS.API.STREAM.LEADER.STEPDOWN." + subjects.StreamTickets, func() (*jetstream.ClusterInfo, error) {
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			s, err := js.Stream(ctx, subjects.StreamTickets)
-			if err != nil {
-				return nil, err
-			}
-			return s.CachedInfo().Cluster, nil
-		}},
-		{subjects.StreamTickets + "/" + subjects.ConsumerAllocators,
-			"$JS.API.CONSUMER.LEADER.STEPDOWN." + subjects.StreamTickets + "." + subjects.ConsumerAllocators,
-			func() (*jetstream.ClusterInfo, error) {
-				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				defer cancel()
-				c, err := js.Consumer(ctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-				if err != nil {
-					return nil, err
-				}
-				return c.CachedInfo().Cluster, nil
-			}},
 		{slots, "$JS.API.STREAM.LEADER.STEPDOWN." + slots, func() (*jetstream.ClusterInfo, error) {
 			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
@@ -159,6 +140,17 @@ func clusterVictim(ctx context.Context, t *testing.T, c *testkit.Cluster, nc *na
 			}
 			return s.CachedInfo().Cluster, nil
 		}},
+		{slots + "/" + consumer,
+			"$JS.API.CONSUMER.LEADER.STEPDOWN." + slots + "." + consumer,
+			func() (*jetstream.ClusterInfo, error) {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				c, err := js.Consumer(ctx, slots, consumer)
+				if err != nil {
+					return nil, err
+				}
+				return c.CachedInfo().Cluster, nil
+			}},
 	}
 	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": name}})
 	leader := func(g int) string {

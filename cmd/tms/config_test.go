@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-
 )
 
 func env(kv map[string]string) func(string) string {

@@ -76,25 +76,29 @@ func natsJS(t *testing.T, url string) jetstream.JetStream {
 	return js
 }
 
-// redeliveries is how many deliveries of the allocators' consumer were
-// redeliveries: deliveries counted by the consumer beyond the stream
-// messages it handed out (one stream per test, every message for it).
+// redeliveries is how many deliveries of the allocators' consumers were
+// redeliveries: deliveries counted by each shard's consumer beyond the
+// stream messages it handed out (one NATS server per test, every record of
+// a shard's stream for its consumer).
 func redeliveries(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := js.Consumer(ctx, subjects.StreamTickets, subjects.ConsumerAllocators)
-	if err != nil {
-		t.Fatalf("allocator consumer: %v", err)
+	var n uint64
+	for i := range subjects.DefaultSlotShards {
+		c, err := js.Consumer(ctx, subjects.SlotStream(i), subjects.AllocatorConsumer(i))
+		if err != nil {
+			t.Fatalf("allocator consumer of shard %d: %v", i, err)
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			t.Fatalf("allocator consumer info: %v", err)
+		}
+		if ci.Delivered.Consumer > ci.Delivered.Stream {
+			n += ci.Delivered.Consumer - ci.Delivered.Stream
+		}
 	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("allocator consumer info: %v", err)
-	}
-	if ci.Delivered.Consumer < ci.Delivered.Stream {
-		return 0
-	}
-	return ci.Delivered.Consumer - ci.Delivered.Stream
+	return n
 }
 
 // settle is the end of every fault test: resolve the unanswered requests
