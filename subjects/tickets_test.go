@@ -58,7 +58,7 @@ func TestSubjectsRoundTrip(t *testing.T) {
 	if s := SlotShard("c1", 4); s < 0 || s >= 4 || SlotShard("c1", 4) != s || SlotShard("c1", 1) != 0 {
 		t.Error("SlotShard is not stable")
 	}
-	if SlotBucket(3) != "TMS_SLOTS_3" {
+	if SlotBucket(3) != "TMS_RESERVATIONS_3" {
 		t.Errorf("SlotBucket(3) = %q", SlotBucket(3))
 	}
 }
