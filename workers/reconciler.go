@@ -366,13 +366,11 @@ func (r *Reconciler) verdict(ctx context.Context, c candidate) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: tenant %s: %w", ErrUndecided, c.tenant, err)
 	}
-	st, err := r.ticketStream(lctx)
-	if err != nil {
-		return "", err
-	}
-	lookup := tenants.TicketLookup{Stream: st, Rows: r.tickets,
-		StreamTimeout: reconcileLookupTimeout, RowTimeout: reconcileLookupTimeout}
-	found, err := lookup.Find(ctx, ten, c.rec.Ticket, tenants.ConfirmAbsence)
+	// The slot records are the tickets now (SPEC.md): this reconciler
+	// goes away; it only compiles against the new lookup until then.
+	lookup := tenants.TicketLookup{Rows: r.tickets, SlotTimeout: reconcileLookupTimeout, RowTimeout: reconcileLookupTimeout,
+		Slots: func(context.Context, string) (jetstream.KeyValue, error) { return r.shards[c.shard], nil }}
+	found, err := lookup.Find(ctx, ten, c.rec.Ticket, 0)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrUndecided, err)
 	}
