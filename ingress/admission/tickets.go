@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -88,10 +90,11 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 // is its admission, nothing else is written. takeover asks for the
 // tenant's ticket with that nonce first (an Idempotency-Key takeover).
 //
-// A rejection writes nothing. unknown reports an answer that leaves open
-// whether the ticket was written (no reply, a reply this version cannot
-// read, a responder that could not finish): err is then set, and the
-// caller decides whether to release the nonce's ticket (releaseNonce).
+// A rejection writes nothing, and neither does a request no responder
+// received. unknown reports an answer that leaves open whether the ticket
+// was written (no reply in time, a reply this version cannot read, a
+// responder that could not finish): err is then set, and the caller
+// decides whether to release the nonce's ticket (releaseNonce).
 func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string, takeover bool) (acc Accepted, unknown bool, err error) {
 	sla, err := ticketType(typ)
 	if err != nil {
@@ -103,7 +106,8 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string
 		AgentsRev: s.agentsRev(t.ID),
 	})
 	if err != nil {
-		return Accepted{}, true, unavailable(err)
+		// A request no responder received wrote nothing.
+		return Accepted{}, !errors.Is(err, nats.ErrNoResponders), asOutage(err)
 	}
 	switch err := reply.Err(); {
 	case err == nil:
@@ -129,6 +133,16 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string
 	}
 	s.published()
 	return acceptedOf(ev), false, nil
+}
+
+// asOutage is an error of ask as the client of an admission sees it: a
+// reply that does not decode left the outcome unknown like a lost one,
+// and is answered as an outage too (the cause is logged as ours).
+func asOutage(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return unavailable(err)
 }
 
 // outcomeUnknown reports whether a responder's refusal leaves open
@@ -373,9 +387,10 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 		Op: subjects.ETAConfirm, Tenant: t.ID, Type: typ, SlotID: slotID, Nonce: nonce,
 	})
 	if err != nil {
-		err = unavailable(err)
-		s.releaseNonce(ctx, t.ID, nonce, err)
-		return Allocated{}, err
+		if !errors.Is(err, nats.ErrNoResponders) {
+			s.releaseNonce(ctx, t.ID, nonce, err)
+		}
+		return Allocated{}, asOutage(err)
 	}
 	if err := reply.Err(); err != nil {
 		if outcomeUnknown(err) {
