@@ -102,3 +102,32 @@ func TestETAReplyErrNeverTakesTheUnknownForSuccess(t *testing.T) {
 		t.Errorf(`ETARefusal("no_slot") = %+v, want the unavailable refusal`, r)
 	}
 }
+
+// TestETARequestWire pins the members of the one-write protocol on the
+// wire: a reserve's nonce and takeover, a reply's ticket, and nothing
+// for what a request leaves out.
+func TestETARequestWire(t *testing.T) {
+	t.Parallel()
+	nonce := NewTicketNonce()
+	data, err := json.Marshal(ETARequest{Op: ETAReserve, Tenant: "c1", Type: Gold, Nonce: nonce, Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"op":"reserve","tenant":"c1","type":"GOLD","nonce":"` + nonce + `","takeover":true}`; string(data) != want {
+		t.Errorf("reserve on the wire: %s, want %s", data, want)
+	}
+	data, err = json.Marshal(ETARequest{Op: ETARelease, Tenant: "c1", Nonce: nonce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"op":"release","tenant":"c1","nonce":"` + nonce + `"}`; string(data) != want {
+		t.Errorf("release by nonce on the wire: %s, want %s", data, want)
+	}
+	var reply ETAReply
+	if err := json.Unmarshal([]byte(`{"code":201,"ticket":"t203005061000-a1-abcdefghijklmnop","agent":"a1"}`), &reply); err != nil {
+		t.Fatal(err)
+	}
+	if reply.Ticket != "t203005061000-a1-abcdefghijklmnop" || reply.Err() != nil {
+		t.Errorf("reply %+v: want its ticket and a success", reply)
+	}
+}

@@ -104,14 +104,14 @@ func newBenchEnvConn(b *testing.B, n int, inProcess bool) *benchEnv {
 	}, "tenant known")
 	e.bodies = make([][]byte, n)
 	for i := range e.bodies {
-		e.bodies[i], _ = json.Marshal(reserveReq(e.tenant, subjects.Bronze, fmt.Sprintf("t%d", i), respT0))
+		e.bodies[i], _ = json.Marshal(newReserve(e.tenant, subjects.Bronze, respT0))
 	}
 	return e
 }
 
 // BenchmarkReserve measures admission alone: a reserve request answered
 // by the responder, which claims a slot in its calendar and creates the
-// KV key (one JetStream publish with fsync). The sub-benchmarks split the
+// ticket's confirmed record (one JetStream publish with fsync). The sub-benchmarks split the
 // cost: the request-reply hop (over TCP, and in-process as tms serve
 // connects), the responder's own work, the calendar. docs/perf.md has
 // figures and the command.
@@ -175,14 +175,14 @@ func BenchmarkReserve(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			cl, ok := cal.Claim(first, last)
+			cl, ok := cal.Claim(respT0, first, last)
 			if !ok { // full: start again on a fresh calendar
 				b.StopTimer()
 				cal.LoadSlots(nil)
 				b.StartTimer()
-				cl, _ = cal.Claim(first, last)
+				cl, _ = cal.Claim(respT0, first, last)
 			}
-			cal.Taken(cl, uint64(i+1))
+			cal.Taken(cl, uint64(i+1), calendar.Mark{State: calendar.Busy})
 		}
 	})
 }

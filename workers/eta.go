@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/jskit"
@@ -60,7 +59,11 @@ func (r *Responder) logAnswer(ctx context.Context, subject string, req subjects.
 	case slog.LevelInfo:
 		attrs = append(attrs, slog.String("subject", subject), slog.Any("err", err))
 	default:
-		attrs = append(attrs, slog.String("ticket", req.Ticket), slog.String("agent", reply.Agent),
+		ticket := reply.Ticket
+		if ticket == "" {
+			ticket = req.Ticket
+		}
+		attrs = append(attrs, slog.String("ticket", ticket), slog.String("agent", reply.Agent),
 			slog.Time("slot_time", reply.SlotTime))
 	}
 	r.log.LogAttrs(ctx, level, msg, attrs...)
@@ -103,12 +106,6 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	field := func(name, reason string) error {
 		return &RequestError{Code: subjects.ETACodeInvalidField, Field: name, Reason: reason}
 	}
-	id := func(name, v string) error {
-		if err := subjects.ValidID(v); err != nil {
-			return field(name, err.Error())
-		}
-		return nil
-	}
 	typ := func() error {
 		if _, ok := subjects.SLA(req.Type); !ok {
 			return field("type", "must be GOLD, SILVER or BRONZE")
@@ -122,23 +119,56 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 		}
 		return nil
 	}
+	nonce := func() error {
+		if err := subjects.ValidTicketNonce(req.Nonce); err != nil {
+			return field("nonce", err.Error())
+		}
+		return nil
+	}
+	noTakeover := func() error {
+		if req.Takeover {
+			return field("takeover", "only a reserve takes over")
+		}
+		return nil
+	}
 	var errs []error
 	switch req.Op {
 	case subjects.ETAReserve:
-		errs = append(errs, typ(), id("ticket", req.Ticket))
+		errs = append(errs, typ(), nonce())
+		if req.Ticket != "" {
+			errs = append(errs, field("ticket", "a reserve names no ticket: the responder makes its id from the nonce"))
+		}
 	case subjects.ETAHold:
-		errs = append(errs, typ())
+		errs = append(errs, typ(), noTakeover())
 	case subjects.ETAConfirm:
-		errs = append(errs, typ(), id("ticket", req.Ticket), noAgentsRev())
+		// A Ticket from an asker of an older version is ignored: the id
+		// is made from the slot and the nonce.
+		errs = append(errs, typ(), nonce(), noAgentsRev(), noTakeover())
 		if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 			errs = append(errs, field("slot_id", err.Error()))
 		}
 	case subjects.ETAPing:
-		errs = append(errs, noAgentsRev())
+		errs = append(errs, noAgentsRev(), noTakeover())
 	case subjects.ETARelease:
-		errs = append(errs, id("ticket", req.Ticket), id("agent", req.Agent), noAgentsRev())
-		if req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)) {
-			errs = append(errs, field("slot_time", "must be a whole minute"))
+		errs = append(errs, noAgentsRev(), noTakeover())
+		if req.Ticket == "" {
+			// Release by nonce: what an asker sends after a reserve
+			// that got no reply.
+			errs = append(errs, nonce())
+			break
+		}
+		agent, minute, _, err := subjects.ParseTicketID(req.Ticket)
+		switch {
+		case err != nil:
+			errs = append(errs, field("ticket", err.Error()))
+		case req.Agent != agent:
+			errs = append(errs, field("agent", "must be the agent the ticket id names"))
+		case !req.SlotTime.Equal(minute):
+			errs = append(errs, field("slot_time", "must be the minute the ticket id names"))
+		}
+		errs = append(errs, typ())
+		if req.CreatedAt.IsZero() {
+			errs = append(errs, field("created_at", "the ticket's instant is required"))
 		}
 	default:
 		errs = append(errs, field("op", "must be reserve, hold, confirm, release or ping"))
@@ -209,35 +239,56 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 	case subjects.ETAConfirm:
 		return r.confirm(ctx, req, now)
 	default:
-		return r.release(ctx, req)
+		return r.release(ctx, req, now)
 	}
 }
 
-// reserve takes the earliest free slot for a new ticket, confirmed at once.
+// reserve admits a new ticket: its confirmed record, written into the
+// earliest free slot, is the reservation and the ticket's hand-off to the
+// allocators at once. A takeover answers the tenant's ticket with the
+// request's nonce, if there is one, without writing.
 func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
-	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotConfirmed, Ticket: req.Ticket, Type: req.Type,
-		CreatedAt: req.CreatedAt})
+	if req.Takeover {
+		found, err := r.findTicket(ctx, req.Tenant, req.Nonce)
+		if err != nil {
+			return subjects.ETAReply{}, err
+		}
+		if found.ok {
+			return subjects.ETAReply{Code: subjects.ETACreated, Ticket: found.rec.Ticket, Agent: found.rec.Agent,
+				SlotTime: found.rec.SlotTime, CreatedAt: found.rec.CreatedAt, Revision: found.rev}, nil
+		}
+	}
+	sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
+	var ticket string
+	slot, rev, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy},
+		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
+			id, err := subjects.NewSlotTicketID(s.Agent, s.Minute, req.Nonce)
+			if err != nil {
+				// An agent id too long for a ticket id: tms makes none.
+				return subjects.SlotRecord{}, fmt.Errorf("ticket id for agent %s: %w: %w", s.Agent, ErrUnavailable, err)
+			}
+			ticket = id
+			return subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant,
+				Ticket: id, Type: req.Type, Agent: s.Agent, SlotTime: s.Minute, CreatedAt: req.CreatedAt,
+				Deadline: req.CreatedAt.Add(sla)}, prev), nil
+		})
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
-	slot, rev, err := r.take(ctx, req, value, func(minute time.Time) time.Duration { return r.confirmedTTL(minute, now) })
-	if err != nil {
-		return subjects.ETAReply{}, err
-	}
-	return subjects.ETAReply{Code: subjects.ETACreated, Agent: slot.Agent, SlotTime: slot.Minute, Revision: rev}, nil
+	return subjects.ETAReply{Code: subjects.ETACreated, Ticket: ticket, Agent: slot.Agent, SlotTime: slot.Minute,
+		CreatedAt: req.CreatedAt, Revision: rev}, nil
 }
 
-// hold takes the earliest free slot as a pending hold that expires after
-// HoldTTL unless confirmed.
+// hold takes the earliest free slot as a pending hold: busy until
+// HoldTTL has passed, then free again in every calendar without a write.
 func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
 	nonce := subjects.NewHoldNonce()
 	expires := now.Add(r.holdTTL).UTC()
-	value, err := json.Marshal(subjects.SlotRecord{State: subjects.SlotHeld, Type: req.Type, CreatedAt: req.CreatedAt,
-		Nonce: nonce, HoldExpiresAt: &expires})
-	if err != nil {
-		return subjects.ETAReply{}, err
-	}
-	slot, rev, err := r.take(ctx, req, value, func(time.Time) time.Duration { return r.holdTTL })
+	slot, rev, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Held, Until: expires},
+		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
+			return subjects.SlotRecord{State: subjects.SlotHeld, Tenant: req.Tenant, Agent: s.Agent, SlotTime: s.Minute,
+				Prev: prev, Type: req.Type, CreatedAt: req.CreatedAt, Nonce: nonce, HoldExpiresAt: &expires}, nil
+		})
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
@@ -246,29 +297,41 @@ func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.
 }
 
 // take claims candidates from the tenant's calendar, earliest first, and
-// creates each one's key only if absent until one create wins. A lost
-// create marks the slot taken and moves on; the winner is recorded in the
-// calendar at once (read-your-writes: the watch echoes it later).
-func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []byte,
-	ttl func(minute time.Time) time.Duration) (calendar.Slot, uint64, error) {
+// writes each one's record (build's, replacing the revision the calendar
+// knows) until a write wins: a create where the key was never written, an
+// update checked against the newest revision where it was (a released
+// ticket, an expired hold). A lost race marks the slot taken and moves
+// on; the winner is recorded in the calendar at once as mark
+// (read-your-writes: the watch echoes it later).
+func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.Time, mark calendar.Mark,
+	build func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error)) (calendar.Slot, uint64, error) {
 	first, last, _ := calendar.Window(req.CreatedAt, req.Type)
 	tc := r.calendar(req.Tenant)
 	kv := r.shardKV(req.Tenant)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		tc.mu.Lock()
-		cl, ok := tc.cal.Claim(first, last)
+		cl, ok := tc.cal.Claim(now, first, last)
 		tc.mu.Unlock()
 		if !ok {
 			return calendar.Slot{}, 0, ErrNoSlot
 		}
 		key := subjects.SlotKey(req.Tenant, cl.Agent, cl.Minute)
-		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		rev, err := kv.Create(kctx, key, value, jetstream.KeyTTL(wholeSeconds(ttl(cl.Minute))))
-		cancel()
+		rec, err := build(cl.Slot, cl.Rev)
+		var value []byte
+		if err == nil {
+			value, err = json.Marshal(rec)
+		}
+		if err != nil {
+			tc.mu.Lock()
+			tc.cal.Abandon(cl)
+			tc.mu.Unlock()
+			return calendar.Slot{}, 0, err
+		}
+		rev, err := r.write(ctx, kv, key, value, cl.Rev)
 		tc.mu.Lock()
 		switch {
 		case err == nil:
-			tc.cal.Taken(cl, rev)
+			tc.cal.Taken(cl, rev, mark)
 		case jskit.CreateLost(err):
 			tc.cal.Lost(cl)
 		default:
@@ -280,100 +343,175 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, value []b
 			return cl.Slot, rev, nil
 		case jskit.CreateLost(err):
 			r.metrics.conflict()
+			if cl.Rev == 0 {
+				r.relearn(ctx, kv, req.Tenant, cl.Slot, key)
+			}
 			continue
 		}
-		return calendar.Slot{}, 0, fmt.Errorf("creating slot %s: %w: %w", key, ErrUnavailable, err)
+		return calendar.Slot{}, 0, fmt.Errorf("writing slot %s: %w: %w", key, ErrUnavailable, err)
 	}
 	return calendar.Slot{}, 0, fmt.Errorf("tenant %s after %d attempts: %w: %w", req.Tenant, maxAttempts, ErrUnavailable, ErrContended)
 }
 
-// confirm turns a live hold into a reservation. The write is checked
-// against the hold's revision and carries the reservation's own TTL, so
-// the short hold TTL is gone and the key outlives its minute.
+// relearn reads the newest record of a key whose create was lost and
+// puts it into the tenant's calendar. Usually the watch brings the same
+// record a moment later; but a calendar can also have missed the key (it
+// was outside the minutes the calendar indexed when written), and then
+// only this read tells it the revision to update, should the record free
+// the minute. A failed read leaves the slot busy, as Lost marked it.
+func (r *Responder) relearn(ctx context.Context, kv jetstream.KeyValue, tenant string, s calendar.Slot, key string) {
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	e, err := kv.Get(kctx, key)
+	cancel()
+	if err != nil {
+		return
+	}
+	r.learn(tenant, s, e.Revision(), slotMark(e))
+}
+
+// write puts a slot record: only if the key was never written (prev 0),
+// else only if its newest record is still at revision prev. A lost race
+// is jskit.CreateLost.
+func (r *Responder) write(ctx context.Context, kv jetstream.KeyValue, key string, value []byte, prev uint64) (uint64, error) {
+	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+	defer cancel()
+	if prev == 0 {
+		return kv.Create(kctx, key, value)
+	}
+	return kv.Update(kctx, key, value, prev)
+}
+
+// confirm turns a live hold into a ticket: the confirmed record replaces
+// the hold, checked against its revision, so a hold that expired and was
+// taken by another reservation, or was confirmed already, is not
+// overwritten.
 func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
-	agent, minute, nonce, _ := subjects.ParseSlotID(req.SlotID) // checked by decodeRequest
+	agent, minute, holdNonce, _ := subjects.ParseSlotID(req.SlotID) // checked by decodeRequest
+	id, err := subjects.NewSlotTicketID(agent, minute, req.Nonce)
+	if err != nil {
+		return subjects.ETAReply{}, ErrHoldGone // no hold of tms names such an agent
+	}
 	key := subjects.SlotKey(req.Tenant, agent, minute)
 	kv := r.shardKV(req.Tenant)
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-	defer cancel()
 	e, err := kv.Get(kctx, key)
+	cancel()
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return subjects.ETAReply{}, ErrHoldGone
 	}
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
 	}
-	var rec subjects.SlotRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil || rec.Nonce != nonce {
+	rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+	if err != nil {
 		return subjects.ETAReply{}, ErrHoldGone
 	}
-	done := subjects.ETAReply{Code: subjects.ETAOK, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
-		Revision: e.Revision()}
-	switch {
-	case rec.State == subjects.SlotConfirmed && rec.Ticket == req.Ticket:
-		return done, nil // a repeated confirm of the same ticket: the same answer
-	case rec.State != subjects.SlotHeld || rec.HoldExpiresAt == nil || !now.Before(*rec.HoldExpiresAt):
+	if rec.State == subjects.SlotConfirmed && rec.Ticket == id {
+		// A repeated confirm of the same ticket: the same answer.
+		return subjects.ETAReply{Code: subjects.ETAOK, Ticket: id, Agent: agent, SlotTime: minute,
+			CreatedAt: rec.CreatedAt, Revision: e.Revision()}, nil
+	}
+	if rec.State != subjects.SlotHeld || rec.Nonce != holdNonce || !rec.Busy(now) {
 		return subjects.ETAReply{}, ErrHoldGone
 	}
-	if first, last, ok := calendar.Window(rec.CreatedAt, req.Type); !ok || minute.Before(first) || minute.After(last) {
+	first, last, ok := calendar.Window(rec.CreatedAt, req.Type)
+	if !ok || minute.Before(first) || minute.After(last) {
 		return subjects.ETAReply{}, fmt.Errorf("slot %s for %s: %w", minute.Format(time.RFC3339), req.Type, ErrTypeMismatch)
 	}
-	rec.State, rec.Ticket, rec.Type, rec.HoldExpiresAt = subjects.SlotConfirmed, req.Ticket, req.Type, nil
-	msg := nats.NewMsg(subjects.SlotSubject(req.Tenant, agent, minute, r.nShards))
-	if msg.Data, err = json.Marshal(rec); err != nil {
+	sla, _ := subjects.SLA(req.Type)
+	value, err := json.Marshal(subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated,
+		Tenant: req.Tenant, Ticket: id, Type: req.Type, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
+		Deadline: rec.CreatedAt.Add(sla)}, e.Revision()))
+	if err != nil {
 		return subjects.ETAReply{}, err
 	}
-	ack, err := r.js.PublishMsg(kctx, msg, jetstream.WithExpectLastSequencePerSubject(e.Revision()),
-		jetstream.WithMsgTTL(wholeSeconds(r.confirmedTTL(minute, now))))
-	if jskit.WrongLastSequence(err) {
-		return subjects.ETAReply{}, ErrHoldGone // expired, confirmed or replaced since the read
+	rev, err := r.write(ctx, kv, key, value, e.Revision())
+	if jskit.CreateLost(err) {
+		return subjects.ETAReply{}, ErrHoldGone // expired and taken, or confirmed, since the read
 	}
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("confirming slot %s: %w: %w", key, ErrUnavailable, err)
 	}
-	tc := r.calendar(req.Tenant)
-	tc.mu.Lock()
-	tc.cal.Put(calendar.Slot{Agent: agent, Minute: minute}, ack.Sequence)
-	tc.mu.Unlock()
-	done.Revision = ack.Sequence
-	return done, nil
+	r.learn(req.Tenant, calendar.Slot{Agent: agent, Minute: minute}, rev, calendar.Mark{State: calendar.Busy})
+	return subjects.ETAReply{Code: subjects.ETAOK, Ticket: id, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
+		Revision: rev}, nil
 }
 
-// release frees a reservation if it still belongs to the ticket; anything
-// else (absent, a hold, another ticket's) is nothing to release. The purge
-// is checked against the revision read, and its marker expires.
-func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
-	minute := req.SlotTime.UTC()
-	key := subjects.SlotKey(req.Tenant, req.Agent, minute)
-	kv := r.shardKV(req.Tenant)
-	ok := subjects.ETAReply{Code: subjects.ETAOK, Agent: req.Agent, SlotTime: minute}
+// learn records this process's own write in the tenant's calendar at
+// once (read-your-writes); the watch's echo of it changes nothing.
+func (r *Responder) learn(tenant string, s calendar.Slot, rev uint64, mark calendar.Mark) {
+	tc := r.calendar(tenant)
+	tc.mu.Lock()
+	tc.cal.Set(s, rev, mark)
+	tc.mu.Unlock()
+}
+
+// release cancels a ticket and frees its slot, or, given only a nonce,
+// the tenant's ticket with that nonce if there is one.
+func (r *Responder) release(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
+	if req.Ticket != "" {
+		sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
+		ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant, Ticket: req.Ticket, Type: req.Type,
+			Agent: req.Agent, SlotTime: req.SlotTime.UTC(), CreatedAt: req.CreatedAt, Deadline: req.CreatedAt.Add(sla)}
+		return r.releaseTicket(ctx, ev, now)
+	}
+	found, err := r.findTicket(ctx, req.Tenant, req.Nonce)
+	if err != nil {
+		return subjects.ETAReply{}, err
+	}
+	if !found.ok {
+		return subjects.ETAReply{Code: subjects.ETAOK}, nil // the reserve wrote nothing
+	}
+	ev := found.rec.Event()
+	ev.Event, ev.CancelledAt = subjects.TicketCreated, nil
+	return r.releaseTicket(ctx, ev, now)
+}
+
+// releaseTicket writes the released record of ev's ticket (a created
+// event) if its key's newest record is that ticket's confirmed one. A key
+// with no record at all (aged out; the asker found the ticket in its
+// tenant database) gets the released record as its first, so that the
+// allocators cancel the row. Anything else (already released, another
+// ticket, a hold, a freed minute) means the ticket was released before:
+// nothing to do. Repeating it changes nothing.
+func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, now time.Time) (subjects.ETAReply, error) {
+	if err := ev.Check(ev.Tenant, ev.Ticket); err != nil {
+		return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "created_at", Reason: err.Error()}
+	}
+	key := subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
+	kv := r.shardKV(ev.Tenant)
+	done := subjects.ETAReply{Code: subjects.ETAOK, Ticket: ev.Ticket, Agent: ev.Agent, SlotTime: ev.SlotTime}
 	for attempt := 0; attempt < 3; attempt++ {
 		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 		e, err := kv.Get(kctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			cancel()
-			return ok, nil
-		}
-		if err != nil {
-			cancel()
-			return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
-		}
-		var rec subjects.SlotRecord
-		if json.Unmarshal(e.Value(), &rec) != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != req.Ticket {
-			cancel()
-			return ok, nil
-		}
-		err = kv.Purge(kctx, key, jetstream.LastRevision(e.Revision()))
 		cancel()
-		if err == nil {
-			tc := r.calendar(req.Tenant)
-			tc.mu.Lock()
-			tc.cal.Released(calendar.Slot{Agent: req.Agent, Minute: minute}, e.Revision())
-			tc.mu.Unlock()
-			ok.Revision = e.Revision()
-			return ok, nil
+		var prev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			// Aged out, or never written: the released record goes
+			// first (a delete marker, which nothing here writes, is
+			// replaced by Create as well).
+		case err != nil:
+			return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
+		default:
+			rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+			if err != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != ev.Ticket {
+				return done, nil
+			}
+			ev = rec.Event() // the stored ticket is the one cancelled
+			prev = e.Revision()
 		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !jskit.WrongLastSequence(err) {
+		value, err := json.Marshal(subjects.ReleasedRecord(ev, now, prev))
+		if err != nil {
+			return subjects.ETAReply{}, err
+		}
+		rev, err := r.write(ctx, kv, key, value, prev)
+		if err == nil {
+			r.learn(ev.Tenant, calendar.Slot{Agent: ev.Agent, Minute: ev.SlotTime}, rev, calendar.Mark{State: calendar.Free})
+			done.Revision = rev
+			return done, nil
+		}
+		if !jskit.CreateLost(err) {
 			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
 		}
 		// Changed since the read: look again.
@@ -381,20 +519,47 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest) (subje
 	return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, ErrContended)
 }
 
-// confirmedTTL keeps a reservation until its minute has passed plus a
-// margin.
-func (r *Responder) confirmedTTL(minute, now time.Time) time.Duration {
-	return minute.Add(time.Minute + reservationMargin).Sub(now)
+// foundTicket is a ticket's newest record found by findTicket.
+type foundTicket struct {
+	rec subjects.SlotRecord
+	rev uint64
+	ok  bool
 }
 
-// wholeSeconds rounds a TTL up to whole seconds, at least one (the
-// server's unit and minimum).
-func wholeSeconds(d time.Duration) time.Duration {
-	if d < time.Second {
-		return time.Second
+// findTicket searches the tenant's slot records, every key's whole
+// history, for a ticket whose id has nonce, and returns its newest
+// record. It reads the shard's stream for the tenant's keys up to the
+// watch's end-of-snapshot marker, within searchTimeout: a rare path (a
+// takeover, a release after a reserve that got no reply), kept simple.
+func (r *Responder) findTicket(ctx context.Context, tenant, nonce string) (foundTicket, error) {
+	sctx, cancel := context.WithTimeout(ctx, searchTimeout)
+	defer cancel()
+	kv := r.shardKV(tenant)
+	w, err := kv.WatchFiltered(sctx, []string{subjects.TenantSlots(tenant)}, jetstream.IncludeHistory(),
+		jetstream.IgnoreDeletes())
+	if err != nil {
+		return foundTicket{}, fmt.Errorf("searching the slots of tenant %s: %w: %w", tenant, ErrUnavailable, err)
 	}
-	if rem := d % time.Second; rem != 0 {
-		d += time.Second - rem
+	defer jskit.StopWatcher(w)
+	var found foundTicket
+	for {
+		select {
+		case e, open := <-w.Updates():
+			if !open {
+				return foundTicket{}, fmt.Errorf("searching the slots of tenant %s: %w: the watch ended", tenant, ErrUnavailable)
+			}
+			if e == nil {
+				return found, nil
+			}
+			rec, err := subjects.DecodeSlotRecord(e.Key(), e.Value(), subjects.CheckNames)
+			if err != nil || !rec.HasTicket() {
+				continue
+			}
+			if _, _, n, err := subjects.ParseTicketID(rec.Ticket); err == nil && n == nonce && e.Revision() > found.rev {
+				found = foundTicket{rec: rec, rev: e.Revision(), ok: true}
+			}
+		case <-sctx.Done():
+			return foundTicket{}, fmt.Errorf("searching the slots of tenant %s: %w: %w", tenant, ErrUnavailable, sctx.Err())
+		}
 	}
-	return d
 }

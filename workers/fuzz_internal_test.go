@@ -131,8 +131,8 @@ func checkCalendars(t *testing.T, r *Responder) {
 			t.Fatalf("a calendar for tenant %q: %v", tenant, err)
 		}
 		first, last, _ := calendar.Window(fuzzT0, subjects.Gold)
-		tc.cal.Free(first, last)
-		if cl, ok := tc.cal.Claim(first, last); ok {
+		tc.cal.Free(fuzzT0, first, last)
+		if cl, ok := tc.cal.Claim(fuzzT0, first, last); ok {
 			if subjects.ValidID(cl.Agent) != nil || cl.Minute.Before(first) || cl.Minute.After(last) {
 				t.Fatalf("claim %+v outside [%v, %v] or with a bad agent", cl, first, last)
 			}
@@ -186,16 +186,30 @@ func FuzzAgentRecord(f *testing.F) {
 }
 
 // FuzzSlotEntry feeds an arbitrary slot-bucket entry to the shard watch,
-// as a live update and as a snapshot, and decodes its value as confirm and
-// release do: no panic, calendars only for valid tenants, and the window
-// judged from a stored created_at obeys the SLA rule.
+// as a live update and as a snapshot: no panic, calendars only for valid
+// tenants, and the minute is free only where the entry is a record that
+// DecodeSlotRecord accepts and that frees it (released), or a marker; a
+// record that does not decode keeps it busy. For a record that decodes,
+// the window judged from its created_at obeys the SLA rule.
 func FuzzSlotEntry(f *testing.F) {
-	rec, _ := json.Marshal(subjects.SlotRecord{State: subjects.SlotConfirmed, Ticket: "tticket", Type: subjects.Gold,
-		CreatedAt: fuzzT0})
-	f.Add("ctenant.aagent.203005061000", rec, uint64(1), uint8(0))
-	f.Add("ctenant.aagent.203005061000", rec, uint64(1), uint8(1))
+	ticket, _ := subjects.NewSlotTicketID("aagent", fuzzT0, "abcdefghijklmnop")
+	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: ticket, Type: subjects.Gold,
+		Agent: "aagent", SlotTime: fuzzT0, CreatedAt: fuzzT0, Deadline: fuzzT0.Add(2 * time.Hour)}
+	confirmed, _ := json.Marshal(subjects.ConfirmedRecord(ev, 0))
+	released, _ := json.Marshal(subjects.ReleasedRecord(ev, fuzzT0, 1))
+	expires := fuzzT0.Add(30 * time.Second)
+	held, _ := json.Marshal(subjects.SlotRecord{State: subjects.SlotHeld, Tenant: "ctenant", Agent: "aagent",
+		SlotTime: fuzzT0, Type: subjects.Gold, CreatedAt: fuzzT0, Nonce: "abcdefghijkl", HoldExpiresAt: &expires})
+	const key = "ctenant.aagent.203005061000"
+	f.Add(key, confirmed, uint64(1), uint8(0))
+	f.Add(key, released, uint64(2), uint8(0))
+	f.Add(key, held, uint64(3), uint8(0))
+	f.Add(key, confirmed, uint64(1), uint8(1))
+	f.Add("ctenant.aagent.203005061001", confirmed, uint64(1), uint8(0)) // a ticket of another minute
 	f.Add("ctenant.aagent.999912312359", []byte(`{"state":"held","type":"BRONZE","created_at":"9999-12-31T23:59:59Z","nonce":"x"}`), uint64(7), uint8(0))
 	f.Add("ctenant.aagent.000001010000", []byte(`{"state":"held","type":"SILVER","created_at":"0000-01-01T00:00:00Z"}`), uint64(0), uint8(2))
+	f.Add(key, []byte(`{"state":"held","type":"SILVER","created_at":"2030-05-06T10:00:00Z"}`), uint64(4), uint8(0))
+	f.Add(key, []byte(`{"state":"released"}`), uint64(5), uint8(0))
 	f.Add("ctenant.aagent.203013011000", []byte(`{}`), uint64(1), uint8(0))
 	f.Add("ctenant.aagent.203005061000.x", []byte(`{}`), uint64(1), uint8(0))
 
@@ -206,23 +220,34 @@ func FuzzSlotEntry(f *testing.F) {
 		r.calendar("ctenant").cal.SetAgent(calendar.Agent{ID: "aagent", Available: true, Since: fuzzT0.Add(-24 * time.Hour)})
 		sink := r.shardSink(0)
 		sink.update(e)
+		rec, decodeErr := subjects.DecodeSlotRecord(key, value, subjects.CheckNames)
+		if tenant, agent, minute, err := subjects.ParseSlotKey(key); err == nil {
+			s := calendar.Slot{Agent: agent, Minute: minute}
+			cal := r.calendar(tenant).cal
+			if got := cal.Rev(s); got == rev && rev > 0 { // applied (inside the calendar's range)
+				wantFree := e.op != jetstream.KeyValuePut || (decodeErr == nil && rec.State == subjects.SlotReleased)
+				if cal.Reserved(s) == wantFree {
+					t.Fatalf("entry %q = %q (%v): reserved %v, want %v (decode: %v)", key, value, e.op,
+						cal.Reserved(s), !wantFree, decodeErr)
+				}
+			}
+		}
 		checkCalendars(t, r)
 		sink.snapshot([]jetstream.KeyValueEntry{e})
 		checkCalendars(t, r)
 
-		var sr subjects.SlotRecord
-		if json.Unmarshal(value, &sr) != nil {
+		if decodeErr != nil {
 			return // confirm and release treat it as no hold, nothing to release
 		}
-		first, last, ok := calendar.Window(sr.CreatedAt, sr.Type)
+		first, last, ok := calendar.Window(rec.CreatedAt, rec.Type)
 		if !ok {
 			return
 		}
-		sla, _ := subjects.SLA(sr.Type)
-		c := sr.CreatedAt.UTC()
+		sla, _ := subjects.SLA(rec.Type)
+		c := rec.CreatedAt.UTC()
 		if first.Before(c) || last.Add(time.Minute).After(c.Add(sla)) || last.Before(first) ||
 			!first.Equal(first.Truncate(time.Minute)) || !last.Equal(last.Truncate(time.Minute)) {
-			t.Fatalf("window [%v, %v] for %s created %v breaks the SLA rule", first, last, sr.Type, c)
+			t.Fatalf("window [%v, %v] for %s created %v breaks the SLA rule", first, last, rec.Type, c)
 		}
 	})
 }

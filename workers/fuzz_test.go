@@ -19,19 +19,23 @@ import (
 //
 // Placeholders let the fuzzer reach past the tenant check: {a} and {b} are
 // the tenants, {ag} a's agent, {now} the responder's clock, {s} a slot id
-// a holds.
+// a holds, {n} a ticket nonce, {tk} a ticket id of {ag} at {now}.
 func FuzzETARequest(f *testing.F) {
 	for _, seed := range []struct{ subject, body string }{
-		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}","takeover":true}`},
 		{"tms.eta.{a}", `{"op":"hold","tenant":"{a}","type":"SILVER","created_at":"{now}"}`},
-		{"tms.eta.{a}", `{"op":"confirm","tenant":"{a}","type":"BRONZE","slot_id":"{s}","ticket":"t2"}`},
-		{"tms.eta.{b}", `{"op":"confirm","tenant":"{b}","type":"BRONZE","slot_id":"{s}","ticket":"t2"}`},
+		{"tms.eta.{a}", `{"op":"confirm","tenant":"{a}","type":"BRONZE","slot_id":"{s}","nonce":"{n}"}`},
+		{"tms.eta.{b}", `{"op":"confirm","tenant":"{b}","type":"BRONZE","slot_id":"{s}","nonce":"{n}"}`},
+		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"{tk}","type":"GOLD","created_at":"{now}","agent":"{ag}","slot_time":"{now}"}`},
+		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","nonce":"{n}"}`},
+		{"tms.eta.{b}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}"}`},
+		{"tms.eta.{a}", `{"OP":"reserve","Tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}","nonce":"T.>"}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}","ticket":"{tk}"}`},
+		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"{tk}","type":"GOLD","created_at":"{now}","agent":"{ag}","slot_time":"0000-01-01T00:00:00Z"}`},
 		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"t1","agent":"{ag}","slot_time":"{now}"}`},
-		{"tms.eta.{b}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
-		{"tms.eta.{a}", `{"OP":"reserve","Tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1"}`},
-		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t1","ticket":"T.>"}`},
-		{"tms.eta.{a}", `{"op":"release","tenant":"{a}","ticket":"t1","agent":"{ag}","slot_time":"0000-01-01T00:00:00Z"}`},
-		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","ticket":"t3","agents_rev":1}`},
+		{"tms.eta.{a}", `{"op":"reserve","tenant":"{a}","type":"GOLD","created_at":"{now}","nonce":"{n}","agents_rev":1}`},
 		{"tms.eta.*", `{}`},
 		{"tms.eta.{a}", "{\"op\":\"hold\",\"tenant\":\"{a}\",\"type\":\"GOLD\xff\",\"created_at\":\"{now}\"}"},
 	} {
@@ -54,8 +58,13 @@ func FuzzETARequest(f *testing.F) {
 	if hold.Code != http.StatusOK {
 		f.Fatalf("hold: %+v", hold)
 	}
+	nonce := subjects.NewTicketNonce()
+	ticket, err := subjects.NewSlotTicketID(agent.ID, respT0, nonce)
+	if err != nil {
+		f.Fatal(err)
+	}
 	expand := strings.NewReplacer("{a}", a.ID, "{b}", b.ID, "{ag}", agent.ID, "{now}", respT0.Format(time.RFC3339Nano),
-		"{s}", hold.SlotID)
+		"{s}", hold.SlotID, "{n}", nonce, "{tk}", ticket)
 
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
 		subject, data = expand.Replace(subject), []byte(expand.Replace(string(data)))

@@ -28,10 +28,12 @@ type ResponderConfig struct {
 	Registry *tenants.Registry // a request for an unknown tenant is 404 client_not_found
 	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now). It also bounds the CreatedAt a
-	// request may carry: within maxSkew of Now.
+	// request may carry (within maxSkew of Now), and it ends holds: a hold
+	// is busy while Now is before its HoldExpiresAt, in every responder's
+	// calendar, with no write.
 	Now func() time.Time
 	// HoldTTL is how long a pending hold lives (0: 30s); whole seconds,
-	// at least 1s.
+	// at least 1s, as tms serve's --hold-ttl.
 	HoldTTL time.Duration
 	// Shards is the slot shard count (0: subjects.DefaultSlotShards).
 	Shards   int
@@ -57,12 +59,11 @@ const (
 	// ingress stamps it just before asking, so more means a broken clock
 	// or a forged request.
 	maxSkew = 5 * time.Second
-	// reservationMargin keeps a confirmed key this long after its minute
-	// has passed: the key matters only until then (Postgres keeps the
-	// ticket), so keys of past minutes do not pile up.
-	reservationMargin = 15 * time.Minute
-	// maxAttempts bounds the creates one request tries when others keep
-	// winning the race; each lost create marks a slot taken, so this is
+	// searchTimeout bounds a search of a tenant's slot records for a
+	// ticket nonce (takeover, release by nonce).
+	searchTimeout = 5 * time.Second
+	// maxAttempts bounds the writes one request tries when others keep
+	// winning the race; each lost write marks a slot taken, so this is
 	// reached only under heavy contention (the answer is then 503).
 	maxAttempts = 64
 	// maxRequestBytes bounds a request body; real ones are a few hundred.
@@ -73,7 +74,9 @@ const (
 // subjects.ETAAll, queue group subjects.QueueETA) and is the only writer of
 // the slot buckets. Each tenant has an in-memory calendar fed by a watch on
 // its shard bucket, by a watch on the agents bucket and by the responder's
-// own writes; the calendar only proposes candidates, the KV create decides.
+// own writes; the calendar only proposes candidates, the revision-checked
+// KV write decides (a create where the key was never written, else an
+// update against the newest record's revision).
 //
 // A reserve or hold that carries an agents revision (the tenant's last
 // agent write the ingress knows of) is answered only once the agents
@@ -348,7 +351,7 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 		}, []string{"op", "code"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tms_eta_kv_create_conflicts_total",
-			Help: "Slot creates lost to another writer (the next candidate is tried).",
+			Help: "Slot writes (creates and revision-checked updates) lost to another writer (the next candidate is tried).",
 		}),
 		rebuilds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_eta_watch_restarts_total", Help: "KV watches restarted and rebuilt, by bucket.",

@@ -1,7 +1,6 @@
 package workers_test
 
 import (
-	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -12,16 +11,16 @@ import (
 	"tms/workers"
 )
 
-// TestResponderRacesOverFreedSlotsR3: on a replicated bucket, a create
-// over a freed slot (a purge marker) that loses the race comes back from
-// nats.go as the raw error 10164, not ErrKeyExists. Two responders racing
-// for the same freed slots must treat that as "taken, try the next one":
-// every freed slot is taken exactly once and nobody gets a 503.
+// TestResponderRacesOverFreedSlotsR3: on a replicated bucket, an update
+// over a freed slot (a released record) that loses the race comes back
+// from nats.go as the raw error 10164, not ErrKeyExists. Two responders
+// racing for the same freed slots must treat that as "taken, try the next
+// one": every freed slot is taken exactly once and nobody gets a 503.
 func TestResponderRacesOverFreedSlotsR3(t *testing.T) {
 	t.Parallel()
 	e := newClusterRespEnv(t)
 	ten := e.account(t, "Replicated Co")
-	ag := e.agentAt(t, ten, respT0)
+	e.agentAt(t, ten, respT0)
 	r1 := e.responder(t, nil)
 	r2 := e.responder(t, nil)
 	nc := e.connect(t)
@@ -29,7 +28,7 @@ func TestResponderRacesOverFreedSlotsR3(t *testing.T) {
 	// Fill the GOLD window (120 slots), then free every third slot.
 	var held []subjects.ETAReply
 	for i := range 120 {
-		r := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, fmt.Sprintf("fill%d", i), respT0))
+		r := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 		if r.Code != http.StatusCreated {
 			t.Fatalf("fill %d: %+v", i, r)
 		}
@@ -40,8 +39,7 @@ func TestResponderRacesOverFreedSlotsR3(t *testing.T) {
 		if i%3 != 0 {
 			continue
 		}
-		rel := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETARelease, Tenant: ten.ID,
-			Ticket: fmt.Sprintf("fill%d", i), Agent: ag.ID, SlotTime: r.SlotTime})
+		rel := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, respT0, r))
 		if rel.Code != http.StatusOK {
 			t.Fatalf("release %d: %+v", i, rel)
 		}
@@ -58,11 +56,11 @@ func TestResponderRacesOverFreedSlotsR3(t *testing.T) {
 	const requests = 100
 	codes := make(chan int, requests)
 	var wg sync.WaitGroup
-	for c := range 10 {
+	for range 10 {
 		conn := e.connect(t)
 		wg.Go(func() {
-			for i := range requests / 10 {
-				r, err := ask(t, conn, subjects.ETA(ten.ID), reserveReq(ten.ID, subjects.Gold, fmt.Sprintf("race%d_%d", c, i), respT0))
+			for range requests / 10 {
+				r, err := ask(t, conn, subjects.ETA(ten.ID), newReserve(ten.ID, subjects.Gold, respT0))
 				if err != nil {
 					t.Errorf("race request: %v", err)
 					return
@@ -80,7 +78,7 @@ func TestResponderRacesOverFreedSlotsR3(t *testing.T) {
 	if count[http.StatusCreated] != freed || count[http.StatusConflict] != requests-freed || len(count) != 2 {
 		t.Fatalf("answers %v, want %d x 201 and %d x 409 (a lost race is not an outage)", count, freed, requests-freed)
 	}
-	if keys := e.slotKeys(t, ten.ID); len(keys) != 120 {
-		t.Fatalf("%d slot keys after the race, want the full window of 120", len(keys))
+	if keys := e.busyKeys(t, ten.ID); len(keys) != 120 {
+		t.Fatalf("%d busy slot keys after the race, want the full window of 120", len(keys))
 	}
 }

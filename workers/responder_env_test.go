@@ -148,11 +148,84 @@ func mustAsk(t *testing.T, nc *nats.Conn, req subjects.ETARequest) subjects.ETAR
 	return reply
 }
 
-func reserveReq(tenant, typ, ticket string, created time.Time) subjects.ETARequest {
-	return subjects.ETARequest{Op: subjects.ETAReserve, Tenant: tenant, Type: typ, CreatedAt: created, Ticket: ticket}
+// newReserve is a reserve with a fresh nonce, as an ingress asks it.
+func newReserve(tenant, typ string, created time.Time) subjects.ETARequest {
+	return subjects.ETARequest{Op: subjects.ETAReserve, Tenant: tenant, Type: typ, CreatedAt: created,
+		Nonce: subjects.NewTicketNonce()}
 }
 
-// slotKeys returns every slot key of tenant with its record.
+// reserveReq is newReserve in the shape the reconciler's tests (which go
+// with the reconciler) call it; ticket is ignored: the responder makes
+// the id from the nonce and the slot.
+func reserveReq(tenant, typ, _ string, created time.Time) subjects.ETARequest {
+	return newReserve(tenant, typ, created)
+}
+
+// releaseReq is the release of a reserved ticket, as cancel_ticket asks
+// it: the ticket's id, type and instant, and the slot the reply named.
+func releaseReq(tenant, typ string, created time.Time, reply subjects.ETAReply) subjects.ETARequest {
+	return subjects.ETARequest{Op: subjects.ETARelease, Tenant: tenant, Ticket: reply.Ticket, Type: typ,
+		CreatedAt: created, Agent: reply.Agent, SlotTime: reply.SlotTime}
+}
+
+// slotKV is the slot bucket of tenant's shard.
+func (e *respEnv) slotKV(t testing.TB, tenant string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := e.js.KeyValue(testkit.Context(t, 10*time.Second), subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// record reads the newest record of a slot key and its revision; ok is
+// false if the key has none.
+func (e *respEnv) record(t testing.TB, tenant, key string) (subjects.SlotRecord, uint64, bool) {
+	t.Helper()
+	en, err := e.slotKV(t, tenant).Get(testkit.Context(t, 10*time.Second), key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return subjects.SlotRecord{}, 0, false
+	}
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	rec, err := subjects.DecodeSlotRecord(key, en.Value(), subjects.CheckWritable)
+	if err != nil {
+		t.Fatalf("record of %s: %v", key, err)
+	}
+	return rec, en.Revision(), true
+}
+
+// busyKeys is slotKeys without the records that leave their minute free
+// at the env's clock (released, expired holds).
+func (e *respEnv) busyKeys(t *testing.T, tenant string) map[string]subjects.SlotRecord {
+	t.Helper()
+	out := e.slotKeys(t, tenant)
+	for key, rec := range out {
+		if !rec.Busy(e.clock.Now()) {
+			delete(out, key)
+		}
+	}
+	return out
+}
+
+// lastSlotSeq is the last sequence of tenant's slot bucket stream: every
+// write moves it.
+func (e *respEnv) lastSlotSeq(t testing.TB, tenant string) uint64 {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	st, err := e.js.Stream(ctx, subjects.SlotStream(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// slotKeys returns every slot key of tenant with its newest record.
 func (e *respEnv) slotKeys(t *testing.T, tenant string) map[string]subjects.SlotRecord {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
@@ -168,13 +241,14 @@ func (e *respEnv) slotKeys(t *testing.T, tenant string) map[string]subjects.Slot
 	for key := range lister.Keys() {
 		en, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue // expired meanwhile
+			continue // aged out meanwhile
 		}
 		if err != nil {
 			t.Fatalf("get %s: %v", key, err)
 		}
-		var rec subjects.SlotRecord
-		if err := json.Unmarshal(en.Value(), &rec); err != nil {
+		// Every record a responder writes is one an allocator accepts.
+		rec, err := subjects.DecodeSlotRecord(key, en.Value(), subjects.CheckWritable)
+		if err != nil {
 			t.Fatalf("record of %s: %v", key, err)
 		}
 		out[key] = rec

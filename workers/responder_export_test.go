@@ -1,6 +1,10 @@
 package workers
 
-import "time"
+import (
+	"time"
+
+	"tms/workers/calendar"
+)
 
 // FreeSlots is, for tests, how many agent-minutes in [first, last] the
 // responder's calendar of tenant would hand out now: a way to wait until a
@@ -9,7 +13,7 @@ func (r *Responder) FreeSlots(tenant string, first, last time.Time) int {
 	tc := r.calendar(tenant)
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	return tc.cal.Free(first, last)
+	return tc.cal.Free(r.now(), first, last)
 }
 
 // AgentsWaiting is, for tests, how many requests wait now for the agents
@@ -18,4 +22,13 @@ func (r *Responder) AgentsWaiting() int {
 	r.agentsApplied.mu.Lock()
 	defer r.agentsApplied.mu.Unlock()
 	return r.agentsApplied.waiting
+}
+
+// SlotRev is, for tests, the newest revision of a slot key the
+// responder's calendar of tenant knows (0: none).
+func (r *Responder) SlotRev(tenant, agent string, minute time.Time) uint64 {
+	tc := r.calendar(tenant)
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.cal.Rev(calendar.Slot{Agent: agent, Minute: minute})
 }

@@ -103,7 +103,7 @@ func TestResponderWaitsForAgentsRevision(t *testing.T) {
 	nc := e.nats.Connect(t)
 
 	next := e.lastAgentsRev(t) + 1
-	req := reserveReq(ten.ID, subjects.Gold, "t1", respT0)
+	req := newReserve(ten.ID, subjects.Gold, respT0)
 	req.AgentsRev = next
 	pending := askLater(nc, req)
 	testkit.Eventually(t, 10*time.Second, func() bool { return r.AgentsWaiting() == 1 }, "the reserve waiting")
@@ -166,7 +166,7 @@ func TestResponderAgentsRevisionNeverArrives(t *testing.T) {
 	e.responder(t, func(c *workers.ResponderConfig) { c.AgentsWait = bound; c.Metrics = reg })
 	nc := e.nats.Connect(t)
 
-	req := reserveReq(ten.ID, subjects.Gold, "t1", respT0)
+	req := newReserve(ten.ID, subjects.Gold, respT0)
 	req.AgentsRev = last + 1000
 	began := time.Now()
 	reply := mustAsk(t, nc, req)
@@ -222,7 +222,7 @@ func TestResponderAgentsWatchBehind(t *testing.T) {
 
 	proxy.Cut()
 	e.agentAt(t, ten, respT0)
-	req := reserveReq(ten.ID, subjects.Gold, "t1", respT0)
+	req := newReserve(ten.ID, subjects.Gold, respT0)
 	req.AgentsRev = e.agents.Revision(ten.ID)
 	data, err := json.Marshal(req)
 	if err != nil {

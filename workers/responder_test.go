@@ -1,8 +1,7 @@
 package workers_test
 
 import (
-	"context"
-	"fmt"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,8 +24,9 @@ type accepted struct {
 }
 
 // checkBookings proves I2 and I3 for the accepted tickets: distinct
-// agent-minutes, each inside its window, and the KV keys are exactly
-// those reservations, each naming its ticket.
+// agent-minutes, each inside its window, ticket ids that name their slot,
+// and the busy KV keys are exactly those reservations, each the ticket's
+// confirmed record.
 func checkBookings(t *testing.T, e *respEnv, tenant string, got []accepted, created time.Time, typ string) {
 	t.Helper()
 	first, last, _ := calendar.Window(created, typ)
@@ -35,15 +35,18 @@ func checkBookings(t *testing.T, e *respEnv, tenant string, got []accepted, crea
 		if a.slot.Before(first) || a.slot.After(last) {
 			t.Errorf("I3: ticket %s got slot %v outside [%v, %v]", a.ticket, a.slot, first, last)
 		}
+		if ag, m, _, err := subjects.ParseTicketID(a.ticket); err != nil || ag != a.agent || !m.Equal(a.slot) {
+			t.Errorf("ticket id %q does not name %s at %v: %v", a.ticket, a.agent, a.slot, err)
+		}
 		key := subjects.SlotKey(tenant, a.agent, a.slot)
 		if other, dup := seen[key]; dup {
 			t.Errorf("I2: %s given to %s and %s", key, other, a.ticket)
 		}
 		seen[key] = a.ticket
 	}
-	keys := e.slotKeys(t, tenant)
+	keys := e.busyKeys(t, tenant)
 	if len(keys) != len(seen) {
-		t.Errorf("%d slot keys in KV, want %d (one per accepted ticket)", len(keys), len(seen))
+		t.Errorf("%d busy slot keys in KV, want %d (one per accepted ticket)", len(keys), len(seen))
 	}
 	for key, ticket := range seen {
 		if rec, ok := keys[key]; !ok || rec.Ticket != ticket || rec.State != subjects.SlotConfirmed {
@@ -80,7 +83,7 @@ func TestResponderNoDoubleBooking(t *testing.T) {
 	for c := 0; c < clients; c++ {
 		wg.Go(func() {
 			for i := range next {
-				req := reserveReq(ten.ID, subjects.Gold, fmt.Sprintf("t%03d", i), respT0)
+				req := newReserve(ten.ID, subjects.Gold, respT0)
 				for try := 0; ; try++ {
 					reply, err := ask(t, client, subjects.ETA(ten.ID), req)
 					if err != nil {
@@ -93,7 +96,7 @@ func TestResponderNoDoubleBooking(t *testing.T) {
 					mu.Lock()
 					switch reply.Code {
 					case http.StatusCreated:
-						got = append(got, accepted{req.Ticket, reply.Agent, reply.SlotTime})
+						got = append(got, accepted{reply.Ticket, reply.Agent, reply.SlotTime})
 					case http.StatusConflict:
 						rejected++
 					default:
@@ -133,55 +136,39 @@ func TestResponderRejectionLeavesNoTrace(t *testing.T) {
 	e.responder(t, nil)
 	nc := e.nats.Connect(t)
 
-	if reply := mustAsk(t, nc, reserveReq(empty.ID, subjects.Gold, "x1", respT0)); reply.Code != http.StatusConflict ||
+	if reply := mustAsk(t, nc, newReserve(empty.ID, subjects.Gold, respT0)); reply.Code != http.StatusConflict ||
 		reply.Error != "sla_unavailable" {
 		t.Fatalf("no agents: %+v", reply)
 	}
 	if keys := e.slotKeys(t, empty.ID); len(keys) != 0 {
 		t.Fatalf("I4: a 409 left keys %v", keys)
 	}
-	r1 := mustAsk(t, nc, reserveReq(one.ID, subjects.Gold, "first", respT0))
+	r1 := mustAsk(t, nc, newReserve(one.ID, subjects.Gold, respT0))
 	if r1.Code != http.StatusCreated || !r1.SlotTime.Equal(time.Date(2030, 5, 6, 11, 59, 0, 0, time.UTC)) {
 		t.Fatalf("first: %+v", r1)
 	}
 	for i := 0; i < 3; i++ {
-		if reply := mustAsk(t, nc, reserveReq(one.ID, subjects.Gold, fmt.Sprintf("late%d", i), respT0)); reply.Code != http.StatusConflict {
+		if reply := mustAsk(t, nc, newReserve(one.ID, subjects.Gold, respT0)); reply.Code != http.StatusConflict {
 			t.Fatalf("late%d: %+v", i, reply)
 		}
 	}
-	checkBookings(t, e, one.ID, []accepted{{"first", r1.Agent, r1.SlotTime}}, respT0, subjects.Gold)
+	checkBookings(t, e, one.ID, []accepted{{r1.Ticket, r1.Agent, r1.SlotTime}}, respT0, subjects.Gold)
 }
 
-// waitPurge waits (bounded) until key is deleted or purged, watching it.
-func waitPurge(t *testing.T, kv jetstream.KeyValue, key string, w jetstream.KeyWatcher) {
-	t.Helper()
-	timeout := time.After(15 * time.Second)
-	for {
-		select {
-		case en := <-w.Updates():
-			if en != nil && en.Key() == key && en.Operation() != jetstream.KeyValuePut {
-				return
-			}
-		case <-timeout:
-			t.Fatalf("key %s was not removed within 15s", key)
-		}
-	}
+// holdReq is a hold as validate_eta asks it, created at the env's clock.
+func (e *respEnv) holdReq(tenant, typ string) subjects.ETARequest {
+	return subjects.ETARequest{Op: subjects.ETAHold, Tenant: tenant, Type: typ, CreatedAt: e.clock.Now()}
 }
 
-func watchKey(t *testing.T, kv jetstream.KeyValue, key string) jetstream.KeyWatcher {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w, err := kv.Watch(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = w.Stop()
-		cancel()
-	})
-	return w
+func confirmReq(tenant, typ, slotID, nonce string) subjects.ETARequest {
+	return subjects.ETARequest{Op: subjects.ETAConfirm, Tenant: tenant, Type: typ, SlotID: slotID, Nonce: nonce}
 }
 
+// TestResponderHolds: a hold is busy until its expiry, then free without
+// any write (I5): the next hold on the minute replaces it by an update
+// against its revision, a confirm of the expired hold is 410; a confirm
+// of a live hold replaces it with the ticket, against the hold's
+// revision; and no record carries a per-key TTL.
 func TestResponderHolds(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
@@ -193,93 +180,146 @@ func TestResponderHolds(t *testing.T) {
 		a, b = b, a // ties go to the smaller id: a is the first one handed out
 	}
 	slot := time.Date(2030, 5, 6, 11, 59, 0, 0, time.UTC)
-	r := e.responder(t, func(c *workers.ResponderConfig) { c.HoldTTL = time.Second })
+	const ttl = 30 * time.Second
+	r := e.responder(t, func(c *workers.ResponderConfig) { c.HoldTTL = ttl })
 	first, last, _ := calendar.Window(respT0, subjects.Gold)
 	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 2 }, "agents seen")
 	nc := e.nats.Connect(t)
-	kv, err := e.js.KeyValue(testkit.Context(t, 10*time.Second), subjects.SlotBucket(subjects.SlotShard(ten.ID, subjects.DefaultSlotShards)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	keyA, keyB := subjects.SlotKey(ten.ID, a.ID, slot), subjects.SlotKey(ten.ID, b.ID, slot)
-	wA, wB := watchKey(t, kv, keyA), watchKey(t, kv, keyB)
-	hold := func() subjects.ETAReply {
-		return mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAHold, Tenant: ten.ID, Type: subjects.Gold, CreatedAt: e.clock.Now()})
-	}
-	confirm := func(slotID, ticket string) subjects.ETAReply {
-		return mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAConfirm, Tenant: ten.ID, Type: subjects.Gold, SlotID: slotID, Ticket: ticket})
-	}
-	// holdOn retries until the responder has seen the slot free again;
-	// every 409 on the way writes nothing.
-	holdOn := func(agent string) subjects.ETAReply {
-		var h subjects.ETAReply
-		testkit.Eventually(t, 10*time.Second, func() bool {
-			h = hold()
-			return h.Code == http.StatusOK
-		}, "a hold on the freed slot")
-		if h.Agent != agent || !h.SlotTime.Equal(slot) {
-			t.Fatalf("hold %+v, want %s at %v", h, agent, slot)
-		}
-		return h
+	hold := func() subjects.ETAReply { return mustAsk(t, nc, e.holdReq(ten.ID, subjects.Gold)) }
+	confirm := func(slotID, nonce string) subjects.ETAReply {
+		return mustAsk(t, nc, confirmReq(ten.ID, subjects.Gold, slotID, nonce))
 	}
 
 	h1 := hold()
 	if h1.Code != http.StatusOK || h1.Agent != a.ID || !h1.SlotTime.Equal(slot) || h1.HoldExpiresAt == nil ||
-		!h1.HoldExpiresAt.Equal(respT0.Add(time.Second)) {
+		!h1.HoldExpiresAt.Equal(respT0.Add(ttl)) {
 		t.Fatalf("hold 1: %+v", h1)
 	}
 	if ag, m, _, err := subjects.ParseSlotID(h1.SlotID); err != nil || ag != a.ID || !m.Equal(slot) {
 		t.Fatalf("slot id %q: %v", h1.SlotID, err)
 	}
+	if rec, rev, ok := e.record(t, ten.ID, keyA); !ok || rec.State != subjects.SlotHeld || rev != h1.Revision ||
+		rec.Prev != 0 || rec.Tenant != ten.ID || rec.Agent != a.ID || !rec.SlotTime.Equal(slot) ||
+		!rec.CreatedAt.Equal(respT0) || rec.Type != subjects.Gold || !rec.HoldExpiresAt.Equal(*h1.HoldExpiresAt) {
+		t.Fatalf("hold 1's record at %d: %+v (present %v)", rev, rec, ok)
+	}
 	h2 := hold()
 	if h2.Code != http.StatusOK || h2.Agent != b.ID {
 		t.Fatalf("hold 2: %+v", h2)
 	}
+	// Busy until the very instant of expiry.
+	e.clock.Advance(ttl - time.Millisecond)
 	if h := hold(); h.Code != http.StatusConflict {
 		t.Fatalf("hold 3 with both slots held: %+v", h)
 	}
 
-	// I5: the hold expires by itself; a confirm after that is 410.
-	waitPurge(t, kv, keyA, wA)
-	if c := confirm(h1.SlotID, "late"); c.Code != http.StatusGone || c.Error != "hold_expired" {
+	// I5: at its expiry the hold ends without a write; a confirm after
+	// that is 410 and writes nothing.
+	e.clock.Advance(time.Millisecond)
+	seq := e.lastSlotSeq(t, ten.ID)
+	if c := confirm(h1.SlotID, subjects.NewTicketNonce()); c.Code != http.StatusGone || c.Error != "hold_expired" {
 		t.Fatalf("confirm after expiry: %+v", c)
 	}
-	h3 := holdOn(a.ID)
-	c3 := confirm(h3.SlotID, "tk3")
-	if c3.Code != http.StatusOK || c3.Agent != a.ID || !c3.SlotTime.Equal(slot) || !c3.CreatedAt.Equal(respT0) {
-		t.Fatalf("confirm: %+v", c3)
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("expiry or the refused confirm wrote: stream at %d, was %d", got, seq)
 	}
-	if again := confirm(h3.SlotID, "tk3"); again.Code != http.StatusOK || again.Revision != c3.Revision {
+	// The expired hold's minute is taken again by an update against the
+	// hold's revision.
+	h3 := hold()
+	if h3.Code != http.StatusOK || h3.Agent != a.ID || !h3.SlotTime.Equal(slot) {
+		t.Fatalf("hold over the expired one: %+v", h3)
+	}
+	if rec, rev, _ := e.record(t, ten.ID, keyA); rec.Prev != h1.Revision || rev != h3.Revision {
+		t.Fatalf("hold 3's record at %d replaces %d, want %d", rev, rec.Prev, h1.Revision)
+	}
+	nonce := subjects.NewTicketNonce()
+	c3 := confirm(h3.SlotID, nonce)
+	wantID, _ := subjects.NewSlotTicketID(a.ID, slot, nonce)
+	if c3.Code != http.StatusOK || c3.Ticket != wantID || c3.Agent != a.ID || !c3.SlotTime.Equal(slot) ||
+		!c3.CreatedAt.Equal(respT0.Add(ttl)) {
+		t.Fatalf("confirm: %+v, want ticket %s", c3, wantID)
+	}
+	rec, rev, _ := e.record(t, ten.ID, keyA)
+	if rec.State != subjects.SlotConfirmed || rec.Ticket != wantID || rec.Prev != h3.Revision || rev != c3.Revision ||
+		!rec.Deadline.Equal(c3.CreatedAt.Add(2*time.Hour)) || rec.HoldExpiresAt != nil {
+		t.Fatalf("confirmed record at %d: %+v", rev, rec)
+	}
+	if again := confirm(h3.SlotID, nonce); again.Code != http.StatusOK || again.Revision != c3.Revision || again.Ticket != wantID {
 		t.Fatalf("repeated confirm: %+v, want the same answer %+v", again, c3)
 	}
-	if other := confirm(h3.SlotID, "tk4"); other.Code != http.StatusGone {
+	if other := confirm(h3.SlotID, subjects.NewTicketNonce()); other.Code != http.StatusGone {
 		t.Fatalf("confirm of a confirmed slot for another ticket: %+v", other)
 	}
-	// The confirmed message carries the long TTL, not the hold's.
-	st, err := e.js.Stream(testkit.Context(t, 10*time.Second), "KV_"+subjects.SlotBucket(subjects.SlotShard(ten.ID, subjects.DefaultSlotShards)))
+	// No per-key TTL on any record: nothing expires or deletes by itself.
+	st, err := e.js.Stream(testkit.Context(t, 10*time.Second), subjects.SlotStream(subjects.SlotShard(ten.ID, subjects.DefaultSlotShards)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := st.GetLastMsgForSubject(testkit.Context(t, 10*time.Second), subjects.SlotSubject(ten.ID, a.ID, slot, subjects.DefaultSlotShards))
-	if err != nil {
-		t.Fatal(err)
+	for _, key := range []string{keyA, keyB} {
+		raw, err := st.GetLastMsgForSubject(testkit.Context(t, 10*time.Second), subjects.SlotSubject(ten.ID,
+			strings.Split(key, ".")[1], slot, subjects.DefaultSlotShards))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl := raw.Header.Get(jetstream.MsgTTLHeader); ttl != "" {
+			t.Fatalf("record of %s carries Nats-TTL %q", key, ttl)
+		}
 	}
-	ttl, err := time.ParseDuration(raw.Header.Get(jetstream.MsgTTLHeader))
-	if err != nil || ttl < 15*time.Minute {
-		t.Fatalf("confirmed key's Nats-TTL = %q (%v), want at least the slot's end plus the margin", raw.Header.Get(jetstream.MsgTTLHeader), err)
+	// The confirmed ticket outlives a later hold's expiry.
+	h4 := hold()
+	if h4.Code != http.StatusOK || h4.Agent != b.ID {
+		t.Fatalf("hold over b's expired hold: %+v", h4)
 	}
-	// And it outlives a hold made after it: once that hold has expired,
-	// the confirmed key is still there.
-	waitPurge(t, kv, keyB, wB)
-	h4 := holdOn(b.ID)
-	waitPurge(t, kv, keyB, wB)
-	_ = h4
-	keys := e.slotKeys(t, ten.ID)
-	if rec, ok := keys[keyA]; !ok || rec.State != subjects.SlotConfirmed || rec.Ticket != "tk3" {
-		t.Fatalf("confirmed reservation gone after a later hold expired: %v", keys)
+	e.clock.Advance(ttl)
+	keys := e.busyKeys(t, ten.ID)
+	if rec, ok := keys[keyA]; !ok || rec.State != subjects.SlotConfirmed || rec.Ticket != wantID || len(keys) != 1 {
+		t.Fatalf("busy keys %v, want only the confirmed one", keys)
 	}
-	if len(keys) != 1 {
-		t.Fatalf("keys %v, want only the confirmed one", keys)
+}
+
+// TestResponderHoldExpiresInEveryCalendar: a hold made through one
+// responder ends in another responder's calendar too, by the clock alone
+// (I5 without a write), and that responder takes the minute by an update
+// against the hold's revision.
+func TestResponderHoldExpiresInEveryCalendar(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Two Calendars")
+	ag := e.agentAt(t, ten, time.Date(2030, 5, 6, 11, 58, 30, 0, time.UTC)) // one slot: 11:59
+	r1 := e.responder(t, nil)
+	r2 := e.responder(t, nil)
+	first, last, _ := calendar.Window(respT0, subjects.Gold)
+	for _, r := range []*workers.Responder{r1, r2} {
+		testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 1 }, "agent seen")
+	}
+	ctx := testkit.Context(t, 30*time.Second)
+	handle := func(r *workers.Responder, req subjects.ETARequest) subjects.ETAReply {
+		data, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Handle(ctx, subjects.ETA(ten.ID), data)
+	}
+	h := handle(r1, e.holdReq(ten.ID, subjects.Gold))
+	if h.Code != http.StatusOK {
+		t.Fatalf("hold: %+v", h)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return r2.FreeSlots(ten.ID, first, last) == 0 },
+		"the other responder sees the hold")
+	if got := handle(r2, newReserve(ten.ID, subjects.Gold, respT0)); got.Code != http.StatusConflict {
+		t.Fatalf("reserve through the other responder while held: %+v", got)
+	}
+	e.clock.Set(*h.HoldExpiresAt)
+	if n := r2.FreeSlots(ten.ID, first, last); n != 1 {
+		t.Fatalf("the other responder has %d free slots at the hold's expiry, want 1", n)
+	}
+	got := handle(r2, newReserve(ten.ID, subjects.Gold, respT0.Add(30*time.Second)))
+	if got.Code != http.StatusCreated || got.Agent != ag.ID {
+		t.Fatalf("reserve after the hold expired: %+v", got)
+	}
+	if rec, _, _ := e.record(t, ten.ID, subjects.SlotKey(ten.ID, ag.ID, got.SlotTime)); rec.Prev != h.Revision {
+		t.Fatalf("the ticket replaced revision %d, want the hold's %d", rec.Prev, h.Revision)
 	}
 }
 
@@ -290,25 +330,29 @@ func TestResponderConfirmTypeMismatch(t *testing.T) {
 	e.agentAt(t, ten, time.Date(2030, 5, 6, 13, 0, 0, 0, time.UTC)) // beyond GOLD, inside BRONZE
 	e.responder(t, nil)
 	nc := e.nats.Connect(t)
-	h := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAHold, Tenant: ten.ID, Type: subjects.Bronze, CreatedAt: respT0})
+	h := mustAsk(t, nc, e.holdReq(ten.ID, subjects.Bronze))
 	if h.Code != http.StatusOK || !h.SlotTime.Equal(time.Date(2030, 5, 6, 13, 0, 0, 0, time.UTC)) {
 		t.Fatalf("hold: %+v", h)
 	}
-	c := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAConfirm, Tenant: ten.ID, Type: subjects.Gold, SlotID: h.SlotID, Ticket: "g1"})
+	c := mustAsk(t, nc, confirmReq(ten.ID, subjects.Gold, h.SlotID, subjects.NewTicketNonce()))
 	if c.Code != http.StatusConflict || c.Error != "type_mismatch" {
 		t.Fatalf("GOLD confirm of a BRONZE-only slot: %+v", c)
 	}
-	bad := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAConfirm, Tenant: ten.ID, Type: subjects.Gold, SlotID: "nope", Ticket: "g1"})
+	bad := mustAsk(t, nc, confirmReq(ten.ID, subjects.Gold, "nope", subjects.NewTicketNonce()))
 	if bad.Code != http.StatusBadRequest || bad.Error != "invalid_field" {
 		t.Fatalf("malformed slot id: %+v", bad)
 	}
 	// The hold stayed: it can still be confirmed with a type that fits.
-	c = mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAConfirm, Tenant: ten.ID, Type: subjects.Bronze, SlotID: h.SlotID, Ticket: "b1"})
+	c = mustAsk(t, nc, confirmReq(ten.ID, subjects.Bronze, h.SlotID, subjects.NewTicketNonce()))
 	if c.Code != http.StatusOK {
 		t.Fatalf("BRONZE confirm: %+v", c)
 	}
 }
 
+// TestResponderReleaseFreesAtOnce: a release (cancel_ticket) writes the
+// ticket's released record against its revision, and the very next
+// reserve takes the minute by an update against the release; releasing
+// another ticket of the minute, or the same one again, writes nothing.
 func TestResponderReleaseFreesAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
@@ -316,34 +360,175 @@ func TestResponderReleaseFreesAtOnce(t *testing.T) {
 	ag := e.agentAt(t, ten, time.Date(2030, 5, 6, 11, 58, 30, 0, time.UTC))
 	e.responder(t, nil)
 	nc := e.nats.Connect(t)
-	r1 := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, "t1", respT0))
+	r1 := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 	if r1.Code != http.StatusCreated {
 		t.Fatalf("t1: %+v", r1)
 	}
-	if r := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, "t2", respT0)); r.Code != http.StatusConflict {
+	if r := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0)); r.Code != http.StatusConflict {
 		t.Fatalf("t2: %+v", r)
 	}
-	release := func(ticket string) subjects.ETAReply {
-		return mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETARelease, Tenant: ten.ID, Ticket: ticket, Agent: ag.ID, SlotTime: r1.SlotTime})
+	key := subjects.SlotKey(ten.ID, ag.ID, r1.SlotTime)
+	other := r1
+	other.Ticket, _ = subjects.NewSlotTicketID(ag.ID, r1.SlotTime, subjects.NewTicketNonce())
+	seq := e.lastSlotSeq(t, ten.ID)
+	if r := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, respT0, other)); r.Code != http.StatusOK {
+		t.Fatalf("release of another ticket of the minute: %+v", r)
 	}
-	if r := release("t2"); r.Code != http.StatusOK {
-		t.Fatalf("release by another ticket: %+v", r)
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("another ticket's release wrote (stream %d -> %d)", seq, got)
 	}
-	if keys := e.slotKeys(t, ten.ID); keys[subjects.SlotKey(ten.ID, ag.ID, r1.SlotTime)].Ticket != "t1" {
-		t.Fatalf("another ticket's release removed t1's slot: %v", keys)
+	rel := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, respT0, r1))
+	if rel.Code != http.StatusOK {
+		t.Fatalf("release: %+v", rel)
 	}
-	if r := release("t1"); r.Code != http.StatusOK {
-		t.Fatalf("release: %+v", r)
+	rec, rev, _ := e.record(t, ten.ID, key)
+	if rec.State != subjects.SlotReleased || rec.Ticket != r1.Ticket || rec.Prev != r1.Revision || rev != rel.Revision ||
+		rec.CancelledAt == nil || !rec.CancelledAt.Equal(respT0) || !rec.CreatedAt.Equal(respT0) {
+		t.Fatalf("released record at %d: %+v", rev, rec)
 	}
 	// At once: the very next reserve takes the slot.
-	r3 := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, "t3", respT0))
+	r3 := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 	if r3.Code != http.StatusCreated || !r3.SlotTime.Equal(r1.SlotTime) {
 		t.Fatalf("t3 after the release: %+v", r3)
 	}
-	if r := release("t1"); r.Code != http.StatusOK {
+	if rec, _, _ := e.record(t, ten.ID, key); rec.Prev != rel.Revision || rec.Ticket != r3.Ticket {
+		t.Fatalf("t3's record %+v, want it to replace the release at %d", rec, rel.Revision)
+	}
+	seq = e.lastSlotSeq(t, ten.ID)
+	if r := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, respT0, r1)); r.Code != http.StatusOK {
 		t.Fatalf("repeated release: %+v", r)
 	}
-	checkBookings(t, e, ten.ID, []accepted{{"t3", r3.Agent, r3.SlotTime}}, respT0, subjects.Gold)
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("a repeated release wrote (stream %d -> %d)", seq, got)
+	}
+	checkBookings(t, e, ten.ID, []accepted{{r3.Ticket, r3.Agent, r3.SlotTime}}, respT0, subjects.Gold)
+}
+
+// TestResponderReleaseOfAnAgedOutTicket: a ticket whose key has no record
+// (aged out; the ingress found it in Postgres) gets a released record as
+// the key's first, so that the allocators cancel the row; a release whose
+// slot is outside its type's window is refused and writes nothing.
+func TestResponderReleaseOfAnAgedOutTicket(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Old Tickets")
+	e.responder(t, nil)
+	nc := e.nats.Connect(t)
+	slot := respT0.Add(-3 * time.Hour)
+	created := slot.Add(-10 * time.Minute)
+	old := subjects.ETAReply{Agent: "aold", SlotTime: slot}
+	old.Ticket, _ = subjects.NewSlotTicketID(old.Agent, slot, subjects.NewTicketNonce())
+	if r := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, created.Add(-3*time.Hour), old)); r.Code != http.StatusBadRequest {
+		t.Fatalf("release with a slot outside the type's window: %+v, want 400", r)
+	}
+	if keys := e.slotKeys(t, ten.ID); len(keys) != 0 {
+		t.Fatalf("a refused release wrote %v", keys)
+	}
+	if r := mustAsk(t, nc, releaseReq(ten.ID, subjects.Gold, created, old)); r.Code != http.StatusOK {
+		t.Fatalf("release: %+v", r)
+	}
+	rec, _, ok := e.record(t, ten.ID, subjects.SlotKey(ten.ID, old.Agent, slot))
+	if !ok || rec.State != subjects.SlotReleased || rec.Ticket != old.Ticket || rec.Prev != 0 || !rec.CreatedAt.Equal(created) {
+		t.Fatalf("record %+v (present %v), want the ticket's release as the key's first", rec, ok)
+	}
+}
+
+// TestResponderTakeover: a reserve with Takeover answers the tenant's
+// ticket with its nonce, written before, and writes nothing; one whose
+// nonce has no ticket reserves as usual.
+func TestResponderTakeover(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Retry Ltd")
+	e.agentAt(t, ten, respT0)
+	e.responder(t, nil)
+	nc := e.nats.Connect(t)
+	var first subjects.ETAReply
+	req := newReserve(ten.ID, subjects.Silver, respT0)
+	for i := range 3 { // the ticket among others
+		r := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
+		if r.Code != http.StatusCreated {
+			t.Fatalf("reserve %d: %+v", i, r)
+		}
+		if i == 1 {
+			if first = mustAsk(t, nc, req); first.Code != http.StatusCreated {
+				t.Fatalf("the twin's reserve: %+v", first)
+			}
+		}
+	}
+	seq := e.lastSlotSeq(t, ten.ID)
+	// The retry comes a little later, with the same nonce.
+	retry := req
+	retry.Takeover, retry.CreatedAt = true, respT0.Add(2*time.Second)
+	got := mustAsk(t, nc, retry)
+	if got.Code != http.StatusCreated || got.Ticket != first.Ticket || got.Agent != first.Agent ||
+		!got.SlotTime.Equal(first.SlotTime) || !got.CreatedAt.Equal(respT0) || got.Revision != first.Revision {
+		t.Fatalf("takeover: %+v, want the twin's %+v", got, first)
+	}
+	if now := e.lastSlotSeq(t, ten.ID); now != seq {
+		t.Fatalf("a takeover that found its ticket wrote (stream %d -> %d)", seq, now)
+	}
+	// No ticket with that nonce: an ordinary reserve.
+	fresh := newReserve(ten.ID, subjects.Gold, respT0)
+	fresh.Takeover = true
+	if r := mustAsk(t, nc, fresh); r.Code != http.StatusCreated || r.Ticket == first.Ticket {
+		t.Fatalf("takeover without a ticket: %+v", r)
+	}
+	// A cancelled ticket is still the nonce's ticket.
+	if r := mustAsk(t, nc, releaseReq(ten.ID, subjects.Silver, respT0, first)); r.Code != http.StatusOK {
+		t.Fatalf("release: %+v", r)
+	}
+	if r := mustAsk(t, nc, retry); r.Code != http.StatusCreated || r.Ticket != first.Ticket {
+		t.Fatalf("takeover of a cancelled ticket: %+v, want %s", r, first.Ticket)
+	}
+}
+
+// TestResponderReleaseByNonce: a release with only a nonce (an ingress
+// whose reserve got no reply) releases the tenant's ticket with that
+// nonce, and is a success that writes nothing when there is none.
+func TestResponderReleaseByNonce(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Lost Replies")
+	ag := e.agentAt(t, ten, time.Date(2030, 5, 6, 11, 58, 30, 0, time.UTC)) // one slot
+	e.responder(t, nil)
+	nc := e.nats.Connect(t)
+	seq := e.lastSlotSeq(t, ten.ID)
+	byNonce := func(nonce string) subjects.ETAReply {
+		return mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETARelease, Tenant: ten.ID, Nonce: nonce})
+	}
+	if r := byNonce(subjects.NewTicketNonce()); r.Code != http.StatusOK {
+		t.Fatalf("release of a nonce without a ticket: %+v", r)
+	}
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("a release that found nothing wrote (stream %d -> %d)", seq, got)
+	}
+	req := newReserve(ten.ID, subjects.Gold, respT0)
+	r1 := mustAsk(t, nc, req)
+	if r1.Code != http.StatusCreated {
+		t.Fatalf("reserve: %+v", r1)
+	}
+	rel := byNonce(req.Nonce)
+	if rel.Code != http.StatusOK || rel.Ticket != r1.Ticket {
+		t.Fatalf("release by nonce: %+v", rel)
+	}
+	rec, _, _ := e.record(t, ten.ID, subjects.SlotKey(ten.ID, ag.ID, r1.SlotTime))
+	if rec.State != subjects.SlotReleased || rec.Ticket != r1.Ticket || rec.Prev != r1.Revision {
+		t.Fatalf("record after the release by nonce: %+v", rec)
+	}
+	// The minute is free at once, and a repeat writes nothing.
+	r2 := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
+	if r2.Code != http.StatusCreated || !r2.SlotTime.Equal(r1.SlotTime) {
+		t.Fatalf("reserve after the release: %+v", r2)
+	}
+	seq = e.lastSlotSeq(t, ten.ID)
+	if r := byNonce(req.Nonce); r.Code != http.StatusOK {
+		t.Fatalf("repeated release by nonce: %+v", r)
+	}
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("a repeated release by nonce wrote (stream %d -> %d)", seq, got)
+	}
+	checkBookings(t, e, ten.ID, []accepted{{r2.Ticket, r2.Agent, r2.SlotTime}}, respT0, subjects.Gold)
 }
 
 func TestResponderAgentAvailability(t *testing.T) {
@@ -359,7 +544,7 @@ func TestResponderAgentAvailability(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 120 }, "agent a gone")
 	nc := e.nats.Connect(t)
 	for i := 0; i < 121; i++ {
-		reply := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, fmt.Sprintf("t%d", i), respT0))
+		reply := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 		switch {
 		case i < 120 && (reply.Code != http.StatusCreated || reply.Agent != b.ID):
 			t.Fatalf("reserve %d: %+v, want b", i, reply)
@@ -370,7 +555,7 @@ func TestResponderAgentAvailability(t *testing.T) {
 	// Available again mid-minute: slots from the next whole minute.
 	e.setStatus(t, ten, a.ID, subjects.AgentAvailable, time.Date(2030, 5, 6, 10, 30, 20, 0, time.UTC))
 	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 89 }, "a back from 10:31")
-	reply := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, "back", respT0))
+	reply := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 	if reply.Code != http.StatusCreated || reply.Agent != a.ID || !reply.SlotTime.Equal(time.Date(2030, 5, 6, 10, 31, 0, 0, time.UTC)) {
 		t.Fatalf("after a came back: %+v, want a at 10:31", reply)
 	}
@@ -385,22 +570,22 @@ func TestResponderTenantIsolation(t *testing.T) {
 	e.agentAt(t, other, respT0)
 	e.responder(t, nil)
 	nc := e.nats.Connect(t)
-	if r := mustAsk(t, nc, reserveReq(full.ID, subjects.Gold, "f0", respT0)); r.Code != http.StatusCreated {
+	if r := mustAsk(t, nc, newReserve(full.ID, subjects.Gold, respT0)); r.Code != http.StatusCreated {
 		t.Fatalf("full's only slot: %+v", r)
 	}
 	for i := 1; i < 20; i++ {
-		if r := mustAsk(t, nc, reserveReq(full.ID, subjects.Gold, fmt.Sprintf("f%d", i), respT0)); r.Code != http.StatusConflict {
+		if r := mustAsk(t, nc, newReserve(full.ID, subjects.Gold, respT0)); r.Code != http.StatusConflict {
 			t.Fatalf("full tenant: %+v", r)
 		}
 	}
 	for i := 0; i < 5; i++ {
-		r := mustAsk(t, nc, reserveReq(other.ID, subjects.Gold, fmt.Sprintf("o%d", i), respT0))
+		r := mustAsk(t, nc, newReserve(other.ID, subjects.Gold, respT0))
 		if r.Code != http.StatusCreated || !r.SlotTime.Equal(respT0.Add(time.Duration(i)*time.Minute)) {
 			t.Fatalf("other tenant while the first is full: %+v", r)
 		}
 	}
 	// A request on one tenant's subject for another is refused.
-	reply, err := ask(t, nc, subjects.ETA(full.ID), reserveReq(other.ID, subjects.Gold, "x", respT0))
+	reply, err := ask(t, nc, subjects.ETA(full.ID), newReserve(other.ID, subjects.Gold, respT0))
 	if err != nil || reply.Code != http.StatusBadRequest || reply.Error != "tenant_mismatch" {
 		t.Fatalf("cross-tenant request: %+v %v", reply, err)
 	}
@@ -418,11 +603,33 @@ func TestResponderRefusesHostileRequests(t *testing.T) {
 	e.agentAt(t, b, respT0)
 	e.responder(t, nil)
 	nc := e.nats.Connect(t)
+	nonce := subjects.NewTicketNonce()
 	good := func() map[string]any {
-		return map[string]any{"op": "reserve", "tenant": a.ID, "type": "GOLD", "created_at": respT0, "ticket": "t1"}
+		return map[string]any{"op": "reserve", "tenant": a.ID, "type": "GOLD", "created_at": respT0, "nonce": nonce}
 	}
 	with := func(k string, v any) map[string]any {
 		m := good()
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	ticket, _ := subjects.NewSlotTicketID("a1", respT0, nonce)
+	release := func(k string, v any) map[string]any {
+		m := map[string]any{"op": "release", "tenant": a.ID, "ticket": ticket, "type": "GOLD", "created_at": respT0,
+			"agent": "a1", "slot_time": respT0}
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	confirm := func(k string, v any) map[string]any {
+		m := map[string]any{"op": "confirm", "tenant": a.ID, "type": "GOLD", "nonce": nonce,
+			"slot_id": subjects.FormatSlotID("a1", respT0, "abcdefghijkl")}
 		if v == nil {
 			delete(m, k)
 		} else {
@@ -444,25 +651,35 @@ func TestResponderRefusesHostileRequests(t *testing.T) {
 		{"created 6s ahead", subjects.ETA(a.ID), with("created_at", respT0.Add(6*time.Second)), 400, "invalid_field"},
 		{"created 6s behind", subjects.ETA(a.ID), with("created_at", respT0.Add(-6*time.Second)), 400, "invalid_field"},
 		{"created missing", subjects.ETA(a.ID), with("created_at", nil), 400, "invalid_field"},
-		{"bad ticket id", subjects.ETA(a.ID), with("ticket", "T 1"), 400, "invalid_field"},
-		{"wildcard ticket id", subjects.ETA(a.ID), with("ticket", "t.>"), 400, "invalid_field"},
+		{"reserve without a nonce", subjects.ETA(a.ID), with("nonce", nil), 400, "invalid_field"},
+		{"short nonce", subjects.ETA(a.ID), with("nonce", "abc"), 400, "invalid_field"},
+		{"upper-case nonce", subjects.ETA(a.ID), with("nonce", strings.ToUpper(nonce)), 400, "invalid_field"},
+		{"wildcard nonce", subjects.ETA(a.ID), with("nonce", "abcdefghijklmn.>"), 400, "invalid_field"},
+		{"reserve naming a ticket", subjects.ETA(a.ID), with("ticket", ticket), 400, "invalid_field"},
+		{"takeover on a hold", subjects.ETA(a.ID), map[string]any{"op": "hold", "tenant": a.ID, "type": "GOLD",
+			"created_at": respT0, "takeover": true}, 400, "invalid_field"},
 		{"unknown op", subjects.ETA(a.ID), with("op", "steal"), 400, "invalid_field"},
 		{"unknown field", subjects.ETA(a.ID), with("admin", true), 400, "unknown_field"},
 		{"garbage", subjects.ETA(a.ID), []byte("{\"op\":"), 400, "invalid_json"},
 		{"not an object", subjects.ETA(a.ID), []byte("[1,2]"), 400, "invalid_json"},
 		{"trailing data", subjects.ETA(a.ID), []byte(`{"op":"hold"} {}`), 400, "invalid_json"},
 		{"oversized", subjects.ETA(a.ID), []byte(`{"op":"` + strings.Repeat("x", 5000) + `"}`), 400, "body_too_large"},
-		{"release inside a minute", subjects.ETA(a.ID), map[string]any{"op": "release", "tenant": a.ID, "ticket": "t1",
-			"agent": "a1", "slot_time": respT0.Add(time.Second)}, 400, "invalid_field"},
-		{"confirm malformed slot id", subjects.ETA(a.ID), map[string]any{"op": "confirm", "tenant": a.ID, "type": "GOLD",
-			"ticket": "t1", "slot_id": "202605061000-a1-short"}, 400, "invalid_field"},
+		{"release inside a minute", subjects.ETA(a.ID), release("slot_time", respT0.Add(time.Second)), 400, "invalid_field"},
+		{"release of another minute", subjects.ETA(a.ID), release("slot_time", respT0.Add(time.Minute)), 400, "invalid_field"},
+		{"release of another agent", subjects.ETA(a.ID), release("agent", "a2"), 400, "invalid_field"},
+		{"release of an old ticket id", subjects.ETA(a.ID), release("ticket", "tabcdefghijklmnopqrst"), 400, "invalid_field"},
+		{"release without a type", subjects.ETA(a.ID), release("type", nil), 400, "invalid_field"},
+		{"release without created_at", subjects.ETA(a.ID), release("created_at", nil), 400, "invalid_field"},
+		{"release without ticket or nonce", subjects.ETA(a.ID), release("ticket", nil), 400, "invalid_field"},
+		{"release with a bad nonce", subjects.ETA(a.ID), map[string]any{"op": "release", "tenant": a.ID,
+			"nonce": "x"}, 400, "invalid_field"},
+		{"confirm malformed slot id", subjects.ETA(a.ID), confirm("slot_id", "202605061000-a1-short"), 400, "invalid_field"},
+		{"confirm without a nonce", subjects.ETA(a.ID), confirm("nonce", nil), 400, "invalid_field"},
 		{"negative agents_rev", subjects.ETA(a.ID), with("agents_rev", -1), 400, "invalid_json"},
 		{"string agents_rev", subjects.ETA(a.ID), with("agents_rev", "7"), 400, "invalid_json"},
 		{"fractional agents_rev", subjects.ETA(a.ID), with("agents_rev", 1.5), 400, "invalid_json"},
-		{"agents_rev on a release", subjects.ETA(a.ID), map[string]any{"op": "release", "tenant": a.ID, "ticket": "t1",
-			"agent": "a1", "slot_time": respT0, "agents_rev": 3}, 400, "invalid_field"},
-		{"agents_rev on a confirm", subjects.ETA(a.ID), map[string]any{"op": "confirm", "tenant": a.ID, "type": "GOLD",
-			"ticket": "t1", "slot_id": subjects.FormatSlotID("a1", respT0, "abcdefghijkl"), "agents_rev": 3}, 400, "invalid_field"},
+		{"agents_rev on a release", subjects.ETA(a.ID), release("agents_rev", 3), 400, "invalid_field"},
+		{"agents_rev on a confirm", subjects.ETA(a.ID), confirm("agents_rev", 3), 400, "invalid_field"},
 		{"unknown tenant", subjects.ETA("cnobody"), with("tenant", "cnobody"), 404, "client_not_found"},
 	}
 	for _, c := range cases {
@@ -478,7 +695,7 @@ func TestResponderRefusesHostileRequests(t *testing.T) {
 		}
 	}
 	// And the responder still serves a good request.
-	if r := mustAsk(t, nc, reserveReq(a.ID, subjects.Gold, "t1", respT0)); r.Code != http.StatusCreated {
+	if r := mustAsk(t, nc, newReserve(a.ID, subjects.Gold, respT0)); r.Code != http.StatusCreated {
 		t.Fatalf("good request after hostile ones: %+v", r)
 	}
 }
@@ -495,11 +712,11 @@ func TestResponderSurvivesNATSRestart(t *testing.T) {
 	nc := e.nats.Connect(t)
 	var got []accepted
 	for i := 0; i < 10; i++ {
-		reply := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, fmt.Sprintf("t%03d", i), respT0))
+		reply := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 		if reply.Code != http.StatusCreated {
 			t.Fatalf("before restart: %+v", reply)
 		}
-		got = append(got, accepted{fmt.Sprintf("t%03d", i), reply.Agent, reply.SlotTime})
+		got = append(got, accepted{reply.Ticket, reply.Agent, reply.SlotTime})
 	}
 
 	e.nats.Restart()
@@ -516,8 +733,7 @@ func TestResponderSurvivesNATSRestart(t *testing.T) {
 	testkit.Eventually(t, 20*time.Second, r.Ready, "responder ready")
 
 	for i := 10; ; i++ {
-		ticket := fmt.Sprintf("t%03d", i)
-		reply := mustAsk(t, nc, reserveReq(ten.ID, subjects.Gold, ticket, respT0))
+		reply := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0))
 		if reply.Code == http.StatusConflict {
 			break
 		}
@@ -527,7 +743,7 @@ func TestResponderSurvivesNATSRestart(t *testing.T) {
 		if i == 10 && !reply.SlotTime.Equal(respT0.Add(10*time.Minute)) {
 			t.Errorf("first slot after the restart %v, want 10:10 (the rebuilt calendar)", reply.SlotTime)
 		}
-		got = append(got, accepted{ticket, reply.Agent, reply.SlotTime})
+		got = append(got, accepted{reply.Ticket, reply.Agent, reply.SlotTime})
 		if i > 200 {
 			t.Fatal("no end of accepted tickets")
 		}
@@ -536,4 +752,60 @@ func TestResponderSurvivesNATSRestart(t *testing.T) {
 		t.Fatalf("accepted %d across the restart, want exactly 120", len(got))
 	}
 	checkBookings(t, e, ten.ID, got, respT0, subjects.Gold)
+}
+
+// TestResponderRelearnsAMissedRecord: a calendar indexes a range of
+// minutes, and a record written beyond it is not in the calendar when the
+// range later moves over it. A create there loses; the responder then
+// reads the key, and a released record's minute is taken by an update
+// against its revision instead of being lost to the tenant.
+func TestResponderRelearnsAMissedRecord(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Far Future")
+	r := e.responder(t, nil)
+	r.FreeSlots(ten.ID, respT0, respT0) // the tenant's calendar, indexed around respT0
+	far := time.Date(2030, 5, 7, 2, 30, 0, 0, time.UTC)
+	ag := e.agentAt(t, ten, far.Add(-30*time.Second))
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, far, far) == 1 }, "agent seen")
+
+	// A released ticket at 02:30 next day, written while the calendar
+	// indexes only up to about 02:04, then a record the calendar does
+	// index: once that one is in, the first has gone by.
+	kv := e.slotKV(t, ten.ID)
+	ctx := testkit.Context(t, 10*time.Second)
+	put := func(minute, created time.Time) uint64 {
+		id, err := subjects.NewSlotTicketID(ag.ID, minute, subjects.NewTicketNonce())
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := json.Marshal(subjects.ReleasedRecord(subjects.TicketEvent{Event: subjects.TicketCreated,
+			Tenant: ten.ID, Ticket: id, Type: subjects.Bronze, Agent: ag.ID, SlotTime: minute, CreatedAt: created,
+			Deadline: created.Add(8 * time.Hour)}, created, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev, err := kv.Create(ctx, subjects.SlotKey(ten.ID, ag.ID, minute), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev
+	}
+	farRev := put(far, far.Add(-time.Hour))
+	nearRev := put(respT0, respT0)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.SlotRev(ten.ID, ag.ID, respT0) == nearRev },
+		"the indexed record in the calendar")
+	if got := r.SlotRev(ten.ID, ag.ID, far); got != 0 {
+		t.Fatalf("the record beyond the indexed minutes is in the calendar at %d: the test shows nothing", got)
+	}
+
+	// Hours later a BRONZE window reaches 02:30, the agent's only minute.
+	e.clock.Set(time.Date(2030, 5, 6, 18, 31, 0, 0, time.UTC))
+	got := mustAsk(t, e.nats.Connect(t), newReserve(ten.ID, subjects.Bronze, e.clock.Now()))
+	if got.Code != http.StatusCreated || !got.SlotTime.Equal(far) {
+		t.Fatalf("reserve over the missed release: %+v, want 201 at %v", got, far)
+	}
+	if rec, _, _ := e.record(t, ten.ID, subjects.SlotKey(ten.ID, ag.ID, far)); rec.Prev != farRev {
+		t.Fatalf("the ticket replaced revision %d, want the missed release's %d", rec.Prev, farRev)
+	}
 }

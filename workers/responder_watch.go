@@ -28,7 +28,8 @@ type watchSink struct {
 
 // watchLoop keeps one watch running until ctx is done (jskit.KVFeed:
 // rebuilt after a broken watch or a reconnect). Meanwhile the old state
-// keeps answering, which is safe because the KV create decides, not the
+// keeps answering, which is safe because the revision-checked KV write
+// decides, not the
 // state.
 func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watchSink) {
 	feed := jskit.KVFeed{KV: kv, NC: r.js.Conn(), Logger: r.log,
@@ -44,6 +45,31 @@ func (r *Responder) watchLoop(ctx context.Context, kv jetstream.KeyValue, s watc
 
 func isPut(e jetstream.KeyValueEntry) bool { return e.Operation() == jetstream.KeyValuePut }
 
+// slotMark is what a slot bucket entry says of its minute. The record
+// is decoded as every reader of a slot key does (anyone with access to
+// the bucket can write one): a confirmed ticket is busy, a hold busy
+// until its expiry, a released record free at its revision (a
+// reservation there updates it). A record that does not decode keeps
+// the minute busy: the calendar does not offer what it cannot read, and
+// a write there would only be a guess. A delete or purge marker (nothing
+// of tms writes one) frees the minute.
+func slotMark(e jetstream.KeyValueEntry) calendar.Mark {
+	if !isPut(e) {
+		return calendar.Mark{State: calendar.Free}
+	}
+	rec, err := subjects.DecodeSlotRecord(e.Key(), e.Value(), subjects.CheckNames)
+	if err != nil {
+		return calendar.Mark{State: calendar.Busy}
+	}
+	switch rec.State {
+	case subjects.SlotHeld:
+		return calendar.Mark{State: calendar.Held, Until: *rec.HoldExpiresAt}
+	case subjects.SlotReleased:
+		return calendar.Mark{State: calendar.Free}
+	}
+	return calendar.Mark{State: calendar.Busy}
+}
+
 // shardSink feeds the calendars of the tenants in one slot shard.
 func (r *Responder) shardSink(shard int) watchSink {
 	return watchSink{
@@ -56,12 +82,8 @@ func (r *Responder) shardSink(shard int) watchSink {
 				if err != nil {
 					continue
 				}
-				if isPut(e) {
-					by[tenant] = append(by[tenant], calendar.Entry{
-						Slot: calendar.Slot{Agent: agent, Minute: minute}, Rev: e.Revision()})
-				} else if _, ok := by[tenant]; !ok {
-					by[tenant] = nil
-				}
+				by[tenant] = append(by[tenant], calendar.Entry{
+					Slot: calendar.Slot{Agent: agent, Minute: minute}, Rev: e.Revision(), Mark: slotMark(e)})
 			}
 			for tenant := range by {
 				r.calendar(tenant)
@@ -87,14 +109,9 @@ func (r *Responder) shardSink(shard int) watchSink {
 				r.log.Warn("ignoring a slot key that does not parse", slog.String("key", e.Key()))
 				return
 			}
-			s := calendar.Slot{Agent: agent, Minute: minute}
 			tc := r.calendar(tenant)
 			tc.mu.Lock()
-			if isPut(e) {
-				tc.cal.Put(s, e.Revision())
-			} else {
-				tc.cal.Delete(s, e.Revision())
-			}
+			tc.cal.Set(calendar.Slot{Agent: agent, Minute: minute}, e.Revision(), slotMark(e))
 			tc.mu.Unlock()
 		},
 	}

@@ -2,6 +2,7 @@ package calendar
 
 import (
 	"cmp"
+	"container/heap"
 	"slices"
 	"time"
 )
@@ -25,35 +26,86 @@ type Slot struct {
 // back (Taken, Lost or Abandon) no other Claim returns the same slot.
 type Claim struct {
 	Slot
-	rev uint64 // what the calendar knew of the key when it was claimed
+	// Rev is the newest revision of the slot's key the calendar knew when
+	// it was claimed: 0 if the key was never written (the write is a
+	// create), else the revision a revision-checked update must replace
+	// (a released ticket, an expired hold).
+	Rev uint64
 }
 
-// Entry is one key of a KV snapshot: a reserved slot and its revision.
+// State is what the newest record of a slot's key says of its minute.
+type State uint8
+
+const (
+	// Free: no record, a released one, or an expired hold.
+	Free State = iota
+	// Busy: a confirmed ticket, or a record that does not decode (the
+	// calendar does not offer what it cannot read).
+	Busy
+	// Held: a pending hold, busy until Mark.Until and free after it
+	// without any write.
+	Held
+)
+
+// Mark is what the calendar records of one key's newest record.
+type Mark struct {
+	State State
+	Until time.Time // Held: the hold's expiry
+}
+
+// Entry is one key of a KV snapshot: a slot, the revision of its newest
+// record, and what that record says.
 type Entry struct {
 	Slot
 	Rev uint64
+	Mark
 }
 
 // span is how many minutes the calendar indexes, from base. It must hold
 // backlog plus the longest window (480 minutes) with room to spare, so
-// that rebasing is rare; keys outside it are ignored (a create on such a
-// key would simply conflict, and the KV create is the truth anyway).
+// that rebasing is rare; keys outside it are ignored (a write on such a
+// key would simply conflict, and the KV write decides anyway).
 const (
 	span    = 1024
 	backlog = 60
 )
 
-// entry is what the calendar knows of one agent-minute. held: KV holds a
-// key (reserved, held or confirmed); claimed: an attempt in this process
-// is in flight; rev: the newest KV revision seen for the key, so that an
-// older event delivered late never overwrites a newer fact. An entry with
-// neither flag but a revision is a tombstone, kept for that comparison.
+// entry is what the calendar knows of one agent-minute: the state of the
+// key's newest record at revision rev (the newest seen, so that an older
+// event delivered late never overwrites a newer fact), a hold's expiry,
+// and claimed while an attempt in this process is in flight. A free entry
+// with a revision is kept: a reservation there replaces that revision.
 type entry struct {
-	held, claimed bool
-	rev           uint64
+	state   State
+	claimed bool
+	until   time.Time // Held
+	rev     uint64
 }
 
-func (e entry) busy() bool { return e.held || e.claimed }
+func (e entry) busy() bool { return e.claimed || e.state != Free }
+
+// hold is a hold's expiry in the calendar's heap: the entry frees itself
+// then, if it is still that hold (same revision).
+type hold struct {
+	a     *agent
+	m     int64
+	rev   uint64
+	until time.Time
+}
+
+// holdHeap orders holds by expiry, earliest first (container/heap).
+type holdHeap []hold
+
+func (h holdHeap) Len() int           { return len(h) }
+func (h holdHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h holdHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *holdHeap) Push(x any)        { *h = append(*h, x.(hold)) }
+func (h *holdHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
 
 type agent struct {
 	id        string
@@ -70,6 +122,7 @@ type Calendar struct {
 	nAvail int32
 	base   int64   // minute index of counts[0]
 	counts []int32 // per minute: busy slots of available agents
+	holds  holdHeap
 }
 
 // New returns an empty calendar indexing minutes around now.
@@ -113,6 +166,15 @@ func (c *Calendar) set(a *agent, m int64, e entry) {
 	}
 }
 
+// record sets e's record to mark at rev, queueing a hold's expiry.
+func (c *Calendar) record(a *agent, m int64, e *entry, rev uint64, mark Mark) {
+	e.state, e.rev, e.until = mark.State, rev, time.Time{}
+	if mark.State == Held {
+		e.until = mark.Until
+		heap.Push(&c.holds, hold{a: a, m: m, rev: rev, until: mark.Until})
+	}
+}
+
 // SetAgent adds or updates an agent. Marking it unavailable keeps what is
 // known of its slots (they stay reserved in KV) but it gets no new ones.
 func (c *Calendar) SetAgent(ag Agent) {
@@ -153,10 +215,29 @@ func (c *Calendar) LoadAgents(agents []Agent) {
 	}
 }
 
+// ExpireHolds frees every hold whose expiry is at or before now (a hold
+// is busy only while now is before its HoldExpiresAt): the minute is free
+// again in every calendar without any write, at the hold's revision.
+func (c *Calendar) ExpireHolds(now time.Time) {
+	for len(c.holds) > 0 && !now.Before(c.holds[0].until) {
+		h := heap.Pop(&c.holds).(hold)
+		if !c.inRange(h.m) {
+			continue
+		}
+		e, ok := h.a.slots[h.m]
+		if !ok || e.state != Held || e.rev != h.rev || !e.until.Equal(h.until) {
+			continue // replaced since: a newer record decides
+		}
+		e.state, e.until = Free, time.Time{}
+		c.set(h.a, h.m, e)
+	}
+}
+
 // Claim finds the earliest free agent-minute in [first, last] (whole
-// minutes, inclusive) among available agents, ties by agent id, and marks
-// it claimed. ok is false when there is none.
-func (c *Calendar) Claim(first, last time.Time) (Claim, bool) {
+// minutes, inclusive) among available agents at now, ties by agent id,
+// and marks it claimed. ok is false when there is none.
+func (c *Calendar) Claim(now, first, last time.Time) (Claim, bool) {
+	c.ExpireHolds(now)
 	f, l := minuteIndex(first), minuteIndex(last)
 	if c.nAvail == 0 || l < f {
 		return Claim{}, false
@@ -184,14 +265,14 @@ func (c *Calendar) Claim(first, last time.Time) (Claim, bool) {
 			}
 			e.claimed = true
 			c.set(a, m, e)
-			return Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, rev: e.rev}, true
+			return Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: e.rev}, true
 		}
 	}
 	return Claim{}, false
 }
 
 // settle ends a claim: fn gets the entry with claimed cleared.
-func (c *Calendar) settle(s Slot, fn func(e *entry)) {
+func (c *Calendar) settle(s Slot, fn func(a *agent, m int64, e *entry)) {
 	a, ok := c.agents[s.Agent]
 	m := minuteIndex(s.Minute)
 	if !ok || !c.inRange(m) {
@@ -199,60 +280,38 @@ func (c *Calendar) settle(s Slot, fn func(e *entry)) {
 	}
 	e := a.slots[m]
 	e.claimed = false
-	fn(&e)
+	fn(a, m, &e)
 	c.set(a, m, e)
 }
 
-// Taken ends a claim whose KV create succeeded at revision rev: the slot
-// is reserved at once, without waiting for the watch.
-func (c *Calendar) Taken(cl Claim, rev uint64) {
-	c.settle(cl.Slot, func(e *entry) {
+// Taken ends a claim whose KV write succeeded at revision rev with a
+// record that says mark: known at once, without waiting for the watch.
+func (c *Calendar) Taken(cl Claim, rev uint64, mark Mark) {
+	c.settle(cl.Slot, func(a *agent, m int64, e *entry) {
 		if rev > e.rev {
-			e.held, e.rev = true, rev
+			c.record(a, m, e, rev, mark)
 		}
 	})
 }
 
-// Lost ends a claim whose create found the key already there. Unless the
-// watch delivered something newer for the key since the claim (then it
-// knows better), the slot is marked reserved until an event says
-// otherwise.
+// Lost ends a claim whose write found a newer record than cl.Rev. Unless
+// the watch delivered something newer for the key since the claim (then
+// it knows better), the slot is busy until an event says otherwise.
 func (c *Calendar) Lost(cl Claim) {
-	c.settle(cl.Slot, func(e *entry) {
-		if e.rev <= cl.rev {
-			e.held = true
+	c.settle(cl.Slot, func(_ *agent, _ int64, e *entry) {
+		if e.rev <= cl.Rev {
+			e.state, e.until = Busy, time.Time{}
 		}
 	})
 }
 
 // Abandon ends a claim that wrote nothing and learned nothing.
-func (c *Calendar) Abandon(cl Claim) { c.settle(cl.Slot, func(*entry) {}) }
+func (c *Calendar) Abandon(cl Claim) { c.settle(cl.Slot, func(*agent, int64, *entry) {}) }
 
-// Put applies a KV put (a reservation or hold written by anyone) at
-// revision rev.
-func (c *Calendar) Put(s Slot, rev uint64) { c.apply(s, rev, true) }
-
-// Delete applies a KV delete or purge (a release, an expired TTL) at
-// revision rev.
-func (c *Calendar) Delete(s Slot, rev uint64) { c.apply(s, rev, false) }
-
-// Released records this process's own release of a key that was at
-// revision rev: free at once; the watch's purge event (a newer revision)
-// agrees later, an older put delivered late is ignored.
-func (c *Calendar) Released(s Slot, rev uint64) {
-	a, ok := c.agents[s.Agent]
-	m := minuteIndex(s.Minute)
-	if !ok || !c.inRange(m) {
-		return
-	}
-	e := a.slots[m]
-	if rev >= e.rev {
-		e.held, e.rev = false, rev
-		c.set(a, m, e)
-	}
-}
-
-func (c *Calendar) apply(s Slot, rev uint64, held bool) {
+// Set applies a record of the slot's key at revision rev, written by
+// anyone (a watch update, or this process's own confirm or release): an
+// older or already seen revision changes nothing.
+func (c *Calendar) Set(s Slot, rev uint64, mark Mark) {
 	m := minuteIndex(s.Minute)
 	if !c.inRange(m) {
 		return
@@ -262,21 +321,22 @@ func (c *Calendar) apply(s Slot, rev uint64, held bool) {
 	if rev <= e.rev {
 		return
 	}
-	e.held, e.rev = held, rev
+	c.record(a, m, &e, rev, mark)
 	c.set(a, m, e)
 }
 
 // LoadSlots replaces what the calendar knows of KV with a snapshot (a
-// rebuilt watch): every key not in it is free. Claims in flight stay.
+// rebuilt watch): every key not in it is free and never written. Claims
+// in flight stay.
 func (c *Calendar) LoadSlots(entries []Entry) {
 	for _, a := range c.order {
 		for m, e := range a.slots {
-			e.held, e.rev = false, 0
+			e.state, e.until, e.rev = Free, time.Time{}, 0
 			c.set(a, m, e)
 		}
 	}
 	for _, en := range entries {
-		c.Put(en.Slot, en.Rev)
+		c.Set(en.Slot, en.Rev, en.Mark)
 	}
 }
 
@@ -297,15 +357,26 @@ func (c *Calendar) rebase(base int64) {
 	}
 }
 
-// Reserved reports whether KV is known to hold the slot's key.
+// Reserved reports whether the slot's newest known record keeps it busy
+// (confirmed, unreadable, or a hold not yet expired by ExpireHolds).
 func (c *Calendar) Reserved(s Slot) bool {
 	a, ok := c.agents[s.Agent]
-	return ok && a.slots[minuteIndex(s.Minute)].held
+	return ok && a.slots[minuteIndex(s.Minute)].state != Free
+}
+
+// Rev is the newest revision known of the slot's key (0: never written).
+func (c *Calendar) Rev(s Slot) uint64 {
+	a, ok := c.agents[s.Agent]
+	if !ok {
+		return 0
+	}
+	return a.slots[minuteIndex(s.Minute)].rev
 }
 
 // Free counts the free agent-minutes in [first, last] that Claim could
-// hand out.
-func (c *Calendar) Free(first, last time.Time) int {
+// hand out at now.
+func (c *Calendar) Free(now, first, last time.Time) int {
+	c.ExpireHolds(now)
 	n := 0
 	for m := minuteIndex(first); m <= minuteIndex(last); m++ {
 		for _, a := range c.order {

@@ -13,6 +13,14 @@ var t0 = at(10, 0, 0, 0)
 
 func slot(agent string, m time.Time) Slot { return Slot{Agent: agent, Minute: m} }
 
+// Marks of the three kinds of record.
+var (
+	busy = Mark{State: Busy}
+	free = Mark{State: Free}
+)
+
+func heldUntil(t time.Time) Mark { return Mark{State: Held, Until: t} }
+
 // checkCounts recomputes the per-minute counts from the entries.
 func checkCounts(t *testing.T, c *Calendar) {
 	t.Helper()
@@ -48,7 +56,7 @@ func claimAll(t *testing.T, c *Calendar, created time.Time, typ string) []Slot {
 	var got []Slot
 	seen := map[Slot]bool{}
 	for rev := uint64(1000); ; rev++ {
-		cl, ok := c.Claim(first, last)
+		cl, ok := c.Claim(t0, first, last)
 		if !ok {
 			break
 		}
@@ -59,7 +67,7 @@ func claimAll(t *testing.T, c *Calendar, created time.Time, typ string) []Slot {
 		if cl.Minute.Before(first) || cl.Minute.After(last) {
 			t.Fatalf("slot %v outside [%v, %v]", cl.Minute, first, last)
 		}
-		c.Taken(cl, rev)
+		c.Taken(cl, rev, busy)
 		got = append(got, cl.Slot)
 		if len(got) > 100000 {
 			t.Fatal("runaway")
@@ -146,11 +154,11 @@ func TestAgentAvailability(t *testing.T) {
 		t.Parallel()
 		c := New(t0)
 		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(10, 30, 20, 0)})
-		cl, ok := c.Claim(first, last)
+		cl, ok := c.Claim(t0, first, last)
 		if !ok || cl.Slot != slot("a1", at(10, 31, 0, 0)) {
 			t.Fatalf("claim %v %v, want a1 at 10:31", cl, ok)
 		}
-		if n := c.Free(first, last); n != 88 { // 10:32 .. 11:59
+		if n := c.Free(t0, first, last); n != 88 { // 10:32 .. 11:59
 			t.Fatalf("free = %d, want 88", n)
 		}
 	})
@@ -158,7 +166,7 @@ func TestAgentAvailability(t *testing.T) {
 		t.Parallel()
 		c := New(t0)
 		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(10, 30, 0, 0)})
-		if cl, ok := c.Claim(first, last); !ok || !cl.Minute.Equal(at(10, 30, 0, 0)) {
+		if cl, ok := c.Claim(t0, first, last); !ok || !cl.Minute.Equal(at(10, 30, 0, 0)) {
 			t.Fatalf("claim %v %v, want 10:30", cl, ok)
 		}
 	})
@@ -166,7 +174,7 @@ func TestAgentAvailability(t *testing.T) {
 		t.Parallel()
 		c := New(t0)
 		c.SetAgent(Agent{ID: "a1", Available: true, Since: at(11, 59, 0, 1)})
-		if cl, ok := c.Claim(first, last); ok {
+		if cl, ok := c.Claim(t0, first, last); ok {
 			t.Fatalf("claimed %v", cl)
 		}
 	})
@@ -176,22 +184,22 @@ func TestAgentAvailability(t *testing.T) {
 		c.SetAgent(Agent{ID: "a1", Available: false})
 		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(9, 0, 0, 0)})
 		for i := 0; i < 5; i++ {
-			cl, ok := c.Claim(first, last)
+			cl, ok := c.Claim(t0, first, last)
 			if !ok || cl.Agent != "a2" {
 				t.Fatalf("claim %v %v, want a2", cl, ok)
 			}
-			c.Taken(cl, uint64(i+1))
+			c.Taken(cl, uint64(i+1), busy)
 		}
 		c.SetAgent(Agent{ID: "a2", Available: false})
 		checkCounts(t, c)
-		if cl, ok := c.Claim(first, last); ok {
+		if cl, ok := c.Claim(t0, first, last); ok {
 			t.Fatalf("claimed %v with no agent available", cl)
 		}
 		// Back: its earlier reservations still count, new slots from the
 		// next whole minute after Since.
 		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(10, 2, 0, 500)})
 		checkCounts(t, c)
-		cl, ok := c.Claim(first, last)
+		cl, ok := c.Claim(t0, first, last)
 		if !ok || cl.Slot != slot("a2", at(10, 5, 0, 0)) {
 			t.Fatalf("claim %v %v, want a2 at 10:05", cl, ok)
 		}
@@ -203,11 +211,11 @@ func TestAgentAvailability(t *testing.T) {
 		c.SetAgent(Agent{ID: "a2", Available: true, Since: at(9, 0, 0, 0)})
 		c.LoadAgents([]Agent{{ID: "a2", Available: true, Since: at(9, 0, 0, 0)}})
 		checkCounts(t, c)
-		if cl, ok := c.Claim(first, last); !ok || cl.Agent != "a2" {
+		if cl, ok := c.Claim(t0, first, last); !ok || cl.Agent != "a2" {
 			t.Fatalf("claim %v %v, want a2", cl, ok)
 		}
 		c.LoadAgents(nil)
-		if cl, ok := c.Claim(first, last); ok {
+		if cl, ok := c.Claim(t0, first, last); ok {
 			t.Fatalf("claimed %v after every agent left", cl)
 		}
 	})
@@ -220,65 +228,126 @@ func TestEventsAndRevisions(t *testing.T) {
 	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
 	s0 := slot("a1", t0)
 
-	// A watch put makes the slot busy; the next claim moves on.
-	c.Put(s0, 5)
-	if cl, _ := c.Claim(first, last); !cl.Minute.Equal(at(10, 1, 0, 0)) {
+	// A never-written minute is claimed for a create (revision 0).
+	if cl, ok := c.Claim(t0, first, last); !ok || cl.Slot != s0 || cl.Rev != 0 {
+		t.Fatalf("claim %+v %v, want %v at revision 0", cl, ok, s0)
+	} else {
+		c.Abandon(cl)
+	}
+	// A watch's confirmed record makes the slot busy; the next claim
+	// moves on.
+	c.Set(s0, 5, busy)
+	if cl, _ := c.Claim(t0, first, last); !cl.Minute.Equal(at(10, 1, 0, 0)) {
 		t.Fatalf("claim %v, want 10:01", cl)
 	} else {
 		c.Abandon(cl)
 	}
-	// An older delete delivered late does not free it; a newer one does.
-	c.Delete(s0, 4)
+	// An older release delivered late does not free it; a newer one does,
+	// and the next claim replaces that revision.
+	c.Set(s0, 4, free)
 	if !c.Reserved(s0) {
-		t.Fatal("an older delete freed the slot")
+		t.Fatal("an older release freed the slot")
 	}
-	c.Delete(s0, 6)
-	if c.Reserved(s0) {
-		t.Fatal("a newer delete did not free the slot")
+	c.Set(s0, 6, free)
+	if c.Reserved(s0) || c.Rev(s0) != 6 {
+		t.Fatalf("a newer release did not free the slot at its revision (rev %d)", c.Rev(s0))
 	}
-	c.Put(s0, 6) // same revision: ignored
+	c.Set(s0, 6, busy) // same revision: ignored
 	if c.Reserved(s0) {
-		t.Fatal("a put at an already seen revision applied")
+		t.Fatal("a record at an already seen revision applied")
 	}
 
 	// Own write: reserved at once; the watch's echo and older events
 	// change nothing.
-	cl, ok := c.Claim(first, last)
-	if !ok || cl.Slot != s0 {
-		t.Fatalf("claim %v, want %v", cl, s0)
+	cl, ok := c.Claim(t0, first, last)
+	if !ok || cl.Slot != s0 || cl.Rev != 6 {
+		t.Fatalf("claim %+v, want %v over revision 6", cl, s0)
 	}
-	c.Taken(cl, 9)
-	c.Put(s0, 9)
-	c.Delete(s0, 7)
+	c.Taken(cl, 9, busy)
+	c.Set(s0, 9, busy)
+	c.Set(s0, 7, free)
 	if !c.Reserved(s0) {
 		t.Fatal("own reservation lost to an old event")
 	}
-	// Own release of revision 9: free at once, a late put of 9 is ignored.
-	c.Released(s0, 9)
-	c.Put(s0, 9)
+	// Own release at 10: free at once, a late echo of 9 is ignored.
+	c.Set(s0, 10, free)
+	c.Set(s0, 9, busy)
 	if c.Reserved(s0) {
-		t.Fatal("released slot reserved again by a stale put")
+		t.Fatal("released slot reserved again by a stale record")
 	}
-	c.Delete(s0, 10) // the purge's echo
 	checkCounts(t, c)
 
-	// A lost create marks the slot reserved, unless the watch knows newer.
-	cl, _ = c.Claim(first, last)
+	// A lost write marks the slot busy, unless the watch knows newer.
+	cl, _ = c.Claim(t0, first, last)
 	c.Lost(cl)
-	if !c.Reserved(cl.Slot) {
-		t.Fatal("lost create did not mark the slot reserved")
+	if !c.Reserved(cl.Slot) || c.Rev(cl.Slot) != cl.Rev {
+		t.Fatal("lost write did not mark the slot busy")
 	}
-	c.Put(cl.Slot, 11)
-	c.Delete(cl.Slot, 12)
-	cl2, _ := c.Claim(first, last)
-	if cl2.Slot != cl.Slot {
-		t.Fatalf("claim %v, want the freed %v", cl2.Slot, cl.Slot)
+	c.Set(cl.Slot, 11, busy)
+	c.Set(cl.Slot, 12, free)
+	cl2, _ := c.Claim(t0, first, last)
+	if cl2.Slot != cl.Slot || cl2.Rev != 12 {
+		t.Fatalf("claim %+v, want the freed %v at 12", cl2, cl.Slot)
 	}
-	c.Put(cl2.Slot, 13)
-	c.Delete(cl2.Slot, 14) // the watch saw the holder come and go meanwhile
+	c.Set(cl2.Slot, 13, busy)
+	c.Set(cl2.Slot, 14, free) // the watch saw the holder come and go meanwhile
 	c.Lost(cl2)
 	if c.Reserved(cl2.Slot) {
-		t.Fatal("lost create overrode newer watch knowledge")
+		t.Fatal("lost write overrode newer watch knowledge")
+	}
+	checkCounts(t, c)
+}
+
+// TestHoldsExpire: a hold keeps its minute busy until its expiry and frees
+// it then by the clock alone, at the hold's revision; a hold replaced
+// since (confirmed, or a newer hold) is not freed by the old expiry.
+func TestHoldsExpire(t *testing.T) {
+	t.Parallel()
+	first, last, _ := Window(t0, subjects.Gold)
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(11, 59, 0, 0)}) // one slot
+	s := slot("a1", at(11, 59, 0, 0))
+	until := t0.Add(30 * time.Second)
+
+	cl, ok := c.Claim(t0, first, last)
+	if !ok || cl.Slot != s {
+		t.Fatalf("claim %+v %v", cl, ok)
+	}
+	c.Taken(cl, 3, heldUntil(until))
+	if _, ok := c.Claim(until.Add(-time.Nanosecond), first, last); ok {
+		t.Fatal("claimed a hold before its expiry")
+	}
+	if n := c.Free(until.Add(-time.Nanosecond), first, last); n != 0 {
+		t.Fatalf("free = %d before the expiry", n)
+	}
+	cl, ok = c.Claim(until, first, last)
+	if !ok || cl.Slot != s || cl.Rev != 3 {
+		t.Fatalf("claim at the expiry %+v %v, want %v over the hold's revision 3", cl, ok, s)
+	}
+	checkCounts(t, c)
+	// A newer hold from the watch replaces it while the claim is in
+	// flight: the write loses, the slot is that hold's until it expires.
+	later := until.Add(30 * time.Second)
+	c.Set(s, 4, heldUntil(later))
+	c.Lost(cl)
+	if _, ok := c.Claim(until.Add(time.Second), first, last); ok {
+		t.Fatal("claimed under a newer hold")
+	}
+	// Confirmed before its expiry: the expiry frees nothing.
+	c.Set(s, 5, busy)
+	if _, ok := c.Claim(later.Add(time.Hour), first, last); ok {
+		t.Fatal("a confirmed ticket freed by the expiry of the hold it replaced")
+	}
+	// Released, then held again, and that hold expires.
+	c.Set(s, 6, free)
+	c.Set(s, 7, heldUntil(later.Add(time.Minute)))
+	if c.Free(later.Add(time.Minute-time.Nanosecond), first, last) != 0 || c.Free(later.Add(time.Minute), first, last) != 1 {
+		t.Fatal("the second hold did not end at its own expiry")
+	}
+	// A snapshot with an expired hold: free at once.
+	c.LoadSlots([]Entry{{Slot: s, Rev: 8, Mark: heldUntil(t0)}})
+	if cl, ok := c.Claim(t0, first, last); !ok || cl.Rev != 8 {
+		t.Fatalf("claim after a snapshot with an expired hold: %+v %v", cl, ok)
 	}
 	checkCounts(t, c)
 }
@@ -291,7 +360,7 @@ func TestClaimsNotHandedOutTwice(t *testing.T) {
 	c.SetAgent(Agent{ID: "a", Available: true, Since: at(9, 0, 0, 0)})
 	var claims []Claim
 	for {
-		cl, ok := c.Claim(first, last)
+		cl, ok := c.Claim(t0, first, last)
 		if !ok {
 			break
 		}
@@ -305,12 +374,12 @@ func TestClaimsNotHandedOutTwice(t *testing.T) {
 	}
 	checkCounts(t, c)
 	// A snapshot load keeps claims in flight.
-	c.LoadSlots([]Entry{{Slot: slot("a", at(11, 0, 0, 0)), Rev: 3}})
-	if _, ok := c.Claim(first, last); ok {
+	c.LoadSlots([]Entry{{Slot: slot("a", at(11, 0, 0, 0)), Rev: 3, Mark: busy}})
+	if _, ok := c.Claim(t0, first, last); ok {
 		t.Fatal("claim handed out while all are in flight")
 	}
 	c.Abandon(claims[7])
-	if cl, ok := c.Claim(first, last); !ok || cl.Slot != claims[7].Slot {
+	if cl, ok := c.Claim(t0, first, last); !ok || cl.Slot != claims[7].Slot {
 		t.Fatalf("abandoned claim not handed out again: %v %v", cl, ok)
 	}
 	checkCounts(t, c)
@@ -321,17 +390,22 @@ func TestLoadSlotsReplaces(t *testing.T) {
 	first, last, _ := Window(t0, subjects.Gold)
 	c := New(t0)
 	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
-	c.Put(slot("a1", t0), 50)
-	c.Delete(slot("a1", at(10, 1, 0, 0)), 60)
-	// Rebuilt watch: revision numbers restart from the snapshot; a key
-	// absent from it is free, whatever revision was known before.
-	c.LoadSlots([]Entry{{Slot: slot("a1", at(10, 1, 0, 0)), Rev: 7}})
-	if c.Reserved(slot("a1", t0)) || !c.Reserved(slot("a1", at(10, 1, 0, 0))) {
+	c.Set(slot("a1", t0), 50, busy)
+	c.Set(slot("a1", at(10, 1, 0, 0)), 60, free)
+	// Rebuilt watch: a key absent from the snapshot is free and never
+	// written, whatever revision was known before.
+	c.LoadSlots([]Entry{{Slot: slot("a1", at(10, 1, 0, 0)), Rev: 7, Mark: busy},
+		{Slot: slot("a1", at(10, 2, 0, 0)), Rev: 8, Mark: free}})
+	if c.Reserved(slot("a1", t0)) || !c.Reserved(slot("a1", at(10, 1, 0, 0))) || c.Rev(slot("a1", t0)) != 0 {
 		t.Fatal("snapshot not applied")
 	}
-	cl, _ := c.Claim(first, last)
-	if cl.Slot != slot("a1", t0) {
-		t.Fatalf("claim %v", cl)
+	cl, _ := c.Claim(t0, first, last)
+	if cl.Slot != slot("a1", t0) || cl.Rev != 0 {
+		t.Fatalf("claim %+v", cl)
+	}
+	cl, _ = c.Claim(t0, first, last)
+	if cl.Slot != slot("a1", at(10, 2, 0, 0)) || cl.Rev != 8 {
+		t.Fatalf("claim %+v, want the released 10:02 at revision 8", cl)
 	}
 	checkCounts(t, c)
 }
@@ -340,14 +414,14 @@ func TestRebase(t *testing.T) {
 	t.Parallel()
 	c := New(t0)
 	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})
-	c.Put(slot("a1", t0), 1)
+	c.Set(slot("a1", t0), 1, busy)
 	// Far outside the indexed range: ignored (a create would conflict).
-	c.Put(slot("a1", t0.Add(100*time.Hour)), 2)
+	c.Set(slot("a1", t0.Add(100*time.Hour)), 2, busy)
 	checkCounts(t, c)
 	// A day later the range moves; old minutes are dropped.
 	later := t0.Add(24 * time.Hour)
 	first, last, _ := Window(later, subjects.Bronze)
-	cl, ok := c.Claim(first, last)
+	cl, ok := c.Claim(later, first, last)
 	if !ok || cl.Slot != slot("a1", later) {
 		t.Fatalf("claim %v %v", cl, ok)
 	}
@@ -360,10 +434,22 @@ func TestRebase(t *testing.T) {
 	}
 }
 
+// kvSlot is the model's newest record of a key.
+type kvSlot struct {
+	rev  uint64
+	mark Mark
+}
+
+func (k kvSlot) busy(now time.Time) bool {
+	return k.mark.State == Busy || (k.mark.State == Held && now.Before(k.mark.Until))
+}
+
 // TestRandomOperations drives a calendar with random claims, outcomes,
-// events and agent changes, checking after every step that a claim is
-// inside its window, never handed out while in flight or reserved, and
-// that the per-minute counts agree with the entries.
+// records, hold expiries and agent changes, against a model of the KV:
+// a claim is inside its window, never handed out while in flight, only
+// for a minute the KV has free at that instant and over the revision the
+// KV has (0: never written); and the per-minute counts agree with the
+// entries.
 func TestRandomOperations(t *testing.T) {
 	t.Parallel()
 	for seed := uint64(0); seed < 20; seed++ {
@@ -371,15 +457,22 @@ func TestRandomOperations(t *testing.T) {
 		c := New(t0)
 		agents := []string{"a", "b", "c", "d"}
 		inFlight := map[Slot]Claim{}
-		reserved := map[Slot]uint64{} // the "KV": key -> revision
+		kv := map[Slot]kvSlot{}
 		rev := uint64(0)
+		now := t0
+		mark := func() Mark {
+			if rng.IntN(3) == 0 {
+				return heldUntil(now.Add(time.Duration(rng.IntN(60)) * time.Second))
+			}
+			return busy
+		}
 		for step := 0; step < 3000; step++ {
-			switch op := rng.IntN(10); {
+			switch op := rng.IntN(12); {
 			case op < 4:
 				created := t0.Add(time.Duration(rng.Int64N(int64(30 * time.Minute))))
 				typ := []string{subjects.Gold, subjects.Silver, subjects.Bronze}[rng.IntN(3)]
 				first, last, _ := Window(created, typ)
-				cl, ok := c.Claim(first, last)
+				cl, ok := c.Claim(now, first, last)
 				if !ok {
 					continue
 				}
@@ -389,42 +482,41 @@ func TestRandomOperations(t *testing.T) {
 				if _, dup := inFlight[cl.Slot]; dup {
 					t.Fatalf("seed %d: %v claimed twice", seed, cl.Slot)
 				}
-				if _, held := reserved[cl.Slot]; held && c.Reserved(cl.Slot) {
-					t.Fatalf("seed %d: %v claimed while known reserved", seed, cl.Slot)
+				if k := kv[cl.Slot]; k.busy(now) || k.rev != cl.Rev {
+					t.Fatalf("seed %d: %+v claimed at %v while the KV has %+v", seed, cl, now, k)
 				}
 				inFlight[cl.Slot] = cl
 			case op < 7 && len(inFlight) > 0:
 				for s, cl := range inFlight {
 					delete(inFlight, s)
-					if _, held := reserved[s]; held {
-						c.Lost(cl)
-					} else if rng.IntN(5) == 0 {
+					switch k := kv[s]; {
+					case k.rev != cl.Rev:
+						c.Lost(cl) // the revision-checked write fails
+					case rng.IntN(5) == 0:
 						c.Abandon(cl)
-					} else {
+					default:
 						rev++
-						reserved[s] = rev
-						c.Taken(cl, rev)
+						kv[s] = kvSlot{rev, mark()}
+						c.Taken(cl, rev, kv[s].mark)
 					}
 					break
 				}
-			case op < 8 && len(reserved) > 0:
-				for s, r := range reserved {
-					delete(reserved, s)
+			case op < 8 && len(kv) > 0:
+				for s := range kv {
 					rev++
-					if rng.IntN(2) == 0 {
-						c.Released(s, r)
-					} else {
-						c.Delete(s, rev)
-					}
+					kv[s] = kvSlot{rev, free} // a release, by anyone
+					c.Set(s, rev, free)
 					break
 				}
 			case op < 9:
 				s := slot(agents[rng.IntN(len(agents))], t0.Add(time.Duration(rng.IntN(480))*time.Minute))
-				if _, ok := reserved[s]; !ok {
+				if !kv[s].busy(now) {
 					rev++
-					reserved[s] = rev
-					c.Put(s, rev) // another responder's write
+					kv[s] = kvSlot{rev, mark()}
+					c.Set(s, rev, kv[s].mark) // another responder's write
 				}
+			case op < 11:
+				now = now.Add(time.Duration(rng.IntN(10)) * time.Second)
 			default:
 				c.SetAgent(Agent{ID: agents[rng.IntN(len(agents))], Available: rng.IntN(3) > 0,
 					Since: t0.Add(time.Duration(rng.Int64N(int64(3 * time.Hour))))})
@@ -442,28 +534,32 @@ func FuzzCalendar(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		c := New(t0)
 		inFlight := map[Slot]bool{}
+		now := t0
 		for i, op := range ops {
 			s := slot(string(rune('a'+op%3)), t0.Add(time.Duration(op%16)*time.Minute))
-			switch op % 6 {
+			switch op % 7 {
 			case 0:
 				c.SetAgent(Agent{ID: s.Agent, Available: op%4 != 0, Since: t0.Add(time.Duration(op) * time.Second)})
 			case 1, 2:
 				first, last, _ := Window(t0.Add(time.Duration(op)*time.Second), subjects.Gold)
-				if cl, ok := c.Claim(first, last); ok {
+				if cl, ok := c.Claim(now, first, last); ok {
 					if inFlight[cl.Slot] || cl.Minute.Before(first) || cl.Minute.After(last) {
 						t.Fatalf("bad claim %v", cl.Slot)
 					}
 					inFlight[cl.Slot] = true
 					if op%2 == 0 {
-						c.Taken(cl, uint64(i+1))
+						c.Taken(cl, uint64(i+1), heldUntil(now.Add(time.Duration(op)*time.Second)))
 						delete(inFlight, cl.Slot)
 					}
 				}
 			case 3:
-				c.Put(s, uint64(i+1))
+				c.Set(s, uint64(i+1), []Mark{busy, free, heldUntil(now.Add(time.Duration(op) * time.Second))}[op%3])
 			case 4:
-				c.Delete(s, uint64(i+1))
+				now = now.Add(time.Duration(op) * time.Second)
+				c.ExpireHolds(now)
 			case 5:
+				c.Set(s, uint64(i+1), free)
+			case 6:
 				c.LoadSlots(nil)
 			}
 			checkCounts(t, c)

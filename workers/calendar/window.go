@@ -3,7 +3,8 @@
 // per-tenant index of agent-minutes that finds the earliest free one.
 //
 // Nothing here does I/O or reads a clock. The ETA responder feeds a
-// Calendar from KV watches and its own writes; the KV create is the truth,
+// Calendar from KV watches and its own writes; the revision-checked KV
+// write is the truth,
 // the calendar only says which key is worth trying first.
 package calendar
 
