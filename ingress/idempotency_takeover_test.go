@@ -17,12 +17,13 @@ import (
 // crashedTwin writes what a create_ticket under key leaves behind when its
 // process dies after the reserve and before its answer is remembered: the
 // pending record fixing nonce (stamped at claimed), and the ticket the
-// responder admitted for it. It returns the responder's reply.
+// responder admitted for it (created now: the responders refuse an
+// instant far from their clock). It returns the responder's reply.
 func (e *ticketEnv) crashedTwin(t *testing.T, a account, key, nonce string, claimed time.Time) subjects.ETAReply {
 	t.Helper()
 	e.pendingRecord(t, a, key, subjects.IdempotencyRecord{Nonce: nonce}, claimed)
 	data, err := json.Marshal(subjects.ETARequest{Op: subjects.ETAReserve, Tenant: a.id, Type: subjects.Gold,
-		CreatedAt: subjects.Stamp(claimed), Nonce: nonce})
+		CreatedAt: subjects.Stamp(e.clock.Now()), Nonce: nonce})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestIdempotencyTakeoverAnswersTheTwinsTicket(t *testing.T) {
 	records := e.slotRecords(t, a.id)
 
 	first := e.create(t, a, subjects.Gold, key)
-	created := subjects.Stamp(claimed)
+	created := twin.CreatedAt
 	want := map[string]any{"status": "accepted", "ticket_id": twin.Ticket, "ticket_type": subjects.Gold,
 		"slot_time": timestamp(twin.SlotTime), "deadline": timestamp(created.Add(2 * time.Hour)), "agent_id": twin.Agent,
 		"created_at": timestamp(created)}

@@ -43,6 +43,8 @@ type ticketEnvOptions struct {
 	configure func(*Config)
 	// noResponder leaves the ETA subjects to the test's own responder.
 	noResponder bool
+	// afterReserve is the admission service's AfterReserve hook.
+	afterReserve func(ticket string)
 }
 
 func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
@@ -60,7 +62,7 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 		// there would fail tests that count admissions exactly.
 		eta = testETATimeout
 	}
-	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta})
+	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta, AfterReserve: opts.afterReserve})
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)

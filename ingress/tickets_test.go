@@ -270,6 +270,46 @@ func TestOldTicketReadAndCancelled(t *testing.T) {
 	}
 }
 
+// TestAfterReserveSeesTheWrittenTicket: the AfterReserve fault point (a
+// crash there is a ticket its client never heard of) runs once per
+// admission, create and allocate_slot alike, after the responder wrote
+// the ticket's record and before the client's answer, with the ticket id
+// the answer then carries.
+func TestAfterReserveSeesTheWrittenTicket(t *testing.T) {
+	t.Parallel()
+	type seen struct {
+		ticket  string
+		written bool
+	}
+	var e *ticketEnv
+	var mu sync.Mutex
+	var calls []seen
+	var tenant string // set before the first admission
+	e = newTicketEnv(t, ticketEnvOptions{afterReserve: func(ticket string) {
+		h := e.slotHistory(t, tenant, ticket)
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, seen{ticket: ticket, written: len(h) > 0 && h[len(h)-1].rec.Ticket == ticket})
+	}})
+	a, _ := e.tenantWithAgent(t, "Hooked", "ops@hooked.example")
+	tenant = a.id
+	created := e.createWhenReady(t, a, subjects.Gold)["ticket_id"].(string)
+	hold := e.internalDo(t, "/validate_eta", map[string]string{"client_id": a.id, "ticket_type": subjects.Silver})
+	if hold.status != http.StatusOK {
+		t.Fatalf("validate_eta: %d %s", hold.status, hold.raw)
+	}
+	alloc := e.internalDo(t, "/allocate_slot", map[string]any{"client_id": a.id, "ticket_type": subjects.Silver, "slot_id": hold.body["slot_id"]})
+	if alloc.status != http.StatusCreated {
+		t.Fatalf("allocate_slot: %d %s", alloc.status, alloc.raw)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []seen{{created, true}, {alloc.body["ticket_id"].(string), true}}
+	if !reflect.DeepEqual(calls, want) {
+		t.Errorf("AfterReserve saw %+v, want %+v", calls, want)
+	}
+}
+
 func TestAnotherTenantsTicketIsNotFound(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t, ticketEnvOptions{})
