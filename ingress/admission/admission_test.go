@@ -19,10 +19,9 @@ func TestRequestHashSeparatesFields(t *testing.T) {
 }
 
 // TestTimingBudget pins the service to subjects.DefaultBudget: it takes
-// its ETA and publish bounds from it (ETATimeout replacing the ETA), and
-// callTimeout, which the claim budget counts for the cancel of a failed
-// publish, is the budget's Call, so raising one without the other fails
-// here rather than shortening the takeover bound.
+// its bounds from it (ETATimeout replacing the ETA), and callTimeout,
+// which the claim budget counts, is the budget's Call, so raising one
+// without the other fails here rather than shortening the takeover bound.
 func TestTimingBudget(t *testing.T) {
 	if callTimeout != subjects.DefaultBudget.Call {
 		t.Errorf("callTimeout %s, budget's Call %s: declare one from the other", callTimeout, subjects.DefaultBudget.Call)
