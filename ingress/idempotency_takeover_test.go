@@ -114,6 +114,21 @@ func TestIdempotencyTakeoverAnswersTheTwinsTicket(t *testing.T) {
 	if rec := e.record(t, a, key.Get("Idempotency-Key")); rec.State != subjects.IdempotencyDone || rec.Ticket != twin.Ticket || rec.Nonce != nonce {
 		t.Errorf("record after the takeover: %+v", rec)
 	}
+
+	// The twin's ticket was cancelled since: the 201 it earned is still
+	// the answer, and nothing is admitted anew.
+	cancelledTwin := e.crashedTwin(t, a, "crash-then-cancel", subjects.NewTicketNonce(), claimed)
+	if r := e.cancel(t, a, cancelledTwin.Ticket); r.status != http.StatusOK {
+		t.Fatalf("cancel the twin's ticket: %d %s", r.status, r.raw)
+	}
+	records = e.slotRecords(t, a.id)
+	got := e.create(t, a, subjects.Gold, http.Header{"Idempotency-Key": {"crash-then-cancel"}})
+	if got.status != http.StatusCreated || got.body["ticket_id"] != cancelledTwin.Ticket {
+		t.Fatalf("retry after the twin's ticket was cancelled: %d %s, want 201 for %s", got.status, got.raw, cancelledTwin.Ticket)
+	}
+	if n := e.slotRecords(t, a.id); n != records {
+		t.Errorf("slot records %d -> %d: the takeover of a cancelled ticket wrote", records, n)
+	}
 }
 
 // TestIdempotencyTakeoverAdmitsTheNonceOnce: the dead request's reserve
