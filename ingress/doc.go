@@ -42,18 +42,23 @@
 // Admission passes the process's Overload as its gate. It never writes a
 // slot: it asks the tenant's ETA responders (subjects.ETA(tenant):
 // reserve, hold, confirm, release; no answer within admission's
-// ETATimeout is 503 with Retry-After) and publishes ticket events to the
-// TICKETS stream (message id = ticket id, or ticket id + ":cancel"),
-// which the allocator workers write into the tenant's database.
+// ETATimeout is 503 with Retry-After). The responder's write of a
+// ticket's slot record is the ticket's one durable write and its
+// hand-off: the allocator workers read the slot buckets' streams and
+// write the tenant's database. Ticket ids name their slot
+// (subjects.NewSlotTicketID, from a nonce admission picks).
 //
-//   - create_ticket reserves, publishes, then answers 201. If the publish
-//     fails the reservation is released and the answer is 503, never 201.
-//   - cancel_ticket publishes the cancel first and then releases the slot,
-//     so a later ticket in that slot comes after the cancel in the stream,
-//     and the slot is free for the very next create.
-//   - GET /tickets/{id} reads the ticket's latest event still in the stream
-//     and the tenant database (tenants.TicketLookup): accepted (admitted,
-//     not yet written), allocated, or cancelled. Another tenant's ticket is
+//   - create_ticket asks reserve and answers 201 from its reply. A
+//     reserve whose outcome is unknown (no reply) is followed by a
+//     release of its nonce's ticket, and the answer is 503, never 201.
+//   - cancel_ticket asks release: the ticket's released record frees the
+//     slot for the very next create and is the cancel the allocators
+//     apply. A ticket of an earlier version (an id naming no slot) is
+//     cancelled in its tenant database directly.
+//   - GET /tickets/{id} reads the ticket's newest slot record (walking
+//     back through the key's history if its minute was taken again) and
+//     the tenant database (tenants.TicketLookup): accepted (admitted, not
+//     yet written), allocated, or cancelled. Another tenant's ticket is
 //     404 like a ticket that does not exist.
 //   - validate_eta and allocate_slot, on the internal listener only, are
 //     the two-phase form: a hold that expires, then a ticket whose
@@ -61,12 +66,13 @@
 //
 // Idempotency-Key (admission/idempotency.go; the header is read in
 // idempotency.go) claims the key with a KV create of a pending record that
-// fixes the ticket id, and replaces it with the 201's ticket (24 h TTL) or
-// forgets it after a 409 or 503: a rejection is not remembered. A twin in
-// flight is waited for, briefly. A twin whose claim is older than the
-// takeover bound (about 31 s with the default ETA timeout) is presumed
-// dead and taken over: the retry gives the ticket id the twin fixed
-// exactly one ticket, the published one or a new admission.
+// fixes the ticket id's nonce, and replaces it with the 201's ticket (24 h
+// TTL) or forgets it after a 409 or 503: a rejection is not remembered. A
+// twin in flight is waited for, briefly. A twin whose claim is older than
+// the takeover bound (about 31 s with the default ETA timeout) is presumed
+// dead and taken over: the retry asks reserve with Takeover and the twin's
+// nonce, which gives the key exactly one ticket, the twin's or a new
+// admission.
 //
 // # The NATS API
 //
@@ -99,7 +105,8 @@
 // overloaded once the wait is over), failed attempts counted per client
 // address and per client_id (slowed, then locked out: 429), and a
 // generous per-address bucket for create_account; and a bound on the
-// TICKETS backlog, sampled at most every 250 ms (backlog.go), past which new
+// allocators' backlog (the slot records their consumers have not read),
+// sampled at most every 250 ms (backlog.go), past which new
 // admissions (create_ticket, validate_eta) are 503 with Retry-After 5
 // while cancel and GET go on. A NATS API request that finds every handler
 // busy is 503 at once. NATS replies carry Retry-After as a NATS header.

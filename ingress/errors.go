@@ -119,7 +119,7 @@ var errTicketNotFound = newError(http.StatusNotFound, codeTicketNotFound, "ticke
 var errClientNotFound = newError(http.StatusNotFound, codeClientNotFound, "client_id: no such client")
 
 // errUnavailable is a 503 with Retry-After for a dependency that did not
-// answer in time (the ETA responders, the TICKETS stream); cause is logged.
+// answer in time (the ETA responders, a slot bucket); cause is logged.
 func errUnavailable(cause error) *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: codeUnavailable, message: msgUnavailable,
 		header: map[string]string{"Retry-After": "1"}, cause: cause}

@@ -16,11 +16,11 @@ import (
 )
 
 // FuzzNATSAPI sends arbitrary requests through the NATS API's real
-// dispatch (registry, ETA responder, TICKETS stream, idempotency bucket)
+// dispatch (registry, ETA responder, slot buckets, idempotency bucket)
 // for one env shared by every input. Whatever the subject, body and
 // Idempotency-Key: no panic, no 5xx, a reply that is one JSON object with
-// "code", and a refusal writes nothing (no stream message, no slot key, no
-// idempotency key).
+// "code", and a refusal writes nothing (no slot record, no idempotency
+// key).
 //
 // Subjects and bodies may name the env's real ids through placeholders,
 // so that the fuzzer reaches past the tenant lookup: {a} and {b} are the
@@ -83,8 +83,9 @@ func FuzzNATSAPI(f *testing.F) {
 }
 
 // writeMarks are what a request could have written: the last sequences
-// of the TICKETS stream and of the tenants' slot bucket streams (every
-// create, update or purge moves them), and the tenants' idempotency keys.
+// of the tenants' slot bucket streams (every record a responder writes
+// moves them: a ticket, a hold, a cancel), and the tenants' idempotency
+// keys.
 type writeMarks struct {
 	seqs []uint64
 	idem []string
@@ -103,14 +104,13 @@ func (w writeMarks) within(earlier writeMarks) bool {
 	return true
 }
 
-// writes reads the env's write marks for the given tenants. Holds must
-// not expire meanwhile (their expiry moves a slot bucket's sequence).
+// writes reads the env's write marks for the given tenants.
 func (e *ticketEnv) writes(t testing.TB, tenantIDs ...string) writeMarks {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
-	streams := []string{subjects.StreamTickets}
+	var streams []string
 	for _, id := range tenantIDs {
-		streams = append(streams, "KV_"+subjects.SlotBucket(subjects.SlotShard(id, subjects.DefaultSlotShards)))
+		streams = append(streams, subjects.SlotStream(subjects.SlotShard(id, subjects.DefaultSlotShards)))
 	}
 	var w writeMarks
 	for _, name := range streams {

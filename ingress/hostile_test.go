@@ -118,7 +118,7 @@ func bodyCases(ep endpoint) []hostileCase {
 // attacks, every field its own bad values and every authenticated route
 // missing, malformed, forged, logged-out and expired tokens; each gets its
 // 4xx and code, a well-formed JSON answer, and nothing is written (I7):
-// no tenant, agent, stream message, slot key or idempotency key, no
+// no tenant, agent, slot record, slot key or idempotency key, no
 // session ended.
 func TestHostileInputsChangeNothing(t *testing.T) {
 	t.Parallel()

@@ -72,16 +72,17 @@ var _ admission.Gate = (*Overload)(nil)
 //     ClientBurst; a generous token bucket): every attempt creates, or
 //     may create, a database.
 //   - New admissions (create_ticket, validate_eta) are refused with 503
-//     overloaded, Retry-After 5, while the TICKETS stream holds MaxBacklog
-//     messages or more: the allocators are far behind (or down), so a
-//     ticket accepted now would reach its tenant's database long after its
-//     201, and the work-queue stream, which keeps every message until a
-//     worker acks it, would grow without limit. cancel_ticket and GET
-//     still work, and so does allocate_slot, which completes a hold made
-//     before (their number is bounded by the holds outstanding). The
-//     stream's message count is sampled (backlog.go) at most every BacklogInterval,
-//     not per request; between samples this process adds what it
-//     publishes, so it cannot overshoot the bound on its own.
+//     overloaded, Retry-After 5, while the allocators are MaxBacklog slot
+//     records or more behind (summed over the shards: what their
+//     consumers have not delivered or not seen acked): they are far
+//     behind (or down), so a ticket accepted now would reach its tenant's
+//     database long after its 201, perhaps after its record has aged
+//     out. cancel_ticket and GET still work, and so does allocate_slot,
+//     which completes a hold made before (their number is bounded by the
+//     holds outstanding). The lag is sampled (backlog.go) at most every
+//     BacklogInterval, not per request; between samples this process adds
+//     the records it had written, so it cannot overshoot the bound on its
+//     own.
 //
 // Every refusal is counted: tms_ingress_rate_limited_total{limit} and
 // tms_ingress_shed_total{reason}; the wait of create_account and login
@@ -122,14 +123,16 @@ type OverloadConfig struct {
 	MaxAccountCreates int
 	MaxLogins         int
 	QueueWait         time.Duration
-	// MaxBacklog is the TICKETS stream's message count at which new
+	// MaxBacklog is the allocators' lag, in slot records, at which new
 	// admissions are refused (0: 100000; negative: never).
 	// BacklogInterval is how often the count is sampled (0: 250 ms).
 	MaxBacklog      int64
 	BacklogInterval time.Duration
-	// JS reads the TICKETS stream's message count; required unless
-	// MaxBacklog is negative.
-	JS jetstream.JetStream
+	// JS reads the allocators' consumers and the slot streams; required
+	// unless MaxBacklog is negative. Shards is the slot shard count (0:
+	// subjects.DefaultSlotShards).
+	JS     jetstream.JetStream
+	Shards int
 	// Metrics receives the refusal counters (required).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger // nil: discard
@@ -203,7 +206,7 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 		return nil, errors.New("ingress: OverloadConfig.Metrics is nil")
 	}
 	if cfg.MaxBacklog >= 0 && cfg.JS == nil {
-		return nil, errors.New("ingress: OverloadConfig.JS is nil (needed to watch the TICKETS backlog)")
+		return nil, errors.New("ingress: OverloadConfig.JS is nil (needed to watch the allocators' backlog)")
 	}
 	now := cfg.Now
 	if now == nil {
@@ -229,7 +232,7 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 		logger:  logger,
 	}
 	if cfg.MaxBacklog >= 0 {
-		o.backlog = &backlog{js: cfg.JS, max: cfg.MaxBacklog, every: cfg.BacklogInterval, now: now, logger: logger}
+		o.backlog = &backlog{js: cfg.JS, shards: cfg.Shards, max: cfg.MaxBacklog, every: cfg.BacklogInterval, now: now, logger: logger}
 		if o.backlog.max == 0 {
 			o.backlog.max = DefaultMaxBacklog
 		}
@@ -350,8 +353,8 @@ func (o *Overload) EnterNewAdmission(ctx context.Context, tenant string) (releas
 	return o.EnterAdmission(tenant)
 }
 
-// checkBacklog refuses a new admission while the TICKETS stream is
-// saturated.
+// checkBacklog refuses a new admission while the allocators are too far
+// behind.
 func (o *Overload) checkBacklog(ctx context.Context) error {
 	if o.backlog == nil || !o.backlog.saturated(ctx) {
 		return nil
@@ -360,8 +363,8 @@ func (o *Overload) checkBacklog(ctx context.Context) error {
 	return errOverloaded(backlogRetryAfter)
 }
 
-// Published counts a message this process added to the TICKETS stream.
-// It is admission.Gate's.
+// Published counts a slot record the responders wrote for this process,
+// until the next sample. It is admission.Gate's.
 func (o *Overload) Published() {
 	if o.backlog != nil {
 		o.backlog.added()

@@ -297,10 +297,11 @@ func TestInFlightLimitShedsAdmission(t *testing.T) {
 	}
 }
 
-// With no allocator draining TICKETS, new admissions stop at MaxBacklog
-// messages with 503 and Retry-After, on HTTP and NATS; cancel and GET go
-// on. The bound is the stream's real count, not only what this process
-// published, and shedding ends once workers drain the stream.
+// With no allocator reading the slot records, new admissions stop at
+// MaxBacklog records with 503 and Retry-After, on HTTP and NATS; cancel
+// and GET go on. The bound is the slot streams' real count, not only what
+// this process had written, and shedding ends once the allocators catch
+// up.
 func TestBacklogShedsNewAdmissions(t *testing.T) {
 	t.Parallel()
 	const maxBacklog = 3
@@ -327,12 +328,12 @@ func TestBacklogShedsNewAdmissions(t *testing.T) {
 	reply, body := e.natsRequest(t, a.id, subjects.OpCreateTicket, map[string]string{"client_id": a.id, "ticket_type": subjects.Gold})
 	wantNATSRefused(t, "NATS create_ticket over the backlog", reply, body, http.StatusServiceUnavailable, codeOverloaded, "5")
 
-	// A fresh sample reads the stream itself: still full.
+	// A fresh sample reads the streams themselves: still full.
 	sampleClock.Advance(time.Second)
 	wantRefused(t, "create_ticket after a fresh sample", e.create(t, a, subjects.Silver, nil),
 		http.StatusServiceUnavailable, codeOverloaded, "5")
-	if n := e.streamMessages(t, a.id); n != maxBacklog {
-		t.Fatalf("%d messages in TICKETS, want %d: a refused create published", n, maxBacklog)
+	if n := e.slotRecords(t, a.id); n != maxBacklog {
+		t.Fatalf("%d slot records, want %d: a refused admission wrote", n, maxBacklog)
 	}
 
 	// Cancel and GET still work.
@@ -346,7 +347,7 @@ func TestBacklogShedsNewAdmissions(t *testing.T) {
 		t.Fatalf("tms_ingress_shed_total{reason=backlog} = %v, want 4", got)
 	}
 
-	// Workers drain the stream; the next sample lets admissions in again.
+	// The allocators catch up; the next sample lets admissions in again.
 	e.startAllocator(t)
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		sampleClock.Advance(time.Second)
@@ -357,9 +358,9 @@ func TestBacklogShedsNewAdmissions(t *testing.T) {
 		case http.StatusServiceUnavailable:
 			return false
 		}
-		t.Fatalf("create_ticket while the stream drains: %d %s", r.status, r.raw)
+		t.Fatalf("create_ticket while the allocator catches up: %d %s", r.status, r.raw)
 		return false
-	}, "admission to resume once the allocator drains TICKETS")
+	}, "admission to resume once the allocator catches up")
 }
 
 // loginFrom posts a login from a client address to h.

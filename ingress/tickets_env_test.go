@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +43,8 @@ type ticketEnvOptions struct {
 	configure func(*Config)
 	// noResponder leaves the ETA subjects to the test's own responder.
 	noResponder bool
+	// afterReserve is the admission service's AfterReserve hook.
+	afterReserve func(ticket string)
 }
 
 func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
@@ -61,7 +62,7 @@ func newTicketEnv(t testing.TB, opts ticketEnvOptions) *ticketEnv {
 		// there would fail tests that count admissions exactly.
 		eta = testETATimeout
 	}
-	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta})
+	e.withAdmission(&cfg, admission.Config{Now: e.clock.Now, ETATimeout: eta, AfterReserve: opts.afterReserve})
 	h, err := NewInternal(cfg)
 	if err != nil {
 		t.Fatalf("NewInternal: %v", err)
@@ -230,26 +231,84 @@ func (e *ticketEnv) natsCall(t *testing.T, tenant, op string, body any, header n
 	return out
 }
 
-// streamMessages counts the tenant's messages in the TICKETS stream.
-func (e *ticketEnv) streamMessages(t testing.TB, tenant string) uint64 {
+// slotRecords counts the tenant's records in its slot shard's stream:
+// every write of a responder (a ticket, a hold, a cancel) is one, and
+// nothing there deletes.
+func (e *ticketEnv) slotRecords(t testing.TB, tenant string) uint64 {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
-	st, err := e.js.Stream(ctx, subjects.StreamTickets)
+	shard := subjects.SlotShard(tenant, subjects.DefaultSlotShards)
+	st, err := e.js.Stream(ctx, subjects.SlotStream(shard))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return 0
 	}
 	if err != nil {
-		t.Fatalf("stream: %v", err)
+		t.Fatalf("slot stream: %v", err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subjects.TenantTickets(tenant)))
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subjects.SlotStreamSubjects(shard)))
 	if err != nil {
-		t.Fatalf("stream info: %v", err)
+		t.Fatalf("slot stream info: %v", err)
 	}
 	var n uint64
-	for _, c := range info.State.Subjects {
-		n += c
+	for subject, c := range info.State.Subjects {
+		_, key, err := subjects.ParseSlotSubject(subject)
+		if err != nil {
+			t.Fatalf("slot stream subject %q: %v", subject, err)
+		}
+		if owner, _, _, err := subjects.ParseSlotKey(key); err == nil && owner == tenant {
+			n += c
+		}
 	}
 	return n
+}
+
+// slotHistory is every record of a ticket's slot key, oldest first, with
+// its revision.
+func (e *ticketEnv) slotHistory(t testing.TB, tenant, ticket string) []slotEntry {
+	t.Helper()
+	agent, minute, _, err := subjects.ParseTicketID(ticket)
+	if err != nil {
+		t.Fatalf("ticket id %q: %v", ticket, err)
+	}
+	ctx := testkit.Context(t, 10*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(tenant, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatalf("slot bucket: %v", err)
+	}
+	key := subjects.SlotKey(tenant, agent, minute)
+	entries, err := kv.History(ctx, key)
+	if err != nil {
+		t.Fatalf("history of %s: %v", key, err)
+	}
+	var out []slotEntry
+	for _, en := range entries {
+		rec, err := subjects.DecodeSlotRecord(key, en.Value(), subjects.CheckWritable)
+		if err != nil {
+			t.Fatalf("record %d of %s: %v", en.Revision(), key, err)
+		}
+		out = append(out, slotEntry{rev: en.Revision(), rec: rec})
+	}
+	return out
+}
+
+// slotEntry is one record of a slot key.
+type slotEntry struct {
+	rev uint64
+	rec subjects.SlotRecord
+}
+
+// states lists the records' states and tickets, for messages and
+// comparisons: "confirmed:t...", "held", ...
+func states(entries []slotEntry) []string {
+	var out []string
+	for _, en := range entries {
+		s := en.rec.State
+		if en.rec.Ticket != "" {
+			s += ":" + en.rec.Ticket
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // slotKeys lists the tenant's keys in its slot shard bucket.
@@ -304,4 +363,33 @@ func (e *ticketEnv) row(t *testing.T, tenant, id string) (tenants.TicketRow, err
 	return e.tickets.Get(ctx, tn, id)
 }
 
-var ticketIDPattern = regexp.MustCompile(`^t[a-z2-7]{20}$`)
+// checkTicketID checks that id is a ticket id of the new form naming the
+// agent and minute it was given (subjects.NewSlotTicketID).
+func checkTicketID(t testing.TB, id, agent string, slot time.Time) {
+	t.Helper()
+	a, m, nonce, err := subjects.ParseTicketID(id)
+	if err != nil || a != agent || !m.Equal(slot) || subjects.ValidTicketNonce(nonce) != nil {
+		t.Fatalf("ticket id %q does not name %s %s (%v)", id, agent, slot.Format(time.RFC3339), err)
+	}
+}
+
+// oldTicket writes a Gold ticket of the version before ticket ids named
+// their slot ("t" and 20 random characters) straight into the tenant's
+// database, as an allocator of that version did: such a ticket has no
+// slot record.
+func (e *ticketEnv) oldTicket(t testing.TB, a account, agent string) subjects.TicketEvent {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
+	tn, err := e.registry.Get(ctx, a.id)
+	if err != nil {
+		t.Fatalf("tenant %s: %v", a.id, err)
+	}
+	created := subjects.Stamp(e.clock.Now().Add(-time.Hour))
+	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: a.id, Ticket: subjects.NewTicketID(), Type: subjects.Gold,
+		Agent: agent, SlotTime: created.Truncate(time.Minute).Add(7 * time.Minute), CreatedAt: created,
+		Deadline: created.Add(2 * time.Hour)}
+	if err := e.tickets.ApplyCreated(ctx, tn, ev); err != nil {
+		t.Fatalf("old ticket: %v", err)
+	}
+	return ev
+}

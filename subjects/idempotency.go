@@ -45,11 +45,19 @@ const (
 )
 
 // IdempotencyRecord is the value stored under IdempotencyKey: the request's
-// fingerprint, the ticket id it was given, and, once done, the 201 body.
+// fingerprint, the nonce of its ticket's id, and, once done, the ticket
+// id and the 201 body.
+//
+// A pending record fixes Nonce (NewTicketNonce) before the slot, and so
+// the ticket id (NewSlotTicketID), is known: a retry that takes over a
+// twin presumed dead asks for the ticket with that nonce. Records written
+// before ticket ids named their slot have no Nonce: a pending one fixed
+// the whole Ticket id instead; they still decode.
 type IdempotencyRecord struct {
 	State    string    `json:"state"`
 	BodyHash string    `json:"body_hash"`
-	Ticket   string    `json:"ticket"`
+	Nonce    string    `json:"nonce,omitempty"`
+	Ticket   string    `json:"ticket,omitempty"`
 	Response []byte    `json:"response,omitempty"`
 	Created  time.Time `json:"created"`
 }

@@ -11,64 +11,64 @@ import (
 	"tms/subjects"
 )
 
-// TicketLookup finds a ticket where it lives: the newest message of its
-// subject in the TICKETS stream while a worker has not consumed it yet,
-// then its row in the tenant database. The stream is read first: a
-// worker deletes the message only after its commit, so a ticket is never
-// missing from both. Admission (get, cancel, the publish-error paths, an
-// Idempotency-Key takeover) and the reconciler all look tickets up here.
+// TicketLookup finds a ticket where it lives: its newest record in its
+// tenant's slot bucket (the ticket id names the key, subjects.ParseTicketID),
+// then its row in the tenant database. The record is read first: it is
+// the ticket's hand-off to the allocators and stays for
+// subjects.SlotRecordAge, far longer than an allocator takes to write the
+// row, so a ticket is never missing from both. Admission's get and cancel
+// look tickets up here.
+//
+// A key's newest record may be a later one than the ticket's (the ticket
+// was cancelled and its minute taken again, or held): the lookup walks
+// back through the records' Prev revisions to the ticket's newest one.
+// A ticket id that names no slot (ids of an earlier version) is looked up
+// in the tenant database only.
 type TicketLookup struct {
-	Stream jetstream.Stream // TICKETS
-	Rows   *Tickets
-	// StreamTimeout bounds each read of the stream (the direct get, the
-	// leader's subject count), RowTimeout the read of the row; 0: only
-	// ctx bounds it.
-	StreamTimeout, RowTimeout time.Duration
+	// Slots gives the slot bucket of a tenant's shard; an error wrapping
+	// jetstream.ErrBucketNotFound means no bucket, so no record, yet.
+	Slots func(ctx context.Context, tenant string) (jetstream.KeyValue, error)
+	Rows  *Tickets
+	// SlotTimeout bounds each read of the bucket, RowTimeout the read of
+	// the row; 0: only ctx bounds it.
+	SlotTimeout, RowTimeout time.Duration
 }
 
-// TicketReads says what Find reads beyond the newest stream message and,
-// when there is none, the row.
+// TicketReads says what Find reads beyond the ticket's newest record
+// and, when there is none, the row.
 type TicketReads uint8
 
-const (
-	// ReadRowUnderCreate also reads the row when the stream's newest
-	// message is a create: the row is the more advanced truth, since a
-	// worker may have applied a cancel whose message is gone while the
-	// create's is not (a get answers from it).
-	ReadRowUnderCreate TicketReads = 1 << iota
-	// ConfirmAbsence asks the stream leader, when neither store has the
-	// ticket, whether the subject is empty: the direct get may be served
-	// by a lagging replica, and whoever acts on an absence (releases a
-	// slot, admits a ticket id anew) must not act on a stale one. A
-	// subject the leader says holds a message is an error (ErrUnavailable:
-	// ask again later).
-	ConfirmAbsence
-)
+// ReadRowUnderCreate also reads the row when the ticket's newest record is
+// its create (confirmed): the row is the more advanced truth once an
+// allocator has written it (allocated), and a get answers from it.
+const ReadRowUnderCreate TicketReads = 1
 
 // TicketState is what the stores hold for one ticket.
 type TicketState struct {
 	Tenant string
-	// Event is the newest message of the ticket's subject, when InStream.
+	// Event is the ticket's newest slot record (SlotRecord.Event: created
+	// for confirmed, cancelled for released) at Revision, when InSlots.
 	Event    subjects.TicketEvent
-	InStream bool
+	Revision uint64
+	InSlots  bool
 	// Row is the ticket's row in the tenant database, when InDB. It is
-	// read only when the stream has no message, or under
-	// ReadRowUnderCreate when that message is a create.
+	// read only when no record of the ticket was found, or under
+	// ReadRowUnderCreate when the record is a create.
 	Row  TicketRow
 	InDB bool
 }
 
-// Latest is the ticket as it stands, and its status: a cancel in the
-// stream is final; otherwise the row, when it was read and found, wins
-// (allocated or cancelled); a create only the stream holds is accepted.
-// found is false when neither store has the ticket.
+// Latest is the ticket as it stands, and its status: a cancel in the slot
+// records is final; otherwise the row, when it was read and found, wins
+// (allocated or cancelled); a create only the slot records hold is
+// accepted. found is false when neither store has the ticket.
 func (s TicketState) Latest() (ev subjects.TicketEvent, status string, found bool) {
 	switch {
-	case s.InStream && s.Event.Event == subjects.TicketCancelled:
+	case s.InSlots && s.Event.Event == subjects.TicketCancelled:
 		return s.Event, subjects.StatusCancelled, true
 	case s.InDB:
 		return s.Row.event(s.Tenant), s.Row.Status, true
-	case s.InStream:
+	case s.InSlots:
 		return s.Event, subjects.StatusAccepted, true
 	}
 	return subjects.TicketEvent{}, "", false
@@ -88,51 +88,83 @@ func (r TicketRow) event(tenant string) subjects.TicketEvent {
 }
 
 // Find looks ticket of t up. A ticket id no ticket can have is found
-// nowhere, without a read. Errors: a stream that cannot be read (or a
-// leader that lists a message the direct get did not return) wraps
-// ErrUnavailable; a message that does not decode, or names another
-// ticket, wraps ErrInvalidTicket; a row that cannot be read is Get's
-// error, wrapped.
+// nowhere, without a read. Errors: a bucket that cannot be read wraps
+// ErrUnavailable; a record on the way to the ticket's that does not
+// decode (subjects.DecodeSlotRecord) wraps ErrInvalidTicket; a row that
+// cannot be read is Get's error, wrapped.
 func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads TicketReads) (TicketState, error) {
 	st := TicketState{Tenant: t.ID}
 	if subjects.ValidID(ticket) != nil {
 		return st, nil
 	}
-	subject := subjects.TicketSubject(t.ID, ticket)
 	var err error
-	if st.Event, st.InStream, err = l.newest(ctx, subject, t.ID, ticket); err != nil {
-		return st, err
+	if agent, minute, _, perr := subjects.ParseTicketID(ticket); perr == nil {
+		st.Event, st.Revision, st.InSlots, err = l.record(ctx, t.ID, subjects.SlotKey(t.ID, agent, minute), ticket)
+		if err != nil {
+			return st, err
+		}
 	}
-	if st.InStream && (reads&ReadRowUnderCreate == 0 || st.Event.Event != subjects.TicketCreated) {
+	if st.InSlots && (reads&ReadRowUnderCreate == 0 || st.Event.Event != subjects.TicketCreated) {
 		return st, nil
 	}
-	if st.Row, st.InDB, err = l.row(ctx, t, ticket); err != nil || st.InStream || st.InDB {
-		return st, err
-	}
-	if reads&ConfirmAbsence != 0 {
-		err = l.confirmEmpty(ctx, subject)
-	}
+	st.Row, st.InDB, err = l.row(ctx, t, ticket)
 	return st, err
 }
 
-// newest is the newest message of a ticket's subject, by direct get.
-func (l TicketLookup) newest(ctx context.Context, subject, tenant, ticket string) (subjects.TicketEvent, bool, error) {
-	var ev subjects.TicketEvent
-	gctx, cancel := withTimeout(ctx, l.StreamTimeout)
+// record is ticket's newest record under key: the key's newest record if
+// it is the ticket's, else the first of the ticket's found walking back
+// through Prev, at most subjects.SlotHistory records deep (the most a key
+// keeps). A revision gone from the bucket (aged out, or pushed out of the
+// history) ends the walk: the ticket is then in its tenant database.
+func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (subjects.TicketEvent, uint64, bool, error) {
+	gctx, cancel := withTimeout(ctx, l.SlotTimeout)
 	defer cancel()
-	msg, err := l.Stream.GetLastMsgForSubject(gctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return ev, false, nil
+	kv, err := l.Slots(gctx, tenant)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return subjects.TicketEvent{}, 0, false, nil
 	}
 	if err != nil {
-		return ev, false, fmt.Errorf("%w: reading ticket %s from the stream: %w", ErrUnavailable, ticket, err)
+		return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: opening the slot bucket of ticket %s: %w", ErrUnavailable, ticket, err)
 	}
-	ev, err = subjects.DecodeTicketEvent(subject, msg.Data, subjects.CheckNames)
-	if err != nil {
-		// ErrInvalidTicket is subjects.ErrInvalidEvent, which err wraps.
-		return ev, false, fmt.Errorf("decoding the event on %s: %w", subject, err)
+	cancel()
+	var rev uint64 // 0: the newest
+	for range subjects.SlotHistory {
+		gctx, cancel := withTimeout(ctx, l.SlotTimeout)
+		var e jetstream.KeyValueEntry
+		if rev == 0 {
+			e, err = kv.Get(gctx, key)
+		} else {
+			e, err = kv.GetRevision(gctx, key, rev)
+		}
+		cancel()
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return subjects.TicketEvent{}, 0, false, nil
+		}
+		if err != nil {
+			return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: reading slot %s of ticket %s: %w", ErrUnavailable, key, ticket, err)
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			// Nothing deletes in a slot bucket; a marker someone wrote
+			// anyway has no Prev to follow.
+			return subjects.TicketEvent{}, 0, false, nil
+		}
+		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+		if err != nil {
+			// ErrInvalidTicket is subjects.ErrInvalidEvent; the record's
+			// error is kept in the message.
+			return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: record %d of slot %s: %v", ErrInvalidTicket, e.Revision(), key, err)
+		}
+		if rec.HasTicket() && rec.Ticket == ticket {
+			return rec.Event(), e.Revision(), true, nil
+		}
+		// Prev must point back in time: a record naming its own or a later
+		// revision (written by hand) would walk in circles.
+		if rec.Prev == 0 || rec.Prev >= e.Revision() {
+			return subjects.TicketEvent{}, 0, false, nil
+		}
+		rev = rec.Prev
 	}
-	return ev, true, nil
+	return subjects.TicketEvent{}, 0, false, nil
 }
 
 // row is the ticket's row, if a worker wrote it.
@@ -147,20 +179,6 @@ func (l TicketLookup) row(ctx context.Context, t Tenant, ticket string) (TicketR
 		return r, false, fmt.Errorf("reading ticket %s from the tenant database: %w", ticket, err)
 	}
 	return r, true, nil
-}
-
-// confirmEmpty asks the stream leader for the subject's message count.
-func (l TicketLookup) confirmEmpty(ctx context.Context, subject string) error {
-	ictx, cancel := withTimeout(ctx, l.StreamTimeout)
-	defer cancel()
-	info, err := l.Stream.Info(ictx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return fmt.Errorf("%w: reading the stream state of %s: %w", ErrUnavailable, subject, err)
-	}
-	if info.State.Subjects[subject] > 0 {
-		return fmt.Errorf("%w: the stream leader lists a message on %s the direct get did not return", ErrUnavailable, subject)
-	}
-	return nil
 }
 
 // withTimeout is context.WithTimeout, or ctx itself for d = 0.

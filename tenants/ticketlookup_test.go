@@ -1,6 +1,7 @@
 package tenants_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -14,10 +15,13 @@ import (
 )
 
 // TestTicketLookup finds tickets in every place they can be, against a
-// real TICKETS stream and tenant database: only the stream (accepted),
-// only the row, a cancel in the stream, a row cancelled under a create
-// still in the stream (the row wins when asked for), nowhere; and it
-// refuses what it cannot read.
+// real slot bucket (its records written here as the responders write
+// them) and a real tenant database: only a record (accepted), only the
+// row (an id of an earlier version, or a record aged out), a cancel in
+// the records, a row under a create record (the row wins when asked for),
+// a cancelled ticket whose minute was held and taken again since (found
+// walking back through Prev), nowhere; and it refuses what it cannot
+// read.
 func TestTicketLookup(t *testing.T) {
 	t.Parallel()
 	e := newTenantEnv(t)
@@ -28,32 +32,50 @@ func TestTicketLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := e.Tickets
-	st, err := e.js.CreateStream(ctx, subjects.TicketsStreamConfig(1))
+	shards := subjects.DefaultSlotShards
+	kv, err := e.js.CreateKeyValue(ctx, subjects.SlotBucketConfig(subjects.SlotShard(ten.ID, shards), 1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lookup := tenants.TicketLookup{Stream: st, Rows: rows, StreamTimeout: 5 * time.Second, RowTimeout: 5 * time.Second}
+	slots := func(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
+		return e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(tenant, shards)))
+	}
+	lookup := tenants.TicketLookup{Slots: slots, Rows: rows, SlotTimeout: 5 * time.Second, RowTimeout: 5 * time.Second}
 
 	t0 := time.Date(2030, 1, 2, 3, 4, 5, 600000000, time.UTC)
-	event := func(kind, id string, minutes int) subjects.TicketEvent {
-		ev := subjects.TicketEvent{Event: kind, Tenant: ten.ID, Ticket: id, Type: subjects.Gold, Agent: agent.ID,
-			SlotTime: t0.Truncate(time.Minute).Add(time.Duration(minutes+1) * time.Minute), CreatedAt: t0,
-			Deadline: t0.Add(2 * time.Hour)}
-		if kind == subjects.TicketCancelled {
-			at := t0.Add(time.Second)
-			ev.CancelledAt = &at
-		}
-		return ev
-	}
-	publish := func(t *testing.T, subject string, ev subjects.TicketEvent) {
-		t.Helper()
-		data, err := json.Marshal(ev)
+	minute := func(m int) time.Time { return t0.Truncate(time.Minute).Add(time.Duration(m+1) * time.Minute) }
+	created := func(m int) subjects.TicketEvent {
+		id, err := subjects.NewSlotTicketID(agent.ID, minute(m), subjects.NewTicketNonce())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.js.Publish(ctx, subject, data); err != nil {
-			t.Fatalf("publish on %s: %v", subject, err)
+		return subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: ten.ID, Ticket: id, Type: subjects.Gold,
+			Agent: agent.ID, SlotTime: minute(m), CreatedAt: t0, Deadline: t0.Add(2 * time.Hour)}
+	}
+	cancelledAt := t0.Add(time.Second)
+	cancelled := func(ev subjects.TicketEvent) subjects.TicketEvent {
+		ev.Event, ev.CancelledAt = subjects.TicketCancelled, &cancelledAt
+		return ev
+	}
+	key := func(m int) string { return subjects.SlotKey(ten.ID, agent.ID, minute(m)) }
+	// write puts rec as the key's next record, over revision prev (0:
+	// the key's first), and returns its revision.
+	write := func(t *testing.T, key string, rec any, prev uint64) uint64 {
+		t.Helper()
+		data, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
 		}
+		var rev uint64
+		if prev == 0 {
+			rev, err = kv.Create(ctx, key, data)
+		} else {
+			rev, err = kv.Update(ctx, key, data, prev)
+		}
+		if err != nil {
+			t.Fatalf("writing %s: %v", key, err)
+		}
+		return rev
 	}
 	find := func(t *testing.T, id string, reads tenants.TicketReads) tenants.TicketState {
 		t.Helper()
@@ -66,103 +88,161 @@ func TestTicketLookup(t *testing.T) {
 	wantLatest := func(t *testing.T, got tenants.TicketState, want subjects.TicketEvent, status string) {
 		t.Helper()
 		ev, s, ok := got.Latest()
-		if !ok || s != status || ev.Event != want.Event || ev.Ticket != want.Ticket || ev.Agent != want.Agent ||
+		if !ok || s != status || ev.Event != want.Event || ev.Ticket != want.Ticket || ev.Agent != want.Agent || ev.Type != want.Type ||
 			!ev.SlotTime.Equal(want.SlotTime) || !ev.CreatedAt.Equal(want.CreatedAt) || !ev.Deadline.Equal(want.Deadline) {
 			t.Fatalf("Latest = %+v %q %v, want %+v %q", ev, s, ok, want, status)
 		}
 	}
 
-	t.Run("only in the stream: accepted, with or without the row", func(t *testing.T) {
-		ev := event(subjects.TicketCreated, "t-stream", 0)
-		publish(t, subjects.TicketSubject(ten.ID, ev.Ticket), ev)
-		for _, reads := range []tenants.TicketReads{0, tenants.ReadRowUnderCreate, tenants.ConfirmAbsence} {
+	aged := created(2) // a ticket whose key has no record: its row only
+	t.Run("only a record: accepted, with or without the row", func(t *testing.T) {
+		ev := created(0)
+		rev := write(t, key(0), subjects.ConfirmedRecord(ev, 0), 0)
+		for _, reads := range []tenants.TicketReads{0, tenants.ReadRowUnderCreate} {
 			got := find(t, ev.Ticket, reads)
-			if !got.InStream || got.InDB {
-				t.Fatalf("reads %b: %+v", reads, got)
+			if !got.InSlots || got.InDB || got.Revision != rev {
+				t.Fatalf("reads %b: %+v, want the record at %d", reads, got, rev)
 			}
 			wantLatest(t, got, ev, subjects.StatusAccepted)
 		}
 	})
 
-	t.Run("only in the database: the row", func(t *testing.T) {
-		ev := event(subjects.TicketCreated, "t-row", 1)
+	t.Run("only in the database: an old id, or a record aged out", func(t *testing.T) {
+		old := created(1)
+		old.Ticket = subjects.NewTicketID() // names no slot
+		for _, ev := range []subjects.TicketEvent{old, aged} {
+			if err := rows.ApplyCreated(ctx, ten, ev); err != nil {
+				t.Fatal(err)
+			}
+			got := find(t, ev.Ticket, 0)
+			if got.InSlots || !got.InDB {
+				t.Fatalf("%s: %+v", ev.Ticket, got)
+			}
+			wantLatest(t, got, ev, subjects.StatusAllocated)
+		}
+	})
+
+	t.Run("a cancel in the records is final; the row is not read", func(t *testing.T) {
+		ev := created(3)
 		if err := rows.ApplyCreated(ctx, ten, ev); err != nil {
 			t.Fatal(err)
 		}
-		got := find(t, ev.Ticket, tenants.ConfirmAbsence)
-		if got.InStream || !got.InDB {
+		rev := write(t, key(3), subjects.ConfirmedRecord(ev, 0), 0)
+		write(t, key(3), subjects.ReleasedRecord(ev, cancelledAt, rev), rev)
+		got := find(t, ev.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InSlots || got.InDB {
+			t.Fatalf("%+v", got)
+		}
+		wantLatest(t, got, cancelled(ev), subjects.StatusCancelled)
+		if ev, _, _ := got.Latest(); ev.CancelledAt == nil || !ev.CancelledAt.Equal(cancelledAt) {
+			t.Errorf("cancelled_at %v, want %v", ev.CancelledAt, cancelledAt)
+		}
+	})
+
+	t.Run("the row under a create record wins when read", func(t *testing.T) {
+		ev := created(4)
+		write(t, key(4), subjects.ConfirmedRecord(ev, 0), 0)
+		if err := rows.ApplyCreated(ctx, ten, ev); err != nil {
+			t.Fatal(err)
+		}
+		got := find(t, ev.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InSlots || !got.InDB {
 			t.Fatalf("%+v", got)
 		}
 		wantLatest(t, got, ev, subjects.StatusAllocated)
-	})
-
-	t.Run("a cancel in the stream is final; the row is not read", func(t *testing.T) {
-		created := event(subjects.TicketCreated, "t-cancel", 2)
-		if err := rows.ApplyCreated(ctx, ten, created); err != nil {
-			t.Fatal(err)
-		}
-		cancelled := event(subjects.TicketCancelled, created.Ticket, 2)
-		publish(t, subjects.TicketSubject(ten.ID, created.Ticket), cancelled)
-		got := find(t, created.Ticket, tenants.ReadRowUnderCreate)
-		if !got.InStream || got.InDB {
-			t.Fatalf("%+v", got)
-		}
-		wantLatest(t, got, cancelled, subjects.StatusCancelled)
-	})
-
-	t.Run("a row cancelled under a create in the stream wins when read", func(t *testing.T) {
-		created := event(subjects.TicketCreated, "t-under", 3)
-		publish(t, subjects.TicketSubject(ten.ID, created.Ticket), created)
-		cancelled := event(subjects.TicketCancelled, created.Ticket, 3)
-		if err := rows.ApplyCancelled(ctx, ten, cancelled); err != nil {
-			t.Fatal(err)
-		}
-		got := find(t, created.Ticket, tenants.ReadRowUnderCreate)
-		if !got.InStream || !got.InDB {
-			t.Fatalf("%+v", got)
-		}
-		wantLatest(t, got, cancelled, subjects.StatusCancelled)
-		if ev, _, _ := got.Latest(); ev.CancelledAt == nil || !ev.CancelledAt.Equal(*cancelled.CancelledAt) {
-			t.Errorf("cancelled_at %v, want %v", ev.CancelledAt, cancelled.CancelledAt)
-		}
-		// Without asking, the stream's create is what is known.
-		got = find(t, created.Ticket, 0)
-		if !got.InStream || got.InDB {
+		got = find(t, ev.Ticket, 0)
+		if !got.InSlots || got.InDB {
 			t.Fatalf("without ReadRowUnderCreate: %+v", got)
 		}
-		wantLatest(t, got, created, subjects.StatusAccepted)
+		wantLatest(t, got, ev, subjects.StatusAccepted)
 	})
 
-	t.Run("nowhere, confirmed by the leader; an impossible id without a read", func(t *testing.T) {
-		for _, id := range []string{"t-nowhere", "not an id", ""} {
-			got := find(t, id, tenants.ConfirmAbsence|tenants.ReadRowUnderCreate)
-			if _, _, ok := got.Latest(); ok || got.InStream || got.InDB {
+	t.Run("a cancelled ticket whose minute was held and taken again", func(t *testing.T) {
+		first, second := created(5), created(5)
+		rev := write(t, key(5), subjects.ConfirmedRecord(first, 0), 0)
+		rev = write(t, key(5), subjects.ReleasedRecord(first, cancelledAt, rev), rev)
+		expiry := t0.Add(time.Minute)
+		rev = write(t, key(5), subjects.SlotRecord{State: subjects.SlotHeld, Tenant: ten.ID, Agent: agent.ID, SlotTime: minute(5),
+			Prev: rev, Type: subjects.Gold, CreatedAt: t0, Nonce: subjects.NewHoldNonce(), HoldExpiresAt: &expiry}, rev)
+		rev = write(t, key(5), subjects.ConfirmedRecord(second, rev), rev)
+
+		got := find(t, first.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InSlots || got.InDB || got.Revision >= rev {
+			t.Fatalf("the first ticket: %+v", got)
+		}
+		wantLatest(t, got, cancelled(first), subjects.StatusCancelled)
+		got = find(t, second.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InSlots || got.Revision != rev {
+			t.Fatalf("the second ticket: %+v, want revision %d", got, rev)
+		}
+		wantLatest(t, got, second, subjects.StatusAccepted)
+		// Another nonce on the same minute: walked back to the first
+		// record, then looked for in the database.
+		never := created(5)
+		if got := find(t, never.Ticket, tenants.ReadRowUnderCreate); got.InSlots || got.InDB {
+			t.Fatalf("a ticket the minute never had: %+v", got)
+		}
+	})
+
+	t.Run("a Prev that leads nowhere ends the walk", func(t *testing.T) {
+		ev, other := created(6), created(7)
+		otherRev := write(t, key(7), subjects.ConfirmedRecord(other, 0), 0)
+		rev := write(t, key(6), subjects.ConfirmedRecord(created(6), otherRev), 0) // another key's revision
+		looping := created(8)
+		write(t, key(8), subjects.ConfirmedRecord(created(8), rev+10), 0) // a revision from the future
+		for _, id := range []string{ev.Ticket, looping.Ticket} {
+			if got := find(t, id, 0); got.InSlots || got.InDB {
+				t.Fatalf("%s: %+v", id, got)
+			}
+		}
+	})
+
+	t.Run("nowhere; an impossible id without a read", func(t *testing.T) {
+		for _, id := range []string{created(9).Ticket, subjects.NewTicketID(), "not an id", ""} {
+			got := find(t, id, tenants.ReadRowUnderCreate)
+			if _, _, ok := got.Latest(); ok || got.InSlots || got.InDB {
 				t.Fatalf("%q: %+v", id, got)
 			}
 		}
 	})
 
-	t.Run("a message naming another ticket is an invalid event", func(t *testing.T) {
-		ev := event(subjects.TicketCreated, "t-other", 4)
-		publish(t, subjects.TicketSubject(ten.ID, "t-misfiled"), ev)
-		_, err := lookup.Find(ctx, ten, "t-misfiled", 0)
-		if !errors.Is(err, tenants.ErrInvalidTicket) {
-			t.Fatalf("Find of a misfiled event: %v, want ErrInvalidTicket", err)
+	t.Run("a record that does not decode is an invalid ticket", func(t *testing.T) {
+		ev := created(10)
+		bad := subjects.ConfirmedRecord(ev, 0)
+		bad.Agent = "someone-else" // the key's agent is not the record's
+		write(t, key(10), bad, 0)
+		if _, err := lookup.Find(ctx, ten, ev.Ticket, 0); !errors.Is(err, tenants.ErrInvalidTicket) {
+			t.Fatalf("Find over a record of another slot: %v, want ErrInvalidTicket", err)
 		}
 	})
 
-	t.Run("a stream that cannot be read is unavailable", func(t *testing.T) {
-		if err := e.js.DeleteStream(ctx, subjects.StreamTickets); err != nil {
+	t.Run("no bucket yet: nothing there, the row still read", func(t *testing.T) {
+		noBucket := lookup
+		noBucket.Slots = func(context.Context, string) (jetstream.KeyValue, error) {
+			return nil, jetstream.ErrBucketNotFound
+		}
+		got, err := noBucket.Find(ctx, ten, aged.Ticket, 0)
+		if err != nil || got.InSlots || !got.InDB {
+			t.Fatalf("Find without a bucket: %+v %v", got, err)
+		}
+	})
+
+	t.Run("a bucket that cannot be read is unavailable", func(t *testing.T) {
+		ev := aged
+		if err := e.js.DeleteKeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(ten.ID, shards))); err != nil {
 			t.Fatal(err)
 		}
-		short := lookup
-		short.StreamTimeout = time.Second
-		_, err := short.Find(ctx, ten, "t-stream", 0)
-		if !errors.Is(err, tenants.ErrUnavailable) {
-			t.Fatalf("Find without the stream: %v, want ErrUnavailable", err)
+		// The handle opened before the delete: reads fail.
+		stale := lookup
+		stale.Slots = func(context.Context, string) (jetstream.KeyValue, error) { return kv, nil }
+		stale.SlotTimeout = time.Second
+		if _, err := stale.Find(ctx, ten, ev.Ticket, 0); !errors.Is(err, tenants.ErrUnavailable) {
+			t.Fatalf("Find on a deleted bucket: %v, want ErrUnavailable", err)
 		}
-		if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
-			t.Fatalf("stream after delete: %v", err)
+		failing := lookup
+		failing.Slots = func(context.Context, string) (jetstream.KeyValue, error) { return nil, context.DeadlineExceeded }
+		if _, err := failing.Find(ctx, ten, ev.Ticket, 0); !errors.Is(err, tenants.ErrUnavailable) {
+			t.Fatalf("Find when the bucket cannot be opened: %v, want ErrUnavailable", err)
 		}
 	})
 }

@@ -297,7 +297,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 	}
 	hcfg.Admission, err = admission.New(admission.Config{
 		NC: nc, JS: js, Tickets: tickets, Agents: p.agents, Replicas: cfg.Replicas, Logger: logger,
-		BeforePublish: cfg.Failpoint.hook("ingress.after_reserve", logger), Gate: hcfg.Overload,
+		AfterReserve: cfg.Failpoint.hook("ingress.after_reserve", logger), Gate: hcfg.Overload,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admission: %w", err)

@@ -8,6 +8,7 @@ package admission
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -35,14 +36,16 @@ type Gate interface {
 	// EnterAdmission takes a place for any other admission
 	// (allocate_slot, cancel_ticket).
 	EnterAdmission(tenant string) (release func(), err error)
-	// Published counts a message added to the TICKETS stream.
+	// Published counts a record the responders wrote for this process
+	// (a ticket, a hold or a cancel), which the allocators have yet to
+	// read: their backlog grows by one.
 	Published()
 }
 
 // Config holds what a Service needs. NC, JS and Tickets are required.
 type Config struct {
-	// NC carries requests to the ETA responders; JS publishes ticket
-	// events to the TICKETS stream and keeps Idempotency-Key records.
+	// NC carries requests to the ETA responders; JS reads the slot
+	// buckets and keeps Idempotency-Key records.
 	NC      *nats.Conn
 	JS      jetstream.JetStream
 	Tickets *tenants.Tickets // ticket rows already written by the allocators
@@ -54,16 +57,20 @@ type Config struct {
 	// subjects.DefaultBudget.ETA, 2 s); no answer within it is
 	// ErrUnavailable.
 	ETATimeout time.Duration
-	// Replicas is the replica count of the TICKETS stream and the
-	// idempotency bucket when admission is the first to need them (0: 1).
+	// Replicas is the replica count of the idempotency bucket when
+	// admission is the first to need it (0: 1).
 	Replicas int
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // the clock for the times admission makes (nil: time.Now)
-	// BeforePublish, when set, is called with the ticket id after a
-	// slot was reserved for a ticket and before its event is published:
-	// a fault-injection point for tests (a crash there leaves an orphan
-	// reservation). nil: nothing.
-	BeforePublish func(ticket string)
+	// Shards is the number of slot buckets (0: subjects.DefaultSlotShards),
+	// as the responders have it.
+	Shards int
+	Logger *slog.Logger     // nil: discard
+	Now    func() time.Time // the clock for the times admission makes (nil: time.Now)
+	// AfterReserve, when set, is called with the ticket id once the
+	// responders have admitted a ticket (reserve or confirm answered) and
+	// before the answer goes out: a fault-injection point for tests (a
+	// crash there leaves a ticket its client never heard of). nil:
+	// nothing.
+	AfterReserve func(ticket string)
 	// Gate is passed by every admission (nil: no gate).
 	Gate Gate
 }
@@ -71,35 +78,39 @@ type Config struct {
 // Service is ticket admission as every transport sees it: the HTTP
 // handlers and the NATS API call the same methods, so both give the same
 // answers. It never writes slot buckets: it asks the ETA responders
-// (reserve, hold, confirm, release) and publishes ticket events to the
-// TICKETS stream, which the allocator workers write into tenant databases.
-// Every method takes a tenant the caller has resolved.
+// (reserve, hold, confirm, release), whose write of a ticket's slot
+// record is the ticket's hand-off to the allocator workers; it reads
+// tickets back from those records and from the tenant databases. Every
+// method takes a tenant the caller has resolved.
 type Service struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	rows   *tenants.Tickets
 	agents *tenants.Agents
 	// budget is subjects.DefaultBudget with Config.ETATimeout: its ETA
-	// bounds a request to the responders, its Publish one publish to, or
-	// read from, the TICKETS stream.
-	budget        subjects.Budget
-	replicas      int
-	logger        *slog.Logger
-	now           func() time.Time
-	beforePublish func(ticket string)
-	gate          Gate
+	// bounds a request to the responders, its Call a read of a slot
+	// bucket.
+	budget       subjects.Budget
+	replicas     int
+	shards       int
+	logger       *slog.Logger
+	now          func() time.Time
+	afterReserve func(ticket string)
+	gate         Gate
 
-	// The TICKETS stream and the idempotency bucket, once found or
-	// created: read without a lock on every admission; opening takes mu,
-	// so that two first callers do not both create them.
-	mu     sync.Mutex
-	stream atomic.Pointer[jetstream.Stream]
-	idem   atomic.Pointer[jetstream.KeyValue]
+	// The slot buckets (one per shard) and the idempotency bucket, once
+	// found: read without a lock on every admission. A slot bucket is
+	// only opened (the responders create it); two first callers may both
+	// open it, harmlessly. Creating the idempotency bucket takes mu, so
+	// that two first callers do not both create it.
+	slots []atomic.Pointer[jetstream.KeyValue]
+	mu    sync.Mutex
+	idem  atomic.Pointer[jetstream.KeyValue]
 }
 
-// New checks cfg and returns the service. The stream and the bucket are
-// opened on first use (the stream created then if no worker has made it
-// yet), and kept from the first success.
+// New checks cfg and returns the service. The buckets are opened on first
+// use (the idempotency bucket created then if it does not exist yet), and
+// kept from the first success.
 func New(cfg Config) (*Service, error) {
 	switch {
 	case cfg.NC == nil:
@@ -108,6 +119,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("admission: Config.JS is nil")
 	case cfg.Tickets == nil:
 		return nil, errors.New("admission: Config.Tickets is nil")
+	case cfg.Shards < 0:
+		return nil, fmt.Errorf("admission: Config.Shards is %d", cfg.Shards)
 	}
 	return newService(cfg), nil
 }
@@ -116,9 +129,13 @@ func New(cfg Config) (*Service, error) {
 func newService(cfg Config) *Service {
 	s := &Service{
 		nc: cfg.NC, js: cfg.JS, rows: cfg.Tickets, agents: cfg.Agents,
-		budget: subjects.DefaultBudget.WithETA(cfg.ETATimeout), replicas: cfg.Replicas,
-		logger: cfg.Logger, now: cfg.Now, beforePublish: cfg.BeforePublish, gate: cfg.Gate,
+		budget: subjects.DefaultBudget.WithETA(cfg.ETATimeout), replicas: cfg.Replicas, shards: cfg.Shards,
+		logger: cfg.Logger, now: cfg.Now, afterReserve: cfg.AfterReserve, gate: cfg.Gate,
 	}
+	if s.shards == 0 {
+		s.shards = subjects.DefaultSlotShards
+	}
+	s.slots = make([]atomic.Pointer[jetstream.KeyValue], s.shards)
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,9 +161,26 @@ func (s *Service) enter(tenant string) (func(), error) {
 	return s.gate.EnterAdmission(tenant)
 }
 
-// published counts a message this process added to the TICKETS stream.
+// published counts a record the responders wrote for this process.
 func (s *Service) published() {
 	if s.gate != nil {
 		s.gate.Published()
 	}
+}
+
+// slotBucket returns the slot bucket of tenant's shard, opened on first
+// use. A bucket that does not exist yet (no responder has started) is an
+// error wrapping jetstream.ErrBucketNotFound, and is looked for again
+// next time.
+func (s *Service) slotBucket(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
+	shard := subjects.SlotShard(tenant, s.shards)
+	if kv := s.slots[shard].Load(); kv != nil {
+		return *kv, nil
+	}
+	kv, err := s.js.KeyValue(ctx, subjects.SlotBucket(shard))
+	if err != nil {
+		return nil, fmt.Errorf("opening slot bucket %s: %w", subjects.SlotBucket(shard), err)
+	}
+	s.slots[shard].Store(&kv)
+	return kv, nil
 }

@@ -19,10 +19,9 @@ func TestRequestHashSeparatesFields(t *testing.T) {
 }
 
 // TestTimingBudget pins the service to subjects.DefaultBudget: it takes
-// its ETA and publish bounds from it (ETATimeout replacing the ETA), and
-// callTimeout, which the claim budget counts for the cancel of a failed
-// publish, is the budget's Call, so raising one without the other fails
-// here rather than shortening the takeover bound.
+// its bounds from it (ETATimeout replacing the ETA), and callTimeout,
+// which the claim budget counts, is the budget's Call, so raising one
+// without the other fails here rather than shortening the takeover bound.
 func TestTimingBudget(t *testing.T) {
 	if callTimeout != subjects.DefaultBudget.Call {
 		t.Errorf("callTimeout %s, budget's Call %s: declare one from the other", callTimeout, subjects.DefaultBudget.Call)
@@ -68,5 +67,49 @@ func TestStoredAcceptedIsTheOldBody(t *testing.T) {
 	}
 	if _, err := decodeAccepted([]byte(`{"status":"accepted","slot_time":"soon"}`)); err == nil {
 		t.Error("a record with no timestamps decodes")
+	}
+}
+
+// TestCheckAdmitted: a responder's answer becomes a client's 201 only if
+// its ticket id is made of the request's nonce and names the reply's
+// slot, and the ticket passes the allocators' own check (a slot inside
+// the type's window).
+func TestCheckAdmitted(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	slot := time.Date(2030, 1, 2, 3, 10, 0, 0, time.UTC)
+	nonce := subjects.NewTicketNonce()
+	id := func(agent string, minute time.Time, nonce string) string {
+		s, err := subjects.NewSlotTicketID(agent, minute, nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ok := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "c1", Ticket: id("a1", slot, nonce), Type: subjects.Gold,
+		Agent: "a1", SlotTime: slot, CreatedAt: created, Deadline: created.Add(2 * time.Hour)}
+	if err := checkAdmitted(ok, nonce); err != nil {
+		t.Fatalf("a good answer refused: %v", err)
+	}
+	for name, change := range map[string]func(*subjects.TicketEvent){
+		"another nonce":    func(ev *subjects.TicketEvent) { ev.Ticket = id("a1", slot, subjects.NewTicketNonce()) },
+		"another agent":    func(ev *subjects.TicketEvent) { ev.Agent = "a2" },
+		"another minute":   func(ev *subjects.TicketEvent) { ev.SlotTime = slot.Add(time.Minute) },
+		"an old ticket id": func(ev *subjects.TicketEvent) { ev.Ticket = subjects.NewTicketID() },
+		"no ticket id":     func(ev *subjects.TicketEvent) { ev.Ticket = "" },
+		"outside the window": func(ev *subjects.TicketEvent) {
+			late := created.Add(3 * time.Hour).Truncate(time.Minute)
+			ev.Ticket, ev.SlotTime = id("a1", late, nonce), late
+		},
+		"before created_at": func(ev *subjects.TicketEvent) {
+			early := created.Add(-time.Hour).Truncate(time.Minute)
+			ev.Ticket, ev.SlotTime = id("a1", early, nonce), early
+		},
+	} {
+		ev := ok
+		change(&ev)
+		if err := checkAdmitted(ev, nonce); err == nil {
+			t.Errorf("%s: accepted %+v", name, ev)
+		}
 	}
 }

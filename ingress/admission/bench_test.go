@@ -21,10 +21,10 @@ import (
 )
 
 // createBench is admission as tms serve runs it, without HTTP: an
-// embedded server (fsync on every write), an ETA responder, the TICKETS
-// stream and the admission service, every part on an in-process
-// connection. The tenant and its agents are written straight to KV: the
-// create path reads no database, and no allocator consumes the stream.
+// embedded server (fsync on every write), an ETA responder and the
+// admission service, every part on an in-process connection. The tenant
+// and its agents are written straight to KV: the create path reads no
+// database, and no allocator reads the slot records.
 type createBench struct {
 	svc    *admission.Service
 	tenant tenants.Tenant
@@ -90,9 +90,6 @@ func newCreateBench(b *testing.B, n int, oneConn bool) *createBench {
 		put(subjects.BucketAgents, subjects.AgentKey(t.ID, id), subjects.AgentRecord{Tenant: t.ID, ID: id,
 			Status: subjects.AgentAvailable, AvailableSince: &since, UpdatedAt: since})
 	}
-	if err := workers.EnsureStreams(ctx, js, 1); err != nil {
-		b.Fatal(err)
-	}
 	rnc := nc
 	if !oneConn {
 		rnc = connect()
@@ -131,11 +128,11 @@ func runPart(b *testing.B, run func(context.Context) error) {
 }
 
 // BenchmarkCreate measures create_ticket's admission without HTTP:
-// Service.Create asks the ETA responder to reserve (a KV create, fsynced),
-// then publishes the ticket event to TICKETS (fsynced) and waits for its
-// ack. One at a time, and 16 at once per core (also with admission and the
-// responder sharing one connection). docs/perf.md has figures
-// and the command.
+// Service.Create asks the ETA responder to reserve, whose write of the
+// ticket's slot record (fsynced) is the one durable write of an
+// admission. One at a time, and 16 at once per core (also with admission
+// and the responder sharing one connection). docs/perf.md has figures
+// (of the version that also published to TICKETS) and the command.
 func BenchmarkCreate(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		e := newCreateBench(b, b.N, false)

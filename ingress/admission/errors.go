@@ -32,9 +32,9 @@ var (
 	// ErrIdempotencyReused: the Idempotency-Key was used with another
 	// request body.
 	ErrIdempotencyReused = errors.New("idempotency key reused with another request")
-	// ErrUnavailable: a dependency (the ETA responders, the TICKETS
-	// stream, the idempotency bucket) did not answer in time; always
-	// wrapped together with the cause (unavailable).
+	// ErrUnavailable: a dependency (the ETA responders, a slot bucket,
+	// the idempotency bucket) did not answer in time; always wrapped
+	// together with the cause (unavailable).
 	ErrUnavailable = errors.New("admission unavailable")
 	// ErrInternal: something that is ours to fix (an answer outside the
 	// protocol, a record that does not decode); always wrapped together

@@ -22,25 +22,37 @@ import (
 // twin still in flight is waited for, or answered ErrIdempotencyInUse.
 //
 // A key is claimed with a KV Create of a pending record that fixes the
-// ticket id. After an admission the record is replaced, revision-checked,
-// by the done record; after a rejection or an outage it is purged. The
-// request that claimed a key gives up on it within claimBudget (its own
-// deadline).
+// nonce of the ticket's id (subjects.NewTicketNonce; the slot, and so the
+// whole id, is known only once the responders have reserved it). After an
+// admission the record is replaced, revision-checked, by the done record
+// holding the 201; after a rejection it is purged. After an outage whose
+// outcome is unknown (the reserve got no reply, see admit) the request
+// asks the responders to release the nonce's ticket and purges the record
+// once they answer; if they do not, the record stays pending, for a
+// takeover to settle. The request that claimed a key gives up on it
+// within claimBudget (its own deadline).
 //
 // A process that dies between the claim and the done record leaves the
-// pending record behind, and perhaps a reservation or even a published
-// ticket. Once the record is older than the takeover bound
+// pending record behind, and perhaps the ticket it was admitting. Once
+// the record is older than the takeover bound
 // (subjects.Budget.IdempotencyTakeover: the claim budget, one more ETA
 // timeout for the release a failing twin still sends, and a margin for
-// delivery and clock skew), its twin is presumed dead: a retry
-// takes the record over with a revision-checked write (so one retry
-// wins), then looks for the ticket. If it was published, its answer is
-// rebuilt from the event and remembered; if not, the ticket is admitted
-// anew under the same id (the dead twin's reservation, if any, names
-// another slot than the new event, so the reconciler in package workers
-// releases it). Either way the key gives one ticket. The pending record
-// lives as long as a done one, so it cannot expire before a retry finds
-// it and make a second ticket.
+// delivery and clock skew), its twin is presumed dead: a retry takes the
+// record over with a revision-checked write (so one retry wins), then
+// asks the responders to reserve with Takeover and the record's nonce.
+// They search the tenant's slot records for a ticket of that nonce and
+// answer it if the twin's reserve wrote one (even if cancelled since: the
+// 201 is what the first request earned), or else admit a ticket anew
+// under the same nonce. Either way the key gives one ticket, whose answer
+// is then remembered. A takeover whose reserve gets no reply releases
+// nothing (the nonce's ticket may be the twin's, its 201 perhaps already
+// sent): the record stays pending for the next retry to take over. The
+// pending record lives as long as a done one, so it cannot expire before
+// a retry finds it and make a second ticket.
+//
+// A pending record of the version before nonces fixed a whole ticket id
+// instead: a takeover answers that ticket if its tenant database has it,
+// and otherwise admits anew under a fresh nonce.
 const (
 	// IdempotencyTTL is how long a key's record lives, pending or done.
 	IdempotencyTTL = 24 * time.Hour
@@ -117,7 +129,7 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 	waitUntil := time.Now().Add(s.budget.ETA + time.Second)
 	for attempt := 1; ; attempt++ {
 		rec := subjects.IdempotencyRecord{
-			State: subjects.IdempotencyPending, BodyHash: bodyHash, Ticket: subjects.NewTicketID(), Created: subjects.Stamp(s.now()),
+			State: subjects.IdempotencyPending, BodyHash: bodyHash, Nonce: subjects.NewTicketNonce(), Created: subjects.Stamp(s.now()),
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
@@ -127,12 +139,12 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 		rev, err := kv.Create(cctx, kvKey, data, jetstream.KeyTTL(idemPendingTTL))
 		cancel()
 		if err == nil {
-			return s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec)
+			return s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec, false)
 		}
 		if !jskit.CreateLost(err) {
 			return Accepted{}, unavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
-		acc, retry, stale, err := s.awaitTwin(ctx, t, kv, kvKey, bodyHash, waitUntil)
+		acc, retry, stale, err := s.awaitTwin(ctx, kv, kvKey, bodyHash, waitUntil)
 		if stale != nil {
 			acc, retry, err = s.takeOver(ctx, t, typ, kv, kvKey, keyHash, *stale)
 		}
@@ -145,26 +157,38 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 	}
 }
 
-// createClaimed admits the ticket whose key this request has claimed,
-// then remembers it or forgets the attempt.
+// createClaimed admits the ticket of the key this request has claimed
+// (rec, at rev), then remembers it or forgets the attempt. takeover: the
+// claim was taken over from a twin presumed dead (see takeOver).
 func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ string,
-	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord) (Accepted, error) {
-	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
+	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord, takeover bool) (Accepted, error) {
+	log := s.logger.With(slog.String("tenant", t.ID), slog.String("nonce", rec.Nonce), slog.String("key", kvKey))
 	// Real time: a context deadline is real time, whatever the clock.
 	actx, cancel := context.WithTimeout(ctx, s.budget.IdempotencyClaim())
-	acc, err := s.admit(actx, t, typ, rec.Ticket)
+	acc, unknown, err := s.admit(actx, t, typ, rec.Nonce, takeover)
 	cancel()
-	if err != nil {
-		// A rejection or an outage is not remembered: a later try with
-		// the key is a new attempt.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
-		defer cancel()
-		if perr := kv.Purge(dctx, kvKey, jetstream.LastRevision(rev), jetstream.PurgeTTL(idemMarkerTTL)); perr != nil {
-			log.Warn("forgetting a failed idempotent attempt; the claim expires by itself", slog.Any("err", perr))
-		}
+	if err == nil {
+		return s.remember(ctx, t, keyHash, rev, rec, acc, log)
+	}
+	// A rejection is not remembered: a later try with the key is a new
+	// attempt. Nor is an outage, once the nonce's ticket, if the reserve
+	// wrote one, is released; no 201 was ever given for a fresh nonce. A
+	// taken-over nonce is left alone (its ticket may be the twin's): the
+	// record stays pending, for the next retry to take over.
+	forget := !unknown
+	if unknown && !takeover {
+		forget = s.releaseNonce(ctx, t.ID, rec.Nonce, err)
+	}
+	if !forget {
+		log.Warn("an idempotent attempt's outcome is unknown; its claim stays pending until a retry takes it over", slog.Any("err", err))
 		return Accepted{}, err
 	}
-	return s.remember(ctx, t, keyHash, rev, rec, acc, log)
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer dcancel()
+	if perr := kv.Purge(dctx, kvKey, jetstream.LastRevision(rev), jetstream.PurgeTTL(idemMarkerTTL)); perr != nil {
+		log.Warn("forgetting a failed idempotent attempt; the claim expires by itself", slog.Any("err", perr))
+	}
+	return Accepted{}, err
 }
 
 // remember replaces the pending record at rev by the done record holding
@@ -175,11 +199,12 @@ func (s *Service) remember(ctx context.Context, t tenants.Tenant, keyHash string
 	if err != nil {
 		return Accepted{}, fmt.Errorf("encoding answer: %w", err)
 	}
-	rec.State, rec.Response = subjects.IdempotencyDone, raw
+	rec.State, rec.Ticket, rec.Response = subjects.IdempotencyDone, acc.TicketID, raw
 	if _, err := s.writeRecord(ctx, t, keyHash, rev, rec, idemDoneTTL); err != nil {
 		// The ticket exists; a retry with the key finds the pending record
-		// and answers from the ticket itself (awaitTwin, or a takeover).
-		log.Warn("remembering an idempotent answer", slog.Any("err", err))
+		// and, once it is stale, takes it over: the responders answer this
+		// ticket, found by its nonce.
+		log.Warn("remembering an idempotent answer", slog.String("ticket", acc.TicketID), slog.Any("err", err))
 	}
 	return acc, nil
 }
@@ -210,15 +235,19 @@ type staleClaim struct {
 	rec subjects.IdempotencyRecord
 }
 
-// takeOver claims a key whose pending record is stale and gives its
-// ticket id one ticket: the published one, or a new admission under the
-// same id. retry means another request took the record over first (or
-// its twin finished after all): look at the key again.
+// takeOver claims a key whose pending record is stale and gives its nonce
+// one ticket: the one the twin admitted, or a new admission under the
+// same nonce (reserve with Takeover). retry means another request took
+// the record over first (or its twin finished after all): look at the key
+// again.
 func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv jetstream.KeyValue,
 	kvKey, keyHash string, stale staleClaim) (Accepted, bool, error) {
 	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, BodyHash: stale.rec.BodyHash,
-		Ticket: stale.rec.Ticket, Created: subjects.Stamp(s.now())}
-	log := s.logger.With(slog.String("tenant", t.ID), slog.String("ticket", rec.Ticket), slog.String("key", kvKey))
+		Nonce: stale.rec.Nonce, Ticket: stale.rec.Ticket, Created: subjects.Stamp(s.now())}
+	if rec.Nonce == "" { // a record of the version before nonces
+		rec.Nonce = subjects.NewTicketNonce()
+	}
+	log := s.logger.With(slog.String("tenant", t.ID), slog.String("nonce", rec.Nonce), slog.String("key", kvKey))
 	rev, err := s.writeRecord(ctx, t, keyHash, stale.rev, rec, idemPendingTTL)
 	if jskit.WrongLastSequence(err) {
 		return Accepted{}, true, nil
@@ -228,24 +257,21 @@ func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv
 	}
 	log.Warn("took over an Idempotency-Key whose request is presumed dead",
 		slog.Time("claimed_at", stale.rec.Created))
-	// Absence is confirmed by the stream leader: the direct get may be
-	// served by a lagging replica, and a ticket wrongly taken as never
-	// published would be admitted twice.
-	state, err := s.find(ctx, t, rec.Ticket, tenants.ConfirmAbsence)
-	ev, _, found := state.Latest()
-	if err != nil {
-		// Whether the ticket exists is unknown: the record stays pending
-		// (a later retry takes it over again), nothing new is admitted.
-		return Accepted{}, false, unavailable(fmt.Errorf("looking for ticket %s of a taken-over key: %w", rec.Ticket, err))
+	if rec.Ticket != "" {
+		// The twin fixed a whole ticket id (the version before nonces):
+		// if it was written, it is the answer.
+		state, err := s.find(ctx, t, rec.Ticket, 0)
+		if err != nil {
+			// Whether the ticket exists is unknown: the record stays
+			// pending (a later retry takes it over again).
+			return Accepted{}, false, unavailable(fmt.Errorf("looking for ticket %s of a taken-over key: %w", rec.Ticket, err))
+		}
+		if ev, _, found := state.Latest(); found {
+			acc, err := s.remember(ctx, t, keyHash, rev, rec, acceptedOf(ev), log)
+			return acc, false, err
+		}
 	}
-	var acc Accepted
-	if found {
-		// Published before its twin died: that ticket is the answer, even
-		// if cancelled since (the 201 is what the first request earned).
-		acc, err = s.remember(ctx, t, keyHash, rev, rec, acceptedOf(ev), log)
-	} else {
-		acc, err = s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec)
-	}
+	acc, err := s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec, true)
 	return acc, false, err
 }
 
@@ -253,10 +279,8 @@ func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv
 // ErrIdempotencyReused; a done record is its ticket again; a pending one older than the
 // takeover bound is returned as stale (its twin is presumed dead); a
 // younger one is watched until it is done or gone (retry: claim the key
-// again), or until waitUntil. A twin that still has not finished by then,
-// but whose ticket is already in the stream or the tenant database, is
-// answered from that ticket; otherwise ErrIdempotencyInUse.
-func (s *Service) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.KeyValue, kvKey, bodyHash string,
+// again), or until waitUntil: then ErrIdempotencyInUse.
+func (s *Service) awaitTwin(ctx context.Context, kv jetstream.KeyValue, kvKey, bodyHash string,
 	waitUntil time.Time) (acc Accepted, retry bool, stale *staleClaim, err error) {
 	wctx, cancel := context.WithDeadline(ctx, waitUntil)
 	defer cancel()
@@ -265,16 +289,15 @@ func (s *Service) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.
 		return Accepted{}, false, nil, unavailable(fmt.Errorf("watching idempotency key %s: %w", kvKey, err))
 	}
 	defer jskit.StopWatcher(w)
-	var pending *subjects.IdempotencyRecord
+	seen := false
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				acc, retry, err := s.answerFromTicket(ctx, t, pending)
-				return acc, retry, nil, err
+				return Accepted{}, false, nil, ErrIdempotencyInUse
 			}
 			if e == nil { // end of the current values
-				if pending == nil {
+				if !seen {
 					return Accepted{}, true, nil, nil // gone before we looked
 				}
 				continue
@@ -296,29 +319,24 @@ func (s *Service) awaitTwin(ctx context.Context, t tenants.Tenant, kv jetstream.
 				}
 				return acc, false, nil, nil
 			}
-			if subjects.ValidID(rec.Ticket) == nil && s.now().Sub(rec.Created) >= s.budget.IdempotencyTakeover() {
+			if takeable(rec) && s.now().Sub(rec.Created) >= s.budget.IdempotencyTakeover() {
 				return Accepted{}, false, &staleClaim{rev: e.Revision(), rec: rec}, nil
 			}
-			pending = &rec
+			seen = true
 		case <-wctx.Done():
-			acc, retry, err := s.answerFromTicket(ctx, t, pending)
-			return acc, retry, nil, err
+			return Accepted{}, false, nil, ErrIdempotencyInUse
 		}
 	}
 }
 
-// answerFromTicket answers for a twin that did not finish in time: if its
-// ticket was published, that ticket is the answer (admitted again);
-// otherwise the twin is still busy.
-func (s *Service) answerFromTicket(ctx context.Context, t tenants.Tenant, pending *subjects.IdempotencyRecord) (Accepted, bool, error) {
-	if pending == nil || ctx.Err() != nil {
-		return Accepted{}, false, ErrIdempotencyInUse
+// takeable reports whether a pending record names what a takeover needs:
+// its nonce, or (the version before nonces) its ticket id. Any other
+// record is left to expire.
+func takeable(rec subjects.IdempotencyRecord) bool {
+	if rec.Nonce != "" {
+		return subjects.ValidTicketNonce(rec.Nonce) == nil
 	}
-	ev, found, err := s.latest(ctx, t, pending.Ticket)
-	if err != nil || !found || ev.Event != subjects.TicketCreated {
-		return Accepted{}, false, ErrIdempotencyInUse
-	}
-	return acceptedOf(ev), false, nil
+	return subjects.ValidID(rec.Ticket) == nil
 }
 
 // idempotencyBucket returns the bucket, creating it on first use.

@@ -8,9 +8,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
-	"tms/ops/jskit"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -78,38 +77,97 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 	if idemKey != nil {
 		return s.createIdempotent(ctx, t, typ, *idemKey)
 	}
-	return s.admit(ctx, t, typ, subjects.NewTicketID())
+	nonce := subjects.NewTicketNonce()
+	acc, unknown, err := s.admit(ctx, t, typ, nonce, false)
+	if unknown {
+		s.releaseNonce(ctx, t.ID, nonce, err)
+	}
+	return acc, err
 }
 
-// admit reserves a slot for ticket, publishes it and returns it. A
-// rejection or an outage leaves nothing behind.
-func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, ticket string) (Accepted, error) {
+// admit asks the responders to reserve a slot for a ticket whose id has
+// nonce, and returns the ticket: the responders' write of its slot record
+// is its admission, nothing else is written. takeover asks for the
+// tenant's ticket with that nonce first (an Idempotency-Key takeover).
+//
+// A rejection writes nothing, and neither does a request no responder
+// received. unknown reports an answer that leaves open whether the ticket
+// was written (no reply in time, a reply this version cannot read, a
+// responder that could not finish): err is then set, and the caller
+// decides whether to release the nonce's ticket (releaseNonce).
+func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string, takeover bool) (acc Accepted, unknown bool, err error) {
 	sla, err := ticketType(typ)
 	if err != nil {
-		return Accepted{}, err
+		return Accepted{}, false, err
 	}
 	createdAt := subjects.Stamp(s.now())
 	reply, err := s.ask(ctx, subjects.ETARequest{
-		Op: subjects.ETAReserve, Tenant: t.ID, Type: typ, CreatedAt: createdAt, Ticket: ticket,
+		Op: subjects.ETAReserve, Tenant: t.ID, Type: typ, CreatedAt: createdAt, Nonce: nonce, Takeover: takeover,
 		AgentsRev: s.agentsRev(t.ID),
 	})
 	if err != nil {
-		return Accepted{}, err
+		// A request no responder received wrote nothing.
+		return Accepted{}, !errors.Is(err, nats.ErrNoResponders), asOutage(err)
 	}
-	if err := reply.Err(); errors.Is(err, subjects.ErrETANoSlot) {
-		return Accepted{}, &NoSlotError{Op: subjects.OpCreateTicket, Type: typ, SLA: sla}
-	} else if err != nil {
-		return Accepted{}, replyError(subjects.ETAReserve, err)
+	switch err := reply.Err(); {
+	case err == nil:
+	case errors.Is(err, subjects.ErrETANoSlot):
+		return Accepted{}, false, &NoSlotError{Op: subjects.OpCreateTicket, Type: typ, SLA: sla}
+	default:
+		return Accepted{}, outcomeUnknown(err), replyError(subjects.ETAReserve, err)
+	}
+	if s.afterReserve != nil {
+		s.afterReserve(reply.Ticket)
+	}
+	// A takeover may answer the ticket an earlier request admitted: its
+	// created_at is the one that counts.
+	if takeover && !reply.CreatedAt.IsZero() {
+		createdAt = subjects.Stamp(reply.CreatedAt)
 	}
 	ev := subjects.TicketEvent{
-		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: typ, Agent: reply.Agent,
+		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: reply.Ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	ev, err = s.publishCreated(ctx, t, ev)
-	if err != nil {
-		return Accepted{}, err
+	if err := checkAdmitted(ev, nonce); err != nil {
+		return Accepted{}, true, internal(fmt.Errorf("the ETA responder's answer to %s: %w", subjects.ETAReserve, err))
 	}
-	return acceptedOf(ev), nil
+	s.published()
+	return acceptedOf(ev), false, nil
+}
+
+// asOutage is an error of ask as the client of an admission sees it: a
+// reply that does not decode left the outcome unknown like a lost one,
+// and is answered as an outage too (the cause is logged as ours).
+func asOutage(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return unavailable(err)
+}
+
+// outcomeUnknown reports whether a responder's refusal leaves open
+// whether it wrote: a responder that could not finish (its write may
+// have landed), or a reply outside the protocol. Every other refusal is
+// decided before any write.
+func outcomeUnknown(refusal error) bool {
+	return errors.Is(refusal, subjects.ErrETAUnavailable) || errors.Is(refusal, subjects.ErrETAProtocol)
+}
+
+// checkAdmitted checks the ticket a responder says it admitted before a
+// client is told of it: an id made of nonce that names the reply's slot,
+// and an event that passes TicketEvent.Check (a slot inside the type's
+// window of created_at), as the allocators will require.
+func checkAdmitted(ev subjects.TicketEvent, nonce string) error {
+	agent, minute, got, err := subjects.ParseTicketID(ev.Ticket)
+	switch {
+	case err != nil:
+		return err
+	case got != nonce:
+		return fmt.Errorf("ticket %s is not the one of nonce %s", ev.Ticket, nonce)
+	case agent != ev.Agent || !minute.Equal(ev.SlotTime):
+		return fmt.Errorf("ticket %s does not name the slot %s %s", ev.Ticket, ev.Agent, ev.SlotTime.Format(time.RFC3339))
+	}
+	return ev.Check(ev.Tenant, ev.Ticket)
 }
 
 func acceptedOf(ev subjects.TicketEvent) Accepted {
@@ -117,125 +175,33 @@ func acceptedOf(ev subjects.TicketEvent) Accepted {
 		SlotTime: ev.SlotTime, Deadline: ev.Deadline, CreatedAt: ev.CreatedAt}
 }
 
-// publishCreated publishes a confirmed reservation as a ticket. If the
-// publish fails, the reservation is released and the caller gets
-// ErrUnavailable: a client is never told a ticket was admitted that is not
-// in the stream. A publish whose acknowledgement was lost may still have
-// been stored, so the stream (and the tenant database, if a worker was
-// quick) is asked first; only a ticket found in neither is released.
-//
-// It returns the event the stream holds for the ticket: ev, unless the
-// ticket id was published before with another slot (an Idempotency-Key
-// takeover reuses the id of a twin presumed dead; should the twin's
-// publish have landed after all, the stream deduplicates ours): then that
-// earlier event is the ticket, and ev's reservation is released.
-func (s *Service) publishCreated(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent) (subjects.TicketEvent, error) {
-	if s.beforePublish != nil {
-		s.beforePublish(ev.Ticket)
-	}
-	ack, err := s.publishAck(ctx, ev, ev.Ticket)
-	if err == nil && !ack.Duplicate {
-		return ev, nil
-	}
-	log := s.logger.With(slog.String("tenant", ev.Tenant), slog.String("ticket", ev.Ticket))
+// releaseNonce asks the responders to release the tenant's ticket with
+// nonce, if they wrote one: what follows an admission whose outcome is
+// unknown (cause), so that a client told 503 is not left with a ticket.
+// It runs even when the client has gone, and only logs a failure. The
+// answer says whether the responders confirmed that no ticket of the
+// nonce is live.
+func (s *Service) releaseNonce(ctx context.Context, tenant, nonce string, cause error) bool {
+	reply, err := s.ask(context.WithoutCancel(ctx), subjects.ETARequest{Op: subjects.ETARelease, Tenant: tenant, Nonce: nonce})
 	if err == nil {
-		return s.publishedBefore(ctx, t, ev, log)
-	}
-	if got, found, lerr := s.latest(ctx, t, ev.Ticket); lerr == nil && found && got.Event == subjects.TicketCreated {
-		log.Warn("ticket publish reported an error but the ticket is stored", slog.Any("err", err))
-		return got, nil
-	} else if lerr != nil {
-		// Unknown whether the create landed: a cancel makes sure that, if
-		// it did, the ticket ends cancelled rather than holding a slot
-		// that is about to be released. Workers apply a cancel whichever
-		// event arrives first.
-		cancelled := ev
-		cancelled.Event = subjects.TicketCancelled
-		at := subjects.Stamp(s.now())
-		cancelled.CancelledAt = &at
-		if cerr := s.publish(ctx, cancelled, ev.Ticket+":cancel"); cerr != nil {
-			log.Error("ticket publish failed and its fate is unknown; cancel not published either",
-				slog.Any("err", err), slog.Any("lookup_err", lerr), slog.Any("cancel_err", cerr))
-		}
-	}
-	if rerr := s.release(ctx, ev); rerr != nil {
-		log.Error("ticket publish failed and releasing its slot failed too; the slot stays reserved until its key expires",
-			slog.Any("err", err), slog.Any("release_err", rerr))
-	}
-	return subjects.TicketEvent{}, unavailable(fmt.Errorf("publishing ticket %s: %w", ev.Ticket, err))
-}
-
-// publishedBefore handles a create the stream deduplicated: the ticket id
-// already has an event. If it names ev's slot it is ev; otherwise it is
-// the ticket, and ev's reservation is released.
-func (s *Service) publishedBefore(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent, log *slog.Logger) (subjects.TicketEvent, error) {
-	got, found, err := s.latest(ctx, t, ev.Ticket)
-	if err == nil && found && got.Agent == ev.Agent && got.SlotTime.Equal(ev.SlotTime) {
-		return got, nil
-	}
-	if rerr := s.release(ctx, ev); rerr != nil {
-		log.Error("releasing the slot of a ticket published before with another slot failed; the reconciler releases it",
-			slog.Any("err", rerr))
-	}
-	if err == nil && !found {
-		err = errors.New("no event in the stream or row in the tenant database")
+		err = reply.Err()
 	}
 	if err != nil {
-		return subjects.TicketEvent{}, unavailable(fmt.Errorf("ticket %s was published before and cannot be read back: %w",
-			ev.Ticket, err))
+		s.logger.Error("an admission's outcome is unknown and releasing its ticket failed too; if it was written, it stays",
+			slog.String("tenant", tenant), slog.String("nonce", nonce), slog.Any("cause", cause), slog.Any("err", err))
+		return false
 	}
-	log.Warn("ticket id was published before with another slot; answering that ticket",
-		slog.String("agent", got.Agent), slog.Time("slot_time", got.SlotTime))
-	return got, nil
-}
-
-// publish sends one ticket event to the TICKETS stream, deduplicated by
-// msgID within the stream's duplicate window.
-func (s *Service) publish(ctx context.Context, ev subjects.TicketEvent, msgID string) error {
-	_, err := s.publishAck(ctx, ev, msgID)
-	return err
-}
-
-// publishAck is publish, with the stream's acknowledgement (Duplicate
-// says the message id was already there).
-func (s *Service) publishAck(ctx context.Context, ev subjects.TicketEvent, msgID string) (*jetstream.PubAck, error) {
-	if _, err := s.ticketStream(ctx); err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encoding ticket event: %w", err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
-	defer cancel()
-	ack, err := s.js.Publish(pctx, subjects.TicketSubject(ev.Tenant, ev.Ticket), data,
-		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subjects.StreamTickets))
-	if err != nil {
-		return nil, fmt.Errorf("publishing %s event of ticket %s: %w", ev.Event, ev.Ticket, err)
-	}
-	if !ack.Duplicate {
+	if reply.Ticket != "" {
 		s.published()
+		s.logger.Warn("released the ticket of an admission whose outcome was unknown",
+			slog.String("tenant", tenant), slog.String("ticket", reply.Ticket), slog.Any("cause", cause))
 	}
-	return ack, nil
-}
-
-// release asks the responders to free a ticket's slot. It runs even when
-// the client has gone: a reservation must not outlive a failed admission.
-func (s *Service) release(ctx context.Context, ev subjects.TicketEvent) error {
-	reply, err := s.ask(context.WithoutCancel(ctx), subjects.ETARequest{
-		Op: subjects.ETARelease, Tenant: ev.Tenant, Ticket: ev.Ticket, Agent: ev.Agent, SlotTime: ev.SlotTime,
-	})
-	if err != nil {
-		return err
-	}
-	if err := reply.Err(); err != nil {
-		return replyError(subjects.ETARelease, err)
-	}
-	return nil
+	return true
 }
 
 // ask sends one request to the tenant's ETA responders and waits at most
-// budget.ETA. No responder, or none in time, is ErrUnavailable.
+// budget.ETA. No responder, or none in time, is ErrUnavailable; a reply
+// that does not decode is ErrInternal.
 func (s *Service) ask(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
@@ -267,7 +233,7 @@ func replyError(op string, err error) error {
 		return ErrHoldGone
 	case errors.Is(err, subjects.ErrETATypeMismatch):
 		return ErrTypeMismatch
-	case op == subjects.ETAConfirm && errors.As(err, &refusal) && refusal.Code == subjects.ETACodeInvalidField:
+	case op == subjects.ETAConfirm && errors.As(err, &refusal) && refusal.Code == subjects.ETACodeInvalidField && refusal.Field == "slot_id":
 		return invalidField("slot_id", "is not a slot id issued by validate_eta")
 	case errors.Is(err, subjects.ErrETAUnavailable):
 		return unavailable(cause)
@@ -279,40 +245,12 @@ func replyError(op string, err error) error {
 	return internal(cause)
 }
 
-// ticketStream returns the TICKETS stream, creating it if no worker has
-// yet: accepted tickets then wait in it for the first worker.
-func (s *Service) ticketStream(ctx context.Context) (jetstream.Stream, error) {
-	if st := s.stream.Load(); st != nil {
-		return *st, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st := s.stream.Load(); st != nil {
-		return *st, nil
-	}
-	sctx, cancel := context.WithTimeout(ctx, s.budget.Publish)
-	defer cancel()
-	st, err := jskit.OpenStream(sctx, s.js, subjects.TicketsStreamConfig(s.replicas))
-	if err != nil {
-		return nil, unavailable(fmt.Errorf("opening stream %s: %w", subjects.StreamTickets, err))
-	}
-	s.stream.Store(&st)
-	return st, nil
-}
-
-// find looks a ticket of t up (tenants.TicketLookup): the stream's reads
-// bounded by budget.Publish, the row's by callTimeout. A stream that
-// cannot be read is ErrUnavailable, an event that does not decode
+// find looks a ticket of t up (tenants.TicketLookup): each read of its
+// slot bucket bounded by budget.Call, the row's by callTimeout. A bucket
+// that cannot be read is ErrUnavailable, a record that does not decode
 // ErrInternal; a row that cannot be read is the tenants package's error.
 func (s *Service) find(ctx context.Context, t tenants.Tenant, ticket string, reads tenants.TicketReads) (tenants.TicketState, error) {
-	if subjects.ValidID(ticket) != nil {
-		return tenants.TicketState{Tenant: t.ID}, nil
-	}
-	st, err := s.ticketStream(ctx)
-	if err != nil {
-		return tenants.TicketState{}, err
-	}
-	lookup := tenants.TicketLookup{Stream: st, Rows: s.rows, StreamTimeout: s.budget.Publish, RowTimeout: callTimeout}
+	lookup := tenants.TicketLookup{Slots: s.slotBucket, Rows: s.rows, SlotTimeout: s.budget.Call, RowTimeout: callTimeout}
 	found, err := lookup.Find(ctx, t, ticket, reads)
 	switch {
 	case errors.Is(err, tenants.ErrInvalidTicket):
@@ -323,54 +261,62 @@ func (s *Service) find(ctx context.Context, t tenants.Tenant, ticket string, rea
 	return found, err
 }
 
-// latest is a ticket's latest known event: from the stream while a
-// message is there, else from the tenant database. found is false when
-// there is none.
-func (s *Service) latest(ctx context.Context, t tenants.Tenant, ticket string) (ev subjects.TicketEvent, found bool, err error) {
-	state, err := s.find(ctx, t, ticket, 0)
-	if err != nil {
-		return ev, false, err
-	}
-	ev, _, found = state.Latest()
-	return ev, found, nil
-}
-
-// Cancel cancels a ticket of t (cancel_ticket). The cancel event goes to
-// the stream before the slot is released, so any later ticket in that slot
-// comes after the cancel in the stream; then the slot is free at once for
-// the next create. Repeating it answers the same, and frees the slot again
-// should an earlier release have failed.
+// Cancel cancels a ticket of t (cancel_ticket): the responders write the
+// ticket's released record, which frees its slot at once for the next
+// create and is the cancel the allocators apply to its row. Repeating it
+// answers the same and writes nothing more.
 func (s *Service) Cancel(ctx context.Context, t tenants.Tenant, ticket string) (Cancelled, error) {
 	release, err := s.enter(t.ID)
 	if err != nil {
 		return Cancelled{}, err
 	}
 	defer release()
-	ev, found, err := s.latest(ctx, t, ticket)
+	state, err := s.find(ctx, t, ticket, 0)
 	if err != nil {
 		return Cancelled{}, err
 	}
-	if !found {
+	ev, status, found := state.Latest()
+	switch {
+	case !found:
 		return Cancelled{}, ErrTicketNotFound
+	case status == subjects.StatusCancelled:
+		return Cancelled{TicketID: ev.Ticket}, nil
 	}
-	if ev.Event != subjects.TicketCancelled {
-		at := subjects.Stamp(s.now())
-		ev.Event = subjects.TicketCancelled
-		ev.CancelledAt = &at
-		if err := s.publish(ctx, ev, ev.Ticket+":cancel"); err != nil {
-			return Cancelled{}, unavailable(err)
-		}
+	if _, _, _, err := subjects.ParseTicketID(ev.Ticket); err != nil {
+		return s.cancelRow(ctx, t, ev)
 	}
-	if err := s.release(ctx, ev); err != nil {
-		return Cancelled{}, fmt.Errorf("releasing the slot of cancelled ticket %s: %w", ticket, err)
+	reply, err := s.ask(ctx, subjects.ETARequest{
+		Op: subjects.ETARelease, Tenant: t.ID, Ticket: ev.Ticket, Type: ev.Type, CreatedAt: ev.CreatedAt,
+		Agent: ev.Agent, SlotTime: ev.SlotTime,
+	})
+	if err != nil {
+		return Cancelled{}, fmt.Errorf("releasing the slot of ticket %s: %w", ticket, err)
+	}
+	if err := reply.Err(); err != nil {
+		return Cancelled{}, replyError(subjects.ETARelease, err)
+	}
+	s.published()
+	return Cancelled{TicketID: ev.Ticket}, nil
+}
+
+// cancelRow cancels a ticket of an earlier version, whose id names no
+// slot: it lives only in its tenant database (no slot record can carry
+// it, and its minute is in no slot bucket), so the row is cancelled
+// there directly.
+func (s *Service) cancelRow(ctx context.Context, t tenants.Tenant, ev subjects.TicketEvent) (Cancelled, error) {
+	at := subjects.Stamp(s.now())
+	ev.Event, ev.CancelledAt = subjects.TicketCancelled, &at
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := s.rows.ApplyCancelled(cctx, t, ev); err != nil {
+		return Cancelled{}, err
 	}
 	return Cancelled{TicketID: ev.Ticket}, nil
 }
 
-// Get reports a ticket of t (GET /tickets/{ticket_id}): its latest event
-// still in the stream, or its row in the tenant database, the row winning
-// over a create still in the stream (a worker may have applied a cancel
-// whose message is gone while the create's is not).
+// Get reports a ticket of t (GET /tickets/{ticket_id}): its newest slot
+// record, or its row in the tenant database, the row winning over a
+// create record (allocated once a worker has written it).
 func (s *Service) Get(ctx context.Context, t tenants.Tenant, ticket string) (Ticket, error) {
 	if subjects.ValidID(ticket) != nil {
 		return Ticket{}, ErrTicketNotFound
@@ -410,6 +356,7 @@ func (s *Service) ValidateETA(ctx context.Context, t tenants.Tenant, typ string)
 		if reply.HoldExpiresAt == nil {
 			return Hold{}, internal(errors.New("ETA responder's hold has no expiry"))
 		}
+		s.published()
 		return Hold{SlotID: reply.SlotID, SlotTime: reply.SlotTime, ExpiresAt: *reply.HoldExpiresAt}, nil
 	case errors.Is(err, subjects.ErrETANoSlot):
 		return Hold{}, &NoSlotError{Op: subjects.OpValidateETA, Type: typ, SLA: sla}
@@ -420,7 +367,8 @@ func (s *Service) ValidateETA(ctx context.Context, t tenants.Tenant, typ string)
 
 // AllocateSlot turns a pending hold into a ticket of t (allocate_slot).
 // The ticket's created_at is the instant of the validate_eta that made
-// the hold, as the responder reports it.
+// the hold, as the responder reports it. An outcome left unknown (see
+// admit) releases the ticket the confirm may have written.
 func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotID string) (Allocated, error) {
 	sla, err := ticketType(typ)
 	if err != nil {
@@ -434,23 +382,35 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 		return Allocated{}, err
 	}
 	defer release()
-	ticket := subjects.NewTicketID()
+	nonce := subjects.NewTicketNonce()
 	reply, err := s.ask(ctx, subjects.ETARequest{
-		Op: subjects.ETAConfirm, Tenant: t.ID, Type: typ, SlotID: slotID, Ticket: ticket,
+		Op: subjects.ETAConfirm, Tenant: t.ID, Type: typ, SlotID: slotID, Nonce: nonce,
 	})
 	if err != nil {
-		return Allocated{}, err
+		if !errors.Is(err, nats.ErrNoResponders) {
+			s.releaseNonce(ctx, t.ID, nonce, err)
+		}
+		return Allocated{}, asOutage(err)
 	}
 	if err := reply.Err(); err != nil {
+		if outcomeUnknown(err) {
+			s.releaseNonce(ctx, t.ID, nonce, err)
+		}
 		return Allocated{}, replyError(subjects.ETAConfirm, err)
+	}
+	if s.afterReserve != nil {
+		s.afterReserve(reply.Ticket)
 	}
 	createdAt := subjects.Stamp(reply.CreatedAt)
 	ev := subjects.TicketEvent{
-		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: ticket, Type: typ, Agent: reply.Agent,
+		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: reply.Ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	if _, err := s.publishCreated(ctx, t, ev); err != nil {
+	if err := checkAdmitted(ev, nonce); err != nil {
+		err = internal(fmt.Errorf("the ETA responder's answer to %s: %w", subjects.ETAConfirm, err))
+		s.releaseNonce(ctx, t.ID, nonce, err)
 		return Allocated{}, err
 	}
-	return Allocated{TicketID: ticket}, nil
+	s.published()
+	return Allocated{TicketID: reply.Ticket}, nil
 }
