@@ -75,8 +75,16 @@ type ETARequest struct {
 	// Takeover (reserve only): an Idempotency-Key retry that took over a
 	// twin presumed dead; the tenant's tickets are searched for Nonce
 	// first, and a ticket found is the answer.
-	Takeover bool      `json:"takeover,omitempty"`
-	SlotID   string    `json:"slot_id,omitempty"`
+	Takeover bool   `json:"takeover,omitempty"`
+	SlotID   string `json:"slot_id,omitempty"`
+	// Deadline (every op but ping) is when the asker stops waiting for
+	// the reply, by its clock: a responder that gets to the request later,
+	// or whose write would begin later, writes nothing and answers
+	// unavailable. A request that waited in a paused or overloaded
+	// responder past its asker's patience thus cannot admit a ticket (or
+	// release one) nobody is told of. Zero: none (askers of older
+	// versions).
+	Deadline time.Time `json:"deadline,omitzero"`
 	Agent    string    `json:"agent,omitempty"`
 	SlotTime time.Time `json:"slot_time,omitzero"`
 	// AgentsRev (reserve and hold only) is the revision in BucketAgents
@@ -104,6 +112,9 @@ const (
 	ETACodeTypeMismatch   = "type_mismatch"    // ErrETATypeMismatch
 	ETACodeHoldGone       = "hold_expired"     // ErrETAHoldGone
 	ETACodeUnavailable    = "unavailable"      // ErrETAUnavailable
+	// ETACodeNonceReleased: a takeover found the nonce's ticket released
+	// (cancelled): the nonce is spent, the asker retries with a fresh one.
+	ETACodeNonceReleased = "nonce_released" // ErrETANonceReleased
 )
 
 // Errors of the ETA protocol, as ETAReply.Err returns them (wrapped in an
@@ -125,6 +136,9 @@ var (
 	// ErrETAUnavailable: the responder could not answer now (slot store,
 	// registry or agents watch); asking again later may succeed.
 	ErrETAUnavailable = errors.New("eta: responder unavailable")
+	// ErrETANonceReleased: a takeover's nonce names a ticket that was
+	// released; a new ticket needs a fresh nonce (the id would repeat).
+	ErrETANonceReleased = errors.New("eta: the nonce's ticket was released")
 	// ErrETAProtocol: a reply this version does not understand (an
 	// unknown code, or no code with a status that is no success). Never
 	// taken for a success.
@@ -148,13 +162,14 @@ var etaCodes = map[string]struct {
 	ETACodeTypeMismatch:   {ErrETATypeMismatch, 409},
 	ETACodeHoldGone:       {ErrETAHoldGone, 410},
 	ETACodeUnavailable:    {ErrETAUnavailable, 503},
+	ETACodeNonceReleased:  {ErrETANonceReleased, 409},
 }
 
 // ETACodes lists every reply code of the protocol, for tests and docs.
 func ETACodes() []string {
 	return []string{ETACodeInvalidJSON, ETACodeUnknownField, ETACodeInvalidField, ETACodeTenantMismatch,
 		ETACodeBodyTooLarge, ETACodeTenantNotFound, ETACodeNoSlot, ETACodeTypeMismatch, ETACodeHoldGone,
-		ETACodeUnavailable}
+		ETACodeUnavailable, ETACodeNonceReleased}
 }
 
 // Success statuses of ETAReply.Code: ETACreated for a reserve, ETAOK for

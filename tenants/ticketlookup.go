@@ -51,6 +51,10 @@ type TicketState struct {
 	Event    subjects.TicketEvent
 	Revision uint64
 	InSlots  bool
+	// RowUnavailable: the row was to be read under a create the slot
+	// records hold, and the tenant database could not be reached; the
+	// record stands for the ticket (accepted).
+	RowUnavailable bool
 	// Row is the ticket's row in the tenant database, when InDB. It is
 	// read only when no record of the ticket was found, or under
 	// ReadRowUnderCreate when the record is a create.
@@ -108,6 +112,13 @@ func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads T
 		return st, nil
 	}
 	st.Row, st.InDB, err = l.row(ctx, t, ticket)
+	if err != nil && st.InSlots && errors.Is(err, ErrUnavailable) {
+		// The slot record has the ticket: while the tenant database
+		// cannot be read, the record answers (accepted), rather than
+		// nothing at all.
+		st.RowUnavailable = true
+		return st, nil
+	}
 	return st, err
 }
 

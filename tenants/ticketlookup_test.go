@@ -227,6 +227,22 @@ func TestTicketLookup(t *testing.T) {
 		}
 	})
 
+	t.Run("the database unreachable: a create record still answers, accepted", func(t *testing.T) {
+		ev := created(11)
+		rev := write(t, key(11), subjects.ConfirmedRecord(ev, 0), 0)
+		restore := testkit.RefuseConnections(t, ten.DBName)
+		got, err := lookup.Find(ctx, ten, ev.Ticket, tenants.ReadRowUnderCreate)
+		if err != nil || !got.InSlots || !got.RowUnavailable || got.InDB || got.Revision != rev {
+			t.Fatalf("Find while the database refuses: %+v %v, want the record and RowUnavailable", got, err)
+		}
+		wantLatest(t, got, ev, subjects.StatusAccepted)
+		// A ticket only the database has cannot be answered meanwhile.
+		if _, err := lookup.Find(ctx, ten, aged.Ticket, 0); !errors.Is(err, tenants.ErrUnavailable) {
+			t.Fatalf("Find of a row-only ticket while the database refuses: %v, want ErrUnavailable", err)
+		}
+		restore()
+	})
+
 	t.Run("a bucket that cannot be read is unavailable", func(t *testing.T) {
 		ev := aged
 		if err := e.js.DeleteKeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(ten.ID, shards))); err != nil {

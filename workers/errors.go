@@ -23,6 +23,12 @@ var (
 	// ErrHoldGone: no live hold matches the slot id (expired, confirmed,
 	// never issued or replaced).
 	ErrHoldGone = errors.New("no live hold for that slot id")
+	// ErrNonceReleased: a takeover's nonce names a released ticket; the
+	// asker needs a fresh nonce.
+	ErrNonceReleased = errors.New("the nonce's ticket was released")
+	// ErrPastDeadline: the asker's deadline passed before the write; the
+	// request wrote nothing.
+	ErrPastDeadline = errors.New("the asker's deadline has passed")
 	// ErrTypeMismatch: the held slot is outside the window of the ticket
 	// type, judged from the hold's instant.
 	ErrTypeMismatch = errors.New("slot outside the SLA window of the ticket type")

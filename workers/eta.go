@@ -181,6 +181,10 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	return req, nil
 }
 
+// deadlineKey carries a request's Deadline to its writes (write checks
+// it just before each one).
+type deadlineKey struct{}
+
 // replyOf maps an error onto the reply; the responder is the only place
 // that does. The reply's code comes from the subjects contract, and so
 // does the HTTP status beside it.
@@ -197,6 +201,8 @@ func replyOf(err error) subjects.ETAReply {
 		return subjects.ETARefusal(subjects.ETACodeTypeMismatch, "", err.Error())
 	case errors.Is(err, ErrHoldGone):
 		return subjects.ETARefusal(subjects.ETACodeHoldGone, "", err.Error())
+	case errors.Is(err, ErrNonceReleased):
+		return subjects.ETARefusal(subjects.ETACodeNonceReleased, "", err.Error())
 	}
 	return subjects.ETARefusal(subjects.ETACodeUnavailable, "", err.Error())
 }
@@ -206,6 +212,14 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 		return subjects.ETAReply{Code: subjects.ETAOK}, nil
 	}
 	now := r.now()
+	if !req.Deadline.IsZero() {
+		// The asker gives up at its deadline: past it, nothing is written.
+		if !now.Before(req.Deadline) {
+			return subjects.ETAReply{}, fmt.Errorf("%s for tenant %s, due by %s: %w: %w", req.Op, req.Tenant,
+				req.Deadline.Format(time.RFC3339Nano), ErrUnavailable, ErrPastDeadline)
+		}
+		ctx = context.WithValue(ctx, deadlineKey{}, req.Deadline)
+	}
 	switch req.Op {
 	case subjects.ETAReserve, subjects.ETAHold:
 		if d := req.CreatedAt.Sub(now); req.CreatedAt.IsZero() || d > maxSkew || d < -maxSkew {
@@ -252,6 +266,12 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 		found, err := r.findTicket(ctx, req.Tenant, req.Nonce)
 		if err != nil {
 			return subjects.ETAReply{}, err
+		}
+		if found.ok && found.rec.State == subjects.SlotReleased {
+			// Cancelled since, by a release of the nonce that an asker
+			// sent after an unknown outcome: no client was told of it,
+			// and a new ticket must not repeat its id.
+			return subjects.ETAReply{}, fmt.Errorf("takeover of nonce %s: ticket %s: %w", req.Nonce, found.rec.Ticket, ErrNonceReleased)
 		}
 		if found.ok {
 			return subjects.ETAReply{Code: subjects.ETACreated, Ticket: found.rec.Ticket, Agent: found.rec.Agent,
@@ -373,6 +393,9 @@ func (r *Responder) relearn(ctx context.Context, kv jetstream.KeyValue, tenant s
 // else only if its newest record is still at revision prev. A lost race
 // is jskit.CreateLost.
 func (r *Responder) write(ctx context.Context, kv jetstream.KeyValue, key string, value []byte, prev uint64) (uint64, error) {
+	if dl, ok := ctx.Value(deadlineKey{}).(time.Time); ok && !r.now().Before(dl) {
+		return 0, fmt.Errorf("writing slot %s: %w", key, ErrPastDeadline)
+	}
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	if prev == 0 {

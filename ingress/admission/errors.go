@@ -32,6 +32,9 @@ var (
 	// ErrIdempotencyReused: the Idempotency-Key was used with another
 	// request body.
 	ErrIdempotencyReused = errors.New("idempotency key reused with another request")
+	// errNonceReleased: a takeover's nonce names a released ticket (see
+	// createClaimed); never returned to callers.
+	errNonceReleased = errors.New("the taken-over nonce's ticket was released")
 	// ErrUnavailable: a dependency (the ETA responders, a slot bucket,
 	// the idempotency bucket) did not answer in time; always wrapped
 	// together with the cause (unavailable).

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -41,10 +42,14 @@ import (
 // record over with a revision-checked write (so one retry wins), then
 // asks the responders to reserve with Takeover and the record's nonce.
 // They search the tenant's slot records for a ticket of that nonce and
-// answer it if the twin's reserve wrote one (even if cancelled since: the
-// 201 is what the first request earned), or else admit a ticket anew
-// under the same nonce. Either way the key gives one ticket, whose answer
-// is then remembered. A takeover whose reserve gets no reply releases
+// answer it if the twin's reserve wrote one, or else admit a ticket anew
+// under the same nonce. A ticket of the nonce that was released since can
+// only have been released by the twin's own release after an unknown
+// outcome (nobody else knew its id): the responders answer
+// nonce_released, and the claim takes a fresh nonce (revision-checked)
+// before it admits, so the new ticket's id cannot repeat the released
+// one's. Either way the key gives one ticket, whose answer is then
+// remembered. A takeover whose reserve gets no reply releases
 // nothing (the nonce's ticket may be the twin's, its 201 perhaps already
 // sent): the record stays pending for the next retry to take over. The
 // pending record lives as long as a done one, so it cannot expire before
@@ -166,6 +171,23 @@ func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ strin
 	// Real time: a context deadline is real time, whatever the clock.
 	actx, cancel := context.WithTimeout(ctx, s.budget.IdempotencyClaim())
 	acc, unknown, err := s.admit(actx, t, typ, rec.Nonce, takeover)
+	if takeover && errors.Is(err, errNonceReleased) {
+		// The twin's ticket was written and then released (by the
+		// release its twin sent after an unknown outcome): no client
+		// was told of it. The claim takes a fresh nonce, revision-checked
+		// (one retry wins), and admits a ticket with it.
+		rec.Nonce = subjects.NewTicketNonce()
+		if rev, err = s.writeRecord(actx, t, keyHash, rev, rec, idemPendingTTL); err == nil {
+			log = log.With(slog.String("fresh_nonce", rec.Nonce))
+			log.Warn("the taken-over nonce's ticket was released; admitting with a fresh nonce")
+			takeover = false
+			acc, unknown, err = s.admit(actx, t, typ, rec.Nonce, false)
+		} else if jskit.WrongLastSequence(err) {
+			err = ErrIdempotencyInUse
+		} else {
+			err = unavailable(fmt.Errorf("giving idempotency key %s a fresh nonce: %w", kvKey, err))
+		}
+	}
 	cancel()
 	if err == nil {
 		return s.remember(ctx, t, keyHash, rev, rec, acc, log)

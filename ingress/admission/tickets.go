@@ -203,6 +203,8 @@ func (s *Service) releaseNonce(ctx context.Context, tenant, nonce string, cause 
 // budget.ETA. No responder, or none in time, is ErrUnavailable; a reply
 // that does not decode is ErrInternal.
 func (s *Service) ask(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
+	// The responders write nothing once this ask has given up.
+	req.Deadline = s.now().Add(s.budget.ETA).UTC()
 	data, err := json.Marshal(req)
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("encoding ETA request: %w", err)
@@ -233,6 +235,8 @@ func replyError(op string, err error) error {
 		return ErrHoldGone
 	case errors.Is(err, subjects.ErrETATypeMismatch):
 		return ErrTypeMismatch
+	case errors.Is(err, subjects.ErrETANonceReleased):
+		return fmt.Errorf("%w: %w", errNonceReleased, cause)
 	case op == subjects.ETAConfirm && errors.As(err, &refusal) && refusal.Code == subjects.ETACodeInvalidField && refusal.Field == "slot_id":
 		return invalidField("slot_id", "is not a slot id issued by validate_eta")
 	case errors.Is(err, subjects.ErrETAUnavailable):
