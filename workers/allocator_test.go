@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,7 @@ type allocEnv struct {
 	shards       int
 	kvs          []jetstream.KeyValue
 	tenants      []*allocTenant
+	quiet        bool
 }
 
 // allocTenant is one tenant of an allocEnv.
@@ -61,6 +63,9 @@ type envOpts struct {
 	// openedByAllocator leaves the slot buckets to the first allocator
 	// started (openBuckets opens them after): its SlotMaxAge is theirs.
 	openedByAllocator bool
+	// quiet: the allocators and the tickets log nothing (benchmarks,
+	// whose log is always printed).
+	quiet bool
 }
 
 func newAllocEnvWith(t testing.TB, o envOpts) *allocEnv {
@@ -70,6 +75,10 @@ func newAllocEnvWith(t testing.TB, o envOpts) *allocEnv {
 	e.js = e.nats.JetStream(t)
 	tw := tenantstest.New(t, e.js, tenantstest.Config{})
 	e.reg, e.tickets = tw.Registry, tw.Tickets
+	if o.quiet {
+		e.quiet = true
+		e.tickets = tenants.NewTickets(tw.Pools, slog.New(slog.DiscardHandler))
+	}
 	ag := tw.Agents()
 	if err := workers.EnsureStreams(ctx, e.js, 1); err != nil {
 		t.Fatal(err)
@@ -152,14 +161,25 @@ type allocOpts struct {
 // until stop.
 func (e *allocEnv) start(t testing.TB, o allocOpts) (stop func()) {
 	t.Helper()
+	return testkit.Run(t, "Allocator", e.allocator(t, o).Run)
+}
+
+// allocator is a new allocator (on its own NATS connection unless o.js
+// is set), not running.
+func (e *allocEnv) allocator(t testing.TB, o allocOpts) *workers.Allocator {
+	t.Helper()
 	if o.js == nil {
 		o.js = e.nats.JetStream(t)
 	}
 	if o.ackWait == 0 {
 		o.ackWait = 2 * time.Second
 	}
+	log := testkit.Logger(t)
+	if e.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 	a, err := workers.NewAllocator(testkit.Context(t, 30*time.Second), workers.AllocatorConfig{
-		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: testkit.Logger(t), Shards: e.shards,
+		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: log, Shards: e.shards,
 		Concurrency: o.concurrency, BatchSize: o.batchSize, BatchWait: o.batchWait, SlotMaxAge: o.slotMaxAge,
 		Backoff: fastBackoff, DownBackoff: fastDownBackoff, AckWait: o.ackWait, Metrics: o.metrics,
 		BeforeCommit: o.before, AfterCommit: o.after,
@@ -167,7 +187,7 @@ func (e *allocEnv) start(t testing.TB, o allocOpts) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testkit.Run(t, "Allocator", a.Run)
+	return a
 }
 
 var allocT0 = time.Date(2031, 3, 4, 5, 6, 7, 890000000, time.UTC)
