@@ -1041,3 +1041,94 @@ func TestAllocatorConsumers(t *testing.T) {
 		t.Errorf("stream %s: %v", subjects.StreamDeadLetters, err)
 	}
 }
+
+// TestAllocatorParksStalledTenant: two tenants in one shard, one of whose
+// databases refuses connections. The healthy tenant's tickets all land
+// while the other's wait; the shard consumer never holds the stalled
+// tenant's records (its NumAckPending stays within the healthy flow:
+// the stalled records are parked, not nak'ed, and the consumer is empty
+// once the healthy tickets are in); once the database is back, every
+// stalled ticket lands exactly once and the parked stream is empty.
+func TestAllocatorParksStalledTenant(t *testing.T) {
+	t.Parallel()
+	const perTenant = 500
+	e := newAllocEnvWith(t, envOpts{agents: 5, tenants: 2, shards: 1})
+	healthy, stalled := e.tenants[0], e.tenants[1]
+	ctx := testkit.Context(t, 120*time.Second)
+	metrics := prometheus.NewRegistry()
+	const concurrency, batch = 2, 20
+	e.start(t, allocOpts{concurrency: concurrency, batchSize: batch, metrics: metrics, ackWait: 30 * time.Second})
+
+	// Warm both pools: the outage must also kill live connections.
+	ids := map[*allocTenant][]string{}
+	for _, tn := range e.tenants {
+		ev := tn.event("warm", 0)
+		ids[tn] = append(ids[tn], ev.Ticket)
+		tn.confirm(t, ev)
+		tn.waitRows(t, 1)
+	}
+	restore := testkit.RefuseConnections(t, stalled.ten.DBName)
+
+	// The shard consumer's ack pending, sampled while the tickets flow.
+	var maxAckPending int
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if info, err := e.consumerInfo(ctx, 0); err == nil {
+				maxAckPending = max(maxAckPending, info.NumAckPending)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	for i := 1; i <= perTenant; i++ {
+		for _, tn := range []*allocTenant{stalled, healthy} {
+			ev := tn.event("flow", i)
+			ids[tn] = append(ids[tn], ev.Ticket)
+			tn.confirm(t, ev)
+		}
+	}
+	healthy.waitRows(t, len(ids[healthy]))
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		info, err := e.consumerInfo(ctx, 0)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, "the shard's consumer empty while the stalled tenant is still down")
+	close(stopSampling)
+	<-sampled
+	// What one process may hold of the healthy flow: a pull buffer and
+	// its records in flight; the stalled tenant's 500 would be on top.
+	if bound := 64 + concurrency*batch; maxAckPending > bound {
+		t.Errorf("shard consumer ack pending reached %d, want at most %d", maxAckPending, bound)
+	}
+	if _, err := stalled.query(t, `SELECT count(*) FROM tickets`); err == nil {
+		t.Fatal("the stalled database answered: no outage")
+	}
+	if n := e.parkedMsgs(t); n != perTenant {
+		t.Fatalf("%d parked records, want the stalled tenant's %d", n, perTenant)
+	}
+	healthy.checkExactlyOnce(t, ids[healthy])
+
+	restore()
+	stalled.waitRows(t, len(ids[stalled]))
+	e.waitConsumed(t)
+	stalled.checkExactlyOnce(t, ids[stalled])
+	healthy.checkExactlyOnce(t, ids[healthy])
+	if n := e.parkedMsgs(t); n != 0 {
+		t.Errorf("%d parked records left once written", n)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_parked_total", subjects.TicketCreated); got < perTenant {
+		t.Errorf("parked{created} = %v, want at least %d", got, perTenant)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != 2*(perTenant+1) {
+		t.Errorf("processed{created} = %v, want %d", got, 2*(perTenant+1))
+	}
+}
