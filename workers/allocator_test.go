@@ -1132,3 +1132,59 @@ func TestAllocatorParksStalledTenant(t *testing.T) {
 		t.Errorf("processed{created} = %v, want %d", got, 2*(perTenant+1))
 	}
 }
+
+// TestAllocatorParkedOutlivesSlotAge: a tenant database away for longer
+// than the slot buckets keep a record loses no ticket. With a record age
+// of two seconds (the buckets created by the allocator with its
+// SlotMaxAge), tickets confirmed while the database refuses connections
+// are parked; the slot stream then drops every one of them; once the
+// database is back, every ticket lands exactly once from the parked
+// stream.
+func TestAllocatorParkedOutlivesSlotAge(t *testing.T) {
+	t.Parallel()
+	const age, n = 2 * time.Second, 50
+	e := newAllocEnvWith(t, envOpts{agents: 2, tenants: 1, openedByAllocator: true})
+	ctx := testkit.Context(t, 60*time.Second)
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 2, slotMaxAge: age, metrics: metrics})
+	e.openBuckets(t)
+	st, err := e.kv().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != age {
+		t.Fatalf("slot bucket created with a max age of %s, want %s", st.TTL(), age)
+	}
+
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
+	var ids []string
+	var evs []subjects.TicketEvent
+	for i := range n {
+		ev := e.event("aged", i)
+		ids, evs = append(ids, ev.Ticket), append(evs, ev)
+		e.confirm(t, ev)
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.parkedMsgs(t) == n }, fmt.Sprintf("%d parked records", n))
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.streamMsgs(t, shard) == 0 },
+		"every slot record aged out of the bucket")
+	for _, ev := range []subjects.TicketEvent{evs[0], evs[n-1]} {
+		if _, err := e.kv().Get(ctx, slotKey(ev)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("slot of %s after its age: %v, want no record", ev.Ticket, err)
+		}
+	}
+	if _, err := e.query(t, `SELECT count(*) FROM tickets`); err == nil {
+		t.Fatal("the database answered: no outage")
+	}
+
+	restore()
+	e.waitRows(t, n)
+	e.waitConsumed(t)
+	e.checkExactlyOnce(t, ids)
+	if m := e.parkedMsgs(t); m != 0 {
+		t.Errorf("%d parked records left once written", m)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != n {
+		t.Errorf("processed{created} = %v, want %d", got, n)
+	}
+}
