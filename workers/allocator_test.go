@@ -993,7 +993,9 @@ func TestAllocatorCreateAfterItsRelease(t *testing.T) {
 // the configured record age (creating the ones missing), keeps no
 // TICKETS stream, and gives each shard's stream (limits retention) one
 // durable consumer of that shard's records that acks explicitly, starts
-// from the first record and never gives up on one.
+// from the first record and never gives up on one; the parked stream
+// keeps its records until written (no age, deleted by the ack) and has
+// one such consumer too, with room for every parked record.
 func TestAllocatorConsumers(t *testing.T) {
 	t.Parallel()
 	e := newAllocEnv(t, 1, 1)
@@ -1033,6 +1035,22 @@ func TestAllocatorConsumers(t *testing.T) {
 			c.MaxDeliver != -1 || c.AckWait != 7*time.Second || c.MaxAckPending <= 0 {
 			t.Errorf("consumer of shard %d: %+v", i, c)
 		}
+	}
+	parked, err := e.js.Stream(ctx, subjects.StreamParked)
+	if err != nil {
+		t.Fatalf("stream %s: %v", subjects.StreamParked, err)
+	}
+	if c := parked.CachedInfo().Config; c.MaxAge != 0 || c.Retention != jetstream.WorkQueuePolicy {
+		t.Errorf("parked stream: max age %s, retention %s; want none and work queue", c.MaxAge, c.Retention)
+	}
+	pinfo, err := e.parkedConsumerInfo(ctx)
+	if err != nil {
+		t.Fatalf("consumer of the parked stream: %v", err)
+	}
+	if c := pinfo.Config; c.Durable != subjects.ConsumerParked || c.AckPolicy != jetstream.AckExplicitPolicy ||
+		c.DeliverPolicy != jetstream.DeliverAllPolicy || c.MaxDeliver != -1 || c.AckWait != 7*time.Second ||
+		c.MaxAckPending < 100_000 {
+		t.Errorf("consumer of the parked stream: %+v", c)
 	}
 	if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("stream %s: %v, want none", subjects.StreamTickets, err)
