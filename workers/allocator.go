@@ -401,12 +401,12 @@ func (a *Allocator) consume(ctx context.Context, sh *allocShard, inflight chan s
 				a.giveBack(msg)
 				continue
 			}
-			it := a.received(sh, msg, func() { <-inflight })
-			if it == nil {
+			item := a.received(sh, msg, func() { <-inflight })
+			if item == nil {
 				<-inflight
 				continue
 			}
-			qs.enqueue(it)
+			qs.enqueue(item)
 		}
 		stop()
 		it.Stop()

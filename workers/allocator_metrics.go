@@ -28,7 +28,7 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"event"}),
 		failedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_failed_total",
-			Help: "Slot record deliveries given back for redelivery, by reason (unavailable, conflict, registry, error, dead_letter_publish).",
+			Help: "Slot record deliveries given back for redelivery, by reason (unavailable: a parked record whose tenant is still down, conflict, registry, error, dead_letter_publish, park_publish).",
 		}, []string{"reason"}),
 		deadLetteredTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_dead_lettered_total",
@@ -36,7 +36,7 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"kind"}),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tms_allocator_handle_seconds",
-			Help:    "Time to handle one slot record delivery, by record (created, cancelled, held, freed, invalid).",
+			Help:    "Time from the pull of one slot record delivery to its settling (its tenant's queue and batch included), by record (created, cancelled, held, freed, invalid).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"event"}),
 		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
