@@ -54,6 +54,32 @@ func ParseParkedSubject(subject string) (tenant, ticket string, err error) {
 	return tenant, ticket, nil
 }
 
+// DecodeParkedRecord reads a parked message back: subject is its parked
+// subject, original its HeaderOriginalSubject, data its body. The record
+// must pass DecodeSlotRecord (CheckWritable) for the original's key and be
+// the ticket of the parked subject (a create or a cancel). A look-up of a
+// ticket whose slot record aged out reads the last message on
+// ParkedSubject(tenant, ticket) and this gives its newest event
+// (rec.Event()).
+func DecodeParkedRecord(subject, original string, data []byte) (SlotRecord, error) {
+	tenant, ticket, err := ParseParkedSubject(subject)
+	if err != nil {
+		return SlotRecord{}, err
+	}
+	_, key, err := ParseSlotSubject(original)
+	if err != nil {
+		return SlotRecord{}, err
+	}
+	rec, err := DecodeSlotRecord(key, data, CheckWritable)
+	if err != nil {
+		return SlotRecord{}, err
+	}
+	if !rec.HasTicket() || rec.Tenant != tenant || rec.Ticket != ticket {
+		return SlotRecord{}, fmt.Errorf("%w: parked record %s is of key %q, ticket %q", ErrInvalidSlot, subject, key, rec.Ticket)
+	}
+	return rec, nil
+}
+
 // ParkedMsgID is the Nats-Msg-Id of the parked copy of the record at
 // sequence seq of a slot stream, whose subject is original: parking the
 // same record again (its ack was lost, it came back) is deduplicated

@@ -1,9 +1,11 @@
 package subjects
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -62,5 +64,56 @@ func TestParkedStreamConfig(t *testing.T) {
 	}
 	if r := ParkedStreamConfig(3).Replicas; r != 3 {
 		t.Errorf("replicas %d, want 3", r)
+	}
+}
+
+// TestDecodeParkedRecord: a parked ticket's record reads back as its
+// event; a record of another ticket or key, a hold, an original that is
+// no slot subject or a body that does not decode are refused.
+func TestDecodeParkedRecord(t *testing.T) {
+	t.Parallel()
+	key, ev := slotFixture(t)
+	original := "$KV." + SlotBucket(1) + "." + key
+	subject := ParkedSubject(ev.Tenant, ev.Ticket)
+	marshal := func(rec SlotRecord) []byte {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rec, err := DecodeParkedRecord(subject, original, marshal(ConfirmedRecord(ev, 4)))
+	if err != nil || rec.Event().Event != TicketCreated || rec.Ticket != ev.Ticket || rec.Prev != 4 {
+		t.Fatalf("confirmed read back as %+v, %v", rec, err)
+	}
+	rec, err = DecodeParkedRecord(subject, original, marshal(ReleasedRecord(ev, ev.CreatedAt.Add(time.Minute), 5)))
+	if err != nil || rec.Event().Event != TicketCancelled {
+		t.Fatalf("released read back as %+v, %v", rec, err)
+	}
+	other := ConfirmedRecord(ev, 0)
+	other.Ticket, err = NewSlotTicketID(ev.Agent, ev.SlotTime, "qqqqqqqqqqqqqqqq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expires := ev.CreatedAt.Add(time.Minute)
+	hold := SlotRecord{State: SlotHeld, Tenant: ev.Tenant, Agent: ev.Agent, SlotTime: ev.SlotTime, Type: ev.Type,
+		CreatedAt: ev.CreatedAt, Nonce: NewHoldNonce(), HoldExpiresAt: &expires}
+	for name, c := range map[string]struct {
+		subject, original string
+		data              []byte
+	}{
+		"another ticket":   {subject, original, marshal(other)},
+		"a hold":           {subject, original, marshal(hold)},
+		"not a slot":       {subject, "tms.tickets.x.y", marshal(ConfirmedRecord(ev, 0))},
+		"another key":      {subject, "$KV." + SlotBucket(1) + "." + SlotKey(ev.Tenant, ev.Agent, ev.SlotTime.Add(time.Minute)), marshal(ConfirmedRecord(ev, 0))},
+		"bad subject":      {"tms.parked." + ev.Tenant, original, marshal(ConfirmedRecord(ev, 0))},
+		"not json":         {subject, original, []byte("{")},
+		"another tenant's": {ParkedSubject("cother", ev.Ticket), original, marshal(ConfirmedRecord(ev, 0))},
+	} {
+		if rec, err := DecodeParkedRecord(c.subject, c.original, c.data); err == nil {
+			t.Errorf("%s: read back as %+v", name, rec)
+		} else if !errors.Is(err, ErrInvalidSlot) && !errors.Is(err, ErrInvalidID) {
+			t.Errorf("%s: %v, want ErrInvalidSlot or ErrInvalidID", name, err)
+		}
 	}
 }

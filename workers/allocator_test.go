@@ -1194,6 +1194,22 @@ func TestAllocatorParkedOutlivesSlotAge(t *testing.T) {
 	if _, err := e.query(t, `SELECT count(*) FROM tickets`); err == nil {
 		t.Fatal("the database answered: no outage")
 	}
+	// What a look-up reads once the slot record is gone, with Postgres
+	// down: the last parked message of the ticket (a direct get).
+	parked, err := e.js.Stream(ctx, subjects.StreamParked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []subjects.TicketEvent{evs[0], evs[n-1]} {
+		m, err := parked.GetLastMsgForSubject(ctx, subjects.ParkedSubject(ev.Tenant, ev.Ticket))
+		if err != nil {
+			t.Fatalf("parked record of %s: %v", ev.Ticket, err)
+		}
+		rec, err := subjects.DecodeParkedRecord(m.Subject, m.Header.Get(subjects.HeaderOriginalSubject), m.Data)
+		if err != nil || rec.Event().Event != subjects.TicketCreated || rec.Ticket != ev.Ticket || !rec.SlotTime.Equal(ev.SlotTime) {
+			t.Fatalf("parked record of %s reads %+v, %v", ev.Ticket, rec, err)
+		}
+	}
 
 	restore()
 	e.waitRows(t, n)
