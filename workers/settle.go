@@ -56,12 +56,12 @@ func (a *Allocator) write(ctx context.Context, tenant string, writes []*allocIte
 		}
 		i = j
 	}
-	var downFor time.Duration
+	down, downFor := false, time.Duration(0)
 	for k, it := range writes {
 		err := results[k]
 		if errors.Is(err, tenants.ErrUnavailable) {
-			if downFor == 0 {
-				downFor = a.markDown(tenant)
+			if !down {
+				down, downFor = true, a.markDown(tenant)
 				it.log.Warn("tenant database unreachable; parking its records", slog.Duration("down_for", downFor),
 					slog.Any("err", err))
 			}
@@ -74,7 +74,7 @@ func (a *Allocator) write(ctx context.Context, tenant string, writes []*allocIte
 		}
 		it.dec = settleOutcome(it.d, it.dec, err, tries, a.backoff)
 	}
-	if downFor == 0 {
+	if !down {
 		a.markUp(tenant)
 	}
 }
