@@ -19,12 +19,22 @@ import (
 
 // AllocatorConfig configures an Allocator.
 type AllocatorConfig struct {
-	JS          jetstream.JetStream
-	Registry    *tenants.Registry
-	Tickets     *tenants.Tickets
-	Logger      *slog.Logger
-	Concurrency int // messages in flight per process, over all shards; 0 -> 16
-	Replicas    int
+	JS       jetstream.JetStream
+	Registry *tenants.Registry
+	Tickets  *tenants.Tickets
+	Logger   *slog.Logger
+	// Concurrency is how many tenants a process writes at once (one batch
+	// each); 0 -> 16. A process holds at most Concurrency x BatchSize
+	// records pulled and not yet settled.
+	Concurrency int
+	// BatchSize is the most records of one tenant written together (0 ->
+	// 100): consecutive tickets in one transaction.
+	BatchSize int
+	// BatchWait is how long a tenant's batch waits, after its first
+	// record, for more before it is written (0 -> 2ms; negative: no
+	// wait). A batch is written once it is full or its wait is over.
+	BatchWait time.Duration
+	Replicas  int
 	// Shards is the number of slot buckets (0: subjects.DefaultSlotShards).
 	// It must be the responders' count: the allocators consume every one.
 	Shards int
@@ -33,9 +43,13 @@ type AllocatorConfig struct {
 	// processes keep updating the buckets back and forth.
 	SlotMaxAge time.Duration
 	// Backoff is the redelivery delay after the given delivery failed
-	// for a reason that will pass (Postgres down, a conflict whose release
-	// may be on its way). nil: 1s, 2s, 5s, 10s, then 30s.
+	// for a reason that will pass (a conflict whose release may be on its
+	// way, the registry unreachable). nil: 1s, 2s, 5s, 10s, then 30s.
 	Backoff func(delivery int) time.Duration
+	// DownBackoff is how long a tenant whose database failed is left
+	// alone after the given consecutive failure (its records parked
+	// straight away meanwhile). nil: 1s doubling up to 30s.
+	DownBackoff func(failures int) time.Duration
 	// AckWait is how long the server waits for an ack before it hands a
 	// message to another worker (a worker that died). 0 -> 30s. It is a
 	// property of the shared durable consumers: the last process to start
@@ -43,10 +57,10 @@ type AllocatorConfig struct {
 	AckWait time.Duration
 	Metrics prometheus.Registerer // may be nil
 	// BeforeCommit and AfterCommit, when set, are called with the ticket
-	// id of each ticket record a worker writes: before its write to the
-	// tenant database, and after the write committed but before the ack.
-	// Fault-injection points for tests (a crash at either must leave the
-	// ticket written exactly once). nil: nothing.
+	// id of each ticket record a worker writes: before the write (of its
+	// batch) to the tenant database, and after the write committed but
+	// before the ack. Fault-injection points for tests (a crash at either
+	// must leave the ticket written exactly once). nil: nothing.
 	BeforeCommit func(ticket string)
 	AfterCommit  func(ticket string)
 }
@@ -62,12 +76,23 @@ type AllocatorConfig struct {
 // nothing. Each message is acked only after its transaction committed, so
 // a worker that dies leaves it to another.
 //
+// The records pulled go to one queue per tenant; one goroutine at a time
+// drains a tenant's queue (its records are written in stream order within
+// the process), Concurrency tenants at once, up to BatchSize records per
+// batch: consecutive tickets in one transaction
+// (tenants.Tickets.ApplyCreatedBatch), cancels one by one in their place.
+//
 // What happens to a record:
-//   - a ticket's, written (or already there): acked, with the server's
-//     confirmation;
+//   - a ticket's, written (or already there): acked;
 //   - a hold, or a minute freed without a ticket: acked, nothing to write;
-//   - Postgres or NATS unreachable: redelivered after Backoff, for as long as
-//     it takes, never dropped;
+//   - its tenant's database unreachable: parked (subjects.StreamParked)
+//     and acked, the tenant left alone for DownBackoff (its records
+//     parked straight away meanwhile); the parked records are written by
+//     the consumer subjects.ConsumerParked once the database is back,
+//     however long that takes (the parked stream has no age limit), so one
+//     stalled tenant neither holds up the others nor loses a ticket;
+//   - the registry or NATS unreachable: redelivered after Backoff, for as
+//     long as it takes, never dropped;
 //   - refused by the tenant database as a double booking: the ticket
 //     holding the minute was released earlier on the same key; its
 //     released record, found by walking the key's history back through
@@ -77,30 +102,41 @@ type AllocatorConfig struct {
 //     for an unexpected reason too often: published with the reason to the
 //     dead-letter stream, logged as an error, and terminated.
 type Allocator struct {
-	js      jetstream.JetStream
-	shards  []*allocShard
-	reg     *tenants.Registry
-	tickets *tenants.Tickets
-	log     *slog.Logger
-	conc    int
-	backoff func(int) time.Duration
-	ackWait time.Duration
-	m       *allocatorMetrics
+	js        jetstream.JetStream
+	shards    []*allocShard
+	parked    *allocShard
+	reg       *tenants.Registry
+	tickets   *tenants.Tickets
+	log       *slog.Logger
+	conc      int
+	batch     int
+	batchWait time.Duration
+	backoff   func(int) time.Duration
+	downOff   func(int) time.Duration
+	ackWait   time.Duration
+	m         *allocatorMetrics
 
 	beforeCommit, afterCommit func(ticket string)
 
 	mu        sync.Mutex
 	conflicts map[conflictKey]allocConflictCount
+	// down holds the tenants whose database failed, until a write to it
+	// succeeds.
+	down map[string]tenantDown
 }
 
-// allocShard is one slot shard: its bucket (read back when a double
-// booking is resolved) and its consumer's configuration.
+// allocShard is one consumer the allocators read: a slot shard (its
+// bucket, read back when a double booking is resolved) or the parked
+// stream (index -1, no bucket).
 type allocShard struct {
 	index  int
 	stream string
 	kv     jetstream.KeyValue
 	cfg    jetstream.ConsumerConfig
 }
+
+// isParked reports whether sh is the parked stream's consumer.
+func (sh *allocShard) isParked() bool { return sh.index < 0 }
 
 // conflictKey names one message: a stream sequence of one shard.
 type conflictKey struct {
@@ -116,12 +152,18 @@ type allocConflictCount struct {
 // Tuning of the allocators.
 const (
 	allocConcurrency = 16
-	allocAckWait     = 30 * time.Second
+	allocBatchSize   = 100
+	allocBatchWait   = 2 * time.Millisecond
+	// allocMinPull is the least a puller buffers, whatever the batch size.
+	allocMinPull = 64
+	allocAckWait = 30 * time.Second
 	// allocMaxAckPending bounds the messages of one shard handed out and
-	// not yet acked, over all processes. Messages waiting for a
-	// NakWithDelay count too: a tenant whose database is down holds up to
-	// this many.
+	// not yet acked, over all processes. A stalled tenant's records are
+	// parked, not held here.
 	allocMaxAckPending = 10_000
+	// parkedMaxAckPending bounds the parked records handed out: those of
+	// tenants still down wait in it for their next try.
+	parkedMaxAckPending = 100_000
 	// allocMaxConflictTries is how many times a double booking is retried
 	// (by this process) before it is dead-lettered.
 	allocMaxConflictTries = 8
@@ -147,8 +189,19 @@ func DefaultBackoff(delivery int) time.Duration {
 	return 30 * time.Second
 }
 
+// DefaultDownBackoff is how long a tenant is left alone after its
+// database failed failures times in a row: 1s, doubling, at most 30s.
+func DefaultDownBackoff(failures int) time.Duration {
+	d := time.Second
+	for i := 1; i < failures && d < 30*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 30*time.Second)
+}
+
 // NewAllocator opens (creating them when missing) the slot buckets, the
-// dead-letter stream and one durable consumer per shard.
+// dead-letter and parked streams, one durable consumer per shard and the
+// parked stream's.
 func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) {
 	switch {
 	case cfg.JS == nil:
@@ -161,9 +214,12 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		return nil, fmt.Errorf("%w: %d shards", ErrAllocatorConfig, cfg.Shards)
 	case cfg.SlotMaxAge < 0:
 		return nil, fmt.Errorf("%w: slot max age %s", ErrAllocatorConfig, cfg.SlotMaxAge)
+	case cfg.BatchSize < 0:
+		return nil, fmt.Errorf("%w: batch size %d", ErrAllocatorConfig, cfg.BatchSize)
 	}
 	a := &Allocator{js: cfg.JS, reg: cfg.Registry, tickets: cfg.Tickets, conc: cfg.Concurrency,
-		backoff: cfg.Backoff, ackWait: cfg.AckWait, conflicts: map[conflictKey]allocConflictCount{},
+		batch: cfg.BatchSize, batchWait: cfg.BatchWait, backoff: cfg.Backoff, downOff: cfg.DownBackoff,
+		ackWait: cfg.AckWait, conflicts: map[conflictKey]allocConflictCount{}, down: map[string]tenantDown{},
 		beforeCommit: cfg.BeforeCommit, afterCommit: cfg.AfterCommit}
 	a.log = cfg.Logger
 	if a.log == nil {
@@ -173,8 +229,20 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	if a.conc <= 0 {
 		a.conc = allocConcurrency
 	}
+	if a.batch == 0 {
+		a.batch = allocBatchSize
+	}
+	switch {
+	case a.batchWait == 0:
+		a.batchWait = allocBatchWait
+	case a.batchWait < 0:
+		a.batchWait = 0
+	}
 	if a.backoff == nil {
 		a.backoff = DefaultBackoff
+	}
+	if a.downOff == nil {
+		a.downOff = DefaultDownBackoff
 	}
 	if a.ackWait <= 0 {
 		a.ackWait = allocAckWait
@@ -219,7 +287,28 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		}
 		a.shards = append(a.shards, sh)
 	}
+	a.parked = &allocShard{index: -1, stream: subjects.StreamParked, cfg: jetstream.ConsumerConfig{
+		Durable:       subjects.ConsumerParked,
+		Description:   "tms allocator workers: parked slot records, written once their tenant's database is back",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       a.ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: parkedMaxAckPending,
+		Replicas:      cfg.Replicas,
+	}}
+	if _, err := a.consumer(ctx, a.parked); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// shard is the slot shard of index i, nil when there is none.
+func (a *Allocator) shard(i int) *allocShard {
+	if i < 0 || i >= len(a.shards) {
+		return nil
+	}
+	return a.shards[i]
 }
 
 // consumer opens the allocators' durable consumer of shard sh, creating or
@@ -240,30 +329,35 @@ func (a *Allocator) consumer(ctx context.Context, sh *allocShard) (jetstream.Con
 	return c, nil
 }
 
-// Run consumes every shard until ctx is done, with at most Concurrency
-// messages in flight over all of them, then stops pulling, gives back the
-// messages it had buffered, waits for the messages being handled and
-// returns nil.
+// Run consumes every shard and the parked stream until ctx is done, with
+// at most Concurrency x BatchSize records pulled and not yet settled, then
+// stops pulling, gives back the messages it had buffered, writes and
+// settles the records it had queued and returns nil.
 func (a *Allocator) Run(ctx context.Context) error {
-	sem := make(chan struct{}, a.conc)
-	var handlers sync.WaitGroup
-	// Handlers finish what they started when Run is stopped: a write
+	inflight := make(chan struct{}, a.conc*a.batch)
+	qs := newTenantQueues(a.conc*a.batch + a.conc)
+	// Batches finish what they started when Run is stopped: a write
 	// that commits is acked rather than redelivered.
 	hctx := context.WithoutCancel(ctx)
-	var pullers sync.WaitGroup
-	for _, sh := range a.shards {
-		pullers.Go(func() { a.consume(ctx, hctx, sh, sem, &handlers) })
+	var drains sync.WaitGroup
+	for range a.conc {
+		drains.Go(func() { a.drain(hctx, qs) })
 	}
-	// Every handlers.Add happens in a puller, before pullers.Wait returns.
+	var pullers sync.WaitGroup
+	for _, sh := range append(append([]*allocShard(nil), a.shards...), a.parked) {
+		pullers.Go(func() { a.consume(ctx, sh, inflight, qs) })
+	}
+	// Every enqueue happens in a puller, before pullers.Wait returns.
 	pullers.Wait()
-	handlers.Wait()
+	qs.close()
+	drains.Wait()
 	return nil
 }
 
-// consume pulls shard sh's messages until ctx is done, handing each to a
-// handler once sem has room.
-func (a *Allocator) consume(ctx, hctx context.Context, sh *allocShard, sem chan struct{}, handlers *sync.WaitGroup) {
-	log := a.log.With(slog.Int("shard", sh.index))
+// consume pulls sh's messages until ctx is done, queueing each for its
+// tenant once inflight has room.
+func (a *Allocator) consume(ctx context.Context, sh *allocShard, inflight chan struct{}, qs *tenantQueues) {
+	log := a.log.With(slog.String("stream", sh.stream))
 	retry := 0
 	for ctx.Err() == nil {
 		if retry > 0 {
@@ -279,7 +373,8 @@ func (a *Allocator) consume(ctx, hctx context.Context, sh *allocShard, sem chan 
 			log.Warn("allocator cannot reach its consumer; retrying", slog.Any("err", err))
 			continue
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(a.conc))
+		// A buffer of a batch at least: a tenant's batch fills from it.
+		it, err := cons.Messages(jetstream.PullMaxMessages(max(a.batch, allocMinPull)))
 		if err != nil {
 			retry++
 			log.Warn("allocator cannot start consuming; retrying", slog.Any("err", err))
@@ -301,17 +396,17 @@ func (a *Allocator) consume(ctx, hctx context.Context, sh *allocShard, sem chan 
 				continue
 			}
 			select {
-			case sem <- struct{}{}:
+			case inflight <- struct{}{}:
 			case <-ctx.Done():
 				a.giveBack(msg)
 				continue
 			}
-			handlers.Add(1)
-			go func() {
-				defer handlers.Done()
-				defer func() { <-sem }()
-				a.handle(hctx, sh, msg)
-			}()
+			item := a.received(sh, msg, func() { <-inflight })
+			if item == nil {
+				<-inflight
+				continue
+			}
+			qs.enqueue(item)
 		}
 		stop()
 		it.Stop()
@@ -326,40 +421,6 @@ func (a *Allocator) giveBack(msg jetstream.Msg) {
 	if err := msg.Nak(); err != nil {
 		a.log.Debug("giving back a buffered message", slog.String("subject", msg.Subject()), slog.Any("err", err))
 	}
-}
-
-// handle decides one message's fate (see Allocator and decide.go) and
-// settles it.
-func (a *Allocator) handle(ctx context.Context, sh *allocShard, msg jetstream.Msg) {
-	start := time.Now()
-	stopKeepAlive := a.keepAlive(msg)
-	defer stopKeepAlive()
-	md, err := msg.Metadata()
-	if err != nil {
-		a.log.Warn("slot record without metadata", slog.String("subject", msg.Subject()), slog.Any("err", err))
-		_ = msg.NakWithDelay(a.backoff(1))
-		return
-	}
-	d := delivery{shard: sh.index, subject: msg.Subject(), header: msg.Headers(), data: msg.Data(),
-		seq: md.Sequence.Stream, delivered: md.NumDelivered}
-	log := a.log.With(slog.String("subject", d.subject), slog.Uint64("seq", d.seq), slog.Uint64("delivery", d.delivered))
-
-	dec := decide(d)
-	record := dec.record
-	if dec.action == actDeadLetter {
-		record = recordInvalid
-	}
-	defer func() { a.m.observe(record, time.Since(start)) }()
-	if dec.tenant != "" {
-		log = log.With(slog.String("tenant", dec.tenant))
-	}
-	if dec.ticket != "" {
-		log = log.With(slog.String("ticket", dec.ticket))
-	}
-	if dec.writes() {
-		dec = a.write(ctx, log, sh, d, dec)
-	}
-	a.settle(ctx, log, msg, d, dec)
 }
 
 // keepAlive tells the server, every third of the ack wait, that the

@@ -15,6 +15,9 @@ type allocatorMetrics struct {
 	failedTotal       *prometheus.CounterVec
 	deadLetteredTotal *prometheus.CounterVec
 	handleSeconds     *prometheus.HistogramVec
+	batchRecords      prometheus.Histogram
+	parkedTotal       *prometheus.CounterVec
+	tenantsDownGauge  prometheus.Gauge
 }
 
 func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
@@ -25,7 +28,7 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"event"}),
 		failedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_failed_total",
-			Help: "Slot record deliveries given back for redelivery, by reason (unavailable, conflict, registry, error, dead_letter_publish).",
+			Help: "Slot record deliveries given back for redelivery, by reason (unavailable: a parked record whose tenant is still down, conflict, registry, error, dead_letter_publish, park_publish).",
 		}, []string{"reason"}),
 		deadLetteredTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_dead_lettered_total",
@@ -33,12 +36,26 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"kind"}),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tms_allocator_handle_seconds",
-			Help:    "Time to handle one slot record delivery, by record (created, cancelled, held, freed, invalid).",
+			Help:    "Time from the pull of one slot record delivery to its settling (its tenant's queue and batch included), by record (created, cancelled, held, freed, invalid).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"event"}),
+		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tms_allocator_batch_records",
+			Help:    "Records of one tenant handled together in one batch (consecutive tickets written in one transaction).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
+		}),
+		parkedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tms_allocator_parked_total",
+			Help: "Slot records set aside on the parked stream because their tenant's database was unreachable, by record (created, cancelled).",
+		}, []string{"event"}),
+		tenantsDownGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tms_allocator_tenants_down",
+			Help: "Tenants whose database failed and has not taken a write since, in this process (their records are parked).",
+		}),
 	}
 	if err := ops.RegisterAll(reg, ops.Collector(&m.processedTotal), ops.Collector(&m.failedTotal),
-		ops.Collector(&m.deadLetteredTotal), ops.Collector(&m.handleSeconds)); err != nil {
+		ops.Collector(&m.deadLetteredTotal), ops.Collector(&m.handleSeconds), ops.Collector(&m.batchRecords),
+		ops.Collector(&m.parkedTotal), ops.Collector(&m.tenantsDownGauge)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -65,5 +82,23 @@ func (m *allocatorMetrics) deadLettered(kind string) {
 func (m *allocatorMetrics) observe(event string, d time.Duration) {
 	if m != nil {
 		m.handleSeconds.WithLabelValues(event).Observe(d.Seconds())
+	}
+}
+
+func (m *allocatorMetrics) batched(records int) {
+	if m != nil {
+		m.batchRecords.Observe(float64(records))
+	}
+}
+
+func (m *allocatorMetrics) parked(event string) {
+	if m != nil {
+		m.parkedTotal.WithLabelValues(event).Inc()
+	}
+}
+
+func (m *allocatorMetrics) tenantsDown(n int) {
+	if m != nil {
+		m.tenantsDownGauge.Set(float64(n))
 	}
 }

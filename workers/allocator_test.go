@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +36,7 @@ type allocEnv struct {
 	shards       int
 	kvs          []jetstream.KeyValue
 	tenants      []*allocTenant
+	quiet        bool
 }
 
 // allocTenant is one tenant of an allocEnv.
@@ -48,20 +50,42 @@ type allocTenant struct {
 // newAllocEnv makes nTenants tenants of agents agents each, and picks a
 // shard count (at least 2) that puts each tenant in a shard of its own
 // when one exists, so that several consumers carry tickets.
-func newAllocEnv(t *testing.T, agents, nTenants int) *allocEnv {
+func newAllocEnv(t testing.TB, agents, nTenants int) *allocEnv {
+	t.Helper()
+	return newAllocEnvWith(t, envOpts{agents: agents, tenants: nTenants})
+}
+
+// envOpts is what an allocEnv differs in.
+type envOpts struct {
+	agents, tenants int
+	// shards: 0 picks a count that gives each tenant its own shard.
+	shards int
+	// openedByAllocator leaves the slot buckets to the first allocator
+	// started (openBuckets opens them after): its SlotMaxAge is theirs.
+	openedByAllocator bool
+	// quiet: the allocators and the tickets log nothing (benchmarks,
+	// whose log is always printed).
+	quiet bool
+}
+
+func newAllocEnvWith(t testing.TB, o envOpts) *allocEnv {
 	t.Helper()
 	ctx := testkit.Context(t, 60*time.Second)
 	e := &allocEnv{nats: testkit.StartNATS(t)}
 	e.js = e.nats.JetStream(t)
 	tw := tenantstest.New(t, e.js, tenantstest.Config{})
 	e.reg, e.tickets = tw.Registry, tw.Tickets
+	if o.quiet {
+		e.quiet = true
+		e.tickets = tenants.NewTickets(tw.Pools, slog.New(slog.DiscardHandler))
+	}
 	ag := tw.Agents()
 	if err := workers.EnsureStreams(ctx, e.js, 1); err != nil {
 		t.Fatal(err)
 	}
-	for n := range nTenants {
+	for n := range o.tenants {
 		tn := &allocTenant{e: e, ten: tw.Account(t, fmt.Sprintf("Allocator Co %d", n), "")}
-		for i := range agents {
+		for i := range o.agents {
 			a, err := ag.Create(ctx, tn.ten, fmt.Sprintf("Agent %d", i))
 			if err != nil {
 				t.Fatal(err)
@@ -72,33 +96,60 @@ func newAllocEnv(t *testing.T, agents, nTenants int) *allocEnv {
 		e.tenants = append(e.tenants, tn)
 	}
 	e.allocTenant = e.tenants[0]
-	e.shards = 2
-	for n := 2; n <= 16; n++ {
-		seen := map[int]bool{}
-		for _, tn := range e.tenants {
-			seen[subjects.SlotShard(tn.ten.ID, n)] = true
-		}
-		if len(seen) == len(e.tenants) {
-			e.shards = n
-			break
+	e.shards = o.shards
+	if e.shards == 0 {
+		e.shards = 2
+		for n := 2; n <= 16; n++ {
+			seen := map[int]bool{}
+			for _, tn := range e.tenants {
+				seen[subjects.SlotShard(tn.ten.ID, n)] = true
+			}
+			if len(seen) == len(e.tenants) {
+				e.shards = n
+				break
+			}
 		}
 	}
+	if !o.openedByAllocator {
+		for i := range e.shards {
+			kv, err := jskit.OpenBucket(ctx, e.js, subjects.SlotBucketConfig(i, 1, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.kvs = append(e.kvs, kv)
+		}
+	}
+	return e
+}
+
+// openBuckets opens the slot buckets an allocator created.
+func (e *allocEnv) openBuckets(t testing.TB) {
+	t.Helper()
+	ctx := testkit.Context(t, 10*time.Second)
 	for i := range e.shards {
-		kv, err := jskit.OpenBucket(ctx, e.js, subjects.SlotBucketConfig(i, 1, 0))
+		kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.kvs = append(e.kvs, kv)
 	}
-	return e
 }
 
 // fastBackoff keeps redeliveries quick in tests.
 func fastBackoff(int) time.Duration { return 20 * time.Millisecond }
 
+// fastDownBackoff keeps a tenant whose database failed down briefly in
+// tests: 25ms doubling up to 400ms.
+func fastDownBackoff(failures int) time.Duration {
+	return min(25*time.Millisecond<<min(failures, 5), 400*time.Millisecond)
+}
+
 // allocOpts is what one allocator of a test differs in.
 type allocOpts struct {
 	concurrency int
+	batchSize   int
+	batchWait   time.Duration
+	slotMaxAge  time.Duration
 	metrics     prometheus.Registerer
 	ackWait     time.Duration // 0: 2s
 	js          jetstream.JetStream
@@ -108,7 +159,14 @@ type allocOpts struct {
 
 // start runs an allocator (on its own NATS connection unless o.js is set)
 // until stop.
-func (e *allocEnv) start(t *testing.T, o allocOpts) (stop func()) {
+func (e *allocEnv) start(t testing.TB, o allocOpts) (stop func()) {
+	t.Helper()
+	return testkit.Run(t, "Allocator", e.allocator(t, o).Run)
+}
+
+// allocator is a new allocator (on its own NATS connection unless o.js
+// is set), not running.
+func (e *allocEnv) allocator(t testing.TB, o allocOpts) *workers.Allocator {
 	t.Helper()
 	if o.js == nil {
 		o.js = e.nats.JetStream(t)
@@ -116,15 +174,20 @@ func (e *allocEnv) start(t *testing.T, o allocOpts) (stop func()) {
 	if o.ackWait == 0 {
 		o.ackWait = 2 * time.Second
 	}
+	log := testkit.Logger(t)
+	if e.quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 	a, err := workers.NewAllocator(testkit.Context(t, 30*time.Second), workers.AllocatorConfig{
-		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: testkit.Logger(t), Shards: e.shards,
-		Concurrency: o.concurrency, Backoff: fastBackoff, AckWait: o.ackWait, Metrics: o.metrics,
+		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: log, Shards: e.shards,
+		Concurrency: o.concurrency, BatchSize: o.batchSize, BatchWait: o.batchWait, SlotMaxAge: o.slotMaxAge,
+		Backoff: fastBackoff, DownBackoff: fastDownBackoff, AckWait: o.ackWait, Metrics: o.metrics,
 		BeforeCommit: o.before, AfterCommit: o.after,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testkit.Run(t, "Allocator", a.Run)
+	return a
 }
 
 var allocT0 = time.Date(2031, 3, 4, 5, 6, 7, 890000000, time.UTC)
@@ -156,7 +219,7 @@ func (tn *allocTenant) kv() jetstream.KeyValue {
 
 // write puts rec(prev) under key as a responder does: Create when the key
 // has no record, else Update over its newest revision prev.
-func (e *allocEnv) write(t *testing.T, kv jetstream.KeyValue, key string, rec func(prev uint64) any) uint64 {
+func (e *allocEnv) write(t testing.TB, kv jetstream.KeyValue, key string, rec func(prev uint64) any) uint64 {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
 	var prev uint64
@@ -188,13 +251,13 @@ func slotKey(ev subjects.TicketEvent) string {
 }
 
 // confirm writes ev's confirmed record, as reserve and confirm do.
-func (tn *allocTenant) confirm(t *testing.T, ev subjects.TicketEvent) uint64 {
+func (tn *allocTenant) confirm(t testing.TB, ev subjects.TicketEvent) uint64 {
 	t.Helper()
 	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any { return subjects.ConfirmedRecord(ev, prev) })
 }
 
 // release writes the released record of ev's ticket, as release does.
-func (tn *allocTenant) release(t *testing.T, ev subjects.TicketEvent) uint64 {
+func (tn *allocTenant) release(t testing.TB, ev subjects.TicketEvent) uint64 {
 	t.Helper()
 	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any {
 		return subjects.ReleasedRecord(ev, allocT0.Add(time.Minute), prev)
@@ -202,7 +265,7 @@ func (tn *allocTenant) release(t *testing.T, ev subjects.TicketEvent) uint64 {
 }
 
 // hold writes a hold on ev's minute, as validate_eta does.
-func (tn *allocTenant) hold(t *testing.T, ev subjects.TicketEvent) uint64 {
+func (tn *allocTenant) hold(t testing.TB, ev subjects.TicketEvent) uint64 {
 	t.Helper()
 	expires := allocT0.Add(time.Minute)
 	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any {
@@ -213,7 +276,7 @@ func (tn *allocTenant) hold(t *testing.T, ev subjects.TicketEvent) uint64 {
 
 // query runs one query on the tenant database on a fresh superuser
 // connection (so it works right after the database refused everyone).
-func (tn *allocTenant) query(t *testing.T, sql string, args ...any) (int, error) {
+func (tn *allocTenant) query(t testing.TB, sql string, args ...any) (int, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -227,7 +290,7 @@ func (tn *allocTenant) query(t *testing.T, sql string, args ...any) (int, error)
 	return n, err
 }
 
-func (tn *allocTenant) mustQuery(t *testing.T, sql string, args ...any) int {
+func (tn *allocTenant) mustQuery(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	n, err := tn.query(t, sql, args...)
 	if err != nil {
@@ -236,13 +299,13 @@ func (tn *allocTenant) mustQuery(t *testing.T, sql string, args ...any) int {
 	return n
 }
 
-func (tn *allocTenant) rows(t *testing.T) int {
+func (tn *allocTenant) rows(t testing.TB) int {
 	t.Helper()
 	return tn.mustQuery(t, `SELECT count(*) FROM tickets`)
 }
 
 // waitRows waits until the tenant database holds n ticket rows.
-func (tn *allocTenant) waitRows(t *testing.T, n int) {
+func (tn *allocTenant) waitRows(t testing.TB, n int) {
 	t.Helper()
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		got, err := tn.query(t, `SELECT count(*) FROM tickets`)
@@ -259,9 +322,9 @@ func (e *allocEnv) consumerInfo(ctx context.Context, shard int) (*jetstream.Cons
 	return c.Info(ctx)
 }
 
-// waitConsumed waits until every record of every shard has been acked or
-// terminated by the allocators.
-func (e *allocEnv) waitConsumed(t *testing.T) {
+// waitConsumed waits until every record of every shard, and every
+// parked record, has been acked or terminated by the allocators.
+func (e *allocEnv) waitConsumed(t testing.TB) {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
 	testkit.Eventually(t, 30*time.Second, func() bool {
@@ -271,15 +334,30 @@ func (e *allocEnv) waitConsumed(t *testing.T) {
 				return false
 			}
 		}
-		return true
+		info, err := e.parkedConsumerInfo(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	}, "every slot record acked")
 }
 
-// streamMsgs is the message count of shard i's stream.
-func (e *allocEnv) streamMsgs(t *testing.T, shard int) uint64 {
+// parkedConsumerInfo reads the allocators' consumer of the parked stream.
+func (e *allocEnv) parkedConsumerInfo(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	c, err := e.js.Consumer(ctx, subjects.StreamParked, subjects.ConsumerParked)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
+// parkedMsgs is the message count of the parked stream.
+func (e *allocEnv) parkedMsgs(t testing.TB) uint64 {
+	t.Helper()
+	return e.msgs(t, subjects.StreamParked)
+}
+
+func (e *allocEnv) msgs(t testing.TB, stream string) uint64 {
 	t.Helper()
 	ctx := testkit.Context(t, 10*time.Second)
-	s, err := e.js.Stream(ctx, subjects.SlotStream(shard))
+	s, err := e.js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +368,13 @@ func (e *allocEnv) streamMsgs(t *testing.T, shard int) uint64 {
 	return info.State.Msgs
 }
 
-func (tn *allocTenant) status(t *testing.T, id string) string {
+// streamMsgs is the message count of shard i's stream.
+func (e *allocEnv) streamMsgs(t testing.TB, shard int) uint64 {
+	t.Helper()
+	return e.msgs(t, subjects.SlotStream(shard))
+}
+
+func (tn *allocTenant) status(t testing.TB, id string) string {
 	t.Helper()
 	row, _ := tenantstest.TicketRow(t, tn.e.tickets, tn.ten, id)
 	return row.Status // "" while there is none
@@ -298,7 +382,7 @@ func (tn *allocTenant) status(t *testing.T, id string) string {
 
 // checkExactlyOnce: every id has exactly one allocated row, there are no
 // others, and each row's minute is marked unavailable.
-func (tn *allocTenant) checkExactlyOnce(t *testing.T, ids []string) {
+func (tn *allocTenant) checkExactlyOnce(t testing.TB, ids []string) {
 	t.Helper()
 	if n := tn.rows(t); n != len(ids) {
 		t.Errorf("tenant %s: %d ticket rows, want %d", tn.ten.ID, n, len(ids))
@@ -414,8 +498,10 @@ func TestAllocatorAcksKeepRecords(t *testing.T) {
 }
 
 // TestAllocatorPostgresOutage: while the tenant database refuses
-// connections nothing is acked (the records are redelivered, not
-// dropped); once it is back every ticket lands once.
+// connections nothing is dropped: the records are parked (every one kept
+// in the parked stream, none held by the shard's consumer); once the
+// database is back every ticket lands once and the parked stream is
+// empty.
 func TestAllocatorPostgresOutage(t *testing.T) {
 	t.Parallel()
 	e := newAllocEnv(t, 1, 1)
@@ -438,18 +524,20 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 	}
 	shard := subjects.SlotShard(e.ten.ID, e.shards)
 	testkit.Eventually(t, 20*time.Second, func() bool {
+		return counterValue(t, metrics, "tms_allocator_parked_total", subjects.TicketCreated) >= 10
+	}, "every record of the outage parked")
+	if n := e.parkedMsgs(t); n != 10 {
+		t.Fatalf("during the outage: %d parked records, want all 10 kept", n)
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		info, err := e.consumerInfo(ctx, shard)
-		return err == nil && info.NumRedelivered >= 10
-	}, "every record of the outage redelivered")
-	cinfo, err := e.consumerInfo(ctx, shard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if kept := cinfo.NumAckPending + int(cinfo.NumPending); kept != 10 {
-		t.Fatalf("during the outage: %d ack pending, %d pending; want all 10 kept", cinfo.NumAckPending, cinfo.NumPending)
-	}
-	if got := counterValue(t, metrics, "tms_allocator_failed_total", "unavailable"); got < 10 {
-		t.Errorf("failed{unavailable} = %v, want >= 10", got)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, "the shard's consumer past the parked records")
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return counterValue(t, metrics, "tms_allocator_failed_total", "unavailable") >= 10
+	}, "parked records retried while the database is down")
+	if n, err := e.query(t, `SELECT count(*) FROM tickets`); err == nil {
+		t.Fatalf("the database answered during the outage: %d rows", n)
 	}
 
 	restore()
@@ -458,6 +546,9 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 	e.checkExactlyOnce(t, ids)
 	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != float64(len(ids)) {
 		t.Errorf("processed{created} = %v, want %d", got, len(ids))
+	}
+	if n := e.parkedMsgs(t); n != 0 {
+		t.Errorf("%d parked records left once written", n)
 	}
 }
 
@@ -766,46 +857,70 @@ func TestAllocatorDeadLetters(t *testing.T) {
 }
 
 // TestAllocatorConflict: ticket A is released and its minute retaken by
-// B (through a hold), and B's record is handled while A's release waits:
-// the worker walks B's key back to A's released record, applies it and
-// writes B. A real double booking (C confirmed over the live B) ends in
-// the dead-letter stream.
+// B (through a hold), and B's record is handled while A's release waits
+// (another process holds it, stalled): the worker walks B's key back to
+// A's released record, applies it and writes B. A real double booking (C
+// confirmed over the live B) ends in the dead-letter stream.
 func TestAllocatorConflict(t *testing.T) {
 	t.Parallel()
 	e := newAllocEnv(t, 1, 1)
+	ctx := testkit.Context(t, 60*time.Second)
 	a := e.event("holdera", 0)
 	e.confirm(t, a)
-	stop := e.start(t, allocOpts{concurrency: 1})
+	// A long ack wait: the release held below must not come back by
+	// itself.
+	stop := e.start(t, allocOpts{concurrency: 1, ackWait: 30 * time.Second})
 	e.waitRows(t, 1)
+	e.waitConsumed(t)
 	stop()
 
 	b := e.event("retakerb", 0)
 	e.release(t, a)
 	e.hold(t, b)
 	e.confirm(t, b)
+	// A stalled process took A's release: B's records go to the worker
+	// below while it waits.
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
+	cons, err := e.js.Consumer(ctx, subjects.SlotStream(shard), subjects.AllocatorConsumer(shard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stalled jetstream.Msg
+	for m := range fetched.Messages() {
+		stalled = m
+	}
+	if stalled == nil {
+		t.Fatalf("no record fetched: %v", fetched.Error())
+	}
+	if rec, err := subjects.DecodeSlotRecord(slotKey(a), stalled.Data(), subjects.CheckWritable); err != nil ||
+		rec.State != subjects.SlotReleased || rec.Ticket != a.Ticket {
+		t.Fatalf("fetched %+v (%v), want A's release", rec, err)
+	}
+
 	bWritten := make(chan struct{})
 	var once sync.Once
 	metrics := prometheus.NewRegistry()
-	e.start(t, allocOpts{concurrency: 2, metrics: metrics,
-		before: func(ticket string) {
-			if ticket != a.Ticket {
-				return
-			}
-			// A's own release waits until B is written: B must get
-			// there through A's released record in its key's history.
-			timer := time.NewTimer(20 * time.Second)
-			defer timer.Stop()
-			select {
-			case <-bWritten:
-			case <-timer.C:
-				t.Errorf("B was not written while A's release waited")
-			}
-		},
+	e.start(t, allocOpts{concurrency: 2, metrics: metrics, ackWait: 30 * time.Second,
 		after: func(ticket string) {
 			if ticket == b.Ticket {
 				once.Do(func() { close(bWritten) })
 			}
 		}})
+	select {
+	case <-bWritten:
+	case <-ctx.Done():
+		t.Fatal("B was not written while A's release waited")
+	}
+	if s := e.status(t, a.Ticket); s != subjects.StatusCancelled {
+		t.Errorf("A is %q once B is written, before its release's own delivery; want cancelled", s)
+	}
+	if err := stalled.Nak(); err != nil { // the stalled process gives it back
+		t.Fatal(err)
+	}
 	e.waitRows(t, 2)
 	e.waitConsumed(t)
 	if s := e.status(t, a.Ticket); s != subjects.StatusCancelled {
@@ -878,7 +993,9 @@ func TestAllocatorCreateAfterItsRelease(t *testing.T) {
 // the configured record age (creating the ones missing), keeps no
 // TICKETS stream, and gives each shard's stream (limits retention) one
 // durable consumer of that shard's records that acks explicitly, starts
-// from the first record and never gives up on one.
+// from the first record and never gives up on one; the parked stream
+// keeps its records until written (no age, deleted by the ack) and has
+// one such consumer too, with room for every parked record.
 func TestAllocatorConsumers(t *testing.T) {
 	t.Parallel()
 	e := newAllocEnv(t, 1, 1)
@@ -919,10 +1036,190 @@ func TestAllocatorConsumers(t *testing.T) {
 			t.Errorf("consumer of shard %d: %+v", i, c)
 		}
 	}
+	parked, err := e.js.Stream(ctx, subjects.StreamParked)
+	if err != nil {
+		t.Fatalf("stream %s: %v", subjects.StreamParked, err)
+	}
+	if c := parked.CachedInfo().Config; c.MaxAge != 0 || c.Retention != jetstream.WorkQueuePolicy {
+		t.Errorf("parked stream: max age %s, retention %s; want none and work queue", c.MaxAge, c.Retention)
+	}
+	pinfo, err := e.parkedConsumerInfo(ctx)
+	if err != nil {
+		t.Fatalf("consumer of the parked stream: %v", err)
+	}
+	if c := pinfo.Config; c.Durable != subjects.ConsumerParked || c.AckPolicy != jetstream.AckExplicitPolicy ||
+		c.DeliverPolicy != jetstream.DeliverAllPolicy || c.MaxDeliver != -1 || c.AckWait != 7*time.Second ||
+		c.MaxAckPending < 100_000 {
+		t.Errorf("consumer of the parked stream: %+v", c)
+	}
 	if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Errorf("stream %s: %v, want none", subjects.StreamTickets, err)
 	}
 	if _, err := e.js.Stream(ctx, subjects.StreamDeadLetters); err != nil {
 		t.Errorf("stream %s: %v", subjects.StreamDeadLetters, err)
+	}
+}
+
+// TestAllocatorParksStalledTenant: two tenants in one shard, one of whose
+// databases refuses connections. The healthy tenant's tickets all land
+// while the other's wait; the shard consumer never holds the stalled
+// tenant's records (its NumAckPending stays within the healthy flow:
+// the stalled records are parked, not nak'ed, and the consumer is empty
+// once the healthy tickets are in); once the database is back, every
+// stalled ticket lands exactly once and the parked stream is empty.
+func TestAllocatorParksStalledTenant(t *testing.T) {
+	t.Parallel()
+	const perTenant = 500
+	e := newAllocEnvWith(t, envOpts{agents: 5, tenants: 2, shards: 1})
+	healthy, stalled := e.tenants[0], e.tenants[1]
+	ctx := testkit.Context(t, 120*time.Second)
+	metrics := prometheus.NewRegistry()
+	const concurrency, batch = 2, 20
+	e.start(t, allocOpts{concurrency: concurrency, batchSize: batch, metrics: metrics, ackWait: 30 * time.Second})
+
+	// Warm both pools: the outage must also kill live connections.
+	ids := map[*allocTenant][]string{}
+	for _, tn := range e.tenants {
+		ev := tn.event("warm", 0)
+		ids[tn] = append(ids[tn], ev.Ticket)
+		tn.confirm(t, ev)
+		tn.waitRows(t, 1)
+	}
+	restore := testkit.RefuseConnections(t, stalled.ten.DBName)
+
+	// The shard consumer's ack pending, sampled while the tickets flow.
+	var maxAckPending int
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if info, err := e.consumerInfo(ctx, 0); err == nil {
+				maxAckPending = max(maxAckPending, info.NumAckPending)
+			}
+			select {
+			case <-stopSampling:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	for i := 1; i <= perTenant; i++ {
+		for _, tn := range []*allocTenant{stalled, healthy} {
+			ev := tn.event("flow", i)
+			ids[tn] = append(ids[tn], ev.Ticket)
+			tn.confirm(t, ev)
+		}
+	}
+	healthy.waitRows(t, len(ids[healthy]))
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		info, err := e.consumerInfo(ctx, 0)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	}, "the shard's consumer empty while the stalled tenant is still down")
+	close(stopSampling)
+	<-sampled
+	// What one process may hold of the healthy flow is a pull buffer
+	// (64) and its records in flight (concurrency x batch), twice that
+	// for slack; the stalled tenant's 500 would come on top.
+	if bound := 2 * (64 + concurrency*batch); maxAckPending > bound {
+		t.Errorf("shard consumer ack pending reached %d, want at most %d", maxAckPending, bound)
+	}
+	if _, err := stalled.query(t, `SELECT count(*) FROM tickets`); err == nil {
+		t.Fatal("the stalled database answered: no outage")
+	}
+	if n := e.parkedMsgs(t); n != perTenant {
+		t.Fatalf("%d parked records, want the stalled tenant's %d", n, perTenant)
+	}
+	healthy.checkExactlyOnce(t, ids[healthy])
+
+	restore()
+	stalled.waitRows(t, len(ids[stalled]))
+	e.waitConsumed(t)
+	stalled.checkExactlyOnce(t, ids[stalled])
+	healthy.checkExactlyOnce(t, ids[healthy])
+	if n := e.parkedMsgs(t); n != 0 {
+		t.Errorf("%d parked records left once written", n)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_parked_total", subjects.TicketCreated); got < perTenant {
+		t.Errorf("parked{created} = %v, want at least %d", got, perTenant)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != 2*(perTenant+1) {
+		t.Errorf("processed{created} = %v, want %d", got, 2*(perTenant+1))
+	}
+}
+
+// TestAllocatorParkedOutlivesSlotAge: a tenant database away for longer
+// than the slot buckets keep a record loses no ticket. With a record age
+// of two seconds (the buckets created by the allocator with its
+// SlotMaxAge), tickets confirmed while the database refuses connections
+// are parked; the slot stream then drops every one of them; once the
+// database is back, every ticket lands exactly once from the parked
+// stream.
+func TestAllocatorParkedOutlivesSlotAge(t *testing.T) {
+	t.Parallel()
+	const age, n = 2 * time.Second, 50
+	e := newAllocEnvWith(t, envOpts{agents: 2, tenants: 1, openedByAllocator: true})
+	ctx := testkit.Context(t, 60*time.Second)
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 2, slotMaxAge: age, metrics: metrics})
+	e.openBuckets(t)
+	st, err := e.kv().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != age {
+		t.Fatalf("slot bucket created with a max age of %s, want %s", st.TTL(), age)
+	}
+
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
+	var ids []string
+	var evs []subjects.TicketEvent
+	for i := range n {
+		ev := e.event("aged", i)
+		ids, evs = append(ids, ev.Ticket), append(evs, ev)
+		e.confirm(t, ev)
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.parkedMsgs(t) == n }, fmt.Sprintf("%d parked records", n))
+	shard := subjects.SlotShard(e.ten.ID, e.shards)
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.streamMsgs(t, shard) == 0 },
+		"every slot record aged out of the bucket")
+	for _, ev := range []subjects.TicketEvent{evs[0], evs[n-1]} {
+		if _, err := e.kv().Get(ctx, slotKey(ev)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Fatalf("slot of %s after its age: %v, want no record", ev.Ticket, err)
+		}
+	}
+	if _, err := e.query(t, `SELECT count(*) FROM tickets`); err == nil {
+		t.Fatal("the database answered: no outage")
+	}
+	// What a look-up reads once the slot record is gone, with Postgres
+	// down: the last parked message of the ticket (a direct get).
+	parked, err := e.js.Stream(ctx, subjects.StreamParked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []subjects.TicketEvent{evs[0], evs[n-1]} {
+		m, err := parked.GetLastMsgForSubject(ctx, subjects.ParkedSubject(ev.Tenant, ev.Ticket))
+		if err != nil {
+			t.Fatalf("parked record of %s: %v", ev.Ticket, err)
+		}
+		rec, err := subjects.DecodeParkedRecord(m.Subject, m.Header.Get(subjects.HeaderOriginalSubject), m.Data)
+		if err != nil || rec.Event().Event != subjects.TicketCreated || rec.Ticket != ev.Ticket || !rec.SlotTime.Equal(ev.SlotTime) {
+			t.Fatalf("parked record of %s reads %+v, %v", ev.Ticket, rec, err)
+		}
+	}
+
+	restore()
+	e.waitRows(t, n)
+	e.waitConsumed(t)
+	e.checkExactlyOnce(t, ids)
+	if m := e.parkedMsgs(t); m != 0 {
+		t.Errorf("%d parked records left once written", m)
+	}
+	if got := counterValue(t, metrics, "tms_allocator_processed_total", subjects.TicketCreated); got != n {
+		t.Errorf("processed{created} = %v, want %d", got, n)
 	}
 }

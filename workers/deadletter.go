@@ -36,8 +36,13 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 
 // deadLetterID is the message id of d's dead letter: a redelivery that
 // dead-letters it again is deduplicated. Each shard's stream has its own
-// sequences, so the stream is part of it.
+// sequences, so the stream is part of it. A parked record's is that of
+// its original (either copy dead-letters once), or, when it names no
+// usable original, its sequence in the parked stream.
 func deadLetterID(d delivery) string {
+	if d.parked && (d.shard < 0 || d.seq == 0) {
+		return "dlq-" + subjects.StreamParked + "-" + strconv.FormatUint(d.parkedSeq, 10)
+	}
 	return "dlq-" + subjects.SlotStream(d.shard) + "-" + strconv.FormatUint(d.seq, 10)
 }
 

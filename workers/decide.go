@@ -27,6 +27,14 @@ type delivery struct {
 	data      []byte
 	seq       uint64 // stream sequence: the record's revision
 	delivered uint64 // deliveries so far, this one included
+	// parked: the record came from the parked stream, where it is
+	// parkedSeq under parkedSubject; subject, header and seq are then the
+	// original's (subjects.HeaderOriginalSubject, HeaderOriginalSequence),
+	// shard the shard of its bucket (-1: none), delivered the parked
+	// copy's deliveries.
+	parked        bool
+	parkedSubject string
+	parkedSeq     uint64
 }
 
 // action is what a decision has the allocator do with a message.
@@ -46,6 +54,9 @@ const (
 	// actDeadLetter parks the message on the dead-letter stream and
 	// terminates it.
 	actDeadLetter
+	// actPark sets a record aside on the parked stream (its tenant's
+	// database is unreachable) and acks it there.
+	actPark
 )
 
 // String names the action in test failures.
@@ -61,6 +72,8 @@ func (a action) String() string {
 		return "redeliver"
 	case actDeadLetter:
 		return "dead-letter"
+	case actPark:
+		return "park"
 	}
 	return fmt.Sprintf("action(%d)", int(a))
 }
@@ -95,6 +108,7 @@ const (
 	retryConflict          = "conflict"
 	retryError             = "error"
 	retryDeadLetterPublish = "dead_letter_publish"
+	retryParkPublish       = "park_publish"
 )
 
 // decision is what becomes of one delivery.
@@ -263,5 +277,44 @@ func deadLetterOf(dec decision, kind, reason string) decision {
 // backoff of d's delivery count.
 func redeliverOf(d delivery, dec decision, reason string, err error, backoff func(int) time.Duration) decision {
 	dec.action, dec.kind, dec.err, dec.delay = actRedeliver, reason, err, backoff(int(d.delivered))
+	return dec
+}
+
+// decideParked is decide for a record of the parked stream: the original
+// record as decide reads it, which must be of a slot shard and name the
+// tenant and ticket of its parked subject.
+func decideParked(d delivery) decision {
+	if d.shard < 0 || d.seq == 0 {
+		return deadLetterOf(decision{}, kindInvalid, fmt.Sprintf("parked record %s without a slot subject and sequence (%q)",
+			d.parkedSubject, d.subject))
+	}
+	dec := decide(d)
+	if dec.action == actDeadLetter {
+		return dec
+	}
+	tenant, ticket, err := subjects.ParseParkedSubject(d.parkedSubject)
+	switch {
+	case err != nil:
+		return deadLetterOf(dec, kindInvalid, err.Error())
+	case tenant != dec.tenant || ticket != dec.ticket:
+		return deadLetterOf(dec, kindInvalid, fmt.Sprintf("parked record %s is of key %q, ticket %q", d.parkedSubject,
+			dec.key, dec.ticket))
+	}
+	return dec
+}
+
+// unavailableOf is write, a decision to create or cancel, once its
+// tenant's database could not be reached (err) and is left alone for
+// downFor: a record of a slot stream is parked (the shard's consumer
+// moves on: one tenant never holds up the others), a parked one comes
+// again after downFor.
+func unavailableOf(d delivery, write decision, err error, downFor time.Duration) decision {
+	dec := write
+	dec.kind, dec.err = retryUnavailable, err
+	if d.parked {
+		dec.action, dec.delay = actRedeliver, downFor
+		return dec
+	}
+	dec.action = actPark
 	return dec
 }

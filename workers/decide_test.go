@@ -350,3 +350,72 @@ func TestSettleOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideParked: a parked record is decided as its original, which
+// must be a slot shard's record at a sequence and of the tenant and
+// ticket its parked subject names; anything else is a dead letter of
+// kind invalid.
+func TestDecideParked(t *testing.T) {
+	t.Parallel()
+	parked := func(edit func(*delivery)) delivery {
+		d := delivery{shard: 0, subject: decSubject, data: decJSON(t, decConfirmed()), seq: 7, delivered: 3,
+			parked: true, parkedSubject: subjects.ParkedSubject("ctenant", decTicket), parkedSeq: 11}
+		if edit != nil {
+			edit(&d)
+		}
+		return d
+	}
+	create := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket,
+		prev: 3, ev: decEvent()}
+	checkDecision(t, decideParked(parked(nil)), create)
+
+	released := subjects.ReleasedRecord(decEvent(), decCreated.Add(10*time.Minute), 8)
+	checkDecision(t, decideParked(parked(func(d *delivery) { d.data = decJSON(t, released) })),
+		decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket,
+			prev: 8, ev: decCancelled()})
+
+	invalid := func(reason string) decision {
+		return decision{action: actDeadLetter, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 3,
+			record: recordCreated, ev: decEvent(), kind: kindInvalid, reason: reason}
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*delivery)
+		want decision
+	}{
+		{"no slot shard", func(d *delivery) { d.shard = -1 },
+			decision{action: actDeadLetter, kind: kindInvalid, reason: "without a slot subject and sequence"}},
+		{"no sequence", func(d *delivery) { d.seq = 0 },
+			decision{action: actDeadLetter, kind: kindInvalid, reason: "without a slot subject and sequence"}},
+		{"bad parked subject", func(d *delivery) { d.parkedSubject = "tms.parked.ctenant" }, invalid("parked subject")},
+		{"another tenant's subject", func(d *delivery) { d.parkedSubject = subjects.ParkedSubject("cother", decTicket) },
+			invalid("is of key")},
+		{"another ticket's subject", func(d *delivery) {
+			d.parkedSubject = subjects.ParkedSubject("ctenant", mustSlotTicket("aagent", decMinute, "qqqqqqqqqqqqqqqq"))
+		}, invalid("is of key")},
+		{"original invalid", func(d *delivery) { d.data = []byte("{") },
+			decision{action: actDeadLetter, key: decKey, tenant: "ctenant", kind: kindInvalid, reason: "invalid slot"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkDecision(t, decideParked(parked(c.edit)), c.want)
+		})
+	}
+}
+
+// TestUnavailableOf: a record of a slot stream whose tenant's database is
+// down is parked; a parked one is given back for as long as the tenant
+// stays down, whatever its delivery count.
+func TestUnavailableOf(t *testing.T) {
+	t.Parallel()
+	write := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent()}
+	down := fmt.Errorf("apply: %w: connection refused", tenants.ErrUnavailable)
+	live := delivery{shard: 0, subject: decSubject, seq: 7, delivered: 40}
+	want := write
+	want.action, want.kind, want.err = actPark, retryUnavailable, down
+	checkDecision(t, unavailableOf(live, write, down, 3*time.Second), want)
+
+	parked := live
+	parked.parked = true
+	want.action, want.delay = actRedeliver, 3*time.Second
+	checkDecision(t, unavailableOf(parked, write, down, 3*time.Second), want)
+}

@@ -10,6 +10,33 @@ import (
 	"tms/workers/calendar"
 )
 
+// checkParkedAgrees: the parked copy of a record is decided as the
+// record itself (a record to write is parked under its tenant and
+// ticket, and its parked copy read back names the same), and a parked
+// record under any other subject is refused.
+func checkParkedAgrees(t *testing.T, d delivery, dec decision) {
+	t.Helper()
+	p := d
+	p.parked, p.parkedSeq, p.delivered = true, 9, 4
+	p.parkedSubject = "tms.parked.x.y"
+	if dec.writes() {
+		m := parkedRecord(d, dec)
+		p.parkedSubject, p.header = m.Subject, m.Header
+	}
+	pdec := decideParked(p)
+	_ = deadLetterRecord(p, pdec)
+	_ = deadLetterID(p)
+	switch {
+	case !dec.writes() && dec.action != actAck && pdec.action != actDeadLetter:
+		t.Fatalf("record dead-lettered, its parked copy decided %s", pdec.action)
+	case dec.writes() && (pdec.action != dec.action || pdec.ticket != dec.ticket || pdec.tenant != dec.tenant ||
+		pdec.prev != dec.prev):
+		t.Fatalf("record decided %+v, its parked copy %+v", dec, pdec)
+	case pdec.action == actDeadLetter && pdec.kind != kindInvalid:
+		t.Fatalf("parked copy dead-lettered as %q", pdec.kind)
+	}
+}
+
 // FuzzTicketEvent (the name it had when it fuzzed the TICKETS stream's
 // events, whose corpus it keeps): whatever the subject and body of a
 // message on a slot shard's stream (anyone with access to a bucket can write a record), the
@@ -53,6 +80,7 @@ func FuzzTicketEvent(f *testing.F) {
 	f.Fuzz(func(t *testing.T, subject string, data []byte) {
 		d := delivery{shard: 0, subject: subject, data: data, seq: 3, delivered: 1}
 		dec := decide(d)
+		checkParkedAgrees(t, d, dec)
 		switch dec.action {
 		case actDeadLetter:
 			if dec.kind != kindInvalid || dec.reason == "" {

@@ -13,41 +13,134 @@ import (
 	"tms/tenants"
 )
 
-// write carries out a decision to create or cancel: it looks up the
-// tenant and writes the event into its database; while the database
-// refuses it as a double booking that a release in the key's history
-// ends (resolveConflict), it applies that release and writes again
-// (allocConflictRounds at most). It returns what the outcome means:
-// settleLookup, settleOutcome.
-func (a *Allocator) write(ctx context.Context, log *slog.Logger, sh *allocShard, d delivery, dec decision) decision {
-	ten, err := a.reg.Get(ctx, dec.tenant)
+// write carries out the decisions to create or cancel of one batch of a
+// tenant's records, in their order, and leaves in each item what its
+// outcome means (settleLookup, settleOutcome, unavailableOf):
+//   - the tenant down (its database failed a moment ago): nothing tried,
+//     the records parked (or, parked already, given back);
+//   - consecutive creates written together (ApplyCreatedBatch), a cancel
+//     on its own in its place;
+//   - a double booking that a release in the key's history ends
+//     (resolveConflict): that release applied, and the write tried again
+//     (allocConflictRounds at most);
+//   - the database unreachable: the tenant marked down, the rest of the
+//     batch not tried.
+func (a *Allocator) write(ctx context.Context, tenant string, writes []*allocItem) {
+	if left := a.downFor(tenant); left > 0 {
+		for _, it := range writes {
+			it.dec = unavailableOf(it.d, it.dec, errTenantDown, left)
+		}
+		return
+	}
+	ten, err := a.reg.Get(ctx, tenant)
 	if err != nil {
-		return settleLookup(d, dec, err, a.backoff)
+		for _, it := range writes {
+			it.dec = settleLookup(it.d, it.dec, err, a.backoff)
+		}
+		return
 	}
+	results := make([]error, len(writes))
+	for i := 0; i < len(writes); {
+		j := i + 1
+		if writes[i].dec.action == actCreate {
+			for j < len(writes) && writes[j].dec.action == actCreate {
+				j++
+			}
+		}
+		a.writeRun(ctx, ten, writes[i:j], results[i:j])
+		if outage := firstUnavailable(results[i:j]); outage != nil {
+			for k := j; k < len(writes); k++ {
+				results[k] = outage
+			}
+			break
+		}
+		i = j
+	}
+	down, downFor := false, time.Duration(0)
+	for k, it := range writes {
+		err := results[k]
+		if errors.Is(err, tenants.ErrUnavailable) {
+			if !down {
+				down, downFor = true, a.markDown(tenant)
+				it.log.Warn("tenant database unreachable; parking its records", slog.Duration("down_for", downFor),
+					slog.Any("err", err))
+			}
+			it.dec = unavailableOf(it.d, it.dec, err, downFor)
+			continue
+		}
+		tries := 0
+		if _, ok := errors.AsType[*tenants.SlotConflictError](err); ok {
+			tries = a.countConflict(conflictKey{shard: it.d.shard, seq: it.d.seq})
+		}
+		it.dec = settleOutcome(it.d, it.dec, err, tries, a.backoff)
+	}
+	if !down {
+		a.markUp(tenant)
+	}
+}
+
+// firstUnavailable is the first of errs that says the database is
+// unreachable, nil when none does.
+func firstUnavailable(errs []error) error {
+	for _, err := range errs {
+		if errors.Is(err, tenants.ErrUnavailable) {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeRun writes run, one cancel or consecutive creates, into results,
+// then ends the double bookings it can (retryConflict).
+func (a *Allocator) writeRun(ctx context.Context, ten tenants.Tenant, run []*allocItem, results []error) {
 	if a.beforeCommit != nil {
-		a.beforeCommit(dec.ticket)
+		for _, it := range run {
+			a.beforeCommit(it.dec.ticket)
+		}
 	}
-	err = a.apply(ctx, ten, dec.ev)
-	for round := 0; round < allocConflictRounds; round++ {
+	if run[0].dec.action == actCancel {
+		results[0] = a.apply(ctx, ten, run[0].dec.ev)
+	} else {
+		evs := make([]subjects.TicketEvent, len(run))
+		for k, it := range run {
+			evs[k] = it.dec.ev
+		}
+		dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
+		errs, err := a.tickets.ApplyCreatedBatch(dctx, ten, evs)
+		cancel()
+		for k := range run {
+			if err != nil {
+				results[k] = err
+			} else {
+				results[k] = errs[k]
+			}
+		}
+	}
+	for k, it := range run {
+		results[k] = a.retryConflict(ctx, ten, it, results[k])
+	}
+}
+
+// retryConflict is the outcome of it's write, err, after the double
+// booking it reports, if any, was ended by a release in the key's history
+// (resolveConflict) and the write tried again, as often as that helps.
+func (a *Allocator) retryConflict(ctx context.Context, ten tenants.Tenant, it *allocItem, err error) error {
+	sh := a.shard(it.d.shard)
+	for round := 0; round < allocConflictRounds && sh != nil; round++ {
 		conflict, ok := errors.AsType[*tenants.SlotConflictError](err)
 		if !ok {
 			break
 		}
-		resolved, rerr := a.resolveConflict(ctx, log, sh, ten, d, dec, conflict.Ticket)
+		resolved, rerr := a.resolveConflict(ctx, it.log, sh, ten, it.d, it.dec, conflict.Ticket)
 		if rerr != nil {
-			err = rerr
-			break
+			return rerr
 		}
 		if !resolved {
 			break
 		}
-		err = a.apply(ctx, ten, dec.ev)
+		err = a.apply(ctx, ten, it.dec.ev)
 	}
-	tries := 0
-	if _, ok := errors.AsType[*tenants.SlotConflictError](err); ok {
-		tries = a.countConflict(conflictKey{shard: d.shard, seq: d.seq})
-	}
-	return settleOutcome(d, dec, err, tries, a.backoff)
+	return err
 }
 
 // apply writes a ticket event, with a deadline of its own.
@@ -147,44 +240,94 @@ func (a *Allocator) releaseOf(ctx context.Context, sh *allocShard, key string, f
 	return subjects.SlotRecord{}, 0, nil
 }
 
-// settle carries out a decision to ack, redeliver or dead-letter msg.
-func (a *Allocator) settle(ctx context.Context, log *slog.Logger, msg jetstream.Msg, d delivery, dec decision) {
-	switch dec.action {
-	case actAck:
-		if a.afterCommit != nil && dec.ev.Event != "" {
-			a.afterCommit(dec.ticket)
+// settle carries out the decisions of a batch: the records written or
+// with nothing to write acked together (ackAll), those whose tenant is
+// down parked, the others given back or dead-lettered one by one.
+func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
+	var acks, parks []*allocItem
+	for _, it := range batch {
+		dec := it.dec
+		switch dec.action {
+		case actAck:
+			if a.afterCommit != nil && dec.ev.Event != "" {
+				a.afterCommit(dec.ticket)
+			}
+			if dec.forget {
+				a.forgetConflict(conflictKey{shard: it.d.shard, seq: it.d.seq})
+			}
+			acks = append(acks, it)
+		case actPark:
+			parks = append(parks, it)
+		case actRedeliver:
+			a.redeliver(it.log, it.msg, dec)
+		case actDeadLetter:
+			if dec.forget {
+				a.forgetConflict(conflictKey{shard: it.d.shard, seq: it.d.seq})
+			}
+			log := it.log
+			if dec.holder != "" {
+				log = log.With(slog.String("holder", dec.holder))
+			}
+			a.deadLetter(ctx, log, it.msg, it.d, dec)
+		default:
+			// Every decision that writes was given its outcome.
+			a.redeliver(it.log, it.msg, redeliverOf(it.d, dec, retryError,
+				fmt.Errorf("no outcome for action %s", dec.action), a.backoff))
 		}
-		if dec.forget {
-			a.forgetConflict(conflictKey{shard: d.shard, seq: d.seq})
+	}
+	parked := a.park(ctx, parks)
+	a.ackAll(ctx, append(acks, parked...))
+	for _, it := range acks {
+		a.m.processed(it.dec.record)
+		it.log.Debug("slot record handled", slog.String("record", it.dec.record))
+	}
+	for _, it := range batch {
+		a.m.observe(it.record, time.Since(it.start))
+		it.done()
+	}
+}
+
+// ackAll acks the messages of items. The acks are sent without waiting
+// for each one's confirmation (Ack, not DoubleAck), followed by one flush,
+// whose PONG says the server has read them all: one round trip for the
+// batch instead of one per message. A lost ack costs a redelivery and
+// nothing else: the slot streams keep their records whatever the
+// consumer's state (limits retention), every write is idempotent (the
+// ticket id is the key, a cancel is final), and a parked copy left
+// behind by a lost ack of the parked stream is written again, harmlessly.
+func (a *Allocator) ackAll(ctx context.Context, items []*allocItem) {
+	if len(items) == 0 {
+		return
+	}
+	failed := 0
+	for _, it := range items {
+		if err := it.msg.Ack(); err != nil {
+			failed++
+			it.log.Warn("slot record handled but its ack failed", slog.String("record", it.dec.record), slog.Any("err", err))
 		}
-		actx, cancel := withNATSDeadline(ctx)
-		defer cancel()
-		if err := msg.DoubleAck(actx); err != nil {
-			// Written; the redelivery will find it there.
-			log.Warn("slot record handled but its ack failed", slog.String("record", dec.record), slog.Any("err", err))
-		}
-		a.m.processed(dec.record)
-		log.Debug("slot record handled", slog.String("record", dec.record))
-	case actRedeliver:
-		a.redeliver(log, msg, dec)
-	case actDeadLetter:
-		if dec.forget {
-			a.forgetConflict(conflictKey{shard: d.shard, seq: d.seq})
-		}
-		if dec.holder != "" {
-			log = log.With(slog.String("holder", dec.holder))
-		}
-		a.deadLetter(ctx, log, msg, d, dec)
+	}
+	if failed == len(items) {
+		return
+	}
+	fctx, cancel := withNATSDeadline(ctx)
+	defer cancel()
+	if err := a.js.Conn().FlushWithContext(fctx); err != nil {
+		// Written; a redelivery finds them there.
+		a.log.Warn("acks of a batch not confirmed", slog.Int("records", len(items)), slog.Any("err", err))
 	}
 }
 
 // redeliver gives msg back, to come again after dec.delay.
 func (a *Allocator) redeliver(log *slog.Logger, msg jetstream.Msg, dec decision) {
 	a.m.failed(dec.kind)
-	if dec.kind == retryConflict {
+	switch dec.kind {
+	case retryConflict:
 		log.Warn("slot held by another live ticket; retrying, its release may be on its way",
 			slog.String("holder", dec.holder), slog.Int("try", dec.tries), slog.Duration("delay", dec.delay))
-	} else {
+	case retryUnavailable:
+		log.Debug("parked record not written, its tenant is down; later", slog.Duration("delay", dec.delay),
+			slog.Any("err", dec.err))
+	default:
 		log.Warn("slot record not written; redelivering later", slog.String("reason", dec.kind),
 			slog.Duration("delay", dec.delay), slog.Any("err", dec.err))
 	}

@@ -29,14 +29,15 @@ func withNATSDeadline(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, natsTimeout)
 }
 
-// EnsureStreams creates the allocators' dead-letter stream, or updates it
-// to the configuration in package subjects. The tickets themselves travel
-// in the slot buckets' streams, which NewAllocator and the responders
-// open. Every process that consumes tickets may call it, several at once;
+// EnsureStreams creates the allocators' dead-letter and parked streams,
+// or updates them to the configuration in package subjects. The tickets
+// themselves travel in the slot buckets' streams, which NewAllocator and
+// the responders open. Every process that consumes tickets may call it, several at once;
 // it is idempotent (jskit.EnsureStream).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, cfg := range []jetstream.StreamConfig{
 		subjects.DeadLettersStreamConfig(replicas),
+		subjects.ParkedStreamConfig(replicas),
 	} {
 		sctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 		_, err := jskit.EnsureStream(sctx, js, cfg)
