@@ -29,7 +29,12 @@ type TicketLookup struct {
 	// jetstream.ErrBucketNotFound means no bucket, so no record, yet.
 	Slots func(ctx context.Context, tenant string) (jetstream.KeyValue, error)
 	Rows  *Tickets
-	// SlotTimeout bounds each read of the bucket, RowTimeout the read of
+	// Parked, when set, gives the stream of parked slot records
+	// (subjects.StreamParked): a ticket whose slot record has aged out
+	// while its tenant database was down is read there. An error wrapping
+	// jetstream.ErrStreamNotFound means nothing was ever parked.
+	Parked func(ctx context.Context) (jetstream.Stream, error)
+	// SlotTimeout bounds each read of the bucket (and of Parked), RowTimeout the read of
 	// the row; 0: only ctx bounds it.
 	SlotTimeout, RowTimeout time.Duration
 }
@@ -55,6 +60,10 @@ type TicketState struct {
 	// records hold, and the tenant database could not be reached; the
 	// record stands for the ticket (accepted).
 	RowUnavailable bool
+	// Parked: the record was read from the parked stream (its slot record
+	// had aged out before its tenant database could take it); InSlots
+	// is set too, since it stands for the ticket the same way.
+	Parked bool
 	// Row is the ticket's row in the tenant database, when InDB. It is
 	// read only when no record of the ticket was found, or under
 	// ReadRowUnderCreate when the record is a create.
@@ -107,6 +116,12 @@ func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads T
 		if err != nil {
 			return st, err
 		}
+	}
+	if !st.InSlots && l.Parked != nil {
+		if st.Event, st.InSlots, err = l.parked(ctx, t.ID, ticket); err != nil {
+			return st, err
+		}
+		st.Parked = st.InSlots
 	}
 	if st.InSlots && (reads&ReadRowUnderCreate == 0 || st.Event.Event != subjects.TicketCreated) {
 		return st, nil
@@ -176,6 +191,32 @@ func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (s
 		rev = rec.Prev
 	}
 	return subjects.TicketEvent{}, 0, false, nil
+}
+
+// parked is the ticket's parked record, if an allocator parked one that
+// has not been written yet.
+func (l TicketLookup) parked(ctx context.Context, tenant, ticket string) (subjects.TicketEvent, bool, error) {
+	gctx, cancel := withTimeout(ctx, l.SlotTimeout)
+	defer cancel()
+	st, err := l.Parked(gctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return subjects.TicketEvent{}, false, nil
+	}
+	if err != nil {
+		return subjects.TicketEvent{}, false, fmt.Errorf("%w: opening the parked stream for ticket %s: %w", ErrUnavailable, ticket, err)
+	}
+	m, err := st.GetLastMsgForSubject(gctx, subjects.ParkedSubject(tenant, ticket))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return subjects.TicketEvent{}, false, nil
+	}
+	if err != nil {
+		return subjects.TicketEvent{}, false, fmt.Errorf("%w: reading the parked record of ticket %s: %w", ErrUnavailable, ticket, err)
+	}
+	rec, err := subjects.DecodeParkedRecord(m.Subject, m.Header.Get(subjects.HeaderOriginalSubject), m.Data)
+	if err != nil || !rec.HasTicket() || rec.Ticket != ticket {
+		return subjects.TicketEvent{}, false, fmt.Errorf("%w: parked record %d of ticket %s: %v", ErrInvalidTicket, m.Sequence, ticket, err)
+	}
+	return rec.Event(), true, nil
 }
 
 // row is the ticket's row, if a worker wrote it.

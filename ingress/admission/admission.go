@@ -104,8 +104,11 @@ type Service struct {
 	// open it, harmlessly. Creating the idempotency bucket takes mu, so
 	// that two first callers do not both create it.
 	slots []atomic.Pointer[jetstream.KeyValue]
-	mu    sync.Mutex
-	idem  atomic.Pointer[jetstream.KeyValue]
+	// parked is subjects.StreamParked once opened (read only by lookups
+	// of tickets whose slot record is gone).
+	parked atomic.Pointer[jetstream.Stream]
+	mu     sync.Mutex
+	idem   atomic.Pointer[jetstream.KeyValue]
 }
 
 // New checks cfg and returns the service. The buckets are opened on first
@@ -172,6 +175,20 @@ func (s *Service) published() {
 // use. A bucket that does not exist yet (no responder has started) is an
 // error wrapping jetstream.ErrBucketNotFound, and is looked for again
 // next time.
+// parkedStream opens subjects.StreamParked once; an error wraps
+// jetstream.ErrStreamNotFound while no allocator has made it.
+func (s *Service) parkedStream(ctx context.Context) (jetstream.Stream, error) {
+	if st := s.parked.Load(); st != nil {
+		return *st, nil
+	}
+	st, err := s.js.Stream(ctx, subjects.StreamParked)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", subjects.StreamParked, err)
+	}
+	s.parked.Store(&st)
+	return st, nil
+}
+
 func (s *Service) slotBucket(ctx context.Context, tenant string) (jetstream.KeyValue, error) {
 	shard := subjects.SlotShard(tenant, s.shards)
 	if kv := s.slots[shard].Load(); kv != nil {

@@ -254,7 +254,8 @@ func replyError(op string, err error) error {
 // that cannot be read is ErrUnavailable, a record that does not decode
 // ErrInternal; a row that cannot be read is the tenants package's error.
 func (s *Service) find(ctx context.Context, t tenants.Tenant, ticket string, reads tenants.TicketReads) (tenants.TicketState, error) {
-	lookup := tenants.TicketLookup{Slots: s.slotBucket, Rows: s.rows, SlotTimeout: s.budget.Call, RowTimeout: callTimeout}
+	lookup := tenants.TicketLookup{Slots: s.slotBucket, Parked: s.parkedStream, Rows: s.rows, SlotTimeout: s.budget.Call,
+		RowTimeout: callTimeout}
 	found, err := lookup.Find(ctx, t, ticket, reads)
 	switch {
 	case errors.Is(err, tenants.ErrInvalidTicket):
