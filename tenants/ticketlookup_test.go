@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tms/ops/testkit"
@@ -213,6 +214,43 @@ func TestTicketLookup(t *testing.T) {
 		write(t, key(10), bad, 0)
 		if _, err := lookup.Find(ctx, ten, ev.Ticket, 0); !errors.Is(err, tenants.ErrInvalidTicket) {
 			t.Fatalf("Find over a record of another slot: %v, want ErrInvalidTicket", err)
+		}
+	})
+
+	t.Run("a parked record stands for a ticket whose slot record is gone", func(t *testing.T) {
+		parked, err := e.js.CreateStream(ctx, subjects.ParkedStreamConfig(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		withParked := lookup
+		withParked.Parked = func(context.Context) (jetstream.Stream, error) { return parked, nil }
+		ev := created(12) // no record under its key: aged out
+		data, err := json.Marshal(subjects.ConfirmedRecord(ev, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(subjects.ParkedSubject(ten.ID, ev.Ticket))
+		msg.Header.Set(subjects.HeaderOriginalSubject, subjects.SlotSubject(ten.ID, agent.ID, minute(12), shards))
+		msg.Data = data
+		if _, err := e.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		restore := testkit.RefuseConnections(t, ten.DBName)
+		got, err := withParked.Find(ctx, ten, ev.Ticket, tenants.ReadRowUnderCreate)
+		if err != nil || !got.InSlots || !got.Parked || !got.RowUnavailable {
+			t.Fatalf("Find of a parked ticket while the database refuses: %+v %v", got, err)
+		}
+		wantLatest(t, got, ev, subjects.StatusAccepted)
+		restore()
+		// Without a parked stream the same ticket is nowhere.
+		if got := find(t, ev.Ticket, tenants.ReadRowUnderCreate); got.InSlots || got.InDB {
+			t.Fatalf("without the parked stream: %+v", got)
+		}
+		// No parked stream yet: nothing parked, no error.
+		none := lookup
+		none.Parked = func(context.Context) (jetstream.Stream, error) { return nil, jetstream.ErrStreamNotFound }
+		if got, err := none.Find(ctx, ten, ev.Ticket, 0); err != nil || got.InSlots {
+			t.Fatalf("with no parked stream: %+v %v", got, err)
 		}
 	})
 
