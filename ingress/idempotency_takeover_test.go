@@ -129,6 +129,33 @@ func TestIdempotencyTakeoverAnswersTheTwinsTicket(t *testing.T) {
 	if n := e.slotRecords(t, a.id); n != records {
 		t.Errorf("slot records %d -> %d: the takeover of a cancelled ticket wrote", records, n)
 	}
+
+	// The twin's reserve went unanswered and the twin released its
+	// nonce's ticket (a release by nonce) before it died: no client was
+	// told of that ticket, so the retry admits a new one, under a fresh
+	// nonce (the released ticket's id must not come back).
+	nonce = subjects.NewTicketNonce()
+	abandoned := e.crashedTwin(t, a, "crash-after-release", nonce, claimed)
+	data, err := json.Marshal(subjects.ETARequest{Op: subjects.ETARelease, Tenant: a.id, Nonce: nonce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.RequestWithContext(testkit.Context(t, 10*time.Second), subjects.ETA(a.id), data); err != nil {
+		t.Fatalf("release by nonce: %v", err)
+	}
+	got = e.create(t, a, subjects.Gold, http.Header{"Idempotency-Key": {"crash-after-release"}})
+	id, _ := got.body["ticket_id"].(string)
+	_, _, gotNonce, perr := subjects.ParseTicketID(id)
+	if got.status != http.StatusCreated || id == abandoned.Ticket || perr != nil || gotNonce == nonce {
+		t.Fatalf("retry after the twin released its ticket: %d %s, want 201 for a new ticket with a fresh nonce (not %s)",
+			got.status, got.raw, abandoned.Ticket)
+	}
+	if rec := e.record(t, a, "crash-after-release"); rec.State != subjects.IdempotencyDone || rec.Ticket != id || rec.Nonce != gotNonce {
+		t.Errorf("record after the fresh nonce: %+v", rec)
+	}
+	if again := e.create(t, a, subjects.Gold, http.Header{"Idempotency-Key": {"crash-after-release"}}); again.body["ticket_id"] != id {
+		t.Errorf("same key again: %d %s, want %s", again.status, again.raw, id)
+	}
 }
 
 // TestIdempotencyTakeoverAdmitsTheNonceOnce: the dead request's reserve

@@ -14,7 +14,7 @@ import (
 func TestETAReplyErrMapsEveryCode(t *testing.T) {
 	t.Parallel()
 	sentinels := []error{ErrETABadRequest, ErrETATenantNotFound, ErrETANoSlot, ErrETATypeMismatch, ErrETAHoldGone,
-		ErrETAUnavailable, ErrETAProtocol}
+		ErrETAUnavailable, ErrETANonceReleased, ErrETAProtocol}
 	for _, tt := range []struct {
 		code, wire string
 		status     int
@@ -30,6 +30,7 @@ func TestETAReplyErrMapsEveryCode(t *testing.T) {
 		{ETACodeTypeMismatch, "type_mismatch", 409, ErrETATypeMismatch},
 		{ETACodeHoldGone, "hold_expired", 410, ErrETAHoldGone},
 		{ETACodeUnavailable, "unavailable", 503, ErrETAUnavailable},
+		{ETACodeNonceReleased, "nonce_released", 409, ErrETANonceReleased},
 	} {
 		if tt.code != tt.wire {
 			t.Errorf("code %q is on the wire as %q: the string must not change", tt.code, tt.wire)
@@ -66,7 +67,7 @@ func TestETAReplyErrMapsEveryCode(t *testing.T) {
 			}
 		}
 	}
-	if got, want := len(ETACodes()), 10; got != want {
+	if got, want := len(ETACodes()), 11; got != want {
 		t.Errorf("ETACodes() has %d codes, the table %d: a new code needs its row here", got, want)
 	}
 }

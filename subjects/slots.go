@@ -256,6 +256,11 @@ type SlotRecord struct {
 	Ticket      string     `json:"ticket,omitempty"`
 	Deadline    time.Time  `json:"deadline,omitzero"`
 	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	// Abandoned (released only): the release came from the asker of an
+	// admission whose outcome it never learnt (a release by nonce), so no
+	// client was told of the ticket; an Idempotency-Key takeover then
+	// admits anew with a fresh nonce instead of answering it.
+	Abandoned bool `json:"abandoned,omitempty"`
 }
 
 // ConfirmedRecord is the record that admits ev (a created event) into its

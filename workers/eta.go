@@ -267,10 +267,11 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 		if err != nil {
 			return subjects.ETAReply{}, err
 		}
-		if found.ok && found.rec.State == subjects.SlotReleased {
-			// Cancelled since, by a release of the nonce that an asker
-			// sent after an unknown outcome: no client was told of it,
-			// and a new ticket must not repeat its id.
+		if found.ok && found.rec.State == subjects.SlotReleased && found.rec.Abandoned {
+			// Released by the asker that never learnt its outcome (a
+			// release of the nonce): no client was told of it, and a new
+			// ticket must not repeat its id. A ticket a client cancelled
+			// is still the answer (the 201 it earned).
 			return subjects.ETAReply{}, fmt.Errorf("takeover of nonce %s: ticket %s: %w", req.Nonce, found.rec.Ticket, ErrNonceReleased)
 		}
 		if found.ok {
@@ -476,7 +477,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest, now ti
 		sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
 		ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant, Ticket: req.Ticket, Type: req.Type,
 			Agent: req.Agent, SlotTime: req.SlotTime.UTC(), CreatedAt: req.CreatedAt, Deadline: req.CreatedAt.Add(sla)}
-		return r.releaseTicket(ctx, ev, now)
+		return r.releaseTicket(ctx, ev, now, false)
 	}
 	found, err := r.findTicket(ctx, req.Tenant, req.Nonce)
 	if err != nil {
@@ -487,7 +488,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	ev := found.rec.Event()
 	ev.Event, ev.CancelledAt = subjects.TicketCreated, nil
-	return r.releaseTicket(ctx, ev, now)
+	return r.releaseTicket(ctx, ev, now, true)
 }
 
 // releaseTicket writes the released record of ev's ticket (a created
@@ -497,7 +498,7 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest, now ti
 // allocators cancel the row. Anything else (already released, another
 // ticket, a hold, a freed minute) means the ticket was released before:
 // nothing to do. Repeating it changes nothing.
-func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, now time.Time) (subjects.ETAReply, error) {
+func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, now time.Time, abandoned bool) (subjects.ETAReply, error) {
 	if err := ev.Check(ev.Tenant, ev.Ticket); err != nil {
 		return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "created_at", Reason: err.Error()}
 	}
@@ -524,7 +525,9 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 			ev = rec.Event() // the stored ticket is the one cancelled
 			prev = e.Revision()
 		}
-		value, err := json.Marshal(subjects.ReleasedRecord(ev, now, prev))
+		rec := subjects.ReleasedRecord(ev, now, prev)
+		rec.Abandoned = abandoned
+		value, err := json.Marshal(rec)
 		if err != nil {
 			return subjects.ETAReply{}, err
 		}

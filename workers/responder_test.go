@@ -481,6 +481,21 @@ func TestResponderTakeover(t *testing.T) {
 	if r := mustAsk(t, nc, retry); r.Code != http.StatusCreated || r.Ticket != first.Ticket {
 		t.Fatalf("takeover of a cancelled ticket: %+v, want %s", r, first.Ticket)
 	}
+	// A ticket released by the release of its nonce (its asker never
+	// learnt the outcome, so no client was told of it): the nonce is
+	// spent, and the takeover is told so instead of being answered it.
+	abandoned := newReserve(ten.ID, subjects.Gold, respT0)
+	if r := mustAsk(t, nc, abandoned); r.Code != http.StatusCreated {
+		t.Fatalf("reserve: %+v", r)
+	}
+	byNonce := subjects.ETARequest{Op: subjects.ETARelease, Tenant: ten.ID, Nonce: abandoned.Nonce}
+	if r := mustAsk(t, nc, byNonce); r.Code != http.StatusOK || r.Ticket == "" {
+		t.Fatalf("release by nonce: %+v", r)
+	}
+	abandoned.Takeover = true
+	if r := mustAsk(t, nc, abandoned); r.Error != subjects.ETACodeNonceReleased {
+		t.Fatalf("takeover of an abandoned ticket: %+v, want %s", r, subjects.ETACodeNonceReleased)
+	}
 }
 
 // TestResponderReleaseByNonce: a release with only a nonce (an ingress

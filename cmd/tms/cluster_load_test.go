@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -165,7 +166,8 @@ func (l *faultLoad) waitCreated(t *testing.T, from time.Time, n int, timeout tim
 }
 
 // waitDrained waits until the allocators have taken every slot record:
-// nothing pending or unacknowledged on any shard's consumer.
+// nothing pending or unacknowledged on any shard's consumer, and nothing
+// left parked (a parked record is deleted once written).
 func waitDrained(t *testing.T, js jetstream.JetStream, timeout time.Duration) {
 	t.Helper()
 	var last string
@@ -186,9 +188,16 @@ func waitDrained(t *testing.T, js jetstream.JetStream, timeout time.Duration) {
 			}
 			pending, ackPending, redelivered = pending+ci.NumPending, ackPending+uint64(ci.NumAckPending), redelivered+uint64(ci.NumRedelivered)
 		}
-		last = fmt.Sprintf("pending %d, ack pending %d, redelivered %d", pending, ackPending, redelivered)
-		return pending == 0 && ackPending == 0
-	}, "the allocators to drain the slot buckets")
+		var parked uint64
+		if s, err := js.Stream(ctx, subjects.StreamParked); err == nil {
+			parked = s.CachedInfo().State.Msgs
+		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			last = err.Error()
+			return false
+		}
+		last = fmt.Sprintf("pending %d, ack pending %d, redelivered %d, parked %d", pending, ackPending, redelivered, parked)
+		return pending == 0 && ackPending == 0 && parked == 0
+	}, "the allocators to drain the slot buckets and the parked records")
 	t.Logf("drained: %s", last)
 }
 
