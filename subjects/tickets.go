@@ -1,11 +1,8 @@
 package subjects
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,53 +33,19 @@ func SLA(ticketType string) (time.Duration, bool) {
 // agent's slots must be known.
 const LongestSLA = 8 * time.Hour
 
-// The TICKETS stream: one subject per ticket under its tenant,
-// tms.tickets.<tenant>.<ticket>, so that the ticket's latest event can be
-// read back by subject, and one tenant's tickets are tms.tickets.<tenant>.>.
+// The dead-letter stream.
 const (
-	StreamTickets = "TMS_TICKETS"
-	// TicketsAll is the stream's subject filter (one wildcard: a consumer
-	// with many filters is slow).
-	TicketsAll = "tms.tickets.>"
-	// ConsumerAllocators is the durable pull consumer every allocator
-	// worker process shares.
-	ConsumerAllocators = "allocators"
 	// StreamDeadLetters keeps ticket events that can never be written, for
 	// an operator: nothing is dropped silently.
 	StreamDeadLetters = "TMS_TICKETS_DLQ"
 	DeadLettersAll    = "tms.dlq.tickets.>"
 )
 
-// NewTicketID is a new ticket id: "t" and RandomIDChars random
-// characters.
+// NewTicketID is a ticket id as versions before the one-write admission
+// made them: "t" and RandomIDChars random characters. Such an id names
+// no slot (ParseTicketID refuses it): its ticket is found in its tenant
+// database only. New tickets get NewSlotTicketID.
 func NewTicketID() string { return NewID("t", RandomIDChars) }
-
-// TicketSubject is the stream subject of one ticket's events.
-func TicketSubject(tenant, ticket string) string {
-	return "tms.tickets." + mustID(tenant) + "." + mustID(ticket)
-}
-
-// TenantTickets matches every ticket subject of a tenant.
-func TenantTickets(tenant string) string { return "tms.tickets." + mustID(tenant) + ".>" }
-
-// ParseTicketSubject splits a stream subject read back from a message.
-func ParseTicketSubject(subject string) (tenant, ticket string, err error) {
-	const prefix = "tms.tickets."
-	if len(subject) <= len(prefix) || subject[:len(prefix)] != prefix {
-		return "", "", fmt.Errorf("%w: subject %q", ErrInvalidID, subject)
-	}
-	rest := subject[len(prefix):]
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '.' {
-			tenant, ticket = rest[:i], rest[i+1:]
-			if ValidID(tenant) != nil || ValidID(ticket) != nil {
-				break
-			}
-			return tenant, ticket, nil
-		}
-	}
-	return "", "", fmt.Errorf("%w: subject %q", ErrInvalidID, subject)
-}
 
 // DeadLetterSubject is where an unwritable event of a ticket is parked.
 func DeadLetterSubject(tenant, ticket string) string {
@@ -104,26 +67,6 @@ const (
 	HeaderOriginalSequence = "Tms-Original-Sequence"
 )
 
-// TicketsStreamConfig is the TICKETS stream: accepted tickets and cancels
-// on their way to the allocator workers. Work-queue retention keeps a
-// message until a worker acks it after its Postgres commit, however long
-// that takes, and no longer; the duplicate window makes a re-publish of the
-// same ticket id (a retry) a no-op.
-func TicketsStreamConfig(replicas int) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        StreamTickets,
-		Description: "tms accepted tickets and cancels, one subject per ticket",
-		Subjects:    []string{TicketsAll},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicasOr1(replicas),
-		Duplicates:  2 * time.Minute,
-		Discard:     jetstream.DiscardNew,
-		AllowDirect: true,
-		MaxMsgSize:  16 << 10,
-	}
-}
-
 // DeadLettersStreamConfig keeps ticket events no worker could ever write,
 // for 30 days, for an operator to inspect and replay.
 func DeadLettersStreamConfig(replicas int) jetstream.StreamConfig {
@@ -139,7 +82,8 @@ func DeadLettersStreamConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// Ticket events on the TICKETS stream, and ticket statuses in the API.
+// Ticket events (what a ticket's slot record stands for: SlotRecord.Event),
+// and ticket statuses in the API.
 const (
 	TicketCreated   = "created"
 	TicketCancelled = "cancelled"
@@ -149,9 +93,11 @@ const (
 	StatusCancelled = "cancelled"
 )
 
-// TicketEvent is the payload of a message on TicketSubject. A cancel
-// carries every field of the ticket too, so that a worker that sees it
-// before the create can still write the (cancelled) row.
+// TicketEvent is a ticket as the allocators write it and the API shows it:
+// what a confirmed slot record (created) or a released one (cancelled)
+// stands for. A cancel carries every field of the ticket too, so that a
+// worker that sees it before the create can still write the (cancelled)
+// row.
 type TicketEvent struct {
 	Event       string     `json:"event"` // TicketCreated or TicketCancelled
 	Tenant      string     `json:"tenant"`
@@ -164,61 +110,27 @@ type TicketEvent struct {
 	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
 }
 
-// MaxTicketEventBytes is the largest ticket event CheckWritable accepts.
-const MaxTicketEventBytes = 8 << 10
-
 // ErrInvalidEvent reports a ticket event that does not decode, or breaks
 // a rule of TicketEvent.Check or TicketEvent.CheckRow.
 var ErrInvalidEvent = errors.New("invalid ticket event")
 
-// TicketEventCheck says how much DecodeTicketEvent requires of an event:
+// TicketEventCheck says how much DecodeSlotRecord requires of a record:
 // the worker that writes it requires everything, a reader that only looks
-// at a ticket's latest event requires only that it is that ticket's.
+// at a ticket's record requires only that it is that slot's.
 type TicketEventCheck int
 
 const (
-	// CheckWritable decodes strictly (at most MaxTicketEventBytes, no
+	// CheckWritable decodes strictly (at most MaxSlotRecordBytes, no
 	// unknown member, nothing after the object) and applies every rule
 	// of TicketEvent.Check: what the allocator requires before it writes
-	// an event to a tenant database or dead-letters it.
+	// a record's ticket to a tenant database or dead-letters it.
 	CheckWritable TicketEventCheck = iota
 	// CheckNames decodes as encoding/json does by default (unknown
-	// members ignored) and requires only that the body names its
-	// subject's tenant and ticket: what the readers of a ticket's latest
-	// event in the stream require (the ingress's get and cancel, the
-	// reconciler's verdict on a reservation).
+	// members ignored) and requires only that the record names its key's
+	// slot: what the readers of a ticket's record require (the ingress's
+	// get and cancel, the responders' calendars).
 	CheckNames
 )
-
-// DecodeTicketEvent is the one validator of a message on a TicketSubject:
-// it decodes data and checks the event against subject's tenant and
-// ticket and, as check says, against its own invariants. Every refusal,
-// a subject that is no ticket subject included, wraps ErrInvalidEvent.
-func DecodeTicketEvent(subject string, data []byte, check TicketEventCheck) (TicketEvent, error) {
-	var ev TicketEvent
-	tenant, ticket, err := ParseTicketSubject(subject)
-	if err != nil {
-		return ev, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
-	}
-	if check == CheckNames {
-		if err := json.Unmarshal(data, &ev); err != nil {
-			return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
-		}
-		return ev, ev.checkNames(tenant, ticket)
-	}
-	if len(data) > MaxTicketEventBytes {
-		return ev, fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidEvent, len(data), MaxTicketEventBytes)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ev); err != nil {
-		return ev, fmt.Errorf("%w: json: %v", ErrInvalidEvent, err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return ev, fmt.Errorf("%w: data after the JSON object", ErrInvalidEvent)
-	}
-	return ev, ev.Check(tenant, ticket)
-}
 
 // checkNames requires that the event is ticket's of tenant.
 func (ev TicketEvent) checkNames(tenant, ticket string) error {

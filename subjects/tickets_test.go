@@ -3,7 +3,6 @@ package subjects
 import (
 	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 )
@@ -28,17 +27,6 @@ func TestSLA(t *testing.T) {
 
 func TestSubjectsRoundTrip(t *testing.T) {
 	t.Parallel()
-	if s := TicketSubject("c1", "t2"); s != "tms.tickets.c1.t2" {
-		t.Errorf("TicketSubject = %q", s)
-	}
-	if tenant, ticket, err := ParseTicketSubject("tms.tickets.c1.t2"); err != nil || tenant != "c1" || ticket != "t2" {
-		t.Errorf("ParseTicketSubject = %q %q %v", tenant, ticket, err)
-	}
-	for _, bad := range []string{"tms.tickets.c1", "tms.tickets.c1.t2.x", "tms.tickets..t2", "tms.eta.c1", "tms.tickets.C1.t2"} {
-		if _, _, err := ParseTicketSubject(bad); err == nil {
-			t.Errorf("ParseTicketSubject(%q) accepted", bad)
-		}
-	}
 	if tenant, err := ParseETA(ETA("c1")); err != nil || tenant != "c1" {
 		t.Errorf("ParseETA = %q %v", tenant, err)
 	}
@@ -82,70 +70,46 @@ func eventJSON(t *testing.T, ev TicketEvent) string {
 	return string(b)
 }
 
-// TestDecodeTicketEvent: the one validator gives the allocator
-// (CheckWritable) and the readers of a ticket's latest event (CheckNames)
-// each the answer it gave when each decoded for itself: the writer
-// refuses everything no worker could write, the readers only an event
-// that is not the subject's ticket's; every refusal is ErrInvalidEvent.
-func TestDecodeTicketEvent(t *testing.T) {
+// TestTicketEventCheck: the allocators' rules for an event (what a slot
+// record stands for) before it is written: everything no worker could
+// write is refused, as ErrInvalidEvent; a well-formed create or cancel
+// passes. (The record's own decoding is DecodeSlotRecord's test.)
+func TestTicketEventCheck(t *testing.T) {
 	t.Parallel()
-	const subject = "tms.tickets.c1.t1"
-	with := func(change func(*TicketEvent)) string {
-		ev := goodEvent()
-		change(&ev)
-		return eventJSON(t, ev)
-	}
-	good := eventJSON(t, goodEvent())
 	for _, c := range []struct {
-		name               string
-		subject, data      string
-		writable, readable bool
+		name   string
+		change func(*TicketEvent)
+		ok     bool
 	}{
-		{"created", subject, good, true, true},
-		{"cancelled", subject, with(func(ev *TicketEvent) { ev.Event, ev.CancelledAt = TicketCancelled, &eventT0 }), true, true},
-		{"cancelled without cancelled_at", subject, with(func(ev *TicketEvent) { ev.Event = TicketCancelled }), true, true},
-		{"slot in another zone", subject, with(func(ev *TicketEvent) {
-			ev.SlotTime = ev.SlotTime.In(time.FixedZone("x", 5*3600+1800))
-		}), true, true},
-		{"last minute of the window", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 90*time.Second) }), true, true},
-		{"trailing space", subject, good + " \n", true, true},
-		{"not a ticket subject", "tms.tickets.c1", good, false, false},
-		{"invalid subject token", "tms.tickets.c1.T1", good, false, false},
-		{"other tenant", "tms.tickets.c2.t1", good, false, false},
-		{"other ticket", "tms.tickets.c1.t2", good, false, false},
-		{"not json", subject, "{", false, false},
-		{"not an object", subject, "[]", false, false},
-		{"data after the object", subject, good + "{}", false, false},
-		{"unknown member", subject, strings.Replace(good, `{`, `{"extra":1,`, 1), false, true},
-		{"too large", subject, strings.Repeat(" ", MaxTicketEventBytes) + good, false, true},
-		{"unknown event", subject, with(func(ev *TicketEvent) { ev.Event = "moved" }), false, true},
-		{"no event", subject, with(func(ev *TicketEvent) { ev.Event = "" }), false, true},
-		{"unknown type", subject, with(func(ev *TicketEvent) { ev.Type = "gold" }), false, true},
-		{"bad agent", subject, with(func(ev *TicketEvent) { ev.Agent = "a.b" }), false, true},
-		{"no agent", subject, with(func(ev *TicketEvent) { ev.Agent = "" }), false, true},
-		{"no created_at", subject, with(func(ev *TicketEvent) { ev.CreatedAt = time.Time{} }), false, true},
-		{"slot inside a minute", subject, with(func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Second) }), false, true},
-		{"no slot", subject, with(func(ev *TicketEvent) { ev.SlotTime = time.Time{} }), false, true},
-		{"deadline not created_at + SLA", subject, with(func(ev *TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Minute) }), false, true},
-		{"no deadline", subject, with(func(ev *TicketEvent) { ev.Deadline = time.Time{} }), false, true},
-		{"slot before created_at", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Truncate(time.Minute) }), false, true},
-		{"slot past the deadline", subject, with(func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 30*time.Second) }), false, true},
-		{"created with cancelled_at", subject, with(func(ev *TicketEvent) { ev.CancelledAt = &eventT0 }), false, true},
+		{"created", func(*TicketEvent) {}, true},
+		{"cancelled", func(ev *TicketEvent) { ev.Event, ev.CancelledAt = TicketCancelled, &eventT0 }, true},
+		{"cancelled without cancelled_at", func(ev *TicketEvent) { ev.Event = TicketCancelled }, true},
+		{"slot in another zone", func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.In(time.FixedZone("x", 5*3600+1800)) }, true},
+		{"last minute of the window", func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 90*time.Second) }, true},
+		{"other tenant", func(ev *TicketEvent) { ev.Tenant = "c2" }, false},
+		{"other ticket", func(ev *TicketEvent) { ev.Ticket = "t2" }, false},
+		{"unknown event", func(ev *TicketEvent) { ev.Event = "moved" }, false},
+		{"no event", func(ev *TicketEvent) { ev.Event = "" }, false},
+		{"unknown type", func(ev *TicketEvent) { ev.Type = "gold" }, false},
+		{"bad agent", func(ev *TicketEvent) { ev.Agent = "a.b" }, false},
+		{"no agent", func(ev *TicketEvent) { ev.Agent = "" }, false},
+		{"no created_at", func(ev *TicketEvent) { ev.CreatedAt = time.Time{} }, false},
+		{"slot inside a minute", func(ev *TicketEvent) { ev.SlotTime = ev.SlotTime.Add(time.Second) }, false},
+		{"no slot", func(ev *TicketEvent) { ev.SlotTime = time.Time{} }, false},
+		{"deadline not created_at + SLA", func(ev *TicketEvent) { ev.Deadline = ev.Deadline.Add(time.Minute) }, false},
+		{"no deadline", func(ev *TicketEvent) { ev.Deadline = time.Time{} }, false},
+		{"slot before created_at", func(ev *TicketEvent) { ev.SlotTime = eventT0.Truncate(time.Minute) }, false},
+		{"slot past the deadline", func(ev *TicketEvent) { ev.SlotTime = eventT0.Add(2*time.Hour - 30*time.Second) }, false},
+		{"created with cancelled_at", func(ev *TicketEvent) { ev.CancelledAt = &eventT0 }, false},
 	} {
-		for _, check := range []struct {
-			name   string
-			check  TicketEventCheck
-			accept bool
-		}{{"CheckWritable", CheckWritable, c.writable}, {"CheckNames", CheckNames, c.readable}} {
-			ev, err := DecodeTicketEvent(c.subject, []byte(c.data), check.check)
-			switch {
-			case check.accept && err != nil:
-				t.Errorf("%s, %s: refused: %v", c.name, check.name, err)
-			case !check.accept && !errors.Is(err, ErrInvalidEvent):
-				t.Errorf("%s, %s: %v, want ErrInvalidEvent", c.name, check.name, err)
-			case check.accept && (ev.Tenant != "c1" || ev.Ticket != "t1"):
-				t.Errorf("%s, %s: accepted %+v", c.name, check.name, ev)
-			}
+		ev := goodEvent()
+		c.change(&ev)
+		err := ev.Check("c1", "t1")
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case !c.ok && !errors.Is(err, ErrInvalidEvent):
+			t.Errorf("%s: %v, want ErrInvalidEvent", c.name, err)
 		}
 	}
 }
@@ -182,60 +146,73 @@ func TestTicketEventCheckRow(t *testing.T) {
 	}
 }
 
-// FuzzDecodeTicketEvent: whatever the subject and body, the validator
-// never panics and refuses only with ErrInvalidEvent; what CheckWritable
-// accepts, CheckNames and CheckRow accept too, it holds every invariant
-// the allocator relies on, and its re-encoding is accepted again.
-func FuzzDecodeTicketEvent(f *testing.F) {
-	good, _ := json.Marshal(goodEvent())
-	f.Add("tms.tickets.c1.t1", good)
-	f.Add("tms.tickets.c1.t1", []byte(`{"event":"cancelled","tenant":"c1","ticket":"t1","type":"BRONZE",`+
-		`"agent":"a","slot_time":"2030-05-06T18:00:00+05:30","created_at":"2030-05-06T12:29:59.999999999Z",`+
-		`"deadline":"2030-05-06T20:29:59.999999999Z"}`))
-	f.Add("tms.tickets.c1.t1", []byte(`{"Event":"created","EVENT":"cancelled","tenant":"c1","ticket":"t1"}`))
-	f.Add("tms.tickets.x.y.z", []byte(`{}`))
-	f.Fuzz(func(t *testing.T, subject string, data []byte) {
+// FuzzDecodeSlotRecord: whatever the key and body, the one validator of
+// slot records never panics and refuses only with ErrInvalidSlot; what
+// CheckWritable accepts, CheckNames accepts too; a ticket's record it
+// accepts names its key's slot, and its event holds every invariant the
+// allocator relies on and passes CheckRow; its re-encoding is accepted
+// again.
+func FuzzDecodeSlotRecord(f *testing.F) {
+	minute := time.Date(2030, 5, 6, 12, 31, 0, 0, time.UTC)
+	created := minute.Add(-90 * time.Second)
+	id, err := NewSlotTicketID("a1", minute, NewTicketNonce())
+	if err != nil {
+		f.Fatal(err)
+	}
+	key := SlotKey("c1", "a1", minute)
+	ev := TicketEvent{Event: TicketCreated, Tenant: "c1", Ticket: id, Type: Gold, Agent: "a1", SlotTime: minute,
+		CreatedAt: created, Deadline: created.Add(2 * time.Hour)}
+	good, _ := json.Marshal(ConfirmedRecord(ev, 0))
+	released, _ := json.Marshal(ReleasedRecord(ev, created.Add(time.Second), 7))
+	expiry := created.Add(30 * time.Second)
+	held, _ := json.Marshal(SlotRecord{State: SlotHeld, Tenant: "c1", Agent: "a1", SlotTime: minute, Type: Gold,
+		CreatedAt: created, Nonce: NewHoldNonce(), HoldExpiresAt: &expiry})
+	f.Add(key, good)
+	f.Add(key, released)
+	f.Add(key, held)
+	f.Add(key, []byte(`{"state":"released"}`))
+	f.Add("c1.a1.x", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, key string, data []byte) {
 		for _, check := range []TicketEventCheck{CheckWritable, CheckNames} {
-			if _, err := DecodeTicketEvent(subject, data, check); err != nil && !errors.Is(err, ErrInvalidEvent) {
-				t.Fatalf("check %d refused with %v, not ErrInvalidEvent", check, err)
+			if _, err := DecodeSlotRecord(key, data, check); err != nil && !errors.Is(err, ErrInvalidSlot) {
+				t.Fatalf("check %d refused with %v, not ErrInvalidSlot", check, err)
 			}
 		}
-		ev, err := DecodeTicketEvent(subject, data, CheckWritable)
+		rec, err := DecodeSlotRecord(key, data, CheckWritable)
 		if err != nil {
 			return
 		}
-		tenant, ticket, err := ParseTicketSubject(subject)
-		if err != nil {
-			t.Fatalf("accepted an event on %q: %v", subject, err)
-		}
-		if _, err := DecodeTicketEvent(subject, data, CheckNames); err != nil {
+		if _, err := DecodeSlotRecord(key, data, CheckNames); err != nil {
 			t.Fatalf("CheckWritable accepted what CheckNames refuses: %v", err)
 		}
-		if err := ev.CheckRow(); err != nil {
-			t.Fatalf("CheckWritable accepted what CheckRow refuses: %v", err)
+		tenant, agent, minute, err := ParseSlotKey(key)
+		if err != nil {
+			t.Fatalf("accepted a record under key %q: %v", key, err)
 		}
-		sla, ok := SLA(ev.Type)
-		switch {
-		case ev.Event != TicketCreated && ev.Event != TicketCancelled:
-			t.Fatalf("accepted event %q", ev.Event)
-		case ev.Tenant != tenant || ev.Ticket != ticket:
-			t.Fatalf("accepted tenant %q ticket %q on %s", ev.Tenant, ev.Ticket, subject)
-		case !ok || ValidID(ev.Agent) != nil:
-			t.Fatalf("accepted type %q agent %q", ev.Type, ev.Agent)
-		case ev.CreatedAt.IsZero() || !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
-			t.Fatalf("accepted created_at %v deadline %v for %s", ev.CreatedAt, ev.Deadline, ev.Type)
-		case !ev.SlotTime.UTC().Truncate(time.Minute).Equal(ev.SlotTime):
-			t.Fatalf("accepted slot_time %v", ev.SlotTime)
-		case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
-			t.Fatalf("accepted slot_time %v outside [%v, %v - 1m]", ev.SlotTime, ev.CreatedAt, ev.Deadline)
-		case ev.Event == TicketCreated && ev.CancelledAt != nil:
-			t.Fatal("accepted a created event with cancelled_at")
+		if rec.HasTicket() {
+			ev := rec.Event()
+			ta, tm, _, err := ParseTicketID(ev.Ticket)
+			sla, ok := SLA(ev.Type)
+			switch {
+			case err != nil || ta != agent || !tm.Equal(minute):
+				t.Fatalf("accepted ticket %q under key %q", ev.Ticket, key)
+			case ev.Tenant != tenant || ev.Agent != agent || !ev.SlotTime.Equal(minute):
+				t.Fatalf("accepted %s/%s/%v under key %q", ev.Tenant, ev.Agent, ev.SlotTime, key)
+			case ev.CheckRow() != nil:
+				t.Fatalf("CheckWritable accepted what CheckRow refuses: %v", ev.CheckRow())
+			case !ok || ev.CreatedAt.IsZero() || !ev.Deadline.Equal(ev.CreatedAt.Add(sla)):
+				t.Fatalf("accepted type %q created_at %v deadline %v", ev.Type, ev.CreatedAt, ev.Deadline)
+			case ev.SlotTime.Before(ev.CreatedAt) || ev.SlotTime.Add(time.Minute).After(ev.Deadline):
+				t.Fatalf("accepted slot_time %v outside [%v, %v - 1m]", ev.SlotTime, ev.CreatedAt, ev.Deadline)
+			case rec.State == SlotReleased && rec.CancelledAt == nil:
+				t.Fatal("accepted a released ticket without cancelled_at")
+			}
 		}
-		again, err := json.Marshal(ev)
+		again, err := json.Marshal(rec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := DecodeTicketEvent(subject, again, CheckWritable); err != nil {
+		if _, err := DecodeSlotRecord(key, again, CheckWritable); err != nil {
 			t.Fatalf("accepted %q, refused its re-encoding %q: %v", data, again, err)
 		}
 	})

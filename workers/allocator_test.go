@@ -1052,8 +1052,8 @@ func TestAllocatorConsumers(t *testing.T) {
 		c.MaxAckPending < 100_000 {
 		t.Errorf("consumer of the parked stream: %+v", c)
 	}
-	if _, err := e.js.Stream(ctx, subjects.StreamTickets); !errors.Is(err, jetstream.ErrStreamNotFound) {
-		t.Errorf("stream %s: %v, want none", subjects.StreamTickets, err)
+	if _, err := e.js.Stream(ctx, "TMS_TICKETS"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("stream %s: %v, want none", "TMS_TICKETS", err)
 	}
 	if _, err := e.js.Stream(ctx, subjects.StreamDeadLetters); err != nil {
 		t.Errorf("stream %s: %v", subjects.StreamDeadLetters, err)
