@@ -152,8 +152,8 @@ type allocConflictCount struct {
 // Tuning of the allocators.
 const (
 	allocConcurrency = 16
-	allocBatchSize   = 100
-	allocBatchWait   = 2 * time.Millisecond
+	allocBatchSize   = DefaultAllocBatch
+	allocBatchWait   = DefaultAllocBatchWait
 	// allocMinPull is the least a puller buffers, whatever the batch size.
 	allocMinPull = 64
 	allocAckWait = 30 * time.Second
@@ -175,6 +175,13 @@ const (
 	// allocConflictRounds is how often one delivery applies a holder's
 	// cancel and retries before giving the message back.
 	allocConflictRounds = 3
+)
+
+// Defaults of AllocatorConfig.BatchSize and BatchWait (tms's
+// --alloc-batch and --alloc-batch-wait).
+const (
+	DefaultAllocBatch     = 500
+	DefaultAllocBatchWait = 100 * time.Millisecond
 )
 
 // DefaultBackoff is the redelivery delay used when none is configured.

@@ -18,6 +18,7 @@ import (
 
 	"tms/ingress"
 	"tms/ops"
+	"tms/workers"
 )
 
 // config is everything a tms command reads from its flags and TMS_*
@@ -36,8 +37,11 @@ type config struct {
 	Replicas     int
 	LogLevel     string
 	LogFormat    string
-	// AckWait is the allocators' ack wait.
-	AckWait time.Duration
+	// AckWait is the allocators' ack wait; AllocBatch and AllocBatchWait
+	// their per-tenant batches.
+	AckWait        time.Duration
+	AllocBatch     int
+	AllocBatchWait time.Duration
 	// Overload bounds of the front (ingress.OverloadConfig).
 	TenantRate        float64
 	TenantBurst       int
@@ -129,6 +133,12 @@ var flagDefs = []flagDef{
 		}},
 	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
+	{"alloc-batch", "most tickets of one tenant an allocator writes to its database in one transaction", roleBack,
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.AllocBatch, name, workers.DefaultAllocBatch, usage)
+		}},
+	{"alloc-batch-wait", "how long an allocator lets a tenant's batch fill after its first ticket before it writes it (more: fewer commits, later rows; admission does not wait for it)", roleBack,
+		dur(func(c *config) *time.Duration { return &c.AllocBatchWait }, workers.DefaultAllocBatchWait)},
 	{"tenant-rate", "optional hard cap: requests a second one tenant may make to this process (token bucket; 0: none, the fair share of --max-in-flight applies); over it: 429 with Retry-After", roleFront,
 		func(fs *flag.FlagSet, c *config, name, usage string) { fs.Float64Var(&c.TenantRate, name, 0, usage) }},
 	{"tenant-burst", "requests one tenant may make at once after a quiet spell, with --tenant-rate (0: the rate rounded up)", roleFront,
@@ -388,6 +398,12 @@ func (c *config) validate() error {
 		// write is still going on.
 		if c.AckWait < time.Second {
 			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
+		}
+		if c.AllocBatch < 1 || c.AllocBatch > 1000 {
+			return usagef("--alloc-batch %d: want 1 to 1000", c.AllocBatch)
+		}
+		if c.AllocBatchWait < 0 || c.AllocBatchWait > time.Second {
+			return usagef("--alloc-batch-wait %s: want 0 to 1s", c.AllocBatchWait)
 		}
 	}
 	if err := c.validatePprof(); err != nil {

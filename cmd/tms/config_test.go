@@ -337,7 +337,7 @@ func TestConfigLogHidesSecretFlags(t *testing.T) {
 // kind; a flag missing here is still checked for presence in the log.
 var nonDefault = map[string]string{
 	"http-addr": "127.0.0.1:9080", "internal-addr": "127.0.0.1:9081", "nats-listen": "127.0.0.1:5222",
-	"data-dir": "/srv/tms", "db-prefix": "acme_", "hold-ttl": "45s", "ack-wait": "40s",
+	"data-dir": "/srv/tms", "db-prefix": "acme_", "hold-ttl": "45s", "ack-wait": "40s", "alloc-batch": "50", "alloc-batch-wait": "7ms",
 	"tenant-rate": "123.5", "tenant-burst": "77",
 	"client-rate": "9", "client-burst": "7", "max-in-flight": "99", "max-backlog": "4242",
 	"max-account-creates": "3", "max-logins": "5", "log-level": "warn", "log-format": "json",
@@ -352,7 +352,7 @@ func TestCommandFlagsByRole(t *testing.T) {
 	only := map[string][]string{
 		"serve":   {"nats-listen", "data-dir"},
 		"ingress": {"http-addr", "internal-addr", "db-prefix", "tenant-rate", "tenant-burst", "max-in-flight", "soft-in-flight", "admission-target", "max-backlog", "max-account-creates", "max-logins", "queue-wait", "max-failures", "lockout", "client-rate", "client-burst"},
-		"worker":  {"hold-ttl", "ack-wait"},
+		"worker":  {"hold-ttl", "ack-wait", "alloc-batch", "alloc-batch-wait"},
 	}
 	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format", "pprof-addr"}
 	want := map[string]map[string]bool{"serve": {}, "ingress": {}, "worker": {}}

@@ -161,6 +161,15 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	return supervise(ctx, logger, front, back, base)
 }
 
+// allocBatchWait is --alloc-batch-wait as AllocatorConfig takes it: 0
+// there is the default, a negative wait is none.
+func allocBatchWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
 // jsReplicasNotSupported is JetStream's answer to a stream with more
 // replicas than a single server (not a cluster) can keep.
 const jsReplicasNotSupported jetstream.ErrorCode = 10074
@@ -264,6 +273,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		p.allocator, err = workers.NewAllocator(ctx, workers.AllocatorConfig{
 			JS: backJS, Registry: p.registry, Tickets: tickets, Logger: logger,
 			Replicas: cfg.Replicas, Metrics: metrics, AckWait: cfg.AckWait,
+			BatchSize: cfg.AllocBatch, BatchWait: allocBatchWait(cfg.AllocBatchWait),
 			BeforeCommit: cfg.Failpoint.hook("allocator.before_commit", logger),
 			AfterCommit:  cfg.Failpoint.hook("allocator.after_commit", logger),
 		})
