@@ -520,12 +520,10 @@ func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string
 			}
 		}
 	}()
-	var stopProgress func()
-	if cfg.ClientID == "" && cfg.Tenants > 1 {
-		stopProgress = everySecond(func(elapsed time.Duration) {
+	if cfg.Tenants > 1 {
+		defer everySecond(func(elapsed time.Duration) {
 			say("accounts %3ds: %d of %d opened", int(elapsed.Round(time.Second).Seconds()), s.opened.Load(), cfg.Tenants)
-		})
-		defer stopProgress()
+		})()
 	}
 	// An account under way is finished after a signal (each request is
 	// bounded by --timeout and mustAttempts), so that it can be cleaned
@@ -539,7 +537,7 @@ func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string
 			a := try.shed[0]
 			hint := ""
 			if op == "create_account" && a.status == http.StatusTooManyRequests {
-				hint = ": tms limits the accounts one address opens (--client-rate, 1 a second after a burst of 300); start it with --client-rate 0 to open many quickly"
+				hint = ": tms limits the accounts one address opens (--client-rate, by default 1 a second after a burst of 300); start it with --client-rate 0 to open many quickly"
 			}
 			say("%s shed with %d %s %s, tried again after its Retry-After (said once)%s", op, a.status, a.body.Error, a.body.Message, hint)
 		}
