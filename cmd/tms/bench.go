@@ -73,7 +73,7 @@ func benchFlags(c *benchConfig, rate *float64, sweep *string) *flag.FlagSet {
 	fs.IntVar(&c.Agents, "agents", defaultBenchAgents, "agents to register before the run (with --client-id: none unless given)")
 	fs.StringVar(&c.ClientID, "client-id", "", "load an existing tenant (with --password) instead of opening a new account")
 	fs.StringVar(&c.Password, "password", "", "password of --client-id; without --client-id, the new account's (default: a random one)")
-	fs.BoolVar(&c.JSON, "json", false, "print one JSON object per rate on stdout and nothing else")
+	fs.BoolVar(&c.JSON, "json", false, "print JSON on stdout and nothing else: the set-up's object (\"phase\":\"accounts\"), then one object per rate")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 256, "requests outstanding at once; a request due while this many are is not sent and counts as dropped")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per request; a request without an answer by then counts as an error")
 	fs.BoolVar(&c.Cleanup, "cleanup", true, "at the end, cancel the tickets made, set the agents registered unavailable and log out (every tenant)")
