@@ -10,12 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +39,13 @@ type benchConfig struct {
 	MaxInFlight int
 	Timeout     time.Duration
 	Cleanup     bool
+	// Tenants is how many accounts to open (each with Agents agents) and
+	// spread the load over; SetupTimeout bounds the opening (0: none).
+	Tenants      int
+	SetupTimeout time.Duration
+	// MetricsURL is a Prometheus endpoint to read the server's RSS and
+	// goroutines from after the set-up and after each rate ("": off).
+	MetricsURL string
 }
 
 // benchEnvName is the variable of a bench flag: max-in-flight ->
@@ -63,10 +73,13 @@ func benchFlags(c *benchConfig, rate *float64, sweep *string) *flag.FlagSet {
 	fs.IntVar(&c.Agents, "agents", defaultBenchAgents, "agents to register before the run (with --client-id: none unless given)")
 	fs.StringVar(&c.ClientID, "client-id", "", "load an existing tenant (with --password) instead of opening a new account")
 	fs.StringVar(&c.Password, "password", "", "password of --client-id; without --client-id, the new account's (default: a random one)")
-	fs.BoolVar(&c.JSON, "json", false, "print one JSON object per rate on stdout and nothing else")
+	fs.BoolVar(&c.JSON, "json", false, "print JSON on stdout and nothing else: the set-up's object (\"phase\":\"accounts\"), then one object per rate")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 256, "requests outstanding at once; a request due while this many are is not sent and counts as dropped")
 	fs.DurationVar(&c.Timeout, "timeout", 10*time.Second, "per request; a request without an answer by then counts as an error")
-	fs.BoolVar(&c.Cleanup, "cleanup", true, "at the end, cancel the tickets made, set the agents registered unavailable and log out")
+	fs.BoolVar(&c.Cleanup, "cleanup", true, "at the end, cancel the tickets made, set the agents registered unavailable and log out (every tenant)")
+	fs.IntVar(&c.Tenants, "tenants", 1, "accounts to open one after another (create_account, login, --agents agents each); the load goes to them round-robin (not with --client-id)")
+	fs.DurationVar(&c.SetupTimeout, "setup-timeout", 0, "stop opening accounts after this long and load those opened (at least one); 0: open all --tenants")
+	fs.StringVar(&c.MetricsURL, "metrics-url", "", "Prometheus endpoint of the server, e.g. http://127.0.0.1:8080/metrics: its RSS and goroutines are read after the set-up and after each rate (empty: off)")
 	return fs
 }
 
@@ -173,6 +186,21 @@ func (c *benchConfig) finish(rate float64, sweep string, set map[string]bool) er
 			c.Agents = 0
 		}
 	}
+	if c.Tenants < 1 || c.Tenants > 100_000 {
+		return usagef("--tenants %d: want 1..100000", c.Tenants)
+	}
+	if c.ClientID != "" && c.Tenants != 1 {
+		return usagef("--tenants %d with --client-id: a given tenant is one; drop --client-id to open %d accounts", c.Tenants, c.Tenants)
+	}
+	if c.SetupTimeout < 0 {
+		return usagef("--setup-timeout %s: want 0 (no bound) or more", c.SetupTimeout)
+	}
+	if c.MetricsURL != "" {
+		u, err := url.Parse(c.MetricsURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--metrics-url %q: want the URL of a Prometheus endpoint, http://host:port/metrics (%s)", c.MetricsURL, benchHint("metrics-url"))
+		}
+	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 100_000 {
 		return usagef("--max-in-flight %d: want 1..100000", c.MaxInFlight)
 	}
@@ -202,20 +230,31 @@ and counts as dropped, never delayed. Each rate runs for --duration
 after its last request; SIGINT or SIGTERM stops it early, prints what was
 measured and cleans up (a second signal quits at once).
 
-Set-up: without --client-id, a new account (create_account, login) with
---agents agents; with --client-id and --password, that tenant, and agents
-only if --agents is given. Clean-up (unless --cleanup=false): the tickets
-it made are cancelled, the agents it registered set unavailable, its
-session logged out. The API deletes no account: a tenant it opened is
-left behind with its database (cancelled tickets, unavailable agents).
+Set-up: without --client-id, --tenants new accounts (1 by default), one
+after another, each create_account then login then --agents agents; the
+load goes to them round-robin, each request with its tenant's token. Each
+account creates a database: 1000 take minutes, and tms serve lets one
+address open 300 at once and 1 a second after that unless it runs with
+--client-rate 0 (TMS_CLIENT_RATE=0). --setup-timeout stops the opening
+early and loads the accounts opened. With --client-id and --password,
+that tenant (--tenants 1 only), and agents only if --agents is given.
+Clean-up (unless --cleanup=false), in every tenant: the tickets it made
+are cancelled, the agents it registered set unavailable, its session
+logged out. The API deletes no account: a tenant it opened is left
+behind with its database (cancelled tickets, unavailable agents).
 
-Results: a table on stdout (--json: one JSON object per rate, nothing
-else), progress and set-up lines on stderr. accepted is 201, rejected 409
-sla_unavailable, 4xx and 5xx the other answers, errors no answer (a
-transport error or --timeout), dropped not sent; fail/s counts 4xx, 5xx,
-errors and dropped. The latency percentiles are of the answered requests
-(any status). The generator shares the machine with what it measures: on
-one host, give it a core (GOMAXPROCS) or read the figures as a floor.
+Results: the set-up (create_account and login latency p50, p90, p99,
+max) and a table on stdout (--json: first an object with
+"phase":"accounts", then one object per rate, nothing else), progress and
+set-up lines on stderr. accepted is 201, rejected 409 sla_unavailable,
+4xx and 5xx the other answers, errors no answer (a transport error or
+--timeout), dropped not sent; fail/s counts 4xx, 5xx, errors and dropped.
+The latency percentiles are of the answered requests (any status).
+--metrics-url adds the server's RSS (process_resident_memory_bytes) and
+goroutines (go_goroutines) after the set-up and after each rate; tms
+serves /metrics on its public listener. The generator shares the machine
+with what it measures: on one host, give it a core (GOMAXPROCS) or read
+the figures as a floor.
 
 Exit codes: 0 when it ran (also when interrupted), 1 when the set-up fails
 (nothing answers at --url, the login is refused), 2 for a bad flag.
@@ -344,37 +383,81 @@ const mustAttempts = 10
 // in all: under load, or beside other tenants over their fair share, a
 // clean-up must not give up on its first refusal.
 func (b *benchClient) must(ctx context.Context, want int, method, path string, body any) (apiAnswer, error) {
+	a, _, err := b.mustTimed(ctx, want, method, path, body)
+	return a, err
+}
+
+// mustTry is what must's attempts came to: the latency of the last one
+// (the answer taken) and the shed answers tried again before it.
+type mustTry struct {
+	took time.Duration
+	shed []apiAnswer
+}
+
+// mustTimed is must, also telling how long the answer taken took and
+// which shed answers came before it.
+func (b *benchClient) mustTimed(ctx context.Context, want int, method, path string, body any) (apiAnswer, mustTry, error) {
+	var try mustTry
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return apiAnswer{}, err
+		return apiAnswer{}, try, err
 	}
 	for attempt := 1; ; attempt++ {
+		began := time.Now()
 		a, err := b.call(ctx, method, path, raw)
+		try.took = time.Since(began)
 		if err != nil {
-			return a, fmt.Errorf("%s %s: %w", method, path, err)
+			return a, try, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 		if a.status == want {
-			return a, nil
+			return a, try, nil
 		}
 		err = fmt.Errorf("%s %s: %d %s %s (want %d)", method, path, a.status, a.body.Error, a.body.Message, want)
 		if (a.status != http.StatusTooManyRequests && a.status != http.StatusServiceUnavailable) || attempt == mustAttempts {
-			return a, err
+			return a, try, err
 		}
+		try.shed = append(try.shed, a)
 		wait := a.retryAfter
 		if wait <= 0 {
 			wait = time.Second
 		}
 		if realWait(ctx, time.Now().Add(min(wait, 5*time.Second))) != nil {
-			return a, fmt.Errorf("%w (given up: %v)", err, ctx.Err())
+			return a, try, fmt.Errorf("%w (given up: %v)", err, ctx.Err())
 		}
 	}
 }
 
-// benchTenant is the tenant a run loads and what it set up there.
+// benchTenant is a tenant a run loads and what it set up and made there.
 type benchTenant struct {
 	clientID string
-	opened   bool     // tms bench opened the account
-	agents   []string // agents it registered
+	opened   bool         // tms bench opened the account
+	api      *benchClient // with the tenant's token once logged in
+	agents   []string     // agents it registered
+	body     []byte       // its create_ticket request
+
+	mu      sync.Mutex
+	tickets []string // accepted, for the clean-up
+}
+
+// addTicket notes a ticket the load made in the tenant.
+func (t *benchTenant) addTicket(id string) {
+	t.mu.Lock()
+	t.tickets = append(t.tickets, id)
+	t.mu.Unlock()
+}
+
+// madeTickets is the tickets the load made in the tenant.
+func (t *benchTenant) madeTickets() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.tickets)
+}
+
+// asTenant is b with a token of its own; the transport is shared.
+func (b *benchClient) asTenant(token string) *benchClient {
+	c := *b
+	c.token = token
+	return &c
 }
 
 // randomHex is n random bytes in hex.
@@ -384,9 +467,37 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// setUp checks that tms answers at --url, opens an account or logs into
-// the given one, and registers the agents.
-func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string, ...any)) (*benchTenant, error) {
+// benchSetup is what the set-up made: the tenants (those logged in
+// first; a last one may have failed its login or its agents) and the
+// figures of the accounts object.
+type benchSetup struct {
+	tenants []*benchTenant
+	res     accountsResult
+	// createLat and loginLat are the latencies of the answers taken.
+	createLat, loginLat []time.Duration
+	opened              atomic.Int64 // accounts ready, for the progress line
+}
+
+// loaded is the tenants logged in, which the load goes to.
+func (s *benchSetup) loaded() []*benchTenant {
+	var out []*benchTenant
+	for _, t := range s.tenants {
+		if t.api.token != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// setUp checks that tms answers at --url, then opens --tenants accounts
+// one after another (or logs into the given one), each with its agents.
+// A signal (the end of ctx) stops it after the account being opened,
+// which is still logged in so that the clean-up can reach it; it is then
+// Interrupted, not an error. --setup-timeout stops it the same way, once
+// at least one account is open, and the load goes on (TimedOut). The
+// setup returned holds every tenant opened, also on an error.
+func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string, ...any)) (*benchSetup, error) {
+	s := &benchSetup{res: accountsResult{Phase: "accounts", Tenants: cfg.Tenants, AgentsPerTenant: cfg.Agents}}
 	a, err := b.call(ctx, http.MethodGet, "/readyz", nil)
 	if err != nil {
 		return nil, fmt.Errorf("nothing answers at %s (GET /readyz: %v): start tms serve there, or %s", cfg.URL, err, benchHint("url"))
@@ -397,37 +508,114 @@ func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string
 	case a.status != http.StatusOK:
 		return nil, fmt.Errorf("tms at %s is not ready: GET /readyz %d %s %s", cfg.URL, a.status, a.body.Error, a.body.Message)
 	}
-	t := &benchTenant{clientID: cfg.ClientID}
+	began := time.Now()
+	defer func() {
+		s.res.DurationS = math.Round(time.Since(began).Seconds()*1e3) / 1e3
+		s.res.CreateAccountMS, s.res.LoginMS = summarizeSetup(s.createLat), summarizeSetup(s.loginLat)
+		for _, t := range s.tenants {
+			s.res.ClientIDs = append(s.res.ClientIDs, t.clientID)
+			s.res.Agents += len(t.agents)
+			if t.opened {
+				s.res.Opened++
+			}
+		}
+	}()
+	if cfg.Tenants > 1 {
+		defer everySecond(func(elapsed time.Duration) {
+			say("accounts %3ds: %d of %d opened", int(elapsed.Round(time.Second).Seconds()), s.opened.Load(), cfg.Tenants)
+		})()
+	}
+	// An account under way is finished after a signal (each request is
+	// bounded by --timeout and mustAttempts), so that it can be cleaned
+	// up; the agents stop at the signal.
+	bg := context.WithoutCancel(ctx)
+	shedSaid := false
+	noteShed := func(op string, try mustTry) {
+		s.res.Retried += len(try.shed)
+		if len(try.shed) > 0 && !shedSaid {
+			shedSaid = true
+			a := try.shed[0]
+			hint := ""
+			if op == "create_account" && a.status == http.StatusTooManyRequests {
+				hint = ": tms limits the accounts one address opens (--client-rate, by default 1 a second after a burst of 300); start it with --client-rate 0 to open many quickly"
+			}
+			say("%s shed with %d %s %s, tried again after its Retry-After (said once)%s", op, a.status, a.body.Error, a.body.Message, hint)
+		}
+	}
 	password := cfg.Password
-	if t.clientID == "" {
-		if password == "" {
-			password = randomHex(16)
+	if cfg.ClientID == "" && password == "" {
+		password = randomHex(16)
+	}
+	tag := randomHex(4)
+	deadline := time.Time{}
+	if cfg.SetupTimeout > 0 {
+		deadline = began.Add(cfg.SetupTimeout)
+	}
+	for i := range cfg.Tenants {
+		if ctx.Err() != nil {
+			s.res.Interrupted = true
+			break
 		}
-		tag := randomHex(4)
-		a, err := b.must(ctx, http.StatusCreated, http.MethodPost, "/create_account", map[string]string{
-			"client_name": "tms bench " + tag, "official_email": "bench-" + tag + "@bench.example", "password": password,
-		})
+		if i > 0 && !deadline.IsZero() && !time.Now().Before(deadline) {
+			s.res.TimedOut = true
+			say("--setup-timeout %s passed: going on with %d of %d accounts", cfg.SetupTimeout, i, cfg.Tenants)
+			break
+		}
+		t := &benchTenant{clientID: cfg.ClientID, api: b.asTenant("")}
+		if t.clientID == "" {
+			name := "tms bench " + tag
+			email := "bench-" + tag + "@bench.example"
+			if cfg.Tenants > 1 {
+				name = fmt.Sprintf("tms bench %s-%d", tag, i+1)
+				email = fmt.Sprintf("bench-%s-%d@bench.example", tag, i+1)
+			}
+			a, try, err := b.mustTimed(bg, http.StatusCreated, http.MethodPost, "/create_account", map[string]string{
+				"client_name": name, "official_email": email, "password": password,
+			})
+			noteShed("create_account", try)
+			if err != nil {
+				return s, fmt.Errorf("opening bench account %d of %d: %w", i+1, cfg.Tenants, err)
+			}
+			s.createLat = append(s.createLat, try.took)
+			t.clientID, t.opened = a.body.ClientID, true
+			s.tenants = append(s.tenants, t)
+			if cfg.Tenants == 1 {
+				say("opened account %s (%s)", t.clientID, name)
+			}
+		} else {
+			s.tenants = append(s.tenants, t)
+		}
+		a, try, err := b.mustTimed(bg, http.StatusOK, http.MethodPost, "/login", map[string]string{"client_id": t.clientID, "password": password})
+		noteShed("login", try)
 		if err != nil {
-			return nil, fmt.Errorf("opening the bench account: %w", err)
+			return s, fmt.Errorf("logging in as %s: %w (check --client-id and --password)", t.clientID, err)
 		}
-		t.clientID, t.opened = a.body.ClientID, true
-		say("opened account %s (tms bench %s)", t.clientID, tag)
+		s.loginLat = append(s.loginLat, try.took)
+		t.api = b.asTenant(a.body.Token)
+		t.body, err = json.Marshal(map[string]string{"client_id": t.clientID, "ticket_type": cfg.Type})
+		if err != nil {
+			return s, err
+		}
+		if cfg.Agents > 0 {
+			ids, err := registerAgents(ctx, t.api, t.clientID, cfg.Agents)
+			t.agents = ids
+			if err != nil && ctx.Err() != nil {
+				s.res.Interrupted = true
+				break
+			}
+			if err != nil {
+				return s, fmt.Errorf("registering agents in %s (%d of %d done): %w", t.clientID, len(ids), cfg.Agents, err)
+			}
+			if cfg.Tenants == 1 {
+				say("registered %d agents", len(ids))
+			}
+		}
+		s.opened.Add(1)
 	}
-	a, err = b.must(ctx, http.StatusOK, http.MethodPost, "/login", map[string]string{"client_id": t.clientID, "password": password})
-	if err != nil {
-		return t, fmt.Errorf("logging in as %s: %w (check --client-id and --password)", t.clientID, err)
+	if cfg.Tenants > 1 {
+		say("opened %d of %d accounts (tms bench %s-1...), registered %d agents in each", len(s.tenants), cfg.Tenants, tag, cfg.Agents)
 	}
-	b.token = a.body.Token
-	if cfg.Agents == 0 {
-		return t, nil
-	}
-	ids, err := registerAgents(ctx, b, t.clientID, cfg.Agents)
-	t.agents = ids
-	if err != nil {
-		return t, fmt.Errorf("registering agents (%d of %d done): %w", len(ids), cfg.Agents, err)
-	}
-	say("registered %d agents", len(ids))
-	return t, nil
+	return s, nil
 }
 
 // registerAgents adds n agents to the tenant, a few at a time; it
@@ -472,6 +660,41 @@ func registerAgents(ctx context.Context, b *benchClient, clientID string, n int)
 		first = ctx.Err()
 	}
 	return ids, first
+}
+
+// scrape reads the server's RSS and goroutines from --metrics-url; what
+// goes wrong is in the result's Error.
+func (b *benchClient) scrape(ctx context.Context, metricsURL string) *serverMetrics {
+	m, err := func() (serverMetrics, error) {
+		ctx, cancel := context.WithTimeout(ctx, b.timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+		if err != nil {
+			return serverMetrics{}, err
+		}
+		// The text format: a Prometheus client asked for protobuf would
+		// answer in it.
+		req.Header.Set("Accept", "text/plain;version=0.0.4")
+		resp, err := b.hc.Do(req)
+		if err != nil {
+			return serverMetrics{}, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			return serverMetrics{}, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "text/plain") && !strings.HasPrefix(ct, "application/openmetrics-text") {
+			return serverMetrics{}, fmt.Errorf("Content-Type %q is not the text exposition format", ct)
+		}
+		m, err := parseServerMetrics(io.LimitReader(resp.Body, 64<<20))
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+		return m, err
+	}()
+	if err != nil {
+		m.Error = fmt.Sprintf("GET %s: %v", metricsURL, err)
+	}
+	return &m
 }
 
 // runner runs one rate's open loop. now and waitUntil are the clock
@@ -547,29 +770,54 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 	// The set-up and the clean-up run to their end after a first signal
 	// (each request is bounded by --timeout); a second one quits.
 	bg := context.WithoutCancel(ctx)
-	tenant, err := setUp(ctx, b, cfg, say)
+	setup, err := setUp(ctx, b, cfg, say)
 	if err != nil {
-		if tenant != nil && cfg.Cleanup {
-			cleanUp(bg, b, cfg, tenant, nil, say)
+		if setup != nil && cfg.Cleanup {
+			cleanUp(bg, setup.tenants, say)
 		}
 		return err
 	}
-	body, err := json.Marshal(map[string]string{"client_id": tenant.clientID, "ticket_type": cfg.Type})
-	if err != nil {
-		return err
+	tenants := setup.loaded()
+	if cfg.MetricsURL != "" {
+		setup.res.Server = b.scrape(bg, cfg.MetricsURL)
+		if setup.res.Server.Error != "" {
+			say("--metrics-url: %s", setup.res.Server.Error)
+		}
 	}
+	if cfg.JSON {
+		line, err := json.Marshal(setup.res)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, string(line))
+	} else {
+		for _, l := range setup.res.textLines() {
+			fmt.Fprintln(stdout, l)
+		}
+	}
+	var next atomic.Uint64
 	r := &runner{
 		now: time.Now, waitUntil: realWait, maxInFlight: cfg.MaxInFlight,
 		send: func(ctx context.Context) (int, string, string, error) {
-			a, err := b.call(ctx, http.MethodPost, "/create_ticket", body)
+			t := tenants[(next.Add(1)-1)%uint64(len(tenants))]
+			a, err := t.api.call(ctx, http.MethodPost, "/create_ticket", t.body)
+			if err == nil && a.status == http.StatusCreated && a.body.TicketID != "" {
+				t.addTicket(a.body.TicketID)
+			}
 			return a.status, a.body.Error, a.body.TicketID, err
 		},
 	}
-	say("open loop against %s: %s tickets, tenant %s (%d agents registered by this run), %s per rate, at most %d in flight",
-		cfg.URL, cfg.Type, tenant.clientID, len(tenant.agents), cfg.Duration, cfg.MaxInFlight)
-	var made []string
+	switch n := len(tenants); {
+	case setup.res.Interrupted: // no rate runs
+	case n == 1:
+		say("open loop against %s: %s tickets, tenant %s (%d agents registered by this run), %s per rate, at most %d in flight",
+			cfg.URL, cfg.Type, tenants[0].clientID, len(tenants[0].agents), cfg.Duration, cfg.MaxInFlight)
+	case n > 1:
+		say("open loop against %s: %s tickets, round-robin over %d tenants (%d agents registered in each), %s per rate, at most %d in flight",
+			cfg.URL, cfg.Type, n, cfg.Agents, cfg.Duration, cfg.MaxInFlight)
+	}
 	for k, rate := range cfg.Rates {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || setup.res.Interrupted || len(tenants) == 0 {
 			break
 		}
 		n := scheduledCount(rate, cfg.Duration)
@@ -578,8 +826,13 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 		ran := r.run(ctx, rate, n, y)
 		stopProgress()
 		res := y.result(rate, ran)
-		res.TicketType, res.ClientID, res.Interrupted = cfg.Type, tenant.clientID, ctx.Err() != nil
-		made = append(made, y.acceptedTickets()...)
+		res.TicketType, res.ClientID, res.Interrupted = cfg.Type, tenants[0].clientID, ctx.Err() != nil
+		if len(tenants) > 1 {
+			res.Tenants = len(tenants)
+		}
+		if cfg.MetricsURL != "" {
+			res.Server = b.scrape(bg, cfg.MetricsURL)
+		}
 		if cfg.JSON {
 			line, err := json.Marshal(res)
 			if err != nil {
@@ -594,18 +847,30 @@ func runBench(ctx context.Context, cfg benchConfig, stdout, stderr io.Writer) er
 			if extra := res.answersLine(); extra != "" {
 				fmt.Fprintln(stdout, extra)
 			}
+			if res.Server != nil {
+				fmt.Fprintf(stdout, "  after %g/s: server %s\n", rate, res.Server.text())
+			}
 		}
 	}
-	if !cfg.JSON {
+	if !cfg.JSON && !setup.res.Interrupted {
 		fmt.Fprintln(stdout, "latency: of the answered requests (any status), from each request's due time (open loop); fail/s: 4xx + 5xx + errors + dropped")
 	}
 	if ctx.Err() != nil {
 		say("interrupted: %s", cleanupNote(cfg))
 	}
 	if cfg.Cleanup {
-		cleanUp(bg, b, cfg, tenant, made, say)
+		cleanUp(bg, setup.tenants, say)
 	} else {
-		say("no clean-up (--cleanup=false): %d tickets and %d agents left in tenant %s", len(made), len(tenant.agents), tenant.clientID)
+		made, agents := 0, 0
+		for _, t := range setup.tenants {
+			made += len(t.madeTickets())
+			agents += len(t.agents)
+		}
+		if len(setup.tenants) == 1 {
+			say("no clean-up (--cleanup=false): %d tickets and %d agents left in tenant %s", made, agents, setup.tenants[0].clientID)
+		} else {
+			say("no clean-up (--cleanup=false): %d tickets and %d agents left in %d tenants", made, agents, len(setup.tenants))
+		}
 	}
 	return nil
 }
@@ -618,10 +883,9 @@ func cleanupNote(cfg benchConfig) string {
 	return "stopping"
 }
 
-// progressLine prints, every second until the returned stop is called,
-// how far the rate is: requests done (answered, failed or dropped) of n,
-// those answered and their p99 so far.
-func progressLine(w io.Writer, rate float64, n int, y *tally) (stop func()) {
+// everySecond calls f with the time since it began once a second until
+// the returned stop is called.
+func everySecond(f func(elapsed time.Duration)) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -635,61 +899,109 @@ func progressLine(w io.Writer, rate float64, n int, y *tally) (stop func()) {
 			case <-done:
 				return
 			case <-tick.C:
-				d, answered, p99 := y.progress()
-				fmt.Fprintf(w, "tms bench: %g/s %3ds: %d of %d done, %d answered, p99 %s\n",
-					rate, int(time.Since(began).Round(time.Second).Seconds()), d, n, answered, p99.Round(10*time.Microsecond))
+				f(time.Since(began))
 			}
 		}
 	}()
 	return func() { close(done); wg.Wait() }
 }
 
-// cleanUp undoes what the run made, as far as the API allows: cancels the
-// tickets, sets the agents unavailable and logs out. It reports what it
-// did and what stays; a failure is reported, not returned (the results
-// are already out). The whole of it is bounded by a deadline.
-func cleanUp(ctx context.Context, b *benchClient, cfg benchConfig, t *benchTenant, tickets []string, say func(string, ...any)) {
-	if b.token == "" {
-		if t.opened {
-			say("left behind: account %s and its database (not logged in, nothing else made)", t.clientID)
+// progressLine prints, every second until the returned stop is called,
+// how far the rate is: requests done (answered, failed or dropped) of n,
+// those answered and their p99 so far.
+func progressLine(w io.Writer, rate float64, n int, y *tally) (stop func()) {
+	return everySecond(func(elapsed time.Duration) {
+		d, answered, p99 := y.progress()
+		fmt.Fprintf(w, "tms bench: %g/s %3ds: %d of %d done, %d answered, p99 %s\n",
+			rate, int(elapsed.Round(time.Second).Seconds()), d, n, answered, p99.Round(10*time.Microsecond))
+	})
+}
+
+// cleanUp undoes what the run made in every tenant, as far as the API
+// allows: cancels the tickets, sets the agents unavailable and logs out
+// (after the rest). It reports what it did and what stays; a failure is
+// reported, not returned (the results are already out). The whole of it
+// is bounded by a deadline: 2 minutes, and 100 ms more for every tenant.
+func cleanUp(ctx context.Context, tenants []*benchTenant, say func(string, ...any)) {
+	var in, notIn []*benchTenant
+	for _, t := range tenants {
+		if t.api.token != "" {
+			in = append(in, t)
+		} else if t.opened {
+			notIn = append(notIn, t)
 		}
+	}
+	for _, t := range notIn {
+		say("left behind: account %s and its database (not logged in, nothing else made)", t.clientID)
+	}
+	if len(in) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(len(in))*100*time.Millisecond)
 	defer cancel()
-	cancelled, cancelErr := parallel(ctx, tickets, func(id string) error {
-		_, err := b.must(ctx, http.StatusOK, http.MethodPost, "/cancel_ticket", map[string]string{"ticket_id": id})
+	type job struct {
+		t  *benchTenant
+		id string
+	}
+	var tickets, agents []job
+	for _, t := range in {
+		for _, id := range t.madeTickets() {
+			tickets = append(tickets, job{t, id})
+		}
+		for _, id := range t.agents {
+			agents = append(agents, job{t, id})
+		}
+	}
+	cancelled, cancelErr := parallel(ctx, tickets, func(j job) error {
+		_, err := j.t.api.must(ctx, http.StatusOK, http.MethodPost, "/cancel_ticket", map[string]string{"ticket_id": j.id})
 		return err
 	})
-	off, agentErr := parallel(ctx, t.agents, func(id string) error {
-		_, err := b.must(ctx, http.StatusOK, http.MethodPatch, "/agents/"+id, map[string]string{"agent_status": "unavailable"})
+	off, agentErr := parallel(ctx, agents, func(j job) error {
+		_, err := j.t.api.must(ctx, http.StatusOK, http.MethodPatch, "/agents/"+j.id, map[string]string{"agent_status": "unavailable"})
 		return err
 	})
-	_, logoutErr := b.must(ctx, http.StatusOK, http.MethodPost, "/logout", map[string]string{"client_id": t.clientID})
-	say("clean-up: cancelled %d of %d tickets, set %d of %d agents unavailable, logged out: %v",
-		cancelled, len(tickets), off, len(t.agents), logoutErr == nil)
+	out, logoutErr := parallel(ctx, in, func(t *benchTenant) error {
+		_, err := t.api.must(ctx, http.StatusOK, http.MethodPost, "/logout", map[string]string{"client_id": t.clientID})
+		return err
+	})
+	of := ""
+	if len(in) > 1 {
+		of = fmt.Sprintf(" (%d of %d tenants)", out, len(in))
+	}
+	say("clean-up: cancelled %d of %d tickets, set %d of %d agents unavailable, logged out: %v%s",
+		cancelled, len(tickets), off, len(agents), out == len(in), of)
 	for _, err := range []error{cancelErr, agentErr, logoutErr} {
 		if err != nil {
 			say("clean-up incomplete: %v", err)
 		}
 	}
-	if t.opened {
-		say("left behind: account %s and its database with the cancelled tickets and unavailable agents (the API deletes no account; dropping the database removes its data)", t.clientID)
-	} else if len(tickets) > 0 || len(t.agents) > 0 {
-		say("left behind in %s: the cancelled tickets' rows and the unavailable agents", t.clientID)
+	var opened []string
+	for _, t := range in {
+		if t.opened {
+			opened = append(opened, t.clientID)
+		}
+	}
+	switch {
+	case len(opened) == 1:
+		say("left behind: account %s and its database with the cancelled tickets and unavailable agents (the API deletes no account; dropping the database removes its data)", opened[0])
+	case len(opened) > 1:
+		say("left behind: %d accounts (%s ... %s) and their databases with the cancelled tickets and unavailable agents (the API deletes no account; dropping the databases removes their data)",
+			len(opened), opened[0], opened[len(opened)-1])
+	case len(tickets) > 0 || len(agents) > 0:
+		say("left behind in %s: the cancelled tickets' rows and the unavailable agents", in[0].clientID)
 	}
 }
 
 // parallel calls f on every item, 16 at a time, until ctx ends; it
 // returns how many succeeded and the first error.
-func parallel(ctx context.Context, items []string, f func(string) error) (int, error) {
+func parallel[T any](ctx context.Context, items []T, f func(T) error) (int, error) {
 	var (
 		mu    sync.Mutex
 		ok    int
 		first error
 		wg    sync.WaitGroup
 	)
-	next := make(chan string)
+	next := make(chan T)
 	for range 16 {
 		wg.Add(1)
 		go func() {

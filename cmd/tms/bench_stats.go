@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -193,6 +196,11 @@ type benchResult struct {
 	LatencyMS latencySummary `json:"latency_ms"`
 	Answers   map[string]int `json:"answers"` // by status and error code
 	ErrSample string         `json:"error_sample,omitempty"`
+	// Tenants is how many tenants shared the load, round-robin, when more
+	// than one (ClientID is then the first of them); Server is what
+	// --metrics-url reported after the rate.
+	Tenants int            `json:"tenants,omitempty"`
+	Server  *serverMetrics `json:"server,omitempty"`
 }
 
 // result sums up the tally of a rate that ran for d.
@@ -268,4 +276,180 @@ func (r benchResult) answersLine() string {
 		return ""
 	}
 	return fmt.Sprintf("  at %g/s: %s", r.Rate, strings.Join(parts, "; "))
+}
+
+// setupLatency is the percentiles of one set-up request's latencies
+// (create_account or login), in milliseconds.
+type setupLatency struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	Max   float64 `json:"max"`
+}
+
+// summarizeSetup takes the percentiles of lat (any order).
+func summarizeSetup(lat []time.Duration) setupLatency {
+	s := summarize(lat)
+	return setupLatency{Count: s.Answered, P50: s.P50, P90: s.P90, P99: s.P99, Max: s.Max}
+}
+
+// text is the latencies as "n=3 p50 41ms p90 ... max ...".
+func (l setupLatency) text() string {
+	d := func(ms float64) string {
+		return time.Duration(ms * float64(time.Millisecond)).Round(100 * time.Microsecond).String()
+	}
+	if l.Count == 0 {
+		return "n=0"
+	}
+	return fmt.Sprintf("n=%d  p50 %s  p90 %s  p99 %s  max %s", l.Count, d(l.P50), d(l.P90), d(l.P99), d(l.Max))
+}
+
+// accountsResult is the set-up of a run: the accounts it opened (or the
+// tenant it was given), how long create_account and login took, and the
+// server's memory after it. --json prints it first, as an object with
+// "phase": "accounts", before the objects of the rates (which have no
+// "phase").
+type accountsResult struct {
+	Phase           string   `json:"phase"`   // "accounts"
+	Tenants         int      `json:"tenants"` // asked for (--tenants)
+	Opened          int      `json:"opened"`  // accounts this run opened (0 with --client-id)
+	ClientIDs       []string `json:"client_ids"`
+	AgentsPerTenant int      `json:"agents_per_tenant"` // --agents
+	Agents          int      `json:"agents"`            // registered by this run, in all tenants
+	DurationS       float64  `json:"duration_s"`        // of the whole set-up
+	// The latencies are of the answer each request was accepted with;
+	// Retried counts the 429 and 503 answers (shed, nothing done) that
+	// were tried again after their Retry-After before that.
+	CreateAccountMS setupLatency `json:"create_account_ms"`
+	LoginMS         setupLatency `json:"login_ms"`
+	Retried         int          `json:"retried"`
+	// TimedOut: --setup-timeout passed before --tenants accounts were
+	// open; the load runs on those opened. Interrupted: a signal came
+	// during the set-up; no rate runs.
+	TimedOut    bool           `json:"timed_out,omitempty"`
+	Interrupted bool           `json:"interrupted,omitempty"`
+	Server      *serverMetrics `json:"server,omitempty"` // --metrics-url, after the set-up
+}
+
+// textLines is the set-up as text, printed above the table.
+func (a accountsResult) textLines() []string {
+	var lines []string
+	switch {
+	case a.Opened == 0:
+		lines = append(lines, fmt.Sprintf("set-up: tenant %s given (no account opened), %d agents registered, %gs",
+			strings.Join(a.ClientIDs, ","), a.Agents, a.DurationS))
+	default:
+		lines = append(lines, fmt.Sprintf("set-up: %d of %d accounts opened (create_account, login, %d agents each) in %gs",
+			a.Opened, a.Tenants, a.AgentsPerTenant, a.DurationS))
+		lines = append(lines, "  create_account  "+a.CreateAccountMS.text())
+	}
+	lines = append(lines, "  login           "+a.LoginMS.text())
+	if a.Retried > 0 {
+		lines = append(lines, fmt.Sprintf("  %d shed answers (429, 503) tried again after their Retry-After; the latencies are of the answers taken", a.Retried))
+	}
+	if a.TimedOut {
+		lines = append(lines, fmt.Sprintf("  --setup-timeout passed: the load runs on the %d accounts opened", a.Opened))
+	}
+	if a.Interrupted {
+		lines = append(lines, "  interrupted during the set-up: no rate runs")
+	}
+	if a.Server != nil {
+		lines = append(lines, "  server after the set-up: "+a.Server.text())
+	}
+	return lines
+}
+
+// serverMetrics is what --metrics-url reported at one moment: the
+// process's resident memory (process_resident_memory_bytes, from
+// client_golang's process collector) and its goroutines (go_goroutines).
+// Error says what could not be read; the figures read are kept.
+type serverMetrics struct {
+	RSSBytes   int64  `json:"rss_bytes,omitempty"`
+	Goroutines int    `json:"goroutines,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// text is the figures as "RSS 85.3 MiB, 123 goroutines".
+func (m *serverMetrics) text() string {
+	var parts []string
+	if m.RSSBytes > 0 {
+		parts = append(parts, fmt.Sprintf("RSS %.1f MiB", float64(m.RSSBytes)/(1<<20)))
+	}
+	if m.Goroutines > 0 {
+		parts = append(parts, fmt.Sprintf("%d goroutines", m.Goroutines))
+	}
+	if m.Error != "" {
+		parts = append(parts, "not read: "+m.Error)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Names of the two gauges --metrics-url reads.
+const (
+	metricRSS        = "process_resident_memory_bytes"
+	metricGoroutines = "go_goroutines"
+)
+
+// parseServerMetrics reads the two gauges out of a Prometheus text
+// exposition (format 0.0.4; OpenMetrics text reads the same for these):
+// lines "name value [timestamp]" or "name{labels} value [timestamp]",
+// comments (#) and blank lines skipped. Only a sample without labels (or
+// with empty ones, {}) counts, the first of each name; a name that merely
+// starts with one of the two (process_resident_memory_bytes_max) is
+// another metric. It returns what it found and an error naming what is
+// missing or malformed.
+func parseServerMetrics(r io.Reader) (serverMetrics, error) {
+	var m serverMetrics
+	var rss, gor bool
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() && !(rss && gor) {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		end := strings.IndexAny(line, "{ \t")
+		if end < 0 {
+			continue // a name without a value
+		}
+		name, rest := line[:end], line[end:]
+		if (name != metricRSS || rss) && (name != metricGoroutines || gor) {
+			continue
+		}
+		if strings.HasPrefix(rest, "{") {
+			if !strings.HasPrefix(strings.TrimSpace(rest[1:]), "}") {
+				continue // a labelled series: not the process's own gauge
+			}
+			rest = rest[strings.IndexByte(rest, '}')+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 || len(fields) > 2 {
+			return m, fmt.Errorf("malformed sample %q", line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+			return m, fmt.Errorf("%s: value %q is not a count", name, fields[0])
+		}
+		switch name {
+		case metricRSS:
+			m.RSSBytes, rss = int64(math.Round(v)), true
+		case metricGoroutines:
+			m.Goroutines, gor = int(math.Round(v)), true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return m, fmt.Errorf("reading the exposition: %w", err)
+	}
+	var missing []string
+	if !rss {
+		missing = append(missing, metricRSS+" (is the process collector registered?)")
+	}
+	if !gor {
+		missing = append(missing, metricGoroutines)
+	}
+	if len(missing) > 0 {
+		return m, fmt.Errorf("no %s in the exposition", strings.Join(missing, " and no "))
+	}
+	return m, nil
 }

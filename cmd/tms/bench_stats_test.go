@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tms/ops"
 	"tms/ops/testkit"
 )
 
@@ -218,7 +221,8 @@ func TestBenchConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.URL != defaultBenchURL || !slices.Equal(cfg.Rates, []float64{100}) || cfg.Duration != 3*time.Second || cfg.Type != "BRONZE" ||
-		cfg.Agents != defaultBenchAgents || cfg.MaxInFlight != 256 || cfg.Timeout != 10*time.Second || !cfg.Cleanup || cfg.JSON {
+		cfg.Agents != defaultBenchAgents || cfg.MaxInFlight != 256 || cfg.Timeout != 10*time.Second || !cfg.Cleanup || cfg.JSON ||
+		cfg.Tenants != 1 || cfg.SetupTimeout != 0 || cfg.MetricsURL != "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	cfg, err = loadBenchConfig([]string{"--sweep", "500, 1000,2000", "--client-id", "c1", "--url", "http://127.0.0.1:9/"},
@@ -243,6 +247,11 @@ func TestBenchConfig(t *testing.T) {
 	if err != nil || cfg.Agents != 3 {
 		t.Fatalf("--agents with --client-id: %+v, %v", cfg, err)
 	}
+	cfg, err = loadBenchConfig([]string{"--metrics-url", "http://127.0.0.1:8080/metrics"},
+		env(map[string]string{"TMS_BENCH_TENANTS": "1000", "TMS_BENCH_SETUP_TIMEOUT": "12m"}), io.Discard)
+	if err != nil || cfg.Tenants != 1000 || cfg.SetupTimeout != 12*time.Minute || cfg.MetricsURL != "http://127.0.0.1:8080/metrics" {
+		t.Fatalf("--tenants from TMS_BENCH_TENANTS, --metrics-url: %+v, %v", cfg, err)
+	}
 	for _, c := range []struct {
 		args []string
 		env  map[string]string
@@ -261,6 +270,13 @@ func TestBenchConfig(t *testing.T) {
 		{[]string{"--type", "gold"}, nil, "--type"},
 		{[]string{"--agents", "-1"}, nil, "--agents"},
 		{[]string{"--client-id", "c1"}, nil, "--password"},
+		{[]string{"--client-id", "c1", "--password", "p", "--tenants", "2"}, nil, "--tenants 2 with --client-id"},
+		{[]string{"--client-id", "c1", "--password", "p"}, map[string]string{"TMS_BENCH_TENANTS": "3"}, "--tenants 3 with --client-id"},
+		{[]string{"--tenants", "0"}, nil, "--tenants"},
+		{[]string{"--tenants", "100001"}, nil, "--tenants"},
+		{[]string{"--setup-timeout", "-1s"}, nil, "--setup-timeout"},
+		{[]string{"--metrics-url", "localhost:8080/metrics"}, nil, "--metrics-url"},
+		{[]string{"--metrics-url", "http:///metrics"}, nil, "--metrics-url"},
 		{[]string{"--max-in-flight", "0"}, nil, "--max-in-flight"},
 		{[]string{"--timeout", "0s"}, nil, "--timeout"},
 		{[]string{"--url", "127.0.0.1:8080"}, nil, "--url"},
@@ -324,5 +340,104 @@ func TestBenchMustRetriesShedRequests(t *testing.T) {
 	defer mu.Unlock()
 	if calls["/cancel_ticket"] != 2 || calls["/logout"] != 1 {
 		t.Fatalf("calls %v: want the 429 tried again once, the 400 not", calls)
+	}
+}
+
+// TestBenchParseServerMetrics: the two gauges out of a text exposition as
+// client_golang writes it, whatever surrounds them; look-alike names,
+// labelled series and comments are not taken for them; a missing or
+// malformed one is named.
+func TestBenchParseServerMetrics(t *testing.T) {
+	t.Parallel()
+	const exposition = `# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 123
+# HELP go_goroutines_max not the gauge
+go_goroutines_max 999
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes_peak 7
+process_resident_memory_bytes{pid="12"} 5
+process_resident_memory_bytes 1.2345678e+08
+process_resident_memory_bytes 3
+tms_http_requests_total{code="201",listener="public",method="POST",route="/create_ticket"} 42
+`
+	got, err := parseServerMetrics(strings.NewReader(exposition))
+	if err != nil || got != (serverMetrics{RSSBytes: 123456780, Goroutines: 123}) {
+		t.Fatalf("parse: %+v, %v", got, err)
+	}
+	for _, c := range []struct {
+		name, text string
+		want       serverMetrics
+		err        string // "" for none
+	}{
+		{"empty labels and a timestamp", "go_goroutines{} 7 1700000000000\n\tprocess_resident_memory_bytes   4096\n", serverMetrics{RSSBytes: 4096, Goroutines: 7}, ""},
+		{"no process collector", "go_goroutines 7\n", serverMetrics{Goroutines: 7}, "no process_resident_memory_bytes"},
+		{"no go collector", "process_resident_memory_bytes 4096\n", serverMetrics{RSSBytes: 4096}, "no go_goroutines"},
+		{"only look-alikes", "# process_resident_memory_bytes 1\ngo_goroutines_total 3\nprocess_resident_memory_bytes{a=\"b\"} 9\n", serverMetrics{},
+			"no process_resident_memory_bytes (is the process collector registered?) and no go_goroutines"},
+		{"not a number", "go_goroutines many\n", serverMetrics{}, `go_goroutines: value "many"`},
+		{"NaN", "process_resident_memory_bytes NaN\n", serverMetrics{}, "is not a count"},
+		{"negative", "process_resident_memory_bytes -1\n", serverMetrics{}, "is not a count"},
+		{"no value", "go_goroutines{}\n", serverMetrics{}, "malformed sample"},
+		{"too many fields", "go_goroutines 1 2 3\n", serverMetrics{}, "malformed sample"},
+		{"nothing", "", serverMetrics{}, "no process_resident_memory_bytes"},
+	} {
+		got, err := parseServerMetrics(strings.NewReader(c.text))
+		if got != c.want || (c.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: %+v, %v; want %+v, error %q", c.name, got, err, c.want, c.err)
+		}
+	}
+}
+
+// TestBenchScrape: --metrics-url read over HTTP from client_golang's own
+// handler of a registry with the process collector (ops.NewMetrics, as
+// tms serve has), and what goes wrong said in Error.
+func TestBenchScrape(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(ops.NewMetrics(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/broken", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusInternalServerError) })
+	mux.HandleFunc("/json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{}`)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	b := newBenchClient(benchConfig{URL: srv.URL, MaxInFlight: 4, Timeout: 5 * time.Second})
+	defer b.hc.CloseIdleConnections()
+	ctx := testkit.Context(t, 30*time.Second)
+	if m := b.scrape(ctx, srv.URL+"/metrics"); m.Error != "" || m.RSSBytes <= 0 || m.Goroutines <= 0 {
+		t.Fatalf("scrape of a registry with the process collector: %+v", m)
+	}
+	for path, want := range map[string]string{"/broken": "status 500", "/json": `Content-Type "application/json" is not the text exposition format`, "/missing": "status 404"} {
+		if m := b.scrape(ctx, srv.URL+path); !strings.Contains(m.Error, "GET "+srv.URL+path+": "+want) || m.RSSBytes != 0 {
+			t.Errorf("scrape of %s: %+v, want an error naming %q", path, m, want)
+		}
+	}
+	if m := b.scrape(ctx, "http://127.0.0.1:1/metrics"); m.Error == "" {
+		t.Errorf("scrape of nothing: %+v, want an error", m)
+	}
+}
+
+// TestBenchSetupSummary: the create_account and login percentiles of the
+// accounts object, and its text.
+func TestBenchSetupSummary(t *testing.T) {
+	t.Parallel()
+	lat := []time.Duration{30 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond}
+	got := summarizeSetup(lat)
+	if got != (setupLatency{Count: 3, P50: 20, P90: 30, P99: 30, Max: 30}) {
+		t.Fatalf("summarizeSetup = %+v", got)
+	}
+	if got.text() != "n=3  p50 20ms  p90 30ms  p99 30ms  max 30ms" || summarizeSetup(nil).text() != "n=0" {
+		t.Errorf("text %q", got.text())
+	}
+	a := accountsResult{Tenants: 5, Opened: 3, AgentsPerTenant: 2, Agents: 6, DurationS: 1.5, CreateAccountMS: got, LoginMS: got,
+		TimedOut: true, Server: &serverMetrics{RSSBytes: 3 << 20, Goroutines: 40}}
+	text := strings.Join(a.textLines(), "\n")
+	for _, want := range []string{"3 of 5 accounts opened", "create_account  n=3", "login           n=3", "on the 3 accounts opened", "RSS 3.0 MiB, 40 goroutines"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text %q lacks %q", text, want)
+		}
 	}
 }
