@@ -125,10 +125,11 @@ func TestFairShareShedsTheHeavyTenant(t *testing.T) {
 	e.fastInterval("noisy") // a floor of 1 ms
 	e.interval(20*time.Millisecond, map[string]int{"noisy": 101, "quiet": 4})
 	// 105 admitted in a saturated interval: a limit of 0.7 x 105 = 73.5;
-	// quiet asked 4, so noisy's level is 69.5.
+	// quiet asked 4, so the max-min split leaves noisy 69.5, under 1.5 x
+	// the mean ask (52.5): the level is 78.75.
 	_, active, sat, level := e.f.state()
-	if !sat || active != 2 || level != 69.5 {
-		t.Fatalf("after a saturated interval: saturated %v, %d active, level %v; want true, 2, 69.5", sat, active, level)
+	if !sat || active != 2 || level != 78.75 {
+		t.Fatalf("after a saturated interval: saturated %v, %d active, level %v; want true, 2, 78.75", sat, active, level)
 	}
 	// noisy's sliding count starts at its 101 of the last interval:
 	// refused at once; quiet is not.
@@ -141,12 +142,14 @@ func TestFairShareShedsTheHeavyTenant(t *testing.T) {
 	// Halfway through, 50.5 of its last interval count: admitted up to
 	// the level.
 	e.clock.Advance(50 * time.Millisecond)
-	if k := e.refused("noisy", 30); k != 11 {
-		t.Fatalf("noisy halfway: %d of 30 refused, want 11 (admitted 19 up to 69.5)", k)
+	if k := e.refused("noisy", 30); k != 1 {
+		t.Fatalf("noisy halfway: %d of 30 refused, want 1 (admitted 29 up to 78.75)", k)
 	}
 	// The rest of the interval with no queue: the limit grows by 10% + 1.
 	e.clock.Advance(49 * time.Millisecond)
 	e.fastInterval("quiet")
+	// (The limit grew from 73.5 to 81.85, so the max-min split, which
+	// the mean rule no longer lifts, passes its old 69.5.)
 	if _, _, sat, level := e.f.state(); sat || level <= 69.5 {
 		t.Fatalf("after a fast interval with refusals: saturated %v, level %v; want false and above 69.5", sat, level)
 	}
@@ -157,6 +160,28 @@ func TestFairShareShedsTheHeavyTenant(t *testing.T) {
 		t.Fatalf("level %v after an interval of light demand, want 0 (no control)", level)
 	}
 	e.admit("noisy", 300)
+}
+
+// Tenants that all ask alike are not refused while saturated: none asks
+// for more than its share (the level never drops under 1.5 x the mean
+// ask), so the fair share sheds nobody; a queue of equal tenants is the
+// max-in-flight bound's to hold.
+func TestFairShareEqualTenantsAreNotShed(t *testing.T) {
+	t.Parallel()
+	e := newFairEnv(t, 512, 0)
+	e.fastInterval("a") // a floor of 1 ms
+	e.interval(20*time.Millisecond, map[string]int{"a": 60, "b": 60, "c": 60})
+	_, _, sat, level := e.f.state()
+	// 180 admitted: a limit of 126, an equal split of 42, lifted to 1.5
+	// x the mean ask of 60.
+	if !sat || level != 90 {
+		t.Fatalf("after a saturated interval of equal tenants: saturated %v, level %v; want true, 90", sat, level)
+	}
+	for _, tenant := range []string{"a", "b", "c"} {
+		if k := e.refused(tenant, 25); k != 0 {
+			t.Errorf("%s, asking as much as the others: %d of 25 refused", tenant, k)
+		}
+	}
 }
 
 // However low the limit, a tenant admitted fewer than lightLimit times a
