@@ -244,7 +244,9 @@ func (f *fairShare) overShare(tl *tenantLoad, now time.Time) bool {
 		// whatever slows the process, shedding this tenant helps nobody.
 		return false
 	}
-	if f.soft > 0 && f.total >= f.soft && tl.inFlight >= max(minInFlightShare, f.total/active) {
+	// In flight, as for rates: more than meanMargin x an equal share of
+	// what is in flight (tenants that hold alike are not a flood).
+	if f.soft > 0 && f.total >= f.soft && tl.inFlight >= max(minInFlightShare, int(meanMargin*float64(f.total)/float64(active))) {
 		return true
 	}
 	frac := min(1, float64(now.Sub(f.windowStart))/float64(f.interval))
