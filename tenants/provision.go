@@ -241,10 +241,21 @@ func (p *Provisioner) Provision(ctx context.Context, tenantID string) (server, d
 		return "", "", err
 	}
 	if err := p.setUp(ctx, s, dbName); err != nil {
-		cctx, cancel := cleanupContext(ctx)
-		defer cancel()
-		if derr := p.drop(cctx, s, dbName); derr != nil {
-			log.Error("dropping half-provisioned database failed", slog.Any("err", derr))
+		// DROP DATABASE waits for a checkpoint, which on a busy server
+		// takes long: its own deadline, as long as a provisioning's, and
+		// one more try on a new connection.
+		for try := 1; ; try++ {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+			derr := p.drop(cctx, s, dbName)
+			cancel()
+			if derr == nil {
+				break
+			}
+			if try == 2 {
+				log.Error("dropping half-provisioned database failed", slog.Any("err", derr))
+				break
+			}
+			log.Warn("dropping half-provisioned database failed; trying again", slog.Any("err", derr))
 		}
 		return "", "", err
 	}

@@ -164,7 +164,9 @@ func (r *Registry) CreateAccount(ctx context.Context, name, email, password stri
 		return fail(fmt.Errorf("create account: %w", err))
 	}
 	undo = append(undo, func(ctx context.Context) {
-		if err := r.prov.Drop(ctx, server, dbName); err != nil {
+		// A drop waits for a checkpoint: Drop's own deadline, not the
+		// shorter one of the other undos.
+		if err := r.prov.Drop(context.WithoutCancel(ctx), server, dbName); err != nil {
 			log.Error("dropping tenant database failed", slog.String("db", dbName), slog.Any("err", err))
 		}
 	})
