@@ -150,6 +150,45 @@ func (c *Cluster) waitPeers() {
 		}
 		return false
 	}, "every running node an online JetStream peer of cluster "+c.name)
+	c.waitPlacement()
+}
+
+// waitPlacement creates and deletes a probe stream with a replica on
+// every running node until the meta leader places it: a peer can be
+// counted before the leader has seen it online ("no suitable peers for
+// placement, peer offline" a moment later), and what callers do next is
+// create streams and buckets of that many replicas.
+func (c *Cluster) waitPlacement() {
+	c.t.Helper()
+	c.mu.Lock()
+	running := 0
+	for _, srv := range c.servers {
+		if srv != nil {
+			running++
+		}
+	}
+	c.mu.Unlock()
+	nc := c.Connect(c.t)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatalf("jetstream: %v", err)
+	}
+	var last error
+	Eventually(c.t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, last = js.CreateStream(ctx, jetstream.StreamConfig{Name: "TESTKIT_PLACEMENT_PROBE",
+			Subjects: []string{"testkit.placement.probe"}, Storage: jetstream.MemoryStorage, Replicas: running})
+		if last != nil {
+			return false
+		}
+		if err := js.DeleteStream(ctx, "TESTKIT_PLACEMENT_PROBE"); err != nil {
+			last = err
+			return false
+		}
+		return true
+	}, fmt.Sprintf("a stream of %d replicas placed in cluster %s", running, c.name))
 }
 
 // URLs is every node's client URL, comma-separated (what --nats-url takes).
