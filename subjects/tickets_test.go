@@ -61,15 +61,6 @@ func goodEvent() TicketEvent {
 		SlotTime: eventT0.Truncate(time.Minute).Add(time.Minute), CreatedAt: eventT0, Deadline: eventT0.Add(2 * time.Hour)}
 }
 
-func eventJSON(t *testing.T, ev TicketEvent) string {
-	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // TestTicketEventCheck: the allocators' rules for an event (what a slot
 // record stands for) before it is written: everything no worker could
 // write is refused, as ErrInvalidEvent; a well-formed create or cancel
