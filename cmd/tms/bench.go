@@ -746,12 +746,12 @@ func (r *runner) run(ctx context.Context, rate float64, n int, y *tally) time.Du
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			status, code, id, err := r.send(ctx)
+			status, code, _, err := r.send(ctx)
 			if err != nil {
 				y.failed(err)
 				return
 			}
-			y.answered(due, r.now(), status, code, id)
+			y.answered(due, r.now(), status, code)
 		}()
 	}
 	ran := time.Duration(float64(n) / rate * float64(time.Second))

@@ -51,8 +51,7 @@ type tally struct {
 	counts    [outDropped + 1]int
 	answers   map[string]int // "201", "409 sla_unavailable", "503 overloaded" ...
 	latencies []time.Duration
-	tickets   []string // ids of the accepted tickets, for the clean-up
-	errSample string   // the first transport error, to show what went wrong
+	errSample string // the first transport error, to show what went wrong
 	// onRecord, when set, is called after each outcome is recorded (tests
 	// wait on it instead of polling the counts).
 	onRecord func()
@@ -79,7 +78,7 @@ func newTally(capacity int) *tally {
 // counted from due, the request's scheduled time, not from when it was
 // actually sent: a request the generator sent late counts the delay too
 // (no coordinated omission).
-func (y *tally) answered(due, at time.Time, status int, code, ticketID string) {
+func (y *tally) answered(due, at time.Time, status int, code string) {
 	y.record(func() {
 		o := classify(status, code)
 		y.counts[o]++
@@ -89,9 +88,6 @@ func (y *tally) answered(due, at time.Time, status int, code, ticketID string) {
 		}
 		y.answers[key]++
 		y.latencies = append(y.latencies, at.Sub(due))
-		if o == outAccepted && ticketID != "" {
-			y.tickets = append(y.tickets, ticketID)
-		}
 	})
 }
 
@@ -228,13 +224,6 @@ func (y *tally) result(rate float64, d time.Duration) benchResult {
 		r.FailedPS = per(r.Other4xx + r.Status5xx + r.Errors + r.Dropped)
 	}
 	return r
-}
-
-// acceptedTickets is the ids of the tickets this rate made.
-func (y *tally) acceptedTickets() []string {
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	return slices.Clone(y.tickets)
 }
 
 // textHeader and textRow are the table tms bench prints without --json.
