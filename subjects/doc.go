@@ -9,11 +9,12 @@
 // One file per concept, each with that concept's subject or key names,
 // their builders and parsers, its bucket or stream configuration and its
 // record type: ids.go (the id rule), tenants.go (the registry), sessions.go,
-// agents.go, slots.go (reservations and slot ids), tickets.go (the TICKETS
-// stream and its dead letters), eta.go (the ETA responder protocol), api.go
+// agents.go, slots.go (the slot records, ticket ids and slot ids),
+// parked.go (records parked while their tenant database is away),
+// tickets.go (ticket events, their rules, and the dead letters), eta.go (the ETA responder protocol), api.go
 // (the public NATS API) and idempotency.go.
 //
 // Budget (timing.go) is the timing budget both sides of the ETA protocol
 // share: the ingress's timeouts and the bounds derived from them, such as
-// the smallest reconcile grace that cannot free a live reservation.
+// the age after which an Idempotency-Key claim is taken over.
 package subjects
