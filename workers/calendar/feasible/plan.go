@@ -149,9 +149,10 @@ func (p *Plan) SetCapacity(m int64, n int) error {
 }
 
 // Deficit is how many accepted tickets cannot be served: 0 when they can
-// all be scheduled. Dropping that many (any of them whose deadline is at
-// or before the first minute where slack is lowest, for instance the
-// earliest deadlines) makes the plan feasible again; no fewer does.
+// all be scheduled. No fewer releases make the plan feasible again, and
+// releasing that many of the earliest deadlines does (every minute with
+// negative slack then gains one per release, or has no demand left).
+// While Deficit > 0 nothing is admitted. O(log n).
 func (p *Plan) Deficit() int {
 	m, ok := p.slack.min(p.cur, len(p.cap)-1)
 	if !ok || m >= 0 {

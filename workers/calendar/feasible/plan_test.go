@@ -253,6 +253,15 @@ func TestRandomOperations(t *testing.T) {
 			if got, want := p.Deficit(), len(pend)-fit; got != want {
 				t.Fatalf("iter %d step %d: deficit %d, matching says %d", iter, step, got, want)
 			}
+			if k := p.Deficit(); k > 0 {
+				q := New(now, rest)
+				for _, tk := range pend[k:] {
+					q.Admit(now, tk.deadline)
+				}
+				if q.Accepted() != len(pend)-k || q.Deficit() != 0 {
+					t.Fatalf("iter %d step %d: without the %d earliest deadlines, %d of %d fit", iter, step, k, q.Accepted(), len(pend)-k)
+				}
+			}
 			for d := now; d < p.End(); d++ {
 				want := fit == len(pend) && maxMatching(now, rest, append(slices.Clone(pend), ticket{now, d})) == len(pend)+1
 				if got := p.CanAdmit(now, d); got != want {
@@ -400,5 +409,20 @@ func BenchmarkAdmitRejectedFull(b *testing.B) {
 		if p.Admit(base, base+240) == nil {
 			b.Fatal("admitted into a full calendar")
 		}
+	}
+}
+
+// BenchmarkAdvanceFull: one op spends one minute of a full calendar (its
+// 1,000 agent-minutes served), on a fresh plan every 480 minutes.
+func BenchmarkAdvanceFull(b *testing.B) {
+	p := fullPlan(b)
+	b.ResetTimer()
+	for b.Loop() {
+		if p.Now() == p.End() {
+			b.StopTimer()
+			p = fullPlan(b)
+			b.StartTimer()
+		}
+		p.Advance(p.Now() + 1)
 	}
 }
