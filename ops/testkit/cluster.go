@@ -110,16 +110,36 @@ func (c *Cluster) start(i int) error {
 	return nil
 }
 
+// jetStream is a JetStream client on a connection of its own to the
+// cluster, and the func that closes it.
+func (c *Cluster) jetStream() (jetstream.JetStream, func()) {
+	c.t.Helper()
+	nc := c.Connect(c.t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		c.t.Fatalf("jetstream: %v", err)
+	}
+	return js, nc.Close
+}
+
+// runningLocked is how many nodes run; c.mu is held.
+func (c *Cluster) runningLocked() int {
+	n := 0
+	for _, srv := range c.servers {
+		if srv != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // waitMetaLeader retries a JetStream call until the cluster answers it:
 // ReadyForConnections does not wait for the meta leader election.
 func (c *Cluster) waitMetaLeader() {
 	c.t.Helper()
-	nc := c.Connect(c.t)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		c.t.Fatalf("jetstream: %v", err)
-	}
+	js, closeJS := c.jetStream()
+	defer closeJS()
 	Eventually(c.t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -137,12 +157,7 @@ func (c *Cluster) waitPeers() {
 	Eventually(c.t, 30*time.Second, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		running := 0
-		for _, srv := range c.servers {
-			if srv != nil {
-				running++
-			}
-		}
+		running := c.runningLocked()
 		for _, srv := range c.servers {
 			if srv != nil && srv.JetStreamIsLeader() {
 				return len(srv.JetStreamClusterPeers()) == running
@@ -161,19 +176,10 @@ func (c *Cluster) waitPeers() {
 func (c *Cluster) waitPlacement() {
 	c.t.Helper()
 	c.mu.Lock()
-	running := 0
-	for _, srv := range c.servers {
-		if srv != nil {
-			running++
-		}
-	}
+	running := c.runningLocked()
 	c.mu.Unlock()
-	nc := c.Connect(c.t)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		c.t.Fatalf("jetstream: %v", err)
-	}
+	js, closeJS := c.jetStream()
+	defer closeJS()
 	var last error
 	Eventually(c.t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
