@@ -824,3 +824,34 @@ func TestResponderRelearnsAMissedRecord(t *testing.T) {
 		t.Fatalf("the ticket replaced revision %d, want the missed release's %d", rec.Prev, farRev)
 	}
 }
+
+// TestResponderRefusesPastItsAskersDeadline: a request that reaches the
+// responder after the deadline its asker gave (it waited in a paused or
+// overloaded responder while the asker gave up) is answered unavailable
+// and writes nothing (I4: the asker answered 503, so no ticket may come
+// of it); the same request within its deadline admits as usual.
+func TestResponderRefusesPastItsAskersDeadline(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	ten := e.account(t, "Late Askers")
+	e.agentAt(t, ten, time.Date(2030, 5, 6, 11, 58, 30, 0, time.UTC))
+	e.responder(t, nil)
+	nc := e.nats.Connect(t)
+	seq := e.lastSlotSeq(t, ten.ID)
+	late := newReserve(ten.ID, subjects.Gold, respT0)
+	late.Deadline = e.clock.Now().Add(-time.Millisecond)
+	hold := subjects.ETARequest{Op: subjects.ETAHold, Tenant: ten.ID, Type: subjects.Gold, CreatedAt: respT0,
+		Deadline: late.Deadline}
+	for _, req := range []subjects.ETARequest{late, hold} {
+		if r := mustAsk(t, nc, req); r.Error != subjects.ETACodeUnavailable {
+			t.Fatalf("%s past its deadline: %+v, want %s", req.Op, r, subjects.ETACodeUnavailable)
+		}
+	}
+	if got := e.lastSlotSeq(t, ten.ID); got != seq {
+		t.Fatalf("requests past their deadline wrote (stream %d -> %d)", seq, got)
+	}
+	late.Deadline = e.clock.Now().Add(2 * time.Second)
+	if r := mustAsk(t, nc, late); r.Code != http.StatusCreated {
+		t.Fatalf("the reserve within its deadline: %+v", r)
+	}
+}
