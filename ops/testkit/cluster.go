@@ -168,7 +168,7 @@ func (c *Cluster) waitPeers() {
 	c.waitPlacement()
 }
 
-// waitPlacement creates and deletes a probe stream with a replica on
+// waitPlacement creates and deletes a probe file stream with a replica on
 // every running node until the meta leader places it: a peer can be
 // counted before the leader has seen it online ("no suitable peers for
 // placement, peer offline" a moment later), and what callers do next is
@@ -185,7 +185,7 @@ func (c *Cluster) waitPlacement() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, last = js.CreateStream(ctx, jetstream.StreamConfig{Name: "TESTKIT_PLACEMENT_PROBE",
-			Subjects: []string{"testkit.placement.probe"}, Storage: jetstream.MemoryStorage, Replicas: running})
+			Subjects: []string{"testkit.placement.probe"}, Storage: jetstream.FileStorage, Replicas: running})
 		if last != nil {
 			return false
 		}
