@@ -48,6 +48,20 @@ const (
 	// responder writes the released record unless the ticket's slot is
 	// released already; repeating it changes nothing.
 	ETARelease = "release"
+	// ETACapacity asks, changing nothing, how many more tickets of each
+	// type the tenant could admit now, by the test a reserve uses:
+	// Tenant, CreatedAt (the instant judged from); AgentsRev. The reply's
+	// Capacity has one entry per ticket type.
+	ETACapacity = "capacity"
+	// ETAReplan re-slots the tenant's tickets held by agents that are no
+	// longer available onto other agents inside their windows: Tenant,
+	// AgentsRev (the agent write that made one unavailable). The reply
+	// counts the tickets Moved and lists those AtRisk (no schedule can
+	// keep them in their windows). Repeating it moves nothing twice.
+	ETAReplan = "replan"
+	// ETAAtRisk lists, changing nothing, the tenant's tickets at risk
+	// (AtRisk in the reply): Tenant.
+	ETAAtRisk = "at_risk"
 )
 
 // ETAPing asks a responder only to answer success, touching no bucket: the
@@ -197,6 +211,30 @@ type ETAReply struct {
 	SlotID        string     `json:"slot_id,omitempty"`
 	HoldExpiresAt *time.Time `json:"hold_expires_at,omitempty"`
 	Revision      uint64     `json:"revision,omitempty"` // KV revision of the reservation
+	// Moves (reserve): how many accepted tickets were moved to other
+	// agent-minutes to admit this one (feasibility admission).
+	Moves int `json:"moves,omitempty"`
+	// Fits (a reserve refused sla_unavailable): the ticket types that
+	// would be admitted now.
+	Fits []string `json:"fits,omitempty"`
+	// Capacity (capacity): per ticket type, what could be admitted now.
+	Capacity []TypeCapacity `json:"capacity,omitempty"`
+	// Moved (replan): tickets moved off agents no longer available.
+	Moved int `json:"moved,omitempty"`
+	// AtRisk (replan, at_risk): tickets no schedule can save.
+	AtRisk []AtRiskTicket `json:"at_risk,omitempty"`
+}
+
+// TypeCapacity is what a tenant could admit of one ticket type now:
+// Available more tickets of Type, the first of them planned at Agent and
+// SlotTime (zero when Available is 0) after Moves moves of accepted
+// tickets.
+type TypeCapacity struct {
+	Type      string    `json:"type"`
+	Available int       `json:"available"`
+	Agent     string    `json:"agent,omitempty"`
+	SlotTime  time.Time `json:"slot_time,omitzero"`
+	Moves     int       `json:"moves"`
 }
 
 // ETARefusal is the reply for a refusal with code (an ETACode constant):

@@ -228,7 +228,23 @@ const (
 	// SlotReleased frees the minute. With a Ticket it is that ticket's
 	// cancel (CancelledAt set), which the allocators apply.
 	SlotReleased = "released"
+	// SlotVacated frees the minute because its ticket moved to another
+	// agent-minute (Moved says where) and no ticket took the minute in the
+	// same batch: a re-plan after an agent went away. The allocators apply
+	// nothing for it (the moved ticket's own record, at its new key, moves
+	// the row).
+	SlotVacated = "vacated"
 )
+
+// SlotMove says where a ticket that held a key's minute went: the record
+// that carries it (the new ticket's, or a vacated one) replaced that
+// ticket's confirmed record in the same atomic batch that wrote the
+// ticket's record at Agent and SlotTime. Readers of a ticket follow it.
+type SlotMove struct {
+	Ticket   string    `json:"ticket"`
+	Agent    string    `json:"agent"`
+	SlotTime time.Time `json:"slot_time"`
+}
 
 // MaxSlotRecordBytes bounds a slot record (the bucket's MaxValueSize).
 const MaxSlotRecordBytes = 4 << 10
@@ -237,7 +253,7 @@ const MaxSlotRecordBytes = 4 << 10
 // The newest record of a key says whether its minute is free: absent,
 // released, or a hold past its expiry.
 type SlotRecord struct {
-	State    string    `json:"state"` // SlotHeld, SlotConfirmed or SlotReleased
+	State    string    `json:"state"` // SlotHeld, SlotConfirmed, SlotReleased or SlotVacated
 	Tenant   string    `json:"tenant,omitempty"`
 	Agent    string    `json:"agent,omitempty"`
 	SlotTime time.Time `json:"slot_time,omitzero"`
@@ -261,6 +277,34 @@ type SlotRecord struct {
 	// client was told of the ticket; an Idempotency-Key takeover then
 	// admits anew with a fresh nonce instead of answering it.
 	Abandoned bool `json:"abandoned,omitempty"`
+	// Moves (confirmed and released) is how many times the ticket was
+	// moved to another agent-minute by feasibility admission or a
+	// re-plan: 0 where it was admitted. Only then does its id name the
+	// key's slot; the tenant database row follows the record with the
+	// most moves, so that a record delivered late never moves a row back.
+	Moves int `json:"moves,omitempty"`
+	// Moved: the ticket whose confirmed record this one replaced moved,
+	// and where to (see SlotMove). Always set on SlotVacated; on a
+	// confirmed or held record when the minute was freed for it.
+	Moved *SlotMove `json:"moved,omitempty"`
+}
+
+// MovedRecord is rec (a ticket's confirmed record) moved to agent's
+// minute, replacing revision prev of that key: the same ticket, one more
+// move.
+func MovedRecord(rec SlotRecord, agent string, minute time.Time, prev uint64) SlotRecord {
+	out := rec
+	out.Agent, out.SlotTime, out.Prev, out.Moved = agent, minute.UTC(), prev, nil
+	out.Moves = rec.Moves + 1
+	return out
+}
+
+// VacatedRecord frees the minute of rec (a ticket's confirmed record at
+// revision prev) whose ticket moved to agent's minute.
+func VacatedRecord(rec SlotRecord, agent string, minute time.Time, prev uint64) SlotRecord {
+	return SlotRecord{State: SlotVacated, Tenant: rec.Tenant, Agent: rec.Agent, SlotTime: rec.SlotTime, Prev: prev,
+		Type: rec.Type, CreatedAt: rec.CreatedAt,
+		Moved: &SlotMove{Ticket: rec.Ticket, Agent: agent, SlotTime: minute.UTC()}}
 }
 
 // ConfirmedRecord is the record that admits ev (a created event) into its
@@ -339,10 +383,23 @@ func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotReco
 	} else if err := json.Unmarshal(data, &rec); err != nil {
 		return rec, fmt.Errorf("%w: json: %v", ErrInvalidSlot, err)
 	}
+	if rec.Moves < 0 {
+		return rec, fmt.Errorf("%w: moves %d on %q", ErrInvalidSlot, rec.Moves, key)
+	}
+	if rec.Moved != nil {
+		if err := checkMove(*rec.Moved); err != nil {
+			return rec, fmt.Errorf("%w on %q", err, key)
+		}
+	}
 	switch rec.State {
 	case SlotHeld:
 		if rec.HoldExpiresAt == nil {
 			return rec, fmt.Errorf("%w: a hold without hold_expires_at on %q", ErrInvalidSlot, key)
+		}
+		return rec, nil
+	case SlotVacated:
+		if rec.Moved == nil || rec.Ticket != "" {
+			return rec, fmt.Errorf("%w: a vacated record needs moved and no ticket on %q", ErrInvalidSlot, key)
 		}
 		return rec, nil
 	case SlotReleased:
@@ -357,7 +414,9 @@ func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotReco
 		return rec, fmt.Errorf("%w: record of %s/%s/%s on key %q", ErrInvalidSlot, rec.Tenant, rec.Agent,
 			rec.SlotTime.Format(time.RFC3339), key)
 	}
-	if ta, tm, _, err := ParseTicketID(rec.Ticket); err != nil || ta != agent || !tm.Equal(minute) {
+	// A ticket's id names the slot it was admitted into; once moved it
+	// names an older slot of the same tenant.
+	if ta, tm, _, err := ParseTicketID(rec.Ticket); err != nil || (rec.Moves == 0 && (ta != agent || !tm.Equal(minute))) {
 		return rec, fmt.Errorf("%w: ticket id %q does not name the slot of key %q", ErrInvalidSlot, rec.Ticket, key)
 	}
 	if rec.State == SlotReleased && rec.CancelledAt == nil {
@@ -369,6 +428,17 @@ func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotReco
 		}
 	}
 	return rec, nil
+}
+
+// checkMove validates a record's Moved: a slot ticket id and a slot.
+func checkMove(m SlotMove) error {
+	if _, _, _, err := ParseTicketID(m.Ticket); err != nil {
+		return fmt.Errorf("%w: moved ticket %q", ErrInvalidSlot, m.Ticket)
+	}
+	if ValidID(m.Agent) != nil || m.SlotTime.IsZero() || !m.SlotTime.Equal(m.SlotTime.Truncate(time.Minute)) {
+		return fmt.Errorf("%w: moved to %q at %s", ErrInvalidSlot, m.Agent, m.SlotTime.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // TicketNonceLen is the length of the random part of a ticket id.
