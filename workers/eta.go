@@ -30,6 +30,9 @@ func (r *Responder) Handle(ctx context.Context, subject string, data []byte) sub
 	}
 	if err != nil {
 		reply = replyOf(err)
+		if errors.Is(err, ErrNoSlot) {
+			reply.Fits = r.fits(req) // what the asker could create instead
+		}
 	}
 	r.logAnswer(ctx, subject, req, reply, err)
 	r.metrics.request(opLabel(req.Op), reply.Code)
@@ -72,7 +75,8 @@ func (r *Responder) logAnswer(ctx context.Context, subject string, req subjects.
 // opLabel keeps a hostile op string out of metric labels.
 func opLabel(op string) string {
 	switch op {
-	case subjects.ETAReserve, subjects.ETAHold, subjects.ETAConfirm, subjects.ETARelease, subjects.ETAPing:
+	case subjects.ETAReserve, subjects.ETAHold, subjects.ETAConfirm, subjects.ETARelease, subjects.ETAPing,
+		subjects.ETACapacity, subjects.ETAReplan, subjects.ETAAtRisk:
 		return op
 	}
 	return "invalid"
@@ -115,7 +119,7 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 	// Only the operations that read the tenant's agents wait for them.
 	noAgentsRev := func() error {
 		if req.AgentsRev != 0 {
-			return field("agents_rev", "only reserve and hold carry it")
+			return field("agents_rev", "only reserve, hold, capacity and replan carry it")
 		}
 		return nil
 	}
@@ -157,21 +161,29 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 			errs = append(errs, nonce())
 			break
 		}
-		agent, minute, _, err := subjects.ParseTicketID(req.Ticket)
+		// Agent and SlotTime are the ticket's current slot: the one its id
+		// names, or another once the ticket has moved.
+		_, _, _, err := subjects.ParseTicketID(req.Ticket)
 		switch {
 		case err != nil:
 			errs = append(errs, field("ticket", err.Error()))
-		case req.Agent != agent:
-			errs = append(errs, field("agent", "must be the agent the ticket id names"))
-		case !req.SlotTime.Equal(minute):
-			errs = append(errs, field("slot_time", "must be the minute the ticket id names"))
+		case subjects.ValidID(req.Agent) != nil:
+			errs = append(errs, field("agent", "must be the ticket's agent id"))
+		case req.SlotTime.IsZero() || !req.SlotTime.Equal(req.SlotTime.Truncate(time.Minute)):
+			errs = append(errs, field("slot_time", "must be the ticket's whole-minute slot"))
 		}
 		errs = append(errs, typ())
 		if req.CreatedAt.IsZero() {
 			errs = append(errs, field("created_at", "the ticket's instant is required"))
 		}
+	case subjects.ETACapacity:
+		errs = append(errs, noTakeover())
+	case subjects.ETAReplan:
+		errs = append(errs, noTakeover())
+	case subjects.ETAAtRisk:
+		errs = append(errs, noAgentsRev(), noTakeover())
 	default:
-		errs = append(errs, field("op", "must be reserve, hold, confirm, release or ping"))
+		errs = append(errs, field("op", "must be reserve, hold, confirm, release, capacity, replan, at_risk or ping"))
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -221,7 +233,7 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 		ctx = context.WithValue(ctx, deadlineKey{}, req.Deadline)
 	}
 	switch req.Op {
-	case subjects.ETAReserve, subjects.ETAHold:
+	case subjects.ETAReserve, subjects.ETAHold, subjects.ETACapacity:
 		if d := req.CreatedAt.Sub(now); req.CreatedAt.IsZero() || d > maxSkew || d < -maxSkew {
 			return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "created_at",
 				Reason: fmt.Sprintf("must be within %s of the responder's clock", maxSkew)}
@@ -238,7 +250,7 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 		}
 	}
 	switch req.Op {
-	case subjects.ETAReserve, subjects.ETAHold:
+	case subjects.ETAReserve, subjects.ETAHold, subjects.ETACapacity, subjects.ETAReplan:
 		// Read-your-writes: the calendar must have the tenant's last
 		// agent change before it proposes a slot.
 		if err := r.awaitAgents(ctx, req); err != nil {
@@ -252,6 +264,12 @@ func (r *Responder) serve(ctx context.Context, req subjects.ETARequest) (subject
 		return r.hold(ctx, req, now)
 	case subjects.ETAConfirm:
 		return r.confirm(ctx, req, now)
+	case subjects.ETACapacity:
+		return r.capacity(req, now), nil
+	case subjects.ETAReplan:
+		return r.replan(ctx, req, now)
+	case subjects.ETAAtRisk:
+		return r.atRisk(ctx, req, now)
 	default:
 		return r.release(ctx, req, now)
 	}
@@ -281,7 +299,8 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
 	var ticket string
-	slot, rev, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy},
+	_, last, _ := calendar.Window(req.CreatedAt, req.Type)
+	slot, rev, moves, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy, Last: last},
 		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
 			id, err := subjects.NewSlotTicketID(s.Agent, s.Minute, req.Nonce)
 			if err != nil {
@@ -297,7 +316,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 		return subjects.ETAReply{}, err
 	}
 	return subjects.ETAReply{Code: subjects.ETACreated, Ticket: ticket, Agent: slot.Agent, SlotTime: slot.Minute,
-		CreatedAt: req.CreatedAt, Revision: rev}, nil
+		CreatedAt: req.CreatedAt, Revision: rev, Moves: moves}, nil
 }
 
 // hold takes the earliest free slot as a pending hold: busy until
@@ -305,7 +324,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.Time) (subjects.ETAReply, error) {
 	nonce := subjects.NewHoldNonce()
 	expires := now.Add(r.holdTTL).UTC()
-	slot, rev, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Held, Until: expires},
+	slot, rev, _, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Held, Until: expires},
 		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
 			return subjects.SlotRecord{State: subjects.SlotHeld, Tenant: req.Tenant, Agent: s.Agent, SlotTime: s.Minute,
 				Prev: prev, Type: req.Type, CreatedAt: req.CreatedAt, Nonce: nonce, HoldExpiresAt: &expires}, nil
@@ -317,25 +336,47 @@ func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.
 		SlotID: subjects.FormatSlotID(slot.Agent, slot.Minute, nonce), HoldExpiresAt: &expires, Revision: rev}, nil
 }
 
-// take claims candidates from the tenant's calendar, earliest first, and
-// writes each one's record (build's, replacing the revision the calendar
-// knows) until a write wins: a create where the key was never written, an
-// update checked against the newest revision where it was (a released
-// ticket, an expired hold). A lost race marks the slot taken and moves
-// on; the winner is recorded in the calendar at once as mark
-// (read-your-writes: the watch echoes it later).
+// take places the request's new record (build's) in the tenant's
+// calendar: the earliest free slot in its window, or, when there is none,
+// a slot freed by moving accepted tickets to other agent-minutes inside
+// their own windows (the fewest moves, calendar.Place). A placement
+// without moves is one revision-checked write (a create where the key was
+// never written, an update against the newest revision where it was); one
+// with moves is one atomic batch of every moved ticket's record and the
+// new one (writePlacement). A lost race marks what it learnt and places
+// again; the winner is recorded in the calendar at once as mark
+// (read-your-writes: the watch echoes it later). It returns the slot, the
+// new record's revision and the number of tickets moved.
 func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.Time, mark calendar.Mark,
-	build func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error)) (calendar.Slot, uint64, error) {
+	build func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error)) (calendar.Slot, uint64, int, error) {
 	first, last, _ := calendar.Window(req.CreatedAt, req.Type)
 	tc := r.calendar(req.Tenant)
 	kv := r.shardKV(req.Tenant)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		tc.mu.Lock()
-		cl, ok := tc.cal.Claim(now, first, last)
+		p, ok := tc.cal.Place(now, first, last)
 		tc.mu.Unlock()
 		if !ok {
-			return calendar.Slot{}, 0, ErrNoSlot
+			return calendar.Slot{}, 0, 0, ErrNoSlot
 		}
+		if p.Moves() > 0 {
+			head := func(rec0 subjects.SlotRecord, to calendar.Slot) (subjects.SlotRecord, calendar.Mark, error) {
+				rec, err := build(p.Claims[0].Slot, p.Claims[0].Rev)
+				rec.Moved = &subjects.SlotMove{Ticket: rec0.Ticket, Agent: to.Agent, SlotTime: to.Minute.UTC()}
+				return rec, mark, err
+			}
+			revs, err := r.writePlacement(ctx, req.Tenant, tc, p, head)
+			switch {
+			case err == nil:
+				r.metrics.moved(moveAdmission, p.Moves())
+				return p.Claims[0].Slot, revs[0], p.Moves(), nil
+			case errors.Is(err, errPlacementStale):
+				r.metrics.conflict()
+				continue
+			}
+			return calendar.Slot{}, 0, 0, err
+		}
+		cl := p.Claims[0]
 		key := subjects.SlotKey(req.Tenant, cl.Agent, cl.Minute)
 		rec, err := build(cl.Slot, cl.Rev)
 		var value []byte
@@ -346,7 +387,7 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.
 			tc.mu.Lock()
 			tc.cal.Abandon(cl)
 			tc.mu.Unlock()
-			return calendar.Slot{}, 0, err
+			return calendar.Slot{}, 0, 0, err
 		}
 		rev, err := r.write(ctx, kv, key, value, cl.Rev)
 		tc.mu.Lock()
@@ -361,7 +402,8 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.
 		tc.mu.Unlock()
 		switch {
 		case err == nil:
-			return cl.Slot, rev, nil
+			r.metrics.moved(moveAdmission, 0)
+			return cl.Slot, rev, 0, nil
 		case jskit.CreateLost(err):
 			r.metrics.conflict()
 			if cl.Rev == 0 {
@@ -369,9 +411,9 @@ func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.
 			}
 			continue
 		}
-		return calendar.Slot{}, 0, fmt.Errorf("writing slot %s: %w: %w", key, ErrUnavailable, err)
+		return calendar.Slot{}, 0, 0, fmt.Errorf("writing slot %s: %w: %w", key, ErrUnavailable, err)
 	}
-	return calendar.Slot{}, 0, fmt.Errorf("tenant %s after %d attempts: %w: %w", req.Tenant, maxAttempts, ErrUnavailable, ErrContended)
+	return calendar.Slot{}, 0, 0, fmt.Errorf("tenant %s after %d attempts: %w: %w", req.Tenant, maxAttempts, ErrUnavailable, ErrContended)
 }
 
 // relearn reads the newest record of a key whose create was lost and
@@ -456,7 +498,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("confirming slot %s: %w: %w", key, ErrUnavailable, err)
 	}
-	r.learn(req.Tenant, calendar.Slot{Agent: agent, Minute: minute}, rev, calendar.Mark{State: calendar.Busy})
+	r.learn(req.Tenant, calendar.Slot{Agent: agent, Minute: minute}, rev, calendar.Mark{State: calendar.Busy, Last: last})
 	return subjects.ETAReply{Code: subjects.ETAOK, Ticket: id, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
 		Revision: rev}, nil
 }
@@ -510,6 +552,7 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 		e, err := kv.Get(kctx, key)
 		cancel()
 		var prev uint64
+		var moves int
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			// Aged out, or never written: the released record goes
@@ -524,9 +567,13 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 			}
 			ev = rec.Event() // the stored ticket is the one cancelled
 			prev = e.Revision()
+			moves = rec.Moves
+		}
+		if a, m, _, err := subjects.ParseTicketID(ev.Ticket); moves == 0 && err == nil && (a != ev.Agent || !m.Equal(ev.SlotTime)) {
+			moves = 1 // a moved ticket whose record aged out: its id names another slot
 		}
 		rec := subjects.ReleasedRecord(ev, now, prev)
-		rec.Abandoned = abandoned
+		rec.Abandoned, rec.Moves = abandoned, moves
 		value, err := json.Marshal(rec)
 		if err != nil {
 			return subjects.ETAReply{}, err

@@ -46,12 +46,17 @@ type ResponderConfig struct {
 	// Keep it under the ingress's ETA timeout (subjects.Budget.Check), so
 	// that the 503 arrives before the ingress gives up.
 	AgentsWait time.Duration
-	Metrics    prometheus.Registerer // may be nil
+	// Frozen is the frozen horizon of feasibility admission (0: 5
+	// minutes; whole minutes): no accepted ticket whose minute starts
+	// within it is moved, nor moved into it. Negative: none.
+	Frozen  time.Duration
+	Metrics prometheus.Registerer // may be nil
 }
 
 const (
 	defaultHoldTTL     = 30 * time.Second
 	defaultConcurrency = 64
+	defaultFrozen      = 5 * time.Minute
 	// kvTimeout bounds one KV round trip; requestTimeout one request.
 	kvTimeout      = 5 * time.Second
 	requestTimeout = 10 * time.Second
@@ -90,6 +95,7 @@ type Responder struct {
 	log      *slog.Logger
 	now      func() time.Time
 	holdTTL  time.Duration
+	frozen   int // minutes
 	nShards  int
 	shards   []jetstream.KeyValue
 	agents   jetstream.KeyValue
@@ -155,6 +161,15 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	if agentsWait < 0 {
 		return nil, fmt.Errorf("%w: agents wait %s", ErrResponderConfig, agentsWait)
 	}
+	frozen := cfg.Frozen
+	switch {
+	case frozen == 0:
+		frozen = defaultFrozen
+	case frozen < 0:
+		frozen = 0
+	case frozen%time.Minute != 0:
+		return nil, fmt.Errorf("%w: frozen horizon %s is not a whole number of minutes", ErrResponderConfig, frozen)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -164,7 +179,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		now = time.Now
 	}
 	r := &Responder{
-		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, now: now, holdTTL: holdTTL, nShards: n,
+		nc: cfg.NC, js: cfg.JS, registry: cfg.Registry, now: now, holdTTL: holdTTL, nShards: n, frozen: int(frozen / time.Minute),
 		log: log.With(slog.String("component", "eta_responder")), sem: make(chan struct{}, conc),
 		tenants: make(map[string]*tenantCalendar), loaded: make([]atomic.Bool, n+1),
 		base: context.Background(), agentsWait: agentsWait,
@@ -176,6 +191,13 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		if err != nil {
 			return nil, fmt.Errorf("opening slot bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
 		}
+		// Moves are written as atomic batches (writePlacement).
+		kctx, cancel = context.WithTimeout(ctx, ensureTimeout)
+		err = jskit.EnableAtomicPublish(kctx, cfg.JS, jskit.KVStream(subjects.SlotBucket(i)))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("allowing atomic batches on bucket %s: %w: %w", subjects.SlotBucket(i), ErrUnavailable, err)
+		}
 		r.shards = append(r.shards, kv)
 	}
 	agents, err := openAgents(ctx, cfg.JS, cfg.Replicas)
@@ -184,7 +206,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	r.agents = agents
 	if cfg.Metrics != nil {
-		if r.metrics, err = newResponderMetrics(cfg.Metrics); err != nil {
+		if r.metrics, err = newResponderMetrics(cfg.Metrics, r.strandedCount); err != nil {
 			return nil, err
 		}
 	}
@@ -321,6 +343,7 @@ func (r *Responder) calendar(tenant string) *tenantCalendar {
 	tc, ok := r.tenants[tenant]
 	if !ok {
 		tc = &tenantCalendar{shard: subjects.SlotShard(tenant, r.nShards), cal: calendar.New(r.now())}
+		tc.cal.SetFrozen(r.frozen)
 		r.tenants[tenant] = tc
 	}
 	return tc
@@ -330,12 +353,34 @@ func (r *Responder) shardKV(tenant string) jetstream.KeyValue {
 	return r.shards[subjects.SlotShard(tenant, r.nShards)]
 }
 
+// strandedCount is how many tickets, over every tenant this process
+// knows, hold minutes still to come of agents no longer available: the
+// tickets at risk until a replan saves them.
+func (r *Responder) strandedCount() float64 {
+	r.mu.Lock()
+	tcs := make([]*tenantCalendar, 0, len(r.tenants))
+	for _, tc := range r.tenants {
+		tcs = append(tcs, tc)
+	}
+	r.mu.Unlock()
+	now := r.now()
+	n := 0
+	for _, tc := range tcs {
+		tc.mu.Lock()
+		n += len(tc.cal.Stranded(now))
+		tc.mu.Unlock()
+	}
+	return float64(n)
+}
+
 // responderMetrics are the responder's Prometheus counters.
 type responderMetrics struct {
 	requests   *prometheus.CounterVec
 	conflicts  prometheus.Counter
 	rebuilds   *prometheus.CounterVec
 	agentsWait *prometheus.HistogramVec
+	moves      *prometheus.HistogramVec
+	atRisk     prometheus.GaugeFunc
 }
 
 // Outcomes of a wait for the agents watch (label of tms_eta_agents_wait_seconds).
@@ -344,7 +389,7 @@ const (
 	waitTimedOut = "timed_out"
 )
 
-func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
+func newResponderMetrics(reg prometheus.Registerer, stranded func() float64) (*responderMetrics, error) {
 	m := &responderMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_eta_requests_total", Help: "ETA requests answered, by operation and reply code.",
@@ -362,9 +407,20 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 				"(read-your-writes), by outcome: applied, or timed_out (answered 503; 400 for a revision no write has).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"outcome"}),
+		moves: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tms_eta_moves",
+			Help: "Accepted tickets moved to other agent-minutes per placement, by reason: admission (every " +
+				"accepted reserve or hold, 0 for most) or replan (per ticket rescued from an absent agent).",
+			Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 21},
+		}, []string{"reason"}),
+		atRisk: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tms_tickets_at_risk",
+			Help: "Tickets on agents no longer available, still to be served, that no replan has saved (yet).",
+		}, stranded),
 	}
 	if err := ops.RegisterAll(reg, ops.Collector(&m.requests), ops.Collector(&m.conflicts),
-		ops.Collector(&m.rebuilds), ops.Collector(&m.agentsWait)); err != nil {
+		ops.Collector(&m.rebuilds), ops.Collector(&m.agentsWait), ops.Collector(&m.moves),
+		ops.Collector(&m.atRisk)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -373,6 +429,12 @@ func newResponderMetrics(reg prometheus.Registerer) (*responderMetrics, error) {
 func (m *responderMetrics) request(op string, code int) {
 	if m != nil {
 		m.requests.WithLabelValues(op, fmt.Sprint(code)).Inc()
+	}
+}
+
+func (m *responderMetrics) moved(reason string, n int) {
+	if m != nil {
+		m.moves.WithLabelValues(reason).Observe(float64(n))
 	}
 }
 

@@ -61,13 +61,20 @@ func slotMark(e jetstream.KeyValueEntry) calendar.Mark {
 	if err != nil {
 		return calendar.Mark{State: calendar.Busy}
 	}
+	return recordMark(rec)
+}
+
+// recordMark is what the calendar keeps of a decoded record: a ticket's
+// with the last minute of its window, so that it can be moved inside it.
+func recordMark(rec subjects.SlotRecord) calendar.Mark {
 	switch rec.State {
 	case subjects.SlotHeld:
 		return calendar.Mark{State: calendar.Held, Until: *rec.HoldExpiresAt}
-	case subjects.SlotReleased:
+	case subjects.SlotReleased, subjects.SlotVacated:
 		return calendar.Mark{State: calendar.Free}
 	}
-	return calendar.Mark{State: calendar.Busy}
+	_, last, _ := calendar.Window(rec.CreatedAt, rec.Type) // zero (not movable) for a type it does not know
+	return calendar.Mark{State: calendar.Busy, Last: last}
 }
 
 // shardSink feeds the calendars of the tenants in one slot shard.
