@@ -144,10 +144,10 @@ type Calendar struct {
 	// slots, and the latest Last of a movable ticket (0: none), stale
 	// when the ticket that had it left. dirty: all of it, and the plan,
 	// must be rebuilt (an agent changed, a rebase).
-	free    []int32
-	latest  []int64
-	stale   []bool
-	dirty   bool
+	free   []int32
+	latest []int64
+	stale  []bool
+	dirty  bool
 	// plan is the feasibility model of the minutes >= f (the frozen
 	// horizon it was last advanced to); nil until a placement needs it.
 	plan *feasible.Plan
