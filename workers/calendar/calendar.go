@@ -5,6 +5,8 @@ import (
 	"container/heap"
 	"slices"
 	"time"
+
+	"tms/workers/calendar/feasible"
 )
 
 // Agent is one agent of a tenant as the calendar needs it.
@@ -51,6 +53,10 @@ const (
 type Mark struct {
 	State State
 	Until time.Time // Held: the hold's expiry
+	// Last is the last minute of a confirmed ticket's window (Window's
+	// last): the ticket may be moved to any minute up to it. Zero when
+	// unknown (an unreadable record): the ticket never moves.
+	Last time.Time
 }
 
 // Entry is one key of a KV snapshot: a slot, the revision of its newest
@@ -80,9 +86,17 @@ type entry struct {
 	claimed bool
 	until   time.Time // Held
 	rev     uint64
+	last    int64 // Busy: minute index of Mark.Last, 0 if unknown
 }
 
 func (e entry) busy() bool { return e.claimed || e.state != Free }
+
+// movable says whether the entry at minute m is a confirmed ticket that
+// may move: its window's last minute is known (and not before m), and no
+// attempt has it claimed. Everything else busy is fixed.
+func (e entry) movable(m int64) bool {
+	return !e.claimed && e.state == Busy && e.last != 0 && e.last >= m
+}
 
 // hold is a hold's expiry in the calendar's heap: the entry frees itself
 // then, if it is still that hold (same revision).
@@ -114,27 +128,57 @@ type agent struct {
 	slots     map[int64]entry
 }
 
+// offers says whether the agent offers its minute m to tickets.
+func (a *agent) offers(m int64) bool { return a.available && a.start <= m }
+
 // Calendar indexes one tenant's agents and agent-minutes. It is not safe
 // for concurrent use: the owner serialises calls.
 type Calendar struct {
 	agents map[string]*agent
 	order  []*agent // by id: ties between agents go to the smallest id
-	nAvail int32
-	base   int64   // minute index of counts[0]
-	counts []int32 // per minute: busy slots of available agents
+	base   int64    // minute index of the first indexed minute
 	holds  holdHeap
+	frozen int64 // minutes after ceilMinute(now) where nothing moves
+
+	// Per indexed minute, over the agents that offer it (index.go): free
+	// slots, and the latest Last of a movable ticket (0: none), stale
+	// when the ticket that had it left. dirty: all of it, and the plan,
+	// must be rebuilt (an agent changed, a rebase).
+	free   []int32
+	latest []int64
+	stale  []bool
+	dirty  bool
+	// plan is the feasibility model of the minutes >= f (the frozen
+	// horizon it was last advanced to); nil until a placement needs it.
+	plan *feasible.Plan
+	f    int64
+
+	mismatches int // plan said a ticket fits and the search found no path
 }
 
-// New returns an empty calendar indexing minutes around now.
+// New returns an empty calendar indexing minutes around now, with no
+// frozen horizon.
 func New(now time.Time) *Calendar {
 	return &Calendar{
 		agents: make(map[string]*agent),
 		base:   minuteIndex(now) - backlog,
-		counts: make([]int32, span),
+		free:   make([]int32, span),
+		latest: make([]int64, span),
+		stale:  make([]bool, span),
 	}
 }
 
 func (c *Calendar) inRange(m int64) bool { return m >= c.base && m < c.base+span }
+
+// SetFrozen sets the frozen horizon: no ticket at a minute before
+// ceilMinute(now)+minutes moves, and none moves into one (a new ticket may
+// still take a free one). Negative counts as 0.
+func (c *Calendar) SetFrozen(minutes int) {
+	if m := int64(max(minutes, 0)); m != c.frozen {
+		c.frozen = m
+		c.plan = nil // rebuilt for the new horizon when next needed
+	}
+}
 
 // ensure returns the agent, adding an unavailable placeholder for an id
 // first seen through a slot key.
@@ -149,7 +193,7 @@ func (c *Calendar) ensure(id string) *agent {
 	return a
 }
 
-// set stores e for a's minute m and keeps counts in step.
+// set stores e for a's minute m and keeps the index and the plan in step.
 func (c *Calendar) set(a *agent, m int64, e entry) {
 	old := a.slots[m]
 	if !e.busy() && e.rev == 0 {
@@ -157,45 +201,37 @@ func (c *Calendar) set(a *agent, m int64, e entry) {
 	} else {
 		a.slots[m] = e
 	}
-	if a.available && old.busy() != e.busy() {
-		if e.busy() {
-			c.counts[m-c.base]++
-		} else {
-			c.counts[m-c.base]--
-		}
-	}
+	c.reindex(a, m, old, e)
 }
 
 // record sets e's record to mark at rev, queueing a hold's expiry.
 func (c *Calendar) record(a *agent, m int64, e *entry, rev uint64, mark Mark) {
-	e.state, e.rev, e.until = mark.State, rev, time.Time{}
-	if mark.State == Held {
+	e.state, e.rev, e.until, e.last = mark.State, rev, time.Time{}, 0
+	switch mark.State {
+	case Held:
 		e.until = mark.Until
 		heap.Push(&c.holds, hold{a: a, m: m, rev: rev, until: mark.Until})
+	case Busy:
+		if !mark.Last.IsZero() {
+			e.last = minuteIndex(mark.Last)
+		}
 	}
 }
 
 // SetAgent adds or updates an agent. Marking it unavailable keeps what is
-// known of its slots (they stay reserved in KV) but it gets no new ones.
+// known of its slots (they stay reserved in KV) but it gets no new ones;
+// its confirmed tickets still to be served are Stranded.
 func (c *Calendar) SetAgent(ag Agent) {
 	a := c.ensure(ag.ID)
+	start := a.start
 	if ag.Available {
-		a.start = minuteIndex(AgentStart(ag.Since))
+		start = minuteIndex(AgentStart(ag.Since))
 	}
-	if a.available == ag.Available {
+	if a.available == ag.Available && a.start == start {
 		return
 	}
-	a.available = ag.Available
-	var d int32 = -1
-	if ag.Available {
-		d = 1
-	}
-	c.nAvail += d
-	for m, e := range a.slots {
-		if e.busy() {
-			c.counts[m-c.base] += d
-		}
-	}
+	a.available, a.start = ag.Available, start
+	c.dirty = true // rare: rebuilt when next needed
 }
 
 // LoadAgents replaces the agent set with a snapshot: agents not in it
@@ -235,40 +271,40 @@ func (c *Calendar) ExpireHolds(now time.Time) {
 
 // Claim finds the earliest free agent-minute in [first, last] (whole
 // minutes, inclusive) among available agents at now, ties by agent id,
-// and marks it claimed. ok is false when there is none.
+// and marks it claimed. ok is false when there is none. It never moves a
+// ticket: Place does.
 func (c *Calendar) Claim(now, first, last time.Time) (Claim, bool) {
-	c.ExpireHolds(now)
-	f, l := minuteIndex(first), minuteIndex(last)
-	if c.nAvail == 0 || l < f {
+	f, l, ok := c.window(first, last)
+	if !ok {
 		return Claim{}, false
+	}
+	c.sync(now)
+	cl, ok := c.earliestFree(f, l)
+	if ok {
+		c.claim(cl.Slot)
+	}
+	return cl, ok
+}
+
+// window is [first, last] as minute indexes, the calendar rebased so that
+// it indexes all of it; ok is false for an empty window.
+func (c *Calendar) window(first, last time.Time) (f, l int64, ok bool) {
+	f, l = minuteIndex(first), minuteIndex(last)
+	if l < f {
+		return 0, 0, false
 	}
 	if f < c.base || l >= c.base+span {
 		c.rebase(f - backlog)
 	}
-	minStart := int64(1<<63 - 1)
-	for _, a := range c.order {
-		if a.available {
-			minStart = min(minStart, a.start)
-		}
-	}
-	for m := max(f, minStart); m <= l; m++ {
-		if c.counts[m-c.base] >= c.nAvail {
-			continue // every available agent is busy: skip the minute
-		}
-		for _, a := range c.order {
-			if !a.available || a.start > m {
-				continue
-			}
-			e := a.slots[m]
-			if e.busy() {
-				continue
-			}
-			e.claimed = true
-			c.set(a, m, e)
-			return Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: e.rev}, true
-		}
-	}
-	return Claim{}, false
+	return f, l, true
+}
+
+// claim marks the slot claimed.
+func (c *Calendar) claim(s Slot) {
+	a, m := c.agents[s.Agent], minuteIndex(s.Minute)
+	e := a.slots[m]
+	e.claimed = true
+	c.set(a, m, e)
 }
 
 // settle ends a claim: fn gets the entry with claimed cleared.
@@ -296,11 +332,12 @@ func (c *Calendar) Taken(cl Claim, rev uint64, mark Mark) {
 
 // Lost ends a claim whose write found a newer record than cl.Rev. Unless
 // the watch delivered something newer for the key since the claim (then
-// it knows better), the slot is busy until an event says otherwise.
+// it knows better), the slot is busy, and fixed, until an event says
+// otherwise.
 func (c *Calendar) Lost(cl Claim) {
 	c.settle(cl.Slot, func(_ *agent, _ int64, e *entry) {
 		if e.rev <= cl.Rev {
-			e.state, e.until = Busy, time.Time{}
+			e.state, e.until, e.last = Busy, time.Time{}, 0
 		}
 	})
 }
@@ -331,7 +368,7 @@ func (c *Calendar) Set(s Slot, rev uint64, mark Mark) {
 func (c *Calendar) LoadSlots(entries []Entry) {
 	for _, a := range c.order {
 		for m, e := range a.slots {
-			e.state, e.until, e.rev = Free, time.Time{}, 0
+			e.state, e.until, e.rev, e.last = Free, time.Time{}, 0, 0
 			c.set(a, m, e)
 		}
 	}
@@ -341,20 +378,17 @@ func (c *Calendar) LoadSlots(entries []Entry) {
 }
 
 // rebase moves the indexed range to start at base, dropping what falls
-// outside it, and recounts.
+// outside it; the index is rebuilt when next needed.
 func (c *Calendar) rebase(base int64) {
 	c.base = base
-	clear(c.counts)
 	for _, a := range c.order {
-		for m, e := range a.slots {
-			switch {
-			case !c.inRange(m):
+		for m := range a.slots {
+			if !c.inRange(m) {
 				delete(a.slots, m)
-			case a.available && e.busy():
-				c.counts[m-c.base]++
 			}
 		}
 	}
+	c.dirty = true
 }
 
 // Reserved reports whether the slot's newest known record keeps it busy
@@ -376,12 +410,16 @@ func (c *Calendar) Rev(s Slot) uint64 {
 // Free counts the free agent-minutes in [first, last] that Claim could
 // hand out at now.
 func (c *Calendar) Free(now, first, last time.Time) int {
-	c.ExpireHolds(now)
+	c.sync(now)
 	n := 0
 	for m := minuteIndex(first); m <= minuteIndex(last); m++ {
+		if c.inRange(m) {
+			n += int(c.free[m-c.base])
+			continue
+		}
 		for _, a := range c.order {
-			if a.available && a.start <= m && !a.slots[m].busy() {
-				n++
+			if a.offers(m) {
+				n++ // not indexed: never written as far as the calendar knows
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package calendar
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,30 +22,64 @@ var (
 
 func heldUntil(t time.Time) Mark { return Mark{State: Held, Until: t} }
 
-// checkCounts recomputes the per-minute counts from the entries.
+// checkCounts recomputes the index and the plan from the entries, minute
+// by minute and agent by agent, and compares: the incremental upkeep
+// must equal a rebuild from scratch.
 func checkCounts(t *testing.T, c *Calendar) {
 	t.Helper()
-	want := make([]int32, span)
-	var avail int32
 	for _, a := range c.order {
-		if a.available {
-			avail++
-		}
-		for m, e := range a.slots {
+		for m := range a.slots {
 			if !c.inRange(m) {
 				t.Fatalf("agent %s has minute %d outside [%d, %d)", a.id, m, c.base, c.base+span)
 			}
-			if a.available && e.busy() {
-				want[m-c.base]++
+		}
+	}
+	if c.dirty {
+		return // rebuilt before any use
+	}
+	var pending []int64
+	for i := range int64(span) {
+		m := c.base + i
+		var free int32
+		var latest int64
+		capa := 0
+		for _, a := range c.order {
+			if !a.offers(m) {
+				continue
+			}
+			e := a.slots[m]
+			if !e.busy() {
+				free++
+			}
+			if e.movable(m) {
+				latest = max(latest, e.last)
+				if c.plan != nil && m >= c.f {
+					pending = append(pending, min(e.last, c.base+span-1))
+				}
+			}
+			if capacity(e, m) {
+				capa++
+			}
+		}
+		if free != c.free[i] {
+			t.Fatalf("free[%v] = %d, want %d", minuteTime(m), c.free[i], free)
+		}
+		if !c.stale[i] && latest != c.latest[i] {
+			t.Fatalf("latest[%v] = %d, want %d", minuteTime(m), c.latest[i], latest)
+		}
+		if c.plan != nil && m >= c.f {
+			if got := c.plan.Capacity(m); got != capa {
+				t.Fatalf("plan capacity at %v = %d, want %d", minuteTime(m), got, capa)
 			}
 		}
 	}
-	if avail != c.nAvail {
-		t.Fatalf("nAvail = %d, want %d", c.nAvail, avail)
-	}
-	for i := range want {
-		if want[i] != c.counts[i] {
-			t.Fatalf("counts[%v] = %d, want %d", minuteTime(c.base+int64(i)), c.counts[i], want[i])
+	if c.plan != nil {
+		slices.Sort(pending)
+		if got := c.plan.Pending(); !slices.Equal(got, pending) {
+			t.Fatalf("plan demand = %v, want %v", got, pending)
+		}
+		if d := c.plan.Deficit(); d != 0 {
+			t.Fatalf("plan deficit %d: the tickets where they are are a schedule", d)
 		}
 	}
 }

@@ -313,3 +313,86 @@ func (p *Plan) Assign() (placed []Placement, unplaced []int64) {
 	}
 	return placed, unplaced
 }
+
+// Load returns a plan over the minutes [base, base+len(capacity)) whose
+// current minute is now (clamped to the window), capacity[i] agents being
+// available in minute base+i and demand[i] accepted tickets having the
+// deadline base+i. The tickets are taken as they are, without a check: a
+// caller that knows where each of them sits (a schedule exists) rebuilds
+// its plan this way in O(n); Deficit says whether they fit. Minutes before
+// now carry neither capacity nor tickets. It panics on an empty window, a
+// length mismatch or a negative value.
+func Load(base, now int64, capacity, demand []int) *Plan {
+	n := len(capacity)
+	if n == 0 || len(demand) != n {
+		panic("feasible: empty window or demand of another length")
+	}
+	cur := int(min(max(now-base, 0), int64(n)))
+	p := &Plan{base: base, cur: cur, cap: make([]int, n), cnt: make([]int, n)}
+	prefix := make([]int64, n)
+	var sum int64
+	for i := cur; i < n; i++ {
+		if capacity[i] < 0 || demand[i] < 0 {
+			panic(fmt.Sprintf("feasible: negative capacity or demand at minute %d", base+int64(i)))
+		}
+		p.cap[i], p.cnt[i] = capacity[i], demand[i]
+		p.total += demand[i]
+		sum += int64(capacity[i] - demand[i])
+		prefix[i] = sum
+	}
+	p.slack = newTree(prefix)
+	return p
+}
+
+// Force accepts a ticket with that deadline without any check: the caller
+// knows it is scheduled (it sits on an agent-minute the plan counts), or
+// wants Deficit to tell. ErrPast or ErrOutside for a deadline outside
+// [Now, End). O(log n).
+func (p *Plan) Force(deadline int64) error {
+	switch {
+	case deadline < p.Now():
+		return ErrPast
+	case deadline >= p.End():
+		return ErrOutside
+	}
+	i := int(deadline - p.base)
+	p.slack.add(i, len(p.cap)-1, -1)
+	p.cnt[i]++
+	p.total++
+	return nil
+}
+
+// Drop moves the current minute forward to now (up to the window's end)
+// without serving anything: the capacity of the minutes passed leaves the
+// plan, and so do the tickets whose deadline passed, which it counts. It
+// is Advance for a caller that places tickets itself: it removes the
+// tickets it served from those minutes first (Release, SetCapacity 0), so
+// that the plan keeps only what is still to be scheduled. O(k log n) for k
+// minutes.
+func (p *Plan) Drop(now int64) (dropped int) {
+	n := len(p.cap)
+	for p.cur < n && p.Now() < now {
+		t := p.cur
+		p.slack.add(t+1, n-1, -int64(p.cap[t]))
+		if k := p.cnt[t]; k > 0 {
+			dropped += k
+			p.total -= k
+			p.slack.add(t+1, n-1, int64(k))
+			p.cnt[t] = 0
+		}
+		p.cap[t] = 0
+		p.cur++
+	}
+	return dropped
+}
+
+// Room is how many more tickets open now with that deadline the plan
+// would admit one after the other: min slack over [deadline, End), 0 when
+// the plan is infeasible or the deadline is outside [Now, End). O(log n).
+func (p *Plan) Room(deadline int64) int {
+	if deadline < p.Now() || deadline >= p.End() || p.Deficit() > 0 {
+		return 0
+	}
+	m, _ := p.slack.min(int(deadline-p.base), len(p.cap)-1)
+	return int(max(m, 0))
+}

@@ -1,0 +1,203 @@
+package calendar
+
+import (
+	"time"
+
+	"tms/workers/calendar/feasible"
+)
+
+// The index keeps, per minute of [base, base+span), what a placement
+// reads without walking every agent: the free slots among the agents that
+// offer the minute, and the latest Last of a movable ticket there. The
+// plan is the feasibility model of the flexible zone, the minutes at or
+// after the frozen horizon F: an offered slot gives it capacity unless a
+// fixed entry (a hold, a claim, a ticket of unknown window) occupies it,
+// and every movable ticket there is demand at its Last. Both follow every
+// entry change (reindex); agent changes and rebases rebuild them.
+
+// capacity says whether an offered slot holding e counts as capacity in
+// the plan: free, or held by a ticket that may move.
+func capacity(e entry, m int64) bool { return !e.busy() || e.movable(m) }
+
+// deadline is a movable ticket's Last as a plan minute: a Last beyond the
+// indexed range counts as its last minute, which only ever refuses more.
+func (c *Calendar) deadline(last int64) int64 { return min(last, c.base+span-1) }
+
+// reindex follows the change of a's minute m from old to e.
+func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
+	if c.dirty || !a.offers(m) || !c.inRange(m) {
+		return
+	}
+	i := m - c.base
+	if old.busy() != e.busy() {
+		if e.busy() {
+			c.free[i]--
+		} else {
+			c.free[i]++
+		}
+	}
+	om, nm := old.movable(m), e.movable(m)
+	if nm && e.last > c.latest[i] {
+		c.latest[i] = e.last
+	}
+	if om && old.last == c.latest[i] && !(nm && e.last >= old.last) {
+		c.stale[i] = true
+	}
+	if c.plan == nil || m < c.f {
+		return
+	}
+	if oc, nc := capacity(old, m), capacity(e, m); oc != nc {
+		d := 1
+		if oc {
+			d = -1
+		}
+		c.plan.SetCapacity(m, c.plan.Capacity(m)+d)
+	}
+	if om {
+		c.plan.Release(c.deadline(old.last))
+	}
+	if nm {
+		c.plan.Force(c.deadline(e.last))
+	}
+}
+
+// rebuild recomputes the index from the entries and drops the plan.
+func (c *Calendar) rebuild() {
+	clear(c.free)
+	clear(c.latest)
+	clear(c.stale)
+	end := c.base + span
+	for _, a := range c.order {
+		if !a.available || a.start >= end {
+			continue
+		}
+		for i := max(a.start, c.base) - c.base; i < span; i++ {
+			c.free[i]++
+		}
+		for m, e := range a.slots {
+			if !a.offers(m) {
+				continue
+			}
+			if e.busy() {
+				c.free[m-c.base]--
+			}
+			if e.movable(m) {
+				c.latest[m-c.base] = max(c.latest[m-c.base], e.last)
+			}
+		}
+	}
+	c.dirty, c.plan = false, nil
+}
+
+// horizon is the frozen horizon F at now, as a minute index.
+func (c *Calendar) horizon(now time.Time) int64 {
+	return minuteIndex(ceilMinute(now.UTC())) + c.frozen
+}
+
+// sync brings the calendar to now: holds expired, the index rebuilt if
+// dirty, and the plan (if built) advanced to the horizon, which it
+// returns.
+func (c *Calendar) sync(now time.Time) int64 {
+	c.ExpireHolds(now)
+	if c.dirty {
+		c.rebuild()
+	}
+	f := c.horizon(now)
+	if c.plan != nil {
+		c.advance(f)
+	}
+	return f
+}
+
+// maxStep bounds how many minutes advance drops one by one, each costing
+// a look at every agent; a longer jump rebuilds the plan instead.
+const maxStep = 32
+
+// advance moves the plan's horizon to f: the minutes that enter the
+// frozen zone leave the model, their capacity and the demand of the
+// tickets there. A horizon that goes back (a smaller SetFrozen, a clock
+// step) or jumps far drops the plan, rebuilt when next needed.
+func (c *Calendar) advance(f int64) {
+	if f < c.f || f-c.f > maxStep {
+		c.plan = nil
+		return
+	}
+	for m := max(c.f, c.base); m < min(f, c.base+span); m++ {
+		c.plan.SetCapacity(m, 0)
+		for _, a := range c.order {
+			if !a.offers(m) {
+				continue
+			}
+			if e := a.slots[m]; e.movable(m) {
+				c.plan.Release(c.deadline(e.last))
+			}
+		}
+	}
+	c.f = f
+	c.plan.Drop(f)
+}
+
+// model returns the plan at horizon f (sync'ed), building it if needed.
+func (c *Calendar) model(f int64) *feasible.Plan {
+	if c.plan != nil {
+		return c.plan
+	}
+	capa, demand := make([]int, span), make([]int, span)
+	for _, a := range c.order {
+		if !a.available {
+			continue
+		}
+		for m, e := range a.slots {
+			if m < f || !a.offers(m) {
+				continue
+			}
+			if e.movable(m) {
+				capa[m-c.base]++
+				demand[c.deadline(e.last)-c.base]++
+			}
+		}
+	}
+	for i := max(f-c.base, 0); i < span; i++ {
+		capa[i] += int(c.free[i])
+	}
+	c.plan, c.f = feasible.Load(c.base, f, capa, demand), f
+	return c.plan
+}
+
+// latestAt is the latest Last of a movable ticket at minute m (0: none),
+// recomputed if the ticket that had it left.
+func (c *Calendar) latestAt(m int64) int64 {
+	i := m - c.base
+	if c.stale[i] {
+		c.latest[i] = 0
+		for _, a := range c.order {
+			if !a.offers(m) {
+				continue
+			}
+			if e := a.slots[m]; e.movable(m) {
+				c.latest[i] = max(c.latest[i], e.last)
+			}
+		}
+		c.stale[i] = false
+	}
+	return c.latest[i]
+}
+
+// earliestFree is the earliest free offered slot in [f, l] (indexed
+// minutes), ties by agent id, and the revision its write replaces.
+func (c *Calendar) earliestFree(f, l int64) (Claim, bool) {
+	for m := max(f, c.base); m <= min(l, c.base+span-1); m++ {
+		if c.free[m-c.base] == 0 {
+			continue
+		}
+		for _, a := range c.order {
+			if !a.offers(m) {
+				continue
+			}
+			if e := a.slots[m]; !e.busy() {
+				return Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: e.rev}, true
+			}
+		}
+	}
+	return Claim{}, false
+}
