@@ -57,6 +57,12 @@ func (e *benchEnv) connect(b *testing.B, inProcess bool) *nats.Conn {
 // when inProcess is set.
 func newBenchEnvConn(b *testing.B, n int, inProcess bool) *benchEnv {
 	b.Helper()
+	return newBenchEnvAgents(b, n/480+1, n, inProcess)
+}
+
+// newBenchEnvAgents is newBenchEnvConn with a given number of agents.
+func newBenchEnvAgents(b *testing.B, agents, n int, inProcess bool) *benchEnv {
+	b.Helper()
 	ctx := testkit.Context(b, 60*time.Second)
 	e := &benchEnv{nats: testkit.StartNATS(b), tenant: "cbench"}
 	js := e.nats.JetStream(b)
@@ -73,7 +79,6 @@ func newBenchEnvConn(b *testing.B, n int, inProcess bool) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	agents := n/480 + 1
 	since := respT0
 	for i := 0; i < agents; i++ {
 		rec, _ := json.Marshal(subjects.AgentRecord{Tenant: e.tenant, ID: fmt.Sprintf("a%04d", i),
@@ -185,6 +190,54 @@ func BenchmarkReserve(b *testing.B) {
 			cal.Taken(cl, uint64(i+1), calendar.Mark{State: calendar.Busy})
 		}
 	})
+}
+
+// BenchmarkReserveWithMoves is BenchmarkReserve's request-reply where
+// every admission must move one accepted ticket: BRONZE tickets fill
+// the first two hours of every agent, then each GOLD ticket is admitted
+// by moving one of them later inside its window (one atomic batch of two
+// records instead of one create). "without-moves" is the same calendar
+// shape admitting BRONZE tickets into free minutes, for the side by side.
+func BenchmarkReserveWithMoves(b *testing.B) {
+	for _, sub := range []struct {
+		name string
+		typ  string
+	}{{"without-moves", subjects.Bronze}, {"with-moves", subjects.Gold}} {
+		b.Run(sub.name, func(b *testing.B) {
+			agents := b.N/110 + 1 // GOLD fits 115 per agent past the frozen horizon
+			e := newBenchEnvAgents(b, agents, 0, false)
+			client := e.nats.Connect(b)
+			subject := subjects.ETA(e.tenant)
+			fill := make([][]byte, 120*agents)
+			for i := range fill {
+				fill[i], _ = json.Marshal(newReserve(e.tenant, subjects.Bronze, respT0))
+			}
+			for _, body := range fill {
+				if _, err := client.Request(subject, body, 5*time.Second); err != nil {
+					b.Fatal(err)
+				}
+			}
+			bodies := make([][]byte, b.N)
+			for i := range bodies {
+				bodies[i], _ = json.Marshal(newReserve(e.tenant, sub.typ, respT0))
+			}
+			moves := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				msg, err := client.Request(subject, bodies[i], 5*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				var reply subjects.ETAReply
+				if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
+					b.Fatalf("reply %s: %v", msg.Data, err)
+				}
+				moves += reply.Moves
+			}
+			b.ReportMetric(float64(moves)/float64(b.N), "moves/op")
+		})
+	}
 }
 
 // requestEach sends bodies[0:b.N] as reserve requests one after another

@@ -547,7 +547,13 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 	key := subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
 	kv := r.shardKV(ev.Tenant)
 	done := subjects.ETAReply{Code: subjects.ETAOK, Ticket: ev.Ticket, Agent: ev.Agent, SlotTime: ev.SlotTime}
-	for attempt := 0; attempt < 3; attempt++ {
+	idAgent, idMinute, _, _ := subjects.ParseTicketID(ev.Ticket) // checked by decodeRequest
+	// A slot other than the one the id names is the ticket's only if a
+	// move took it there; a request that names one without is refused.
+	named := func() bool { return ev.Agent == idAgent && ev.SlotTime.Equal(idMinute) }
+	notItsSlot := &RequestError{Code: subjects.ETACodeInvalidField, Field: "slot_time",
+		Reason: "the ticket holds no such slot: want the slot its id names or the one it moved to"}
+	for attempt, hops := 0, 0; attempt < 3; attempt++ {
 		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 		e, err := kv.Get(kctx, key)
 		cancel()
@@ -557,19 +563,42 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			// Aged out, or never written: the released record goes
 			// first (a delete marker, which nothing here writes, is
-			// replaced by Create as well).
+			// replaced by Create as well), on the slot the id names
+			// only (so that the allocators cancel the row).
+			if !named() && hops == 0 {
+				return subjects.ETAReply{}, notItsSlot
+			}
 		case err != nil:
 			return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
 		default:
 			rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+			if err == nil && rec.Ticket != ev.Ticket && hops < maxMoveHops {
+				// The ticket may have moved since its asker looked it
+				// up: follow it.
+				to, moved, err := r.movedFrom(ctx, kv, key, ev.Ticket, e.Revision(), rec)
+				if err != nil {
+					return subjects.ETAReply{}, err
+				}
+				if moved {
+					hops++
+					attempt--
+					ev.Agent, ev.SlotTime = to.Agent, to.SlotTime
+					key = subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
+					done.Agent, done.SlotTime = ev.Agent, ev.SlotTime
+					continue
+				}
+			}
 			if err != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != ev.Ticket {
+				if rec.Ticket != ev.Ticket && !named() && hops == 0 {
+					return subjects.ETAReply{}, notItsSlot
+				}
 				return done, nil
 			}
 			ev = rec.Event() // the stored ticket is the one cancelled
 			prev = e.Revision()
 			moves = rec.Moves
 		}
-		if a, m, _, err := subjects.ParseTicketID(ev.Ticket); moves == 0 && err == nil && (a != ev.Agent || !m.Equal(ev.SlotTime)) {
+		if moves == 0 && !named() {
 			moves = 1 // a moved ticket whose record aged out: its id names another slot
 		}
 		rec := subjects.ReleasedRecord(ev, now, prev)
@@ -590,6 +619,39 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 		// Changed since the read: look again.
 	}
 	return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, ErrContended)
+}
+
+// maxMoveHops bounds how many moves a release follows.
+const maxMoveHops = 64
+
+// movedFrom walks a key's history back from its newest record (rec at
+// revision rev) for what became of ticket: moved (a record that replaced
+// it names where it went), or not (its own record, or the key's oldest
+// kept one, comes first).
+func (r *Responder) movedFrom(ctx context.Context, kv jetstream.KeyValue, key, ticket string, rev uint64,
+	rec subjects.SlotRecord) (subjects.SlotMove, bool, error) {
+	for range subjects.SlotHistory {
+		if rec.Moved != nil && rec.Moved.Ticket == ticket {
+			return *rec.Moved, true, nil
+		}
+		if rec.Ticket == ticket || rec.Prev == 0 || rec.Prev >= rev {
+			return subjects.SlotMove{}, false, nil
+		}
+		rev = rec.Prev
+		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+		e, err := kv.GetRevision(kctx, key, rev)
+		cancel()
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return subjects.SlotMove{}, false, nil // aged out of the history
+		}
+		if err != nil {
+			return subjects.SlotMove{}, false, fmt.Errorf("reading slot %s at revision %d: %w: %w", key, rev, ErrUnavailable, err)
+		}
+		if rec, err = subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames); err != nil {
+			return subjects.SlotMove{}, false, nil
+		}
+	}
+	return subjects.SlotMove{}, false, nil
 }
 
 // foundTicket is a ticket's newest record found by findTicket.

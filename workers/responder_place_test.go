@@ -171,6 +171,34 @@ func TestResponderMovesTicketsToAdmit(t *testing.T) {
 	if n := histogramCount(t, reg, "tms_eta_moves", "admission"); n != 235 {
 		t.Errorf("tms_eta_moves{reason=admission} counted %d placements, want 235", n)
 	}
+
+	// A cancel that names the slot a moved ticket was admitted to (what
+	// its asker knew) follows the move and frees the ticket's minute now.
+	var g subjects.SlotRecord
+	for _, rec := range live {
+		if rec.Type == subjects.Gold {
+			g = rec
+			break
+		}
+	}
+	moved := live[g.Moved.Ticket]
+	agent, minute, _, err := subjects.ParseTicketID(moved.Ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETARelease, Tenant: ten.ID, Ticket: moved.Ticket,
+		Type: moved.Type, CreatedAt: moved.CreatedAt, Agent: agent, SlotTime: minute})
+	if rel.Code != subjects.ETAOK || rel.Agent != moved.Agent || !rel.SlotTime.Equal(moved.SlotTime) {
+		t.Fatalf("release of moved ticket %s by its first slot: %+v, want released at %s/%v", moved.Ticket, rel,
+			moved.Agent, moved.SlotTime)
+	}
+	after := e.readPlan(t, ten.ID)
+	if rec := after.keys[subjects.SlotKey(ten.ID, moved.Agent, moved.SlotTime)]; rec.State != subjects.SlotReleased || rec.Ticket != moved.Ticket || rec.Moves != 1 {
+		t.Errorf("the moved ticket's minute after the cancel: %+v", rec)
+	}
+	if rec := after.keys[subjects.SlotKey(ten.ID, agent, minute)]; rec.Ticket != g.Ticket || rec.State != subjects.SlotConfirmed {
+		t.Errorf("the minute the moved ticket was admitted to, after its cancel: %+v, want GOLD %s untouched", rec, g.Ticket)
+	}
 }
 
 // TestResponderCapacityChangesNothing: capacity answers per type what a
