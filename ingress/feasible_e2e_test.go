@@ -299,8 +299,8 @@ func TestFeasibleConcurrentReadsKeepI2I3(t *testing.T) {
 // every one of the 100 is moved or reported at risk (moved + at_risk =
 // 100); afterwards no ticket is left on the absent agent but those that
 // GET /tickets/at-risk lists, every ticket is inside its window and no
-// agent-minute holds two. Each move is announced by a moved event on
-// tms.events.<tenant>.moved.
+// agent-minute holds two. A moved ticket cancels like any other. Each
+// move is announced by a moved event on tms.events.<tenant>.moved.
 func TestFeasibleReplanOnAgentLoss(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t, ticketEnvOptions{})
@@ -365,6 +365,22 @@ func TestFeasibleReplanOnAgentLoss(t *testing.T) {
 		case p.agent == stays && risky[p.id]:
 			t.Errorf("ticket %s listed at risk but planned on %s", p.id, stays)
 		}
+	}
+
+	// A moved ticket's cancel releases its current minute (the release
+	// names the agent and slot the look-up found, not the id's).
+	for _, p := range plans {
+		if p.agent != stays {
+			continue
+		}
+		if resp := e.cancel(t, a, p.id); resp.status != http.StatusOK {
+			t.Fatalf("cancel of moved ticket %s: %d %s", p.id, resp.status, resp.raw)
+		}
+		got := e.getTicket(t, a, p.id)
+		if got.body["status"] != subjects.StatusCancelled || got.body["agent_id"] != stays || got.body["slot_time"] != timestamp(p.slot) {
+			t.Errorf("moved ticket %s after its cancel: %s, want cancelled on %s", p.id, got.raw, p.minute())
+		}
+		break
 	}
 
 	// At least once each: a moved event per ticket moved, naming where
