@@ -306,7 +306,13 @@ func TestFeasibleReplanOnAgentLoss(t *testing.T) {
 	e := newTicketEnv(t, ticketEnvOptions{})
 	a := e.openAccount(t, "Replan", "replan-e2e@example.com")
 	gone := e.addAgent(t, a)
-	ids := e.createAll(t, a, repeat(subjects.Bronze, 100)...)
+	ids := e.createAll(t, a, repeat(subjects.Bronze, 99)...)
+	// One with an Idempotency-Key: its replay names the current plan.
+	keyed := e.create(t, a, subjects.Bronze, http.Header{"Idempotency-Key": {"replan-e2e"}})
+	if keyed.status != http.StatusCreated {
+		t.Fatalf("create_ticket with an Idempotency-Key: %d %s", keyed.status, keyed.raw)
+	}
+	ids = append(ids, keyed.body["ticket_id"].(string))
 	plans, errs := e.readPlans(a, ids)
 	for _, err := range errs {
 		t.Fatal(err)
@@ -365,6 +371,14 @@ func TestFeasibleReplanOnAgentLoss(t *testing.T) {
 		case p.agent == stays && risky[p.id]:
 			t.Errorf("ticket %s listed at risk but planned on %s", p.id, stays)
 		}
+	}
+
+	// A replay of the keyed create answers the same ticket at its
+	// current slot.
+	replay := e.create(t, a, subjects.Bronze, http.Header{"Idempotency-Key": {"replan-e2e"}})
+	if p := plans[keyed.body["ticket_id"].(string)]; replay.status != http.StatusCreated || replay.body["ticket_id"] != p.id ||
+		replay.body["agent_id"] != p.agent || replay.body["slot_time"] != timestamp(p.slot) || replay.body["created_at"] != keyed.body["created_at"] {
+		t.Errorf("replayed create_ticket: %d %s, want ticket %s on %s", replay.status, replay.raw, p.id, p.minute())
 	}
 
 	// A moved ticket's cancel releases its current minute (the release

@@ -325,3 +325,35 @@ func TestAtRiskList(t *testing.T) {
 		t.Errorf("a broken at-risk list: %d %s", resp.status, resp.raw)
 	}
 }
+
+// TestIdempotentReplayNamesTheCurrentPlan: a replayed 201 reads its
+// ticket back (it may have moved since; feasible_e2e_test.go moves one)
+// and answers it as the first 201 did while it has not moved; a ticket
+// cancelled since is replayed as it was remembered, creating nothing.
+func TestIdempotentReplayNamesTheCurrentPlan(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{})
+	a, _ := e.tenantWithAgent(t, "Replay", "replay@example.com")
+	e.createWhenReady(t, a, subjects.Silver)
+	key := http.Header{"Idempotency-Key": {"replay-1"}}
+	first := e.create(t, a, subjects.Gold, key)
+	if first.status != http.StatusCreated {
+		t.Fatalf("create_ticket: %d %s", first.status, first.raw)
+	}
+	id := first.body["ticket_id"].(string)
+	again := e.create(t, a, subjects.Gold, key)
+	if again.status != http.StatusCreated || !reflect.DeepEqual(again.body, first.body) {
+		t.Errorf("replay: %d %s, want %s", again.status, again.raw, first.raw)
+	}
+	base := e.slotRecords(t, a.id)
+	if c := e.cancel(t, a, id); c.status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", c.status, c.raw)
+	}
+	after := e.create(t, a, subjects.Gold, key)
+	if after.status != http.StatusCreated || !reflect.DeepEqual(after.body, first.body) {
+		t.Errorf("replay after the cancel: %d %s, want %s", after.status, after.raw, first.raw)
+	}
+	if n := e.slotRecords(t, a.id); n != base+1 {
+		t.Errorf("%d slot records since the cancel, want only its own", n-base)
+	}
+}
