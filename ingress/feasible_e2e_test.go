@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -152,6 +153,27 @@ func (e *ticketEnv) createAll(t *testing.T, a account, types ...string) []string
 	return ids
 }
 
+// available is GET /capacity's available per ticket type.
+func (e *ticketEnv) available(t *testing.T, a account) map[string]int {
+	t.Helper()
+	body := e.must(t, http.StatusOK, request{method: "GET", path: "/capacity", token: a.token})
+	out := map[string]int{}
+	list, _ := body["capacity"].([]any)
+	for _, x := range list {
+		c, _ := x.(map[string]any)
+		typ, _ := c["ticket_type"].(string)
+		n, ok := c["available"].(float64)
+		if !ok || n < 0 {
+			t.Fatalf("GET /capacity: %v", body)
+		}
+		out[typ] = int(n)
+	}
+	if len(out) != 3 {
+		t.Fatalf("GET /capacity: %v", body)
+	}
+	return out
+}
+
 func repeat(typ string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
@@ -165,9 +187,11 @@ func repeat(typ string, n int) []string {
 // instant (the ticket clock is frozen). Every one fits (2 x 119 GOLD
 // minutes, 2 x 479 in all), so feasibility admission accepts all 680,
 // moving BRONZE tickets later in their 8 h windows to make room; the
-// earliest-slot rule accepted none of the GOLD. Every ticket's slot, as
-// GET shows it, is inside its window, no agent-minute is held twice, and
-// the tenant database ends up agreeing with GET.
+// earliest-slot rule accepted none of the GOLD. GET /capacity then says
+// exactly how many more GOLD fit, writing nothing, and the refusal of
+// the one after them names the types capacity says still fit. Every
+// ticket's slot, as GET shows it, is inside its window, no agent-minute
+// is held twice, and the tenant database ends up agreeing with GET.
 func TestFeasibleBronzeThenGold(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t, ticketEnvOptions{})
@@ -176,6 +200,30 @@ func TestFeasibleBronzeThenGold(t *testing.T) {
 
 	ids := e.createAll(t, a, repeat(subjects.Bronze, 480)...)
 	ids = append(ids, e.createAll(t, a, repeat(subjects.Gold, 200)...)...)
+
+	// GET /capacity changes nothing, and is exact: as many more GOLD as
+	// it says are accepted, and the next is refused, saying what fits as
+	// a second look at the capacity does.
+	records := e.slotRecords(t, a.id)
+	golds := e.available(t, a)[subjects.Gold]
+	if n := e.slotRecords(t, a.id); n != records {
+		t.Errorf("GET /capacity wrote %d slot records", n-records)
+	}
+	ids = append(ids, e.createAll(t, a, repeat(subjects.Gold, golds)...)...)
+	refused := e.create(t, a, subjects.Gold, nil)
+	if refused.status != http.StatusConflict {
+		t.Fatalf("GOLD %d after GET /capacity said %d: %d %s", golds+1, golds, refused.status, refused.raw)
+	}
+	left := e.available(t, a)
+	var fits []any
+	for _, typ := range []string{subjects.Gold, subjects.Silver, subjects.Bronze} {
+		if left[typ] > 0 {
+			fits = append(fits, typ)
+		}
+	}
+	if got, _ := refused.body["fits"].([]any); len(got) != len(fits) || (len(fits) > 0 && !reflect.DeepEqual(got, fits)) {
+		t.Errorf("the refusal's fits %v, capacity says %v", refused.body["fits"], left)
+	}
 
 	plans, errs := e.readPlans(a, ids)
 	for _, err := range errs {
