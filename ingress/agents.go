@@ -98,7 +98,22 @@ func (a *api) setAgentStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, fmt.Errorf("setting status of agent %s: %w", agentID, err))
 		return
 	}
-	writeJSON(w, http.StatusOK, agentJSON(ag))
+	resp := setAgentStatusResponse{agentBody: agentJSON(ag)}
+	if ag.Status == subjects.AgentUnavailable {
+		// The agent's future tickets must not stay on it: the responders
+		// re-slot them once their calendar has this write (the revision
+		// the admission service sends). Even for a client that hung up.
+		resp.Replan = a.tickets.replan(context.WithoutCancel(r.Context()), s.tenant, ag.ID, a.logger)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// setAgentStatusResponse is the agent, plus, when it was made
+// unavailable, what the re-plan of its tickets did (replanDone) or why it
+// could not be confirmed (replanFailed).
+type setAgentStatusResponse struct {
+	agentBody
+	Replan any `json:"replan,omitempty"`
 }
 
 type listAgentsResponse struct {

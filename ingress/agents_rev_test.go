@@ -49,7 +49,8 @@ func nextRequest(t *testing.T, got <-chan subjects.ETARequest) subjects.ETAReque
 
 // TestETARequestsCarryTheAgentsRevision: every admission that reads the
 // tenant's agents (create_ticket over HTTP and over the NATS API, with and
-// without an Idempotency-Key, and validate_eta) asks the responders with
+// without an Idempotency-Key, validate_eta, and the re-plan of a PATCH
+// that makes an agent unavailable) asks the responders with
 // the revision of the tenant's last agent write, so that they answer only
 // from a calendar that has it.
 func TestETARequestsCarryTheAgentsRevision(t *testing.T) {
@@ -89,6 +90,9 @@ func TestETARequestsCarryTheAgentsRevision(t *testing.T) {
 	if changed <= created {
 		t.Fatalf("agents revision %d after PATCH, not above %d", changed, created)
 	}
+	// Making the agent unavailable re-plans its tickets, from a calendar
+	// that has that very write.
+	check("PATCH unavailable", subjects.ETAReplan, changed)
 	if out := e.natsCall(t, a.id, subjects.OpCreateTicket, map[string]string{"client_id": a.id, "ticket_type": subjects.Bronze}, nil); out["code"] != float64(http.StatusConflict) {
 		t.Fatalf("NATS create_ticket: %v", out)
 	}

@@ -41,12 +41,13 @@
 // admission's domain results and errors onto status codes (errors.go).
 // Admission passes the process's Overload as its gate. It never writes a
 // slot: it asks the tenant's ETA responders (subjects.ETA(tenant):
-// reserve, hold, confirm, release; no answer within admission's
-// ETATimeout is 503 with Retry-After). The responder's write of a
-// ticket's slot record is the ticket's one durable write and its
-// hand-off: the allocator workers read the slot buckets' streams and
-// write the tenant's database. Ticket ids name their slot
-// (subjects.NewSlotTicketID, from a nonce admission picks).
+// reserve, hold, confirm, release, capacity, replan, at_risk; no answer
+// within admission's ETATimeout is 503 with Retry-After). The
+// responder's write of a ticket's slot record is the ticket's one
+// durable write and its hand-off: the allocator workers read the slot
+// buckets' streams and write the tenant's database. Ticket ids name
+// their first slot (subjects.NewSlotTicketID, from a nonce admission
+// picks).
 //
 //   - create_ticket asks reserve and answers 201 from its reply. A
 //     reserve whose outcome is unknown (no reply) is followed by a
@@ -64,6 +65,17 @@
 //     the two-phase form: a hold that expires, then a ticket whose
 //     created_at is the hold's instant.
 //
+// Feasibility admission (feasible.go): a ticket's slot is the current
+// plan, and the responders may move accepted tickets inside their
+// windows. A refused create_ticket's 409 adds "fits" (the types the
+// reserve's refusal says would fit now). GET /capacity asks capacity (what
+// each type could admit now, changing nothing) and GET /tickets/at-risk
+// asks at_risk; a static route, it is never taken for a ticket id. A
+// PATCH /agents/{id} that makes an agent unavailable asks replan after
+// the agent write, with its revision, and adds "replan" to its 200: the
+// counts, or why the re-plan could not be confirmed and how to retry it;
+// the agent change stands either way.
+//
 // Idempotency-Key (admission/idempotency.go; the header is read in
 // idempotency.go) claims the key with a KV create of a pending record that
 // fixes the ticket id's nonce, and replaces it with the 201's ticket (24 h
@@ -78,8 +90,9 @@
 //
 // NATSAPI serves tms.api.<tenant>.<op> (subjects.API) for services that
 // publish directly, as the queue group subjects.QueueAPI: ops
-// create_ticket, cancel_ticket, get_ticket ({"ticket_id"}), validate_eta
-// and allocate_slot, with the HTTP bodies, an Idempotency-Key NATS header,
+// create_ticket, cancel_ticket, get_ticket ({"ticket_id"}), get_capacity
+// and get_at_risk ({} or {"client_id"}), validate_eta and allocate_slot,
+// with the HTTP bodies, an Idempotency-Key NATS header,
 // and the HTTP answer's JSON object plus "code" (the HTTP status). A body
 // whose client_id is not the subject's tenant is 403.
 //

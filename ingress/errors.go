@@ -76,6 +76,9 @@ type apiError struct {
 	bodyStatus string // the body's "status"; "" means "error"
 	header     map[string]string
 	cause      error
+	// fits, when not nil, is the body's "fits" (a refused create_ticket:
+	// the ticket types that would be admitted now).
+	fits *[]string
 }
 
 func (e *apiError) Error() string {
@@ -193,13 +196,15 @@ func admissionError(err error) *apiError {
 	case errors.Is(err, admission.ErrUnavailable):
 		return errUnavailable(err)
 	case errors.As(err, &noSlot):
-		// docs/api.md: a refused create_ticket is "rejected", a refused
-		// validate_eta "unavailable".
-		bodyStatus := statusRejected
+		// docs/api.md: a refused create_ticket is "rejected" and says
+		// which types would fit now, a refused validate_eta "unavailable".
+		bodyStatus, fits := statusRejected, &noSlot.Fits
 		if noSlot.Op == subjects.OpValidateETA {
-			bodyStatus = statusUnavailable
+			bodyStatus, fits = statusUnavailable, nil
+		} else if noSlot.Fits == nil {
+			fits = &[]string{}
 		}
-		return &apiError{status: http.StatusConflict, code: codeSLAUnavailable, bodyStatus: bodyStatus,
+		return &apiError{status: http.StatusConflict, code: codeSLAUnavailable, bodyStatus: bodyStatus, fits: fits,
 			message: fmt.Sprintf("ticket_type: no agent-minute is free within the %s SLA window (%s)", noSlot.Type, noSlot.SLA)}
 	case errors.As(err, &fe):
 		return errInvalidField(fe.Field, "%s", fe.Message)

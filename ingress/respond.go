@@ -16,6 +16,9 @@ type errorBody struct {
 	Status  string `json:"status"`
 	Error   string `json:"error"`
 	Message string `json:"message"`
+	// Fits: a refused create_ticket's ticket types that would fit now
+	// ([] when none would); absent from every other error.
+	Fits *[]string `json:"fits,omitempty"`
 }
 
 // writeJSON sends v as the JSON body with the given status.
@@ -61,7 +64,7 @@ func (e *apiError) body() errorBody {
 	if status == "" {
 		status = "error"
 	}
-	return errorBody{Status: status, Error: e.code, Message: e.message}
+	return errorBody{Status: status, Error: e.code, Message: e.message, Fits: e.fits}
 }
 
 // timestamp formats t as the API shows instants (subjects.FormatStamp:

@@ -193,7 +193,11 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		r.Patch("/agents/{agent_id}", a.setAgentStatus)
 		r.Post("/create_ticket", a.createTicketHTTP)
 		r.Post("/cancel_ticket", a.cancelTicketHTTP)
+		// A static segment wins over {ticket_id} in chi, whatever the
+		// order: "at-risk" is never looked up as a ticket id.
+		r.Get("/tickets/at-risk", a.atRiskHTTP)
 		r.Get("/tickets/{ticket_id}", a.getTicketHTTP)
+		r.Get("/capacity", a.capacityHTTP)
 	})
 	return r, nil
 }

@@ -167,7 +167,7 @@ func compareAnswers(want, got []string) string {
 var volatile = map[string]bool{
 	"client_id": true, "token": true, "expires_at": true, "agent_id": true, "ticket_id": true, "slot_id": true,
 	"available_since": true, "created_at": true, "updated_at": true, "slot_time": true, "deadline": true,
-	"hold_expires_at": true,
+	"hold_expires_at": true, "as_of": true,
 }
 
 func compareJSON(key string, want, got any) string {

@@ -1,6 +1,7 @@
 // Package admission is ticket admission with no transport: create,
-// cancel, get, validate_eta and allocate_slot for a tenant the caller has
-// resolved, answered with domain results and the errors of errors.go. The
+// cancel, get, validate_eta and allocate_slot, and the capacity, re-plan
+// and at-risk questions of feasibility admission, for a tenant the caller
+// has resolved, answered with domain results and the errors of errors.go. The
 // HTTP routers and the NATS API of package ingress decode a request, call
 // one Service (one per process) and map its answer onto theirs.
 package admission
@@ -78,10 +79,11 @@ type Config struct {
 // Service is ticket admission as every transport sees it: the HTTP
 // handlers and the NATS API call the same methods, so both give the same
 // answers. It never writes slot buckets: it asks the ETA responders
-// (reserve, hold, confirm, release), whose write of a ticket's slot
-// record is the ticket's hand-off to the allocator workers; it reads
-// tickets back from those records and from the tenant databases. Every
-// method takes a tenant the caller has resolved.
+// (reserve, hold, confirm, release; capacity, replan and at_risk), whose
+// write of a ticket's slot record is the ticket's hand-off to the
+// allocator workers; it reads tickets back from those records and from
+// the tenant databases. Every method takes a tenant the caller has
+// resolved.
 type Service struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream

@@ -88,8 +88,18 @@ func TestCheckAdmitted(t *testing.T) {
 	}
 	ok := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "c1", Ticket: id("a1", slot, nonce), Type: subjects.Gold,
 		Agent: "a1", SlotTime: slot, CreatedAt: created, Deadline: created.Add(2 * time.Hour)}
-	if err := checkAdmitted(ok, nonce); err != nil {
+	if err := checkAdmitted(ok, nonce, false); err != nil {
 		t.Fatalf("a good answer refused: %v", err)
+	}
+	// A ticket a takeover finds may have moved since its admission: its
+	// id names the first slot, the reply its current one (in its window).
+	movedTo := ok
+	movedTo.Agent, movedTo.SlotTime = "a2", slot.Add(30*time.Minute)
+	if err := checkAdmitted(movedTo, nonce, true); err != nil {
+		t.Errorf("a moved ticket's answer refused: %v", err)
+	}
+	if err := checkAdmitted(movedTo, nonce, false); err == nil {
+		t.Error("a fresh admission whose id names another slot accepted")
 	}
 	for name, change := range map[string]func(*subjects.TicketEvent){
 		"another nonce":    func(ev *subjects.TicketEvent) { ev.Ticket = id("a1", slot, subjects.NewTicketNonce()) },
@@ -108,8 +118,13 @@ func TestCheckAdmitted(t *testing.T) {
 	} {
 		ev := ok
 		change(&ev)
-		if err := checkAdmitted(ev, nonce); err == nil {
+		if err := checkAdmitted(ev, nonce, false); err == nil {
 			t.Errorf("%s: accepted %+v", name, ev)
+		}
+		if name != "another agent" && name != "another minute" {
+			if err := checkAdmitted(ev, nonce, true); err == nil {
+				t.Errorf("%s: accepted as a moved ticket %+v", name, ev)
+			}
 		}
 	}
 }

@@ -47,10 +47,13 @@ var (
 
 // NoSlotError is ErrNoSlot for one request: the ticket type and its SLA,
 // and the operation refused (subjects.OpCreateTicket or OpValidateETA).
+// Fits (create_ticket only) lists the ticket types the responders would
+// admit now, by the same feasibility test: empty when none would.
 type NoSlotError struct {
 	Op   string
 	Type string
 	SLA  time.Duration
+	Fits []string
 }
 
 func (e *NoSlotError) Error() string {

@@ -18,7 +18,8 @@ import (
 )
 
 // Idempotency-Key (docs/api.md): the same key from the same tenant within 24 h
-// returns the first ticket again and creates nothing new; a rejection is not
+// returns the first ticket again (at its current slot: it may have moved
+// since) and creates nothing new; a rejection is not
 // remembered; the same key with another body is ErrIdempotencyReused; a
 // twin still in flight is waited for, or answered ErrIdempotencyInUse.
 //
@@ -152,6 +153,8 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 		acc, retry, stale, err := s.awaitTwin(ctx, kv, kvKey, bodyHash, waitUntil)
 		if stale != nil {
 			acc, retry, err = s.takeOver(ctx, t, typ, kv, kvKey, keyHash, *stale)
+		} else if err == nil && !retry {
+			acc = s.currentPlan(ctx, t, acc)
 		}
 		if !retry {
 			return acc, err
@@ -248,6 +251,25 @@ func (s *Service) writeRecord(ctx context.Context, t tenants.Tenant, keyHash str
 		return 0, err
 	}
 	return ack.Sequence, nil
+}
+
+// currentPlan is a remembered 201 with its ticket's current agent and
+// slot: the ticket may have moved since (feasibility admission), and a
+// 201 names the current plan. A ticket cancelled since, or a look-up that
+// fails, leaves the answer as it was remembered.
+func (s *Service) currentPlan(ctx context.Context, t tenants.Tenant, acc Accepted) Accepted {
+	state, err := s.find(ctx, t, acc.TicketID, 0)
+	if err != nil {
+		s.logger.Debug("replaying an idempotent answer as remembered: its ticket's current slot is unknown",
+			slog.String("tenant", t.ID), slog.String("ticket", acc.TicketID), slog.Any("err", err))
+		return acc
+	}
+	ev, status, found := state.Latest()
+	if !found || status == subjects.StatusCancelled || ev.Ticket != acc.TicketID || subjects.ValidID(ev.Agent) != nil {
+		return acc
+	}
+	acc.Agent, acc.SlotTime = ev.Agent, ev.SlotTime.UTC()
+	return acc
 }
 
 // staleClaim is a pending record whose twin is presumed dead, at the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -112,7 +113,7 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string
 	switch err := reply.Err(); {
 	case err == nil:
 	case errors.Is(err, subjects.ErrETANoSlot):
-		return Accepted{}, false, &NoSlotError{Op: subjects.OpCreateTicket, Type: typ, SLA: sla}
+		return Accepted{}, false, &NoSlotError{Op: subjects.OpCreateTicket, Type: typ, SLA: sla, Fits: fitsOf(reply.Fits)}
 	default:
 		return Accepted{}, outcomeUnknown(err), replyError(subjects.ETAReserve, err)
 	}
@@ -128,11 +129,26 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: reply.Ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	if err := checkAdmitted(ev, nonce); err != nil {
+	// A ticket a takeover finds may have been moved since its admission
+	// (feasibility admission): its id names the slot it was admitted in,
+	// the reply the one it holds now.
+	if err := checkAdmitted(ev, nonce, takeover); err != nil {
 		return Accepted{}, true, internal(fmt.Errorf("the ETA responder's answer to %s: %w", subjects.ETAReserve, err))
 	}
 	s.published()
 	return acceptedOf(ev), false, nil
+}
+
+// fitsOf is the known ticket types of a refusal's Fits, in the API's
+// order and never nil (a responder that names none: nothing fits).
+func fitsOf(fits []string) []string {
+	out := []string{}
+	for _, typ := range ticketTypes {
+		if slices.Contains(fits, typ) {
+			out = append(out, typ)
+		}
+	}
+	return out
 }
 
 // asOutage is an error of ask as the client of an admission sees it: a
@@ -154,17 +170,19 @@ func outcomeUnknown(refusal error) bool {
 }
 
 // checkAdmitted checks the ticket a responder says it admitted before a
-// client is told of it: an id made of nonce that names the reply's slot,
-// and an event that passes TicketEvent.Check (a slot inside the type's
-// window of created_at), as the allocators will require.
-func checkAdmitted(ev subjects.TicketEvent, nonce string) error {
+// client is told of it: an id made of nonce that names the reply's slot
+// (unless moved: the ticket may have moved since, the reply naming its
+// current slot), and an event that passes TicketEvent.Check (a slot
+// inside the type's window of created_at), as the allocators will
+// require.
+func checkAdmitted(ev subjects.TicketEvent, nonce string, moved bool) error {
 	agent, minute, got, err := subjects.ParseTicketID(ev.Ticket)
 	switch {
 	case err != nil:
 		return err
 	case got != nonce:
 		return fmt.Errorf("ticket %s is not the one of nonce %s", ev.Ticket, nonce)
-	case agent != ev.Agent || !minute.Equal(ev.SlotTime):
+	case !moved && (agent != ev.Agent || !minute.Equal(ev.SlotTime)):
 		return fmt.Errorf("ticket %s does not name the slot %s %s", ev.Ticket, ev.Agent, ev.SlotTime.Format(time.RFC3339))
 	}
 	return ev.Check(ev.Tenant, ev.Ticket)
@@ -411,7 +429,7 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 		Event: subjects.TicketCreated, Tenant: t.ID, Ticket: reply.Ticket, Type: typ, Agent: reply.Agent,
 		SlotTime: reply.SlotTime.UTC(), CreatedAt: createdAt, Deadline: createdAt.Add(sla),
 	}
-	if err := checkAdmitted(ev, nonce); err != nil {
+	if err := checkAdmitted(ev, nonce, false); err != nil {
 		err = internal(fmt.Errorf("the ETA responder's answer to %s: %w", subjects.ETAConfirm, err))
 		s.releaseNonce(ctx, t.ID, nonce, err)
 		return Allocated{}, err
