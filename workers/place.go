@@ -135,14 +135,14 @@ func (r *Responder) writePlacement(ctx context.Context, tenant string, tc *tenan
 func (r *Responder) writeBatch(ctx context.Context, bucket string, writes []jskit.KVWrite) ([]uint64, error) {
 	kctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	revs, err := jskit.WriteKVBatch(kctx, r.nc, r.js, bucket, writes)
+	revs, err := jskit.WriteKVBatch(kctx, r.nc, bucket, writes)
 	if !jskit.AtomicPublishDisabled(err) {
 		return revs, err
 	}
 	if err := jskit.EnableAtomicPublish(kctx, r.js, jskit.KVStream(bucket)); err != nil {
 		return nil, fmt.Errorf("enabling atomic publish on bucket %s: %w", bucket, err)
 	}
-	return jskit.WriteKVBatch(kctx, r.nc, r.js, bucket, writes)
+	return jskit.WriteKVBatch(kctx, r.nc, bucket, writes)
 }
 
 // relearnAll reads every key of a placement whose batch lost a race and

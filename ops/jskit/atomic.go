@@ -2,6 +2,7 @@ package jskit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -59,39 +60,53 @@ type KVWrite struct {
 // writer got a key first). It returns each write's revision. The stream
 // must allow atomic publishing (EnableAtomicPublish).
 //
-// The messages before the last are published without waiting; the last
-// carries the commit and its acknowledgement carries the batch's last
-// sequence, the batch being stored as consecutive sequences.
-func WriteKVBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, bucket string, writes []KVWrite) ([]uint64, error) {
+// Every message goes out on nc, so that they reach the server in order
+// (staged messages and the commit on two connections could overtake each
+// other: an incomplete batch). The messages before the last are published
+// without waiting; the last carries the commit, and its acknowledgement
+// carries the batch's last sequence, the batch being stored as
+// consecutive sequences.
+func WriteKVBatch(ctx context.Context, nc *nats.Conn, bucket string, writes []KVWrite) ([]uint64, error) {
 	if len(writes) == 0 {
 		return nil, nil
 	}
 	id := nats.NewInbox()[len(nats.InboxPrefix):] // unique, well under the 64-character limit
+	var commit *nats.Msg
 	for i, w := range writes {
 		msg := nats.NewMsg(KVSubject(bucket, w.Key))
 		msg.Data = w.Value
 		msg.Header.Set("Nats-Batch-Id", id)
 		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
 		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.Prev, 10))
-		if i < len(writes)-1 {
-			if err := nc.PublishMsg(msg); err != nil {
-				return nil, fmt.Errorf("staging write %d of batch %s: %w", i+1, id, err)
-			}
-			continue
+		if i == len(writes)-1 {
+			msg.Header.Set("Nats-Batch-Commit", "1")
+			commit = msg
+			break
 		}
-		msg.Header.Set("Nats-Batch-Commit", "1")
-		ack, err := js.PublishMsg(ctx, msg)
-		if err != nil {
-			return nil, err
+		if err := nc.PublishMsg(msg); err != nil {
+			return nil, fmt.Errorf("staging write %d of batch %s: %w", i+1, id, err)
 		}
-		if ack.Sequence < uint64(len(writes)) {
-			return nil, fmt.Errorf("batch %s: commit acknowledged at sequence %d for %d writes", id, ack.Sequence, len(writes))
-		}
-		revs := make([]uint64, len(writes))
-		for j := range revs {
-			revs[j] = ack.Sequence - uint64(len(writes)-1-j)
-		}
-		return revs, nil
 	}
-	return nil, nil // not reached
+	resp, err := nc.RequestMsgWithContext(ctx, commit)
+	if err != nil {
+		return nil, fmt.Errorf("committing batch %s: %w", id, err)
+	}
+	var ack struct {
+		Sequence uint64              `json:"seq"`
+		Error    *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return nil, fmt.Errorf("batch %s: acknowledgement %q: %w", id, resp.Data, err)
+	}
+	if ack.Error != nil {
+		return nil, ack.Error
+	}
+	if ack.Sequence < uint64(len(writes)) {
+		return nil, fmt.Errorf("batch %s: commit acknowledged at sequence %d for %d writes", id, ack.Sequence, len(writes))
+	}
+	revs := make([]uint64, len(writes))
+	for j := range revs {
+		revs[j] = ack.Sequence - uint64(len(writes)-1-j)
+	}
+	return revs, nil
 }

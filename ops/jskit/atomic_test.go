@@ -29,7 +29,7 @@ func TestWriteKVBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = jskit.WriteKVBatch(ctx, nc, js, cfg.Bucket, []jskit.KVWrite{{Key: "a", Value: []byte("1")}})
+	_, err = jskit.WriteKVBatch(ctx, nc, cfg.Bucket, []jskit.KVWrite{{Key: "a", Value: []byte("1")}})
 	if !jskit.AtomicPublishDisabled(err) {
 		t.Fatalf("batch on a bucket without atomic publish: %v, want the disabled error", err)
 	}
@@ -40,7 +40,7 @@ func TestWriteKVBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revs, err := jskit.WriteKVBatch(ctx, nc, js, cfg.Bucket, []jskit.KVWrite{
+	revs, err := jskit.WriteKVBatch(ctx, nc, cfg.Bucket, []jskit.KVWrite{
 		{Key: "b", Value: []byte("b1")}, {Key: "a", Value: []byte("a1"), Prev: revA}, {Key: "c", Value: []byte("c1")},
 	})
 	if err != nil {
@@ -57,7 +57,7 @@ func TestWriteKVBatch(t *testing.T) {
 	}
 
 	// A stale expectation on the second write: nothing of the batch lands.
-	_, err = jskit.WriteKVBatch(ctx, nc, js, cfg.Bucket, []jskit.KVWrite{
+	_, err = jskit.WriteKVBatch(ctx, nc, cfg.Bucket, []jskit.KVWrite{
 		{Key: "d", Value: []byte("d1")}, {Key: "a", Value: []byte("a2"), Prev: revA},
 	})
 	if !jskit.CreateLost(err) {
@@ -70,7 +70,7 @@ func TestWriteKVBatch(t *testing.T) {
 		t.Errorf("key a after the refused batch: %v %v, want a1", e, err)
 	}
 	// A create where the key exists refuses the batch as well.
-	if _, err := jskit.WriteKVBatch(ctx, nc, js, cfg.Bucket, []jskit.KVWrite{{Key: "c", Value: []byte("c2")}}); !jskit.CreateLost(err) {
+	if _, err := jskit.WriteKVBatch(ctx, nc, cfg.Bucket, []jskit.KVWrite{{Key: "c", Value: []byte("c2")}}); !jskit.CreateLost(err) {
 		t.Errorf("create over an existing key in a batch: %v, want a lost compare-and-set", err)
 	}
 }
