@@ -19,6 +19,9 @@ type TicketRow struct {
 	ID, Type, Status, Agent       string // Status: subjects.StatusAllocated or StatusCancelled
 	SlotTime, CreatedAt, Deadline time.Time
 	CancelledAt                   *time.Time
+	// Moves is how often the ticket was moved to another agent-minute
+	// (ApplyMoved); Agent and SlotTime are where it is now.
+	Moves int
 }
 
 // Tickets writes accepted tickets and their cancels into each tenant's
@@ -237,9 +240,9 @@ func (s *Tickets) Get(ctx context.Context, t Tenant, id string) (TicketRow, erro
 	var r TicketRow
 	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		var start *time.Time
-		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at
-			FROM tickets WHERE id = $1`, id).
-			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt)
+		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at,
+			moves FROM tickets WHERE id = $1`, id).
+			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt, &r.Moves)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrTicketNotFound
 		}
