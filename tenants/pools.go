@@ -41,8 +41,8 @@ type Pools struct {
 	idle           time.Duration
 	log            *slog.Logger
 
-	mu      sync.Mutex
-	pools   map[string]*tenantPool // by server + "/" + database
+	mu    sync.Mutex
+	pools map[string]*tenantPool // by server + "/" + database
 	// current has the databases (by pool key) found or made current with
 	// every migration this binary embeds, once per process: a pool closed
 	// when idle does not check again.

@@ -97,7 +97,9 @@ func (p ticketPlace) same(q ticketPlace) bool {
 }
 
 // stays reports whether a move to moves leaves the row as it is.
-func (p ticketPlace) stays(moves int) bool { return p.status == subjects.StatusCancelled || p.moves >= moves }
+func (p ticketPlace) stays(moves int) bool {
+	return p.status == subjects.StatusCancelled || p.moves >= moves
+}
 
 func (s *Tickets) applyMoved(ctx context.Context, t Tenant, ev subjects.TicketEvent, moves int) (MoveResult, error) {
 	var res MoveResult
