@@ -165,7 +165,7 @@ func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (S
 		return SlotRecordAt{}, fmt.Errorf("%w: opening the slot bucket of ticket %s: %w", ErrUnavailable, ticket, err)
 	}
 	cancel()
-	return TicketRecord(ctx, kv, key, ticket, l.SlotTimeout)
+	return TicketRecord(ctx, kv, key, ticket, subjects.CheckNames, l.SlotTimeout)
 }
 
 // SlotRecordAt is a ticket's record found in a slot bucket: Record at
@@ -188,8 +188,11 @@ type SlotRecordAt struct {
 // ticket is then in its tenant database. Each read is bounded by timeout
 // (0: only ctx). Errors: a bucket that cannot be read wraps
 // ErrUnavailable, a record on the way that does not decode or a chain of
-// moves too long ErrInvalidTicket.
-func TicketRecord(ctx context.Context, kv jetstream.KeyValue, key, ticket string, timeout time.Duration) (SlotRecordAt, error) {
+// moves too long ErrInvalidTicket. check is how strictly each record is
+// decoded (subjects.DecodeSlotRecord): CheckNames for a reader,
+// CheckWritable for a writer about to apply the record found.
+func TicketRecord(ctx context.Context, kv jetstream.KeyValue, key, ticket string, check subjects.TicketEventCheck,
+	timeout time.Duration) (SlotRecordAt, error) {
 	tenant, _, _, err := subjects.ParseSlotKey(key)
 	if err != nil {
 		return SlotRecordAt{}, fmt.Errorf("%w: %w", ErrInvalidTicket, err)
@@ -216,7 +219,7 @@ func TicketRecord(ctx context.Context, kv jetstream.KeyValue, key, ticket string
 			// anyway has no Prev to follow.
 			return SlotRecordAt{}, nil
 		}
-		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+		rec, err := subjects.DecodeSlotRecord(key, e.Value(), check)
 		if err != nil {
 			// ErrInvalidTicket is subjects.ErrInvalidEvent; the record's
 			// error is kept in the message.
