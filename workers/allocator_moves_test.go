@@ -301,3 +301,107 @@ func TestAllocatorMoveChain(t *testing.T) {
 		}
 	}
 }
+
+// stall fetches the next n records of tn's shard as a stalled process
+// would, holding them (a long ack wait: they do not come back by
+// themselves) until the caller naks them.
+func (tn *allocTenant) stall(t testing.TB, n int) []jetstream.Msg {
+	t.Helper()
+	ctx := testkit.Context(t, 20*time.Second)
+	shard := subjects.SlotShard(tn.ten.ID, tn.e.shards)
+	cons, err := tn.e.js.Consumer(ctx, subjects.SlotStream(shard), subjects.AllocatorConsumer(shard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := cons.Fetch(n, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []jetstream.Msg
+	for m := range fetched.Messages() {
+		msgs = append(msgs, m)
+	}
+	if len(msgs) != n {
+		t.Fatalf("fetched %d records, want %d: %v", len(msgs), n, fetched.Error())
+	}
+	return msgs
+}
+
+// TestAllocatorMovedHolder: records handled out of stream order, as
+// several processes or a redelivery hand them out.
+//   - N's create comes while T's move waits in a stalled process: the
+//     database refuses N (T still holds the minute there); N's record
+//     says T moved, so T's newest record is read and applied first, and
+//     N is written without a retry.
+//   - T2's create and move both wait while N2 takes T2's old minute; the
+//     create, when it comes, is refused (N2 holds the minute), finds in
+//     the records after it that T2 moved, applies the move (T2 written
+//     where it went), and has nothing left to do.
+func TestAllocatorMovedHolder(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 2, 1)
+	events := e.moveEvents(t)
+	x := e.event("holdert", 0)
+	e.confirm(t, x)
+	stop := e.start(t, allocOpts{concurrency: 1, ackWait: 30 * time.Second})
+	e.waitRows(t, 1)
+	e.waitConsumed(t)
+	stop()
+
+	y := movedTo(x, e.agents[1], x.SlotTime.Add(4*time.Minute))
+	n := e.event("takern", 0)
+	e.move(t, y, 1, nil)
+	e.confirmOver(t, n, away(y))
+	stalled := e.stall(t, 1) // T's move
+	metrics := prometheus.NewRegistry()
+	stop = e.start(t, allocOpts{concurrency: 1, metrics: metrics, ackWait: 30 * time.Second})
+	e.waitRows(t, 2)
+	e.ticketAt(t, x.Ticket, y, 1)
+	e.ticketAt(t, n.Ticket, n, 0)
+	checkMoveEvent(t, nextMove(t, events), x, y, 1)
+	for _, m := range stalled {
+		if err := m.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitConsumed(t)
+	stop()
+	e.ticketAt(t, x.Ticket, y, 1)
+	e.checkSlots(t)
+	if got := counterValue(t, metrics, "tms_allocator_failed_total", "conflict"); got != 0 {
+		t.Errorf("failed{conflict} = %v: N waited for T's move instead of applying it", got)
+	}
+	if got := plainCounter(t, metrics, "tms_allocator_moves_total"); got != 1 {
+		t.Errorf("moves_total = %v, want 1 (the move applied once, its own delivery a no-op)", got)
+	}
+
+	x2 := e.event("holdert2", 3) // agent 1, second minute
+	y2 := movedTo(x2, e.agents[0], x2.SlotTime.Add(6*time.Minute))
+	n2 := e.event("takern2", 3)
+	e.confirm(t, x2)
+	e.move(t, y2, 1, nil)
+	stalled = e.stall(t, 2) // T2's create and move
+	e.confirmOver(t, n2, away(y2))
+	metrics = prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 1, metrics: metrics, ackWait: 30 * time.Second})
+	e.waitRows(t, 3)
+	e.ticketAt(t, n2.Ticket, n2, 0)
+	for _, m := range stalled {
+		if err := m.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitRows(t, 4)
+	e.waitConsumed(t)
+	e.ticketAt(t, x2.Ticket, y2, 1)
+	e.ticketAt(t, n2.Ticket, n2, 0)
+	e.checkSlots(t)
+	if got := counterValue(t, metrics, "tms_allocator_failed_total", "conflict"); got != 0 {
+		t.Errorf("failed{conflict} = %v: T2's create waited instead of applying its move", got)
+	}
+	if got := plainCounter(t, metrics, "tms_allocator_moves_total"); got != 1 {
+		t.Errorf("moves_total = %v, want 1", got)
+	}
+	// Written where it went, without a row before: no from.
+	checkMoveEvent(t, nextMove(t, events), subjects.TicketEvent{}, y2, 1)
+}
