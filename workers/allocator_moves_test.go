@@ -405,3 +405,57 @@ func TestAllocatorMovedHolder(t *testing.T) {
 	// Written where it went, without a row before: no from.
 	checkMoveEvent(t, nextMove(t, events), subjects.TicketEvent{}, y2, 1)
 }
+
+// releaseMoved writes the released record of ev's ticket (ev: where it
+// is now), after its moves-th move.
+func (tn *allocTenant) releaseMoved(t testing.TB, ev subjects.TicketEvent, moves int) uint64 {
+	t.Helper()
+	return tn.e.write(t, tn.kv(), slotKey(ev), func(prev uint64) any {
+		rec := subjects.ReleasedRecord(ev, allocT0.Add(time.Minute), prev)
+		rec.Moves = moves
+		return rec
+	})
+}
+
+// TestAllocatorParkedMoves: moves, and the cancel of a moved ticket,
+// written while their tenant's database refuses connections are parked
+// and land the same way once it is back: T's row moved and its old
+// minute N's, T3 (moved, then cancelled) cancelled with its minutes free.
+func TestAllocatorParkedMoves(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 2, 1)
+	events := e.moveEvents(t)
+	e.start(t, allocOpts{ackWait: 30 * time.Second})
+	x := e.event("parkedt", 0)
+	e.confirm(t, x)
+	e.waitRows(t, 1)
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
+
+	y := movedTo(x, e.agents[1], x.SlotTime.Add(4*time.Minute))
+	n := e.event("parkedn", 0)
+	e.move(t, y, 1, nil)
+	e.confirmOver(t, n, away(y))
+	x3 := e.event("parkedt3", 3)
+	z3 := movedTo(x3, e.agents[0], x3.SlotTime.Add(2*time.Minute))
+	e.confirm(t, x3)
+	e.move(t, z3, 1, nil)
+	e.vacate(t, x3, z3)
+	e.releaseMoved(t, z3, 1)
+	// Everything but the vacated record (nothing to write) is parked.
+	testkit.Eventually(t, 30*time.Second, func() bool { return e.parkedMsgs(t) == 5 }, "5 parked records")
+	restore()
+	e.waitRows(t, 3)
+	e.waitConsumed(t)
+	e.ticketAt(t, x.Ticket, y, 1)
+	e.ticketAt(t, n.Ticket, n, 0)
+	if s := e.status(t, x3.Ticket); s != subjects.StatusCancelled {
+		t.Errorf("T3 is %q, want cancelled", s)
+	}
+	e.checkSlots(t)
+	// T3's move may have been applied before its cancel, and published.
+	got := nextMove(t, events)
+	if got.Ticket == x3.Ticket {
+		got = nextMove(t, events)
+	}
+	checkMoveEvent(t, got, x, y, 1)
+}
