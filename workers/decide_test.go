@@ -335,6 +335,8 @@ func TestSettleOutcome(t *testing.T) {
 	t.Parallel()
 	write := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent()}
 	cancel := decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decCancelled()}
+	move := decision{action: actMove, record: recordMoved, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
+		moves: 2}
 	unavailable := fmt.Errorf("apply created ticket tticket: %w: connection refused", tenants.ErrUnavailable)
 	holderUnreadable := fmt.Errorf("reading revision 3 of slot %s: %w: %w", decKey, tenants.ErrUnavailable,
 		errors.New("nats: timeout"))
@@ -357,6 +359,22 @@ func TestSettleOutcome(t *testing.T) {
 			want: with(write, func(d *decision) { d.action, d.forget = actAck, true })},
 		{name: "cancel written", write: cancel, delivered: 40,
 			want: with(cancel, func(d *decision) { d.action, d.forget = actAck, true })},
+		{name: "move written", write: move, delivered: 1,
+			want: with(move, func(d *decision) { d.action, d.forget = actAck, true })},
+		{name: "move refused as a double booking", write: move, err: conflict, tries: 2, delivered: 3,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.err, d.delay, d.holder, d.tries = actRedeliver, retryConflict, conflict, 2*time.Second, "hholder", 2
+			})},
+		{name: "move refused as a double booking, last try", write: move, err: conflict, tries: allocMaxConflictTries,
+			delivered: 9,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.reason, d.holder, d.tries, d.forget = actDeadLetter, kindDoubleBooking, "held by live ticket hholder",
+					"hholder", allocMaxConflictTries, true
+			})},
+		{name: "move with the database unreachable", write: move, err: unavailable, delivered: 4,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, unavailable, 4*time.Second
+			})},
 		{name: "database unreachable", write: write, err: unavailable, delivered: 4,
 			want: with(write, func(d *decision) {
 				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, unavailable, 4*time.Second
