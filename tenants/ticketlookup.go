@@ -80,14 +80,22 @@ type TicketState struct {
 
 // Latest is the ticket as it stands, and its status: a cancel in the slot
 // records is final; otherwise the row, when it was read and found, wins
-// (allocated or cancelled); a create only the slot records hold is
-// accepted. found is false when neither store has the ticket.
+// (allocated or cancelled), at the agent and minute of the record when
+// the record has more moves than the row (an allocator has yet to move
+// it); a create only the slot records hold is accepted. found is false
+// when neither store has the ticket.
 func (s TicketState) Latest() (ev subjects.TicketEvent, status string, found bool) {
 	switch {
 	case s.InSlots && s.Event.Event == subjects.TicketCancelled:
 		return s.Event, subjects.StatusCancelled, true
 	case s.InDB:
-		return s.Row.event(s.Tenant), s.Row.Status, true
+		ev := s.Row.event(s.Tenant)
+		if s.InSlots && s.Moves > s.Row.Moves && s.Row.Status != subjects.StatusCancelled {
+			// The row has not followed the ticket's newest move yet: the
+			// record says where it is now.
+			ev.Agent, ev.SlotTime = s.Event.Agent, s.Event.SlotTime.UTC()
+		}
+		return ev, s.Row.Status, true
 	case s.InSlots:
 		return s.Event, subjects.StatusAccepted, true
 	}

@@ -295,6 +295,15 @@ func TestTicketLookup(t *testing.T) {
 		wantLatest(t, find(t, n.Ticket, 0), cancelled(n), subjects.StatusCancelled)
 		wantLatest(t, find(t, m.Ticket, 0), m, subjects.StatusAccepted)
 
+		// Its row, one move behind: the record says where it is.
+		if _, err := rows.ApplyMoved(ctx, ten, at(ticket, 21), 1); err != nil {
+			t.Fatal(err)
+		}
+		got = find(t, ticket.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InDB || got.Row.Moves != 1 {
+			t.Fatalf("%+v, want its row with 1 move", got)
+		}
+		wantLatest(t, got, at(ticket, 22), subjects.StatusAllocated)
 		// Its row, written by an allocator, follows it too.
 		if _, err := rows.ApplyMoved(ctx, ten, at(ticket, 22), 2); err != nil {
 			t.Fatal(err)
