@@ -2,6 +2,8 @@ package tenants_test
 
 import (
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,5 +112,53 @@ func TestTicketsMoved(t *testing.T) {
 	}
 	if _, err := e.tickets.ApplyMoved(ctx, e.ten, cancel, 5); !errors.Is(err, tenants.ErrInvalidTicket) {
 		t.Fatalf("a move of a cancel: %v, want ErrInvalidTicket", err)
+	}
+}
+
+// TestTicketsMoveRacesCancel: a ticket's move and its cancel at once, for
+// many tickets: every ticket ends cancelled and every slots row it held
+// free, whichever came first (a cancel that read the minute before the
+// move committed frees the minute the ticket is on, not the one it left).
+func TestTicketsMoveRacesCancel(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t)
+	ctx := testkit.Context(t, 60*time.Second)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i := range n {
+		ev := e.event(subjects.TicketCreated, fmt.Sprintf("t-race-%02d", i), 2*i)
+		if err := e.tickets.ApplyCreated(ctx, e.ten, ev); err != nil {
+			t.Fatal(err)
+		}
+		moved := ev
+		moved.SlotTime = ev.SlotTime.Add(time.Minute)
+		cancel := moved
+		cancel.Event, cancel.CancelledAt = subjects.TicketCancelled, &ticketsT0
+		wg.Go(func() {
+			if _, err := e.tickets.ApplyMoved(ctx, e.ten, moved, 1); err != nil {
+				errs <- err
+			}
+		})
+		wg.Go(func() {
+			if err := e.tickets.ApplyCancelled(ctx, e.ten, cancel); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var live, busy int
+	if err := e.db.QueryRow(ctx, `SELECT count(*) FROM tickets WHERE status <> 'cancelled'`).Scan(&live); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.QueryRow(ctx, `SELECT count(*) FROM slots WHERE available = 'unavailable'`).Scan(&busy); err != nil {
+		t.Fatal(err)
+	}
+	if live != 0 || busy != 0 {
+		t.Errorf("%d live tickets and %d unavailable slots rows left, want none", live, busy)
 	}
 }
