@@ -38,7 +38,9 @@
 //
 // A tenant database is closed to PUBLIC (REVOKE CONNECT, TEMPORARY) before
 // the versioned migrations of migrations/ run, each file in its own
-// transaction recorded in schema_migrations.
+// transaction recorded in schema_migrations. A database provisioned by an
+// older version gets the files it lacks when a process first uses it
+// (Pools.Do), under the same per-database advisory lock.
 //
 // # Pools
 //

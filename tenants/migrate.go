@@ -68,20 +68,33 @@ func loadMigrations(fsys fs.FS) ([]migration, error) {
 	return ms, nil
 }
 
+// migrationsLock is the advisory lock (per database: Postgres scopes
+// advisory locks to the current database) that serialises concurrent
+// runners, several workers opening the same tenant database at once.
+const migrationsLock = `SELECT pg_advisory_xact_lock(hashtext('tms.schema_migrations'))`
+
 // migrate applies the migrations not yet recorded in schema_migrations,
 // each file in its own transaction together with its record, so a failing
-// file leaves the database at the previous version. An advisory lock
-// serialises concurrent runners on one database.
+// file leaves the database at the previous version. The advisory lock
+// serialises concurrent runners on one database, the creation of
+// schema_migrations included (two concurrent CREATE TABLE IF NOT EXISTS
+// can both try to create it).
 func migrate(ctx context.Context, conn *pgx.Conn, ms []migration) error {
-	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, migrationsLock); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`)
+		return err
+	}); err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	for _, m := range ms {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tms.schema_migrations'))`); err != nil {
+			if _, err := tx.Exec(ctx, migrationsLock); err != nil {
 				return err
 			}
 			var applied bool
@@ -105,4 +118,27 @@ func migrate(ctx context.Context, conn *pgx.Conn, ms []migration) error {
 		}
 	}
 	return nil
+}
+
+// migrated reports whether every one of ms is recorded in the database's
+// schema_migrations: one cheap read, so that a process can check each
+// tenant database it opens without taking the migrations' lock.
+func migrated(ctx context.Context, conn *pgx.Conn, ms []migration) (bool, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return false, err
+	}
+	if !exists {
+		return false, nil
+	}
+	var n int
+	versions := make([]int32, len(ms))
+	for i, m := range ms {
+		versions[i] = int32(m.version)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ANY($1)`,
+		versions).Scan(&n); err != nil {
+		return false, err
+	}
+	return n == len(ms), nil
 }

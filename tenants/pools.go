@@ -41,8 +41,12 @@ type Pools struct {
 	idle           time.Duration
 	log            *slog.Logger
 
-	mu      sync.Mutex
-	pools   map[string]*tenantPool // by server + "/" + database
+	mu    sync.Mutex
+	pools map[string]*tenantPool // by server + "/" + database
+	// current has the databases (by pool key) found or made current with
+	// every migration this binary embeds, once per process: a pool closed
+	// when idle does not check again.
+	current map[string]bool
 	servers map[string]*serverSlots
 	closed  bool
 	closers sync.WaitGroup // pools being closed in the background
@@ -74,7 +78,7 @@ func NewPools(cfg PoolsConfig) *Pools {
 	p := &Pools{
 		prov: cfg.Provisioner, connsPerTenant: cfg.ConnsPerTenant, maxPerServer: cfg.MaxConnsPerServer,
 		idle: cfg.IdleTimeout, log: orDiscard(cfg.Logger).With(slog.String("component", "tenant_pools")),
-		pools: map[string]*tenantPool{}, servers: map[string]*serverSlots{},
+		pools: map[string]*tenantPool{}, servers: map[string]*serverSlots{}, current: map[string]bool{},
 	}
 	if p.connsPerTenant <= 0 {
 		p.connsPerTenant = 2
@@ -159,6 +163,10 @@ func (p *Pools) Stats() PoolStats {
 // Do runs fn with a connection to t's database. The connection goes back
 // to the tenant's pool when fn returns; fn must not keep it.
 // Connectivity failures are reported as ErrUnavailable.
+//
+// The first Do of a database in a process makes sure its schema has every
+// migration this binary embeds, applying the missing ones (a database
+// provisioned by an older version), before fn runs.
 func (p *Pools) Do(ctx context.Context, t Tenant, fn func(ctx context.Context, conn *pgxpool.Conn) error) error {
 	tp, err := p.acquirePool(t)
 	if err != nil {
@@ -170,12 +178,43 @@ func (p *Pools) Do(ctx context.Context, t Tenant, fn func(ctx context.Context, c
 		return pgErr(fmt.Sprintf("connecting to database %s of tenant %s", t.DBName, t.ID), err)
 	}
 	defer conn.Release()
+	if err := p.migrateOnce(ctx, t, tp.key, conn); err != nil {
+		return err
+	}
 	if err := fn(ctx, conn); err != nil {
 		if pgUnavailable(err) && !errors.Is(err, ErrUnavailable) {
 			return fmt.Errorf("tenant %s: %w: %w", t.ID, ErrUnavailable, err)
 		}
 		return err
 	}
+	return nil
+}
+
+// migrateOnce brings t's database (pool key) up to the embedded
+// migrations, unless this process already did. Several processes may do
+// it at once: migrate serialises them on the database's advisory lock, and
+// each applies only what is not yet recorded.
+func (p *Pools) migrateOnce(ctx context.Context, t Tenant, key string, conn *pgxpool.Conn) error {
+	p.mu.Lock()
+	done := p.current[key]
+	p.mu.Unlock()
+	if done {
+		return nil
+	}
+	ms := p.prov.migrations
+	ok, err := migrated(ctx, conn.Conn(), ms)
+	if err != nil {
+		return pgErr(fmt.Sprintf("reading the schema version of database %s of tenant %s", t.DBName, t.ID), err)
+	}
+	if !ok {
+		if err := migrate(ctx, conn.Conn(), ms); err != nil {
+			return pgErr(fmt.Sprintf("migrating database %s of tenant %s", t.DBName, t.ID), err)
+		}
+		p.log.Info("tenant database migrated", slog.String("tenant", t.ID), slog.String("db", t.DBName))
+	}
+	p.mu.Lock()
+	p.current[key] = true
+	p.mu.Unlock()
 	return nil
 }
 

@@ -21,7 +21,10 @@ import (
 //
 // A key's newest record may be a later one than the ticket's (the ticket
 // was cancelled and its minute taken again, or held): the lookup walks
-// back through the records' Prev revisions to the ticket's newest one.
+// back through the records' Prev revisions to the ticket's newest one. A
+// ticket moved to another agent-minute (feasibility admission, a re-plan)
+// left a record at its old key saying where it went (SlotRecord.Moved):
+// the lookup follows it to the ticket's current record (TicketRecord).
 // A ticket id that names no slot (ids of an earlier version) is looked up
 // in the tenant database only.
 type TicketLookup struct {
@@ -53,8 +56,12 @@ type TicketState struct {
 	Tenant string
 	// Event is the ticket's newest slot record (SlotRecord.Event: created
 	// for confirmed, cancelled for released) at Revision, when InSlots.
+	// Once the ticket moved, that record is under the key of its current
+	// agent and minute (Event.Agent, Event.SlotTime), not the one its id
+	// names, and Moves counts its moves.
 	Event    subjects.TicketEvent
 	Revision uint64
+	Moves    int
 	InSlots  bool
 	// RowUnavailable: the row was to be read under a create the slot
 	// records hold, and the tenant database could not be reached; the
@@ -73,14 +80,22 @@ type TicketState struct {
 
 // Latest is the ticket as it stands, and its status: a cancel in the slot
 // records is final; otherwise the row, when it was read and found, wins
-// (allocated or cancelled); a create only the slot records hold is
-// accepted. found is false when neither store has the ticket.
+// (allocated or cancelled), at the agent and minute of the record when
+// the record has more moves than the row (an allocator has yet to move
+// it); a create only the slot records hold is accepted. found is false
+// when neither store has the ticket.
 func (s TicketState) Latest() (ev subjects.TicketEvent, status string, found bool) {
 	switch {
 	case s.InSlots && s.Event.Event == subjects.TicketCancelled:
 		return s.Event, subjects.StatusCancelled, true
 	case s.InDB:
-		return s.Row.event(s.Tenant), s.Row.Status, true
+		ev := s.Row.event(s.Tenant)
+		if s.InSlots && s.Moves > s.Row.Moves && s.Row.Status != subjects.StatusCancelled {
+			// The row has not followed the ticket's newest move yet: the
+			// record says where it is now.
+			ev.Agent, ev.SlotTime = s.Event.Agent, s.Event.SlotTime.UTC()
+		}
+		return ev, s.Row.Status, true
 	case s.InSlots:
 		return s.Event, subjects.StatusAccepted, true
 	}
@@ -112,9 +127,12 @@ func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads T
 	}
 	var err error
 	if agent, minute, _, perr := subjects.ParseTicketID(ticket); perr == nil {
-		st.Event, st.Revision, st.InSlots, err = l.record(ctx, t.ID, subjects.SlotKey(t.ID, agent, minute), ticket)
+		at, err := l.record(ctx, t.ID, subjects.SlotKey(t.ID, agent, minute), ticket)
 		if err != nil {
 			return st, err
+		}
+		if at.Found {
+			st.Event, st.Revision, st.Moves, st.InSlots = at.Record.Event(), at.Revision, at.Record.Moves, true
 		}
 	}
 	if !st.InSlots && l.Parked != nil {
@@ -137,25 +155,60 @@ func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads T
 	return st, err
 }
 
-// record is ticket's newest record under key: the key's newest record if
-// it is the ticket's, else the first of the ticket's found walking back
-// through Prev, at most subjects.SlotHistory records deep (the most a key
-// keeps). A revision gone from the bucket (aged out, or pushed out of the
-// history) ends the walk: the ticket is then in its tenant database.
-func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (subjects.TicketEvent, uint64, bool, error) {
+// MaxMoveHops bounds how many moves a look-up follows from a ticket's
+// admission key to its newest record; a longer chain is refused
+// (ErrInvalidTicket). Moves are rare: a ticket that moved this often is
+// far more likely a loop of records written by hand.
+const MaxMoveHops = 64
+
+// record is ticket's newest record, starting at key (see TicketRecord).
+func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (SlotRecordAt, error) {
 	gctx, cancel := withTimeout(ctx, l.SlotTimeout)
 	defer cancel()
 	kv, err := l.Slots(gctx, tenant)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return subjects.TicketEvent{}, 0, false, nil
+		return SlotRecordAt{}, nil
 	}
 	if err != nil {
-		return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: opening the slot bucket of ticket %s: %w", ErrUnavailable, ticket, err)
+		return SlotRecordAt{}, fmt.Errorf("%w: opening the slot bucket of ticket %s: %w", ErrUnavailable, ticket, err)
 	}
 	cancel()
+	return TicketRecord(ctx, kv, key, ticket, subjects.CheckNames, l.SlotTimeout)
+}
+
+// SlotRecordAt is a ticket's record found in a slot bucket: Record at
+// Revision of Key, when Found.
+type SlotRecordAt struct {
+	Record   subjects.SlotRecord
+	Key      string
+	Revision uint64
+	Found    bool
+}
+
+// TicketRecord is ticket's newest record in kv, starting at key (the key
+// its id names, or any key it held since): the key's newest record if it
+// is the ticket's, else the first of the ticket's found walking back
+// through Prev, at most subjects.SlotHistory records deep (the most a key
+// keeps). A record on the way whose Moved names the ticket says it moved
+// away from that key: the walk goes on at the key Moved names, from its
+// newest record, at most MaxMoveHops times. A revision gone from the
+// bucket (aged out, or pushed out of the history) ends the walk: the
+// ticket is then in its tenant database. Each read is bounded by timeout
+// (0: only ctx). Errors: a bucket that cannot be read wraps
+// ErrUnavailable, a record on the way that does not decode or a chain of
+// moves too long ErrInvalidTicket. check is how strictly each record is
+// decoded (subjects.DecodeSlotRecord): CheckNames for a reader,
+// CheckWritable for a writer about to apply the record found.
+func TicketRecord(ctx context.Context, kv jetstream.KeyValue, key, ticket string, check subjects.TicketEventCheck,
+	timeout time.Duration) (SlotRecordAt, error) {
+	tenant, _, _, err := subjects.ParseSlotKey(key)
+	if err != nil {
+		return SlotRecordAt{}, fmt.Errorf("%w: %w", ErrInvalidTicket, err)
+	}
+	hops := 0
 	var rev uint64 // 0: the newest
-	for range subjects.SlotHistory {
-		gctx, cancel := withTimeout(ctx, l.SlotTimeout)
+	for step := 0; step < subjects.SlotHistory; step++ {
+		gctx, cancel := withTimeout(ctx, timeout)
 		var e jetstream.KeyValueEntry
 		if rev == 0 {
 			e, err = kv.Get(gctx, key)
@@ -164,33 +217,43 @@ func (l TicketLookup) record(ctx context.Context, tenant, key, ticket string) (s
 		}
 		cancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return subjects.TicketEvent{}, 0, false, nil
+			return SlotRecordAt{}, nil
 		}
 		if err != nil {
-			return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: reading slot %s of ticket %s: %w", ErrUnavailable, key, ticket, err)
+			return SlotRecordAt{}, fmt.Errorf("%w: reading slot %s of ticket %s: %w", ErrUnavailable, key, ticket, err)
 		}
 		if e.Operation() != jetstream.KeyValuePut {
 			// Nothing deletes in a slot bucket; a marker someone wrote
 			// anyway has no Prev to follow.
-			return subjects.TicketEvent{}, 0, false, nil
+			return SlotRecordAt{}, nil
 		}
-		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+		rec, err := subjects.DecodeSlotRecord(key, e.Value(), check)
 		if err != nil {
 			// ErrInvalidTicket is subjects.ErrInvalidEvent; the record's
 			// error is kept in the message.
-			return subjects.TicketEvent{}, 0, false, fmt.Errorf("%w: record %d of slot %s: %v", ErrInvalidTicket, e.Revision(), key, err)
+			return SlotRecordAt{}, fmt.Errorf("%w: record %d of slot %s: %v", ErrInvalidTicket, e.Revision(), key, err)
 		}
 		if rec.HasTicket() && rec.Ticket == ticket {
-			return rec.Event(), e.Revision(), true, nil
+			return SlotRecordAt{Record: rec, Key: key, Revision: e.Revision(), Found: true}, nil
+		}
+		if rec.Moved != nil && rec.Moved.Ticket == ticket {
+			// The ticket moved away from this minute before this record
+			// took it: its newer records are where it went.
+			if hops++; hops > MaxMoveHops {
+				return SlotRecordAt{}, fmt.Errorf("%w: ticket %s moved more than %d times from slot %s", ErrInvalidTicket, ticket,
+					MaxMoveHops, key)
+			}
+			key, rev, step = subjects.SlotKey(tenant, rec.Moved.Agent, rec.Moved.SlotTime), 0, -1
+			continue
 		}
 		// Prev must point back in time: a record naming its own or a later
 		// revision (written by hand) would walk in circles.
 		if rec.Prev == 0 || rec.Prev >= e.Revision() {
-			return subjects.TicketEvent{}, 0, false, nil
+			return SlotRecordAt{}, nil
 		}
 		rev = rec.Prev
 	}
-	return subjects.TicketEvent{}, 0, false, nil
+	return SlotRecordAt{}, nil
 }
 
 // parked is the ticket's parked record, if an allocator parked one that

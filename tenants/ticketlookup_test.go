@@ -265,6 +265,78 @@ func TestTicketLookup(t *testing.T) {
 		}
 	})
 
+	t.Run("a moved ticket: its current record, through moves and a re-taken key", func(t *testing.T) {
+		ticket := created(20) // admitted at minute 20
+		at := func(ev subjects.TicketEvent, m int) subjects.TicketEvent { ev.SlotTime = minute(m); return ev }
+		movedRec := func(ev subjects.TicketEvent, moves int, prev uint64) subjects.SlotRecord {
+			rec := subjects.ConfirmedRecord(ev, prev)
+			rec.Moves = moves
+			return rec
+		}
+		r20 := write(t, key(20), subjects.ConfirmedRecord(ticket, 0), 0)
+		// Moved to minute 21; N takes minute 20, is cancelled, M takes it.
+		r21 := write(t, key(21), movedRec(at(ticket, 21), 1, 0), 0)
+		n := created(20)
+		nRec := subjects.ConfirmedRecord(n, r20)
+		nRec.Moved = &subjects.SlotMove{Ticket: ticket.Ticket, Agent: agent.ID, SlotTime: minute(21)}
+		rn := write(t, key(20), nRec, r20)
+		rn = write(t, key(20), subjects.ReleasedRecord(n, cancelledAt, rn), rn)
+		m := created(20)
+		write(t, key(20), subjects.ConfirmedRecord(m, rn), rn)
+		// Moved again to minute 22, minute 21 left vacated.
+		r22 := write(t, key(22), movedRec(at(ticket, 22), 2, 0), 0)
+		write(t, key(21), subjects.VacatedRecord(movedRec(at(ticket, 21), 1, 0), agent.ID, minute(22), r21), r21)
+
+		got := find(t, ticket.Ticket, 0)
+		if !got.InSlots || got.Revision != r22 || got.Moves != 2 {
+			t.Fatalf("%+v, want the record of minute 22 at %d with 2 moves", got, r22)
+		}
+		wantLatest(t, got, at(ticket, 22), subjects.StatusAccepted)
+		wantLatest(t, find(t, n.Ticket, 0), cancelled(n), subjects.StatusCancelled)
+		wantLatest(t, find(t, m.Ticket, 0), m, subjects.StatusAccepted)
+
+		// Its row, one move behind: the record says where it is.
+		if _, err := rows.ApplyMoved(ctx, ten, at(ticket, 21), 1); err != nil {
+			t.Fatal(err)
+		}
+		got = find(t, ticket.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InDB || got.Row.Moves != 1 {
+			t.Fatalf("%+v, want its row with 1 move", got)
+		}
+		wantLatest(t, got, at(ticket, 22), subjects.StatusAllocated)
+		// Its row, written by an allocator, follows it too.
+		if _, err := rows.ApplyMoved(ctx, ten, at(ticket, 22), 2); err != nil {
+			t.Fatal(err)
+		}
+		got = find(t, ticket.Ticket, tenants.ReadRowUnderCreate)
+		if !got.InDB || got.Row.Moves != 2 {
+			t.Fatalf("%+v, want its row with 2 moves", got)
+		}
+		wantLatest(t, got, at(ticket, 22), subjects.StatusAllocated)
+
+		// Cancelled where it is now.
+		rel := subjects.ReleasedRecord(at(ticket, 22), cancelledAt, r22)
+		rel.Moves = 2
+		write(t, key(22), rel, r22)
+		wantLatest(t, find(t, ticket.Ticket, tenants.ReadRowUnderCreate), cancelled(at(ticket, 22)), subjects.StatusCancelled)
+	})
+
+	t.Run("moves in a loop are refused", func(t *testing.T) {
+		ticket := created(23)
+		at24 := ticket
+		at24.SlotTime = minute(24)
+		r23 := write(t, key(23), subjects.ConfirmedRecord(ticket, 0), 0)
+		moved := subjects.ConfirmedRecord(at24, 0)
+		moved.Moves = 1
+		r24 := write(t, key(24), moved, 0)
+		write(t, key(23), subjects.VacatedRecord(subjects.ConfirmedRecord(ticket, 0), agent.ID, minute(24), r23), r23)
+		// Written by hand: minute 24 says it went back to 23, which says 24.
+		write(t, key(24), subjects.VacatedRecord(moved, agent.ID, minute(23), r24), r24)
+		if _, err := lookup.Find(ctx, ten, ticket.Ticket, 0); !errors.Is(err, tenants.ErrInvalidTicket) {
+			t.Fatalf("Find through a loop of moves: %v, want ErrInvalidTicket", err)
+		}
+	})
+
 	t.Run("the database unreachable: a create record still answers, accepted", func(t *testing.T) {
 		ev := created(11)
 		rev := write(t, key(11), subjects.ConfirmedRecord(ev, 0), 0)

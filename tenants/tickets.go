@@ -19,6 +19,9 @@ type TicketRow struct {
 	ID, Type, Status, Agent       string // Status: subjects.StatusAllocated or StatusCancelled
 	SlotTime, CreatedAt, Deadline time.Time
 	CancelledAt                   *time.Time
+	// Moves is how often the ticket was moved to another agent-minute
+	// (ApplyMoved); Agent and SlotTime are where it is now.
+	Moves int
 }
 
 // Tickets writes accepted tickets and their cancels into each tenant's
@@ -179,52 +182,79 @@ func (s *Tickets) ApplyCancelled(ctx context.Context, t Tenant, ev subjects.Tick
 		cancelledAt = ev.CancelledAt.UTC()
 	}
 	var changed bool
-	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			// A ticket already written keeps its own minute: free that one
-			// even if this event disagrees with it.
-			agent, minute := ev.Agent, ev.SlotTime.UTC()
-			var rowAgent *string
-			var rowMinute *time.Time
-			err := tx.QueryRow(ctx, `SELECT sa_id, start_time FROM tickets WHERE id = $1`, ev.Ticket).Scan(&rowAgent, &rowMinute)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-			case err != nil:
-				return pgErr("reading ticket", err)
-			case rowAgent != nil && rowMinute != nil:
-				agent, minute = *rowAgent, rowMinute.UTC()
-			}
-			slotID := slotRowID(agent, minute)
-			if err := lockSlot(ctx, tx, slotID, agent, minute); err != nil {
-				return err
-			}
-			// A cancelled row is outside the partial unique index, so this
-			// never conflicts with the minute's new holder.
-			tag, err := tx.Exec(ctx, `INSERT INTO tickets
-				(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, cancelled_at)
-				VALUES ($1, $2, 'cancelled', $3, $4, $5, $6, $7, $8, $9)
-				ON CONFLICT (id) DO UPDATE SET status = 'cancelled', cancelled_at = EXCLUDED.cancelled_at
-				WHERE tickets.status <> 'cancelled'`,
-				ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
-				ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, cancelledAt)
-			if err != nil {
-				return pgErr("writing cancelled ticket", err)
-			}
-			changed = tag.RowsAffected() == 1
-			if _, err := tx.Exec(ctx, `UPDATE slots SET available = 'available'
-				WHERE id = $1 AND available <> 'available' AND NOT EXISTS (
-					SELECT 1 FROM tickets WHERE sa_id = $2 AND start_time = $3 AND status <> 'cancelled')`,
-				slotID, agent, minute); err != nil {
-				return pgErr("freeing slot", err)
-			}
-			return nil
+	var err error
+	for try := 0; ; try++ {
+		err = s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+			return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				return s.cancelTx(ctx, tx, ev, cancelledAt, &changed)
+			})
 		})
-	})
+		if !errors.Is(err, errMoveRaced) || try >= conflictRetries {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("apply cancelled ticket %s of tenant %s: %w", ev.Ticket, t.ID, pgWrap("cancelling ticket", err))
 	}
 	if changed {
 		s.log.Debug("ticket cancelled", slog.String("tenant", t.ID), slog.String("ticket", ev.Ticket))
+	}
+	return nil
+}
+
+// cancelTx is ApplyCancelled's transaction. The row's minute is read,
+// its slots row locked, then the row read again under its lock: a move
+// committed in between (ApplyMoved) changed the minute to free, and the
+// cancel is tried again (errMoveRaced).
+func (s *Tickets) cancelTx(ctx context.Context, tx pgx.Tx, ev subjects.TicketEvent, cancelledAt time.Time, changed *bool) error {
+	// A ticket already written keeps its own minute: free that one
+	// even if this event disagrees with it.
+	agent, minute := ev.Agent, ev.SlotTime.UTC()
+	const readRow = `SELECT sa_id, start_time FROM tickets WHERE id = $1`
+	var before ticketPlace
+	err := tx.QueryRow(ctx, readRow, ev.Ticket).Scan(&before.agent, &before.minute)
+	exists := err == nil
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return pgErr("reading ticket", err)
+	case before.agent != nil && before.minute != nil:
+		agent, minute = *before.agent, before.minute.UTC()
+	}
+	slotID := slotRowID(agent, minute)
+	if err := lockSlot(ctx, tx, slotID, agent, minute); err != nil {
+		return err
+	}
+	var now ticketPlace
+	err = tx.QueryRow(ctx, readRow+` FOR UPDATE`, ev.Ticket).Scan(&now.agent, &now.minute)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if exists {
+			return errMoveRaced
+		}
+	case err != nil:
+		return pgErr("locking ticket", err)
+	case !exists || !now.same(before):
+		return errMoveRaced
+	}
+	// A cancelled row is outside the partial unique index, so this
+	// never conflicts with the minute's new holder.
+	tag, err := tx.Exec(ctx, `INSERT INTO tickets
+		(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, cancelled_at)
+		VALUES ($1, $2, 'cancelled', $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (id) DO UPDATE SET status = 'cancelled', cancelled_at = EXCLUDED.cancelled_at
+		WHERE tickets.status <> 'cancelled'`,
+		ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
+		ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, cancelledAt)
+	if err != nil {
+		return pgErr("writing cancelled ticket", err)
+	}
+	*changed = tag.RowsAffected() == 1
+	if _, err := tx.Exec(ctx, `UPDATE slots SET available = 'available'
+		WHERE id = $1 AND available <> 'available' AND NOT EXISTS (
+			SELECT 1 FROM tickets WHERE sa_id = $2 AND start_time = $3 AND status <> 'cancelled')`,
+		slotID, agent, minute); err != nil {
+		return pgErr("freeing slot", err)
 	}
 	return nil
 }
@@ -237,9 +267,9 @@ func (s *Tickets) Get(ctx context.Context, t Tenant, id string) (TicketRow, erro
 	var r TicketRow
 	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		var start *time.Time
-		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at
-			FROM tickets WHERE id = $1`, id).
-			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt)
+		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at,
+			moves FROM tickets WHERE id = $1`, id).
+			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt, &r.Moves)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrTicketNotFound
 		}

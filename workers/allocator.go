@@ -80,11 +80,22 @@ type AllocatorConfig struct {
 // drains a tenant's queue (its records are written in stream order within
 // the process), Concurrency tenants at once, up to BatchSize records per
 // batch: consecutive tickets in one transaction
-// (tenants.Tickets.ApplyCreatedBatch), cancels one by one in their place.
+// (tenants.Tickets.ApplyCreatedBatch), cancels and moves one by one in
+// their place.
+//
+// A ticket that feasibility admission or a re-plan moved has a confirmed
+// record with Moves > 0 at its new key, written before the record that
+// takes its old minute (one atomic batch): its row moves there
+// (tenants.Tickets.ApplyMoved), unless the row already has as many moves
+// (a record delivered late never moves a row back), and once committed a
+// subjects.MoveEvent is published on subjects.EventSubject(tenant,
+// subjects.EventMoved) (core NATS: a failure is logged and counted, the
+// record is acked all the same).
 //
 // What happens to a record:
 //   - a ticket's, written (or already there): acked;
-//   - a hold, or a minute freed without a ticket: acked, nothing to write;
+//   - a hold, a minute freed without a ticket, or vacated by a moved
+//     ticket: acked, nothing to write;
 //   - its tenant's database unreachable: parked (subjects.StreamParked)
 //     and acked, the tenant left alone for DownBackoff (its records
 //     parked straight away meanwhile); the parked records are written by
@@ -94,10 +105,12 @@ type AllocatorConfig struct {
 //   - the registry or NATS unreachable: redelivered after Backoff, for as
 //     long as it takes, never dropped;
 //   - refused by the tenant database as a double booking: the ticket
-//     holding the minute was released earlier on the same key; its
-//     released record, found by walking the key's history back through
-//     Prev, is applied first and the write retried; without one it is
-//     retried a few times and then dead-lettered;
+//     holding the minute was released or moved away earlier on the same
+//     key; its released record, found by walking the key's history back
+//     through Prev, or its newest record after the move (followed from
+//     the Moved of a record on the way), is applied first and the write
+//     retried; without one it is retried a few times and then
+//     dead-lettered;
 //   - invalid (subject, key, JSON, fields), for an unknown tenant, or failing
 //     for an unexpected reason too often: published with the reason to the
 //     dead-letter stream, logged as an error, and terminated.

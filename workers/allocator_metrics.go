@@ -18,13 +18,15 @@ type allocatorMetrics struct {
 	batchRecords      prometheus.Histogram
 	parkedTotal       *prometheus.CounterVec
 	tenantsDownGauge  prometheus.Gauge
+	movesTotal        prometheus.Counter
+	moveEventsFailed  prometheus.Counter
 }
 
 func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 	m := &allocatorMetrics{
 		processedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_processed_total",
-			Help: "Slot records handled and acked, by record: created and cancelled (a ticket's, written into its tenant database), held and freed (nothing to write).",
+			Help: "Slot records handled and acked, by record: created, moved and cancelled (a ticket's, written into its tenant database), held, freed and vacated (nothing to write).",
 		}, []string{"event"}),
 		failedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_failed_total",
@@ -36,7 +38,7 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}, []string{"kind"}),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tms_allocator_handle_seconds",
-			Help:    "Time from the pull of one slot record delivery to its settling (its tenant's queue and batch included), by record (created, cancelled, held, freed, invalid).",
+			Help:    "Time from the pull of one slot record delivery to its settling (its tenant's queue and batch included), by record (created, moved, cancelled, held, freed, vacated, invalid).",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"event"}),
 		batchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -46,16 +48,25 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 		}),
 		parkedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_parked_total",
-			Help: "Slot records set aside on the parked stream because their tenant's database was unreachable, by record (created, cancelled).",
+			Help: "Slot records set aside on the parked stream because their tenant's database was unreachable, by record (created, moved, cancelled).",
 		}, []string{"event"}),
 		tenantsDownGauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tms_allocator_tenants_down",
 			Help: "Tenants whose database failed and has not taken a write since, in this process (their records are parked).",
 		}),
+		movesTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tms_allocator_moves_total",
+			Help: "Moves of tickets applied to tenant databases: a row moved to the agent-minute of a moved ticket's newest record (or written there).",
+		}),
+		moveEventsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tms_allocator_move_events_failed_total",
+			Help: "Moved events (tms.events.<tenant>.moved) not published after the move was applied; the move itself stands.",
+		}),
 	}
 	if err := ops.RegisterAll(reg, ops.Collector(&m.processedTotal), ops.Collector(&m.failedTotal),
 		ops.Collector(&m.deadLetteredTotal), ops.Collector(&m.handleSeconds), ops.Collector(&m.batchRecords),
-		ops.Collector(&m.parkedTotal), ops.Collector(&m.tenantsDownGauge)); err != nil {
+		ops.Collector(&m.parkedTotal), ops.Collector(&m.tenantsDownGauge),
+		ops.Collector(&m.movesTotal), ops.Collector(&m.moveEventsFailed)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -100,5 +111,17 @@ func (m *allocatorMetrics) parked(event string) {
 func (m *allocatorMetrics) tenantsDown(n int) {
 	if m != nil {
 		m.tenantsDownGauge.Set(float64(n))
+	}
+}
+
+func (m *allocatorMetrics) moved() {
+	if m != nil {
+		m.movesTotal.Inc()
+	}
+}
+
+func (m *allocatorMetrics) moveEventFailed() {
+	if m != nil {
+		m.moveEventsFailed.Inc()
 	}
 }

@@ -42,9 +42,11 @@ type action int
 
 const (
 	// actCreate and actCancel write the event into the tenant's database
-	// (ApplyCreated, ApplyCancelled); the outcome decides the rest.
+	// (ApplyCreated, ApplyCancelled), actMove moves the ticket's row to
+	// the event's slot (ApplyMoved); the outcome decides the rest.
 	actCreate action = iota + 1
 	actCancel
+	actMove
 	// actAck: the event is written (or was already there), or the record
 	// asks for no write; the message is acked with the server's
 	// confirmation.
@@ -66,6 +68,8 @@ func (a action) String() string {
 		return "create"
 	case actCancel:
 		return "cancel"
+	case actMove:
+		return "move"
 	case actAck:
 		return "ack"
 	case actRedeliver:
@@ -88,11 +92,17 @@ const (
 )
 
 // What a record is (label of tms_allocator_processed_total and
-// tms_allocator_handle_seconds): a ticket's create or cancel, written into
-// the tenant database, or a record with nothing to write.
+// tms_allocator_handle_seconds): a ticket's create, move or cancel,
+// written into the tenant database, or a record with nothing to write.
 const (
 	recordCreated   = subjects.TicketCreated
 	recordCancelled = subjects.TicketCancelled
+	// recordMoved is a moved ticket's confirmed record at its new key
+	// (SlotRecord.Moves > 0).
+	recordMoved = subjects.EventMoved
+	// recordVacated is a minute left by a moved ticket that no ticket
+	// took (subjects.SlotVacated): the move is its ticket's own record.
+	recordVacated = subjects.SlotVacated
 	// recordHeld is a hold of validate_eta: no ticket yet.
 	recordHeld = "held"
 	// recordFreed is a minute released without a ticket.
@@ -124,9 +134,13 @@ type decision struct {
 	// prev is the revision of the key's record this one replaced: where
 	// a double booking's walk back through the key's history starts.
 	prev uint64
-	// ev is the ticket event to write (actCreate, actCancel, and the
-	// actAck after it).
-	ev subjects.TicketEvent
+	// moved is the record's Moved: the ticket that held the minute before
+	// it moved there (a holder the database may not have moved yet).
+	moved *subjects.SlotMove
+	// ev is the ticket event to write (actCreate, actCancel, actMove, and
+	// the actAck after it); moves is the record's count of moves.
+	ev    subjects.TicketEvent
+	moves int
 	// kind is the dead-letter kind (actDeadLetter) or the redelivery
 	// reason (actRedeliver).
 	kind string
@@ -146,8 +160,10 @@ type decision struct {
 	forget bool
 }
 
-// writes reports whether the decision is to create or cancel.
-func (dec decision) writes() bool { return dec.action == actCreate || dec.action == actCancel }
+// writes reports whether the decision is to create, move or cancel.
+func (dec decision) writes() bool {
+	return dec.action == actCreate || dec.action == actCancel || dec.action == actMove
+}
 
 // kvOperation is the header a KV delete or purge marker carries (the
 // nats.go client's name for it). tms never deletes a slot record.
@@ -156,9 +172,10 @@ const kvOperation = "KV-Operation"
 // decide reads a delivery of shard d.shard: a subject of that shard's
 // bucket and a record that subjects.DecodeSlotRecord (CheckWritable)
 // accepts for its key, or a dead letter of kind invalid. A confirmed
-// record is its ticket's create, a released one with a ticket that
-// ticket's cancel; a hold or a minute freed without a ticket is acked
-// with nothing to write.
+// record is its ticket's create, or its move when the ticket was moved
+// (Moves > 0), a released one with a ticket that ticket's cancel; a
+// hold, a minute freed without a ticket or vacated by a moved ticket is
+// acked with nothing to write.
 func decide(d delivery) decision {
 	bucket, key, err := subjects.ParseSlotSubject(d.subject)
 	if err != nil {
@@ -181,16 +198,20 @@ func decide(d delivery) decision {
 		dec.ticket = ticketOf(d.data)
 		return deadLetterOf(dec, kindInvalid, err.Error())
 	}
-	dec.prev = rec.Prev
+	dec.prev, dec.moved = rec.Prev, rec.Moved
 	switch {
 	case rec.State == subjects.SlotHeld:
 		dec.action, dec.record = actAck, recordHeld
+	case rec.State == subjects.SlotVacated:
+		dec.action, dec.record = actAck, recordVacated
 	case !rec.HasTicket():
 		dec.action, dec.record = actAck, recordFreed
+	case rec.State == subjects.SlotConfirmed && rec.Moves > 0:
+		dec.action, dec.record, dec.ticket, dec.ev, dec.moves = actMove, recordMoved, rec.Ticket, rec.Event(), rec.Moves
 	case rec.State == subjects.SlotConfirmed:
 		dec.action, dec.record, dec.ticket, dec.ev = actCreate, recordCreated, rec.Ticket, rec.Event()
 	default:
-		dec.action, dec.record, dec.ticket, dec.ev = actCancel, recordCancelled, rec.Ticket, rec.Event()
+		dec.action, dec.record, dec.ticket, dec.ev, dec.moves = actCancel, recordCancelled, rec.Ticket, rec.Event(), rec.Moves
 	}
 	return dec
 }
@@ -212,7 +233,7 @@ func ticketOf(data []byte) string {
 }
 
 // settleLookup is what the look-up of the tenant of write, a decision to
-// create or cancel, means for it: lookupErr nil keeps write; an unknown
+// create, move or cancel, means for it: lookupErr nil keeps write; an unknown
 // tenant is dead-lettered; any other failure redelivers the message.
 func settleLookup(d delivery, write decision, lookupErr error, backoff func(int) time.Duration) decision {
 	switch {
@@ -224,7 +245,7 @@ func settleLookup(d delivery, write decision, lookupErr error, backoff func(int)
 	return write
 }
 
-// settleOutcome is what the outcome of write, a decision to create or
+// settleOutcome is what the outcome of write, a decision to create, move or
 // cancel, means for the message: writeErr is what the tenant database
 // answered (after any release of the minute's holder found in the key's
 // history was applied),
@@ -303,7 +324,7 @@ func decideParked(d delivery) decision {
 	return dec
 }
 
-// unavailableOf is write, a decision to create or cancel, once its
+// unavailableOf is write, a decision to create, move or cancel, once its
 // tenant's database could not be reached (err) and is left alone for
 // downFor: a record of a slot stream is parked (the shard's consumer
 // moves on: one tenant never holds up the others), a parked one comes

@@ -102,6 +102,11 @@ func checkDecision(t *testing.T, got, want decision) {
 		t.Fatalf("holder %q tries %d, want %q %d", got.holder, got.tries, want.holder, want.tries)
 	case got.forget != want.forget:
 		t.Fatalf("forget %v, want %v", got.forget, want.forget)
+	case got.moves != want.moves:
+		t.Fatalf("moves %d, want %d", got.moves, want.moves)
+	case (got.moved == nil) != (want.moved == nil) || (got.moved != nil && (got.moved.Ticket != want.moved.Ticket ||
+		got.moved.Agent != want.moved.Agent || !got.moved.SlotTime.Equal(want.moved.SlotTime))):
+		t.Fatalf("moved %+v, want %+v", got.moved, want.moved)
 	}
 	g, w := got.ev, want.ev
 	if g.Event != w.Event || g.Tenant != w.Tenant || g.Ticket != w.Ticket || g.Type != w.Type || g.Agent != w.Agent ||
@@ -225,6 +230,54 @@ func TestDecide(t *testing.T) {
 			want: decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 9,
 				ev: decCancelled()}},
 	}
+	// A ticket admitted at decMinute + 5 moved (twice) to decKey, and the
+	// ticket of decKey that moved away to decMinute + 9 when it came.
+	movedTicket := mustSlotTicket("aagent", decMinute.Add(5*time.Minute), "movedmovedmoved1")
+	movedEvent := decEvent(func(ev *subjects.TicketEvent) { ev.Ticket = movedTicket })
+	away := &subjects.SlotMove{Ticket: decTicket, Agent: "bagent", SlotTime: decMinute.Add(9 * time.Minute)}
+	moved := subjects.ConfirmedRecord(movedEvent, 3)
+	moved.Moves, moved.Moved = 2, away
+	movedCancel := subjects.ReleasedRecord(movedEvent, *decCancelled().CancelledAt, 9)
+	movedCancel.Moves = 2
+	cancelled := movedEvent
+	cancelled.Event, cancelled.CancelledAt = subjects.TicketCancelled, decCancelled().CancelledAt
+	cases = append(cases, []struct {
+		name    string
+		subject string
+		header  nats.Header
+		data    []byte
+		want    decision
+	}{
+		{name: "a moved ticket's record", subject: decSubject, data: decJSON(t, moved),
+			want: decision{action: actMove, record: recordMoved, key: decKey, tenant: "ctenant", ticket: movedTicket, prev: 3,
+				moved: away, ev: movedEvent, moves: 2}},
+		{name: "a ticket taking the minute of one moved away", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Moved = away })),
+			want: decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, prev: 3,
+				moved: away, ev: decEvent()}},
+		{name: "a moved ticket's cancel", subject: decSubject, data: decJSON(t, movedCancel),
+			want: decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: movedTicket, prev: 9,
+				ev: cancelled, moves: 2}},
+		{name: "vacated", subject: decSubject,
+			data: decJSON(t, subjects.VacatedRecord(subjects.ConfirmedRecord(decEvent(), 0), "bagent", decMinute.Add(9*time.Minute), 5)),
+			want: decision{action: actAck, record: recordVacated, key: decKey, tenant: "ctenant", prev: 5, moved: away}},
+		{name: "vacated with a ticket", subject: decSubject,
+			data: decJSON(t, func() subjects.SlotRecord {
+				r := subjects.VacatedRecord(subjects.ConfirmedRecord(decEvent(), 0), "bagent", decMinute.Add(9*time.Minute), 5)
+				r.Ticket = decTicket
+				return r
+			}()),
+			want: invalid(decTicket, "a vacated record needs moved and no ticket")},
+		{name: "vacated without moved", subject: decSubject,
+			data: decJSON(t, subjects.SlotRecord{State: subjects.SlotVacated, Prev: 5}),
+			want: invalid("", "a vacated record needs moved")},
+		{name: "negative moves", subject: decSubject,
+			data: decJSON(t, decConfirmed(func(r *subjects.SlotRecord) { r.Moves = -1 })),
+			want: invalid(decTicket, "moves -1")},
+		{name: "a ticket id of another minute and no moves", subject: decSubject,
+			data: decJSON(t, func() subjects.SlotRecord { r := moved; r.Moves = 0; return r }()),
+			want: invalid(movedTicket, "does not name the slot")},
+	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -234,7 +287,7 @@ func TestDecide(t *testing.T) {
 				!strings.HasPrefix(got.reason, subjects.ErrInvalidSlot.Error()+": ") {
 				t.Fatalf("reason %q does not start with %q", got.reason, subjects.ErrInvalidSlot)
 			}
-			if got.writes() != (c.want.action == actCreate || c.want.action == actCancel) {
+			if got.writes() != (c.want.action == actCreate || c.want.action == actCancel || c.want.action == actMove) {
 				t.Fatalf("writes() = %v for %s", got.writes(), got.action)
 			}
 		})
@@ -282,6 +335,8 @@ func TestSettleOutcome(t *testing.T) {
 	t.Parallel()
 	write := decision{action: actCreate, record: recordCreated, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent()}
 	cancel := decision{action: actCancel, record: recordCancelled, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decCancelled()}
+	move := decision{action: actMove, record: recordMoved, key: decKey, tenant: "ctenant", ticket: decTicket, ev: decEvent(),
+		moves: 2}
 	unavailable := fmt.Errorf("apply created ticket tticket: %w: connection refused", tenants.ErrUnavailable)
 	holderUnreadable := fmt.Errorf("reading revision 3 of slot %s: %w: %w", decKey, tenants.ErrUnavailable,
 		errors.New("nats: timeout"))
@@ -304,6 +359,22 @@ func TestSettleOutcome(t *testing.T) {
 			want: with(write, func(d *decision) { d.action, d.forget = actAck, true })},
 		{name: "cancel written", write: cancel, delivered: 40,
 			want: with(cancel, func(d *decision) { d.action, d.forget = actAck, true })},
+		{name: "move written", write: move, delivered: 1,
+			want: with(move, func(d *decision) { d.action, d.forget = actAck, true })},
+		{name: "move refused as a double booking", write: move, err: conflict, tries: 2, delivered: 3,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.err, d.delay, d.holder, d.tries = actRedeliver, retryConflict, conflict, 2*time.Second, "hholder", 2
+			})},
+		{name: "move refused as a double booking, last try", write: move, err: conflict, tries: allocMaxConflictTries,
+			delivered: 9,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.reason, d.holder, d.tries, d.forget = actDeadLetter, kindDoubleBooking, "held by live ticket hholder",
+					"hholder", allocMaxConflictTries, true
+			})},
+		{name: "move with the database unreachable", write: move, err: unavailable, delivered: 4,
+			want: with(move, func(d *decision) {
+				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, unavailable, 4*time.Second
+			})},
 		{name: "database unreachable", write: write, err: unavailable, delivered: 4,
 			want: with(write, func(d *decision) {
 				d.action, d.kind, d.err, d.delay = actRedeliver, retryUnavailable, unavailable, 4*time.Second

@@ -56,7 +56,16 @@ func FuzzTicketEvent(f *testing.F) {
 	ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: "ctenant", Ticket: ticket, Type: subjects.Gold,
 		Agent: "aagent", SlotTime: minute, CreatedAt: created, Deadline: created.Add(2 * time.Hour)}
 	subject := "$KV." + subjects.SlotBucket(0) + "." + subjects.SlotKey("ctenant", "aagent", minute)
+	moved := subjects.ConfirmedRecord(ev, 12)
+	moved.Moves = 1
+	moved.Ticket, err = subjects.NewSlotTicketID("bagent", minute.Add(3*time.Minute), "abcdefghijklmnop")
+	if err != nil {
+		f.Fatal(err)
+	}
+	moved.Moved = &subjects.SlotMove{Ticket: ticket, Agent: "cagent", SlotTime: minute.Add(time.Minute)}
 	for _, rec := range []subjects.SlotRecord{
+		moved,
+		subjects.VacatedRecord(subjects.ConfirmedRecord(ev, 0), "bagent", minute.Add(2*time.Minute), 14),
 		subjects.ConfirmedRecord(ev, 0),
 		subjects.ConfirmedRecord(ev, 12),
 		subjects.ReleasedRecord(ev, created.Add(time.Minute), 13),
@@ -94,11 +103,15 @@ func FuzzTicketEvent(f *testing.F) {
 			}
 			return
 		case actAck:
-			if dec.record != recordHeld && dec.record != recordFreed || dec.ticket != "" || dec.ev.Event != "" {
+			if dec.record != recordHeld && dec.record != recordFreed && dec.record != recordVacated || dec.ticket != "" ||
+				dec.ev.Event != "" {
 				t.Fatalf("acked without a write: %+v", dec)
 			}
+			if dec.record == recordVacated && dec.moved == nil {
+				t.Fatalf("vacated without where its ticket went: %+v", dec)
+			}
 			return
-		case actCreate, actCancel:
+		case actCreate, actCancel, actMove:
 		default:
 			t.Fatalf("action %s", dec.action)
 		}
@@ -110,12 +123,14 @@ func FuzzTicketEvent(f *testing.F) {
 		sla, ok := subjects.SLA(ev.Type)
 		ta, tm, _, terr := subjects.ParseTicketID(ev.Ticket)
 		switch {
-		case (dec.action == actCreate) != (ev.Event == subjects.TicketCreated) ||
+		case (dec.action == actCreate || dec.action == actMove) != (ev.Event == subjects.TicketCreated) ||
 			(dec.action == actCancel) != (ev.Event == subjects.TicketCancelled):
 			t.Fatalf("action %s for event %q", dec.action, ev.Event)
+		case dec.moves < 0 || (dec.action == actMove) != (dec.moves > 0 && ev.Event == subjects.TicketCreated):
+			t.Fatalf("action %s with %d moves", dec.action, dec.moves)
 		case ev.Tenant != tenant || ev.Agent != agent || !ev.SlotTime.Equal(minute) || dec.tenant != tenant:
 			t.Fatalf("writes %s/%s/%v from key %q", ev.Tenant, ev.Agent, ev.SlotTime, dec.key)
-		case terr != nil || ta != agent || !tm.Equal(minute) || dec.ticket != ev.Ticket:
+		case terr != nil || (dec.moves == 0 && (ta != agent || !tm.Equal(minute))) || dec.ticket != ev.Ticket:
 			t.Fatalf("writes ticket %q (decision's %q) on key %q: %v", ev.Ticket, dec.ticket, dec.key, terr)
 		case subjects.ValidID(ev.Tenant) != nil || subjects.ValidID(ev.Ticket) != nil || subjects.ValidID(ev.Agent) != nil:
 			t.Fatalf("writes ids %q %q %q", ev.Tenant, ev.Ticket, ev.Agent)
@@ -144,12 +159,13 @@ func FuzzTicketEvent(f *testing.F) {
 		if ev.Event == subjects.TicketCancelled {
 			rec = subjects.ReleasedRecord(ev, *ev.CancelledAt, dec.prev)
 		}
+		rec.Moves, rec.Moved = dec.moves, dec.moved
 		again, err := json.Marshal(rec)
 		if err != nil {
 			t.Fatalf("re-encoding an accepted record: %v", err)
 		}
 		if redo := decide(delivery{shard: 0, subject: subject, data: again}); redo.action != dec.action ||
-			redo.ticket != dec.ticket || redo.prev != dec.prev {
+			redo.ticket != dec.ticket || redo.prev != dec.prev || redo.moves != dec.moves {
 			t.Fatalf("accepted %q as %s, its re-encoding %q as %+v", data, dec.action, again, redo)
 		}
 		_ = subjects.DeadLetterSubject(dec.tenant, dec.ticket)

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,16 +14,18 @@ import (
 	"tms/tenants"
 )
 
-// write carries out the decisions to create or cancel of one batch of a
+// write carries out the decisions to create, move or cancel of one batch of a
 // tenant's records, in their order, and leaves in each item what its
 // outcome means (settleLookup, settleOutcome, unavailableOf):
 //   - the tenant down (its database failed a moment ago): nothing tried,
 //     the records parked (or, parked already, given back);
 //   - consecutive creates written together (ApplyCreatedBatch), a cancel
-//     on its own in its place;
-//   - a double booking that a release in the key's history ends
-//     (resolveConflict): that release applied, and the write tried again
-//     (allocConflictRounds at most);
+//     or a move on its own in its place (a moved ticket's record comes
+//     before the record that takes its old minute: applied in order, the
+//     row has left the minute before another takes it);
+//   - a double booking that the key's history ends (resolveConflict):
+//     the holder's release or newest record after a move applied, and the
+//     write tried again (allocConflictRounds at most);
 //   - the database unreachable: the tenant marked down, the rest of the
 //     batch not tried.
 func (a *Allocator) write(ctx context.Context, tenant string, writes []*allocItem) {
@@ -90,16 +93,16 @@ func firstUnavailable(errs []error) error {
 	return nil
 }
 
-// writeRun writes run, one cancel or consecutive creates, into results,
-// then ends the double bookings it can (retryConflict).
+// writeRun writes run, one cancel, one move or consecutive creates, into
+// results, then ends the double bookings it can (retryConflict).
 func (a *Allocator) writeRun(ctx context.Context, ten tenants.Tenant, run []*allocItem, results []error) {
 	if a.beforeCommit != nil {
 		for _, it := range run {
 			a.beforeCommit(it.dec.ticket)
 		}
 	}
-	if run[0].dec.action == actCancel {
-		results[0] = a.apply(ctx, ten, run[0].dec.ev)
+	if run[0].dec.action != actCreate {
+		results[0] = a.applyItem(ctx, ten, run[0])
 	} else {
 		evs := make([]subjects.TicketEvent, len(run))
 		for k, it := range run {
@@ -138,9 +141,52 @@ func (a *Allocator) retryConflict(ctx context.Context, ten tenants.Tenant, it *a
 		if !resolved {
 			break
 		}
-		err = a.apply(ctx, ten, it.dec.ev)
+		err = a.applyItem(ctx, ten, it)
 	}
 	return err
+}
+
+// applyItem writes it's decision: its move, or its event.
+func (a *Allocator) applyItem(ctx context.Context, ten tenants.Tenant, it *allocItem) error {
+	if it.dec.action == actMove {
+		return a.applyMove(ctx, it.log, ten, it.dec.ev, it.dec.moves)
+	}
+	return a.apply(ctx, ten, it.dec.ev)
+}
+
+// applyMove moves a ticket's row to ev's slot, the record of its moves-th
+// move, and once that committed, if the row did move (or was written),
+// publishes the ticket's moved event.
+func (a *Allocator) applyMove(ctx context.Context, log *slog.Logger, ten tenants.Tenant, ev subjects.TicketEvent, moves int) error {
+	dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
+	res, err := a.tickets.ApplyMoved(dctx, ten, ev, moves)
+	cancel()
+	if err != nil || !res.Applied {
+		return err
+	}
+	a.m.moved()
+	a.publishMove(log, subjects.MoveEvent{Event: subjects.EventMoved, Tenant: ten.ID, Ticket: ev.Ticket, Type: ev.Type,
+		Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), FromAgent: res.FromAgent, FromSlotTime: res.FromSlotTime,
+		Deadline: ev.Deadline.UTC(), Moves: moves})
+	return nil
+}
+
+// publishMove publishes a moved event on core NATS. A notification: a
+// failure is logged and counted, and the record is acked all the same
+// (the row and the slot records are the truth).
+func (a *Allocator) publishMove(log *slog.Logger, ev subjects.MoveEvent) {
+	body, err := json.Marshal(ev)
+	if err == nil {
+		err = a.js.Conn().Publish(subjects.EventSubject(ev.Tenant, subjects.EventMoved), body)
+	}
+	if err != nil {
+		a.m.moveEventFailed()
+		log.Warn("ticket moved but its moved event was not published", slog.String("moved", ev.Ticket),
+			slog.Int("moves", ev.Moves), slog.Any("err", err))
+		return
+	}
+	log.Debug("moved event published", slog.String("moved", ev.Ticket), slog.String("agent", ev.Agent),
+		slog.Time("slot_time", ev.SlotTime), slog.Int("moves", ev.Moves))
 }
 
 // apply writes a ticket event, with a deadline of its own.
@@ -153,24 +199,27 @@ func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, ev subjects.T
 	return a.tickets.ApplyCreated(dctx, ten, ev)
 }
 
-// resolveConflict looks in the history of dec's key for a release that
-// ends the double booking the tenant database refused, and applies it
-// (its own delivery applies it again later, harmlessly); true means the
-// write can be retried.
-//   - The holder's release: the responders write a ticket into a minute
-//     only once its newest record frees it, so a holder released there
-//     has its released record behind dec's, reached by walking back from
-//     dec's Prev.
-//   - dec's own release, when its create comes after the minute was
-//     released and taken again (a redelivery, or a create handled after
-//     the records that followed it): found by walking back from the
-//     key's newest record to dec's. Applied, it leaves the create nothing
-//     to do.
+// resolveConflict looks in the slot records for what ends the double
+// booking the tenant database refused, and applies it (its own delivery
+// applies it again later, harmlessly); true means the write can be
+// retried.
+//   - The holder left the minute: the responders write a ticket into a
+//     minute only once its newest record frees it, so a holder released
+//     there has its released record behind dec's, reached by walking back
+//     from dec's Prev; a holder moved away is named by the Moved of dec's
+//     record or of one behind it, and its newest record (at the key Moved
+//     names, followed on through later moves: tenants.TicketRecord) is
+//     applied: its move, or its release.
+//   - dec's own ticket left the minute after dec's record, when dec comes
+//     after the minute was released (or vacated by a move) and taken
+//     again (a redelivery, or a record handled after the records that
+//     followed it): found by walking back from the key's newest record to
+//     dec's. Applied, it leaves dec nothing to do.
 func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, sh *allocShard, ten tenants.Tenant,
 	d delivery, dec decision, holder string) (bool, error) {
-	rec, rev, err := a.releaseOf(ctx, sh, dec.key, dec.prev, 0, holder)
+	rec, rev, err := a.leftBy(ctx, sh, dec.key, dec.moved, dec.prev, 0, holder)
 	if err != nil || rev == 0 {
-		if err != nil || dec.action != actCreate {
+		if err != nil || (dec.action != actCreate && dec.action != actMove) {
 			return false, err
 		}
 		gctx, cancel := withNATSDeadline(ctx)
@@ -184,33 +233,47 @@ func (a *Allocator) resolveConflict(ctx context.Context, log *slog.Logger, sh *a
 		case newest.Revision() <= d.seq:
 			return false, nil
 		}
-		if rec, rev, err = a.releaseOf(ctx, sh, dec.key, newest.Revision(), d.seq, dec.ticket); err != nil || rev == 0 {
+		if rec, rev, err = a.leftBy(ctx, sh, dec.key, nil, newest.Revision(), d.seq, dec.ticket); err != nil || rev == 0 {
 			return false, err
 		}
 	}
-	if err := a.apply(ctx, ten, rec.Event()); err != nil {
+	if rec.State == subjects.SlotConfirmed {
+		err = a.applyMove(ctx, log, ten, rec.Event(), rec.Moves)
+	} else {
+		err = a.apply(ctx, ten, rec.Event())
+	}
+	if err != nil {
 		if errors.Is(err, tenants.ErrUnavailable) {
 			return false, err
 		}
-		// The release's own delivery reports what is wrong with it; this
-		// create stays a plain conflict.
-		log.Warn("a release that would end the double booking could not be applied", slog.String("holder", holder),
-			slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev), slog.Any("err", err))
+		// The record's own delivery reports what is wrong with it; this
+		// write stays a plain conflict.
+		log.Warn("a record that would end the double booking could not be applied", slog.String("holder", holder),
+			slog.String("applied", rec.Ticket), slog.String("applied_state", rec.State), slog.Uint64("applied_revision", rev),
+			slog.Any("err", err))
 		return false, nil
 	}
-	log.Info("applied a release from the slot's history before writing again", slog.String("holder", holder),
-		slog.String("released", rec.Ticket), slog.Uint64("released_revision", rev))
+	log.Info("applied a record from the slot's history before writing again", slog.String("holder", holder),
+		slog.String("applied", rec.Ticket), slog.String("applied_state", rec.State), slog.Int("applied_moves", rec.Moves),
+		slog.Uint64("applied_revision", rev))
 	return true, nil
 }
 
-// releaseOf walks key's history back from revision from, while the
-// revision is above floor (at most subjects.SlotHistory records), to the
-// newest record of ticket, and returns it and its revision if it is that
-// ticket's release; rev 0 when it is not (the ticket's reservation, a
-// revision aged out or past the key's history, a record that does not
-// decode, a history that does not go back).
-func (a *Allocator) releaseOf(ctx context.Context, sh *allocShard, key string, from, floor uint64,
+// leftBy walks key's history back from revision from, while the revision
+// is above floor (at most subjects.SlotHistory records), for the record
+// saying that ticket left the minute, and returns the record that ends
+// its hold on the minute, with its revision: its release on key, or, when
+// own (the Moved of the record being written) or a record on the way
+// says it moved, its newest record wherever it went (a move, or a release
+// there). rev 0 when there is none (the ticket's reservation still on key,
+// a revision aged out or past the key's history, a record that does not
+// decode, a history that does not go back, a moved ticket whose newest
+// record is not found or not a move).
+func (a *Allocator) leftBy(ctx context.Context, sh *allocShard, key string, own *subjects.SlotMove, from, floor uint64,
 	ticket string) (subjects.SlotRecord, uint64, error) {
+	if own != nil && own.Ticket == ticket {
+		return a.movedTo(ctx, sh, key, *own, ticket)
+	}
 	for step, r := 0, from; r > floor && step < subjects.SlotHistory; step++ {
 		gctx, cancel := withNATSDeadline(ctx)
 		e, err := sh.kv.GetRevision(gctx, key, r)
@@ -232,12 +295,39 @@ func (a *Allocator) releaseOf(ctx context.Context, sh *allocShard, key string, f
 			}
 			break // the ticket's reservation: not released since
 		}
+		if rec.Moved != nil && rec.Moved.Ticket == ticket {
+			return a.movedTo(ctx, sh, key, *rec.Moved, ticket)
+		}
 		if rec.Prev >= r {
 			break // a history that does not go back
 		}
 		r = rec.Prev
 	}
 	return subjects.SlotRecord{}, 0, nil
+}
+
+// movedTo is the newest record of ticket, which moved from key as m
+// says: its move, or its release, with its revision; rev 0 for anything
+// else.
+func (a *Allocator) movedTo(ctx context.Context, sh *allocShard, key string, m subjects.SlotMove,
+	ticket string) (subjects.SlotRecord, uint64, error) {
+	tenant, _, _, err := subjects.ParseSlotKey(key)
+	if err != nil {
+		return subjects.SlotRecord{}, 0, nil
+	}
+	at, err := tenants.TicketRecord(ctx, sh.kv, subjects.SlotKey(tenant, m.Agent, m.SlotTime), ticket,
+		subjects.CheckWritable, natsTimeout)
+	switch {
+	case errors.Is(err, tenants.ErrUnavailable):
+		return subjects.SlotRecord{}, 0, err
+	case err != nil || !at.Found:
+		return subjects.SlotRecord{}, 0, nil // a record its own delivery dead-letters, or aged out
+	}
+	rec := at.Record
+	if rec.State == subjects.SlotConfirmed && rec.Moves == 0 {
+		return subjects.SlotRecord{}, 0, nil
+	}
+	return rec, at.Revision, nil
 }
 
 // settle carries out the decisions of a batch: the records written or
