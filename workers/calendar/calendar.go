@@ -141,11 +141,12 @@ type Calendar struct {
 	frozen int64 // minutes after ceilMinute(now) where nothing moves
 
 	// Per indexed minute, over the agents that offer it (index.go): free
-	// slots, and the latest Last of a movable ticket (0: none), stale
-	// when the ticket that had it left. dirty: all of it, and the plan,
+	// slots, and the latest Last of a movable ticket (0: none) and its
+	// agent, stale when that ticket left. dirty: all of it, and the plan,
 	// must be rebuilt (an agent changed, a rebase).
 	free   []int32
 	latest []int64
+	top    []*agent // the agent of latest's ticket
 	stale  []bool
 	dirty  bool
 	// plan is the feasibility model of the minutes >= f (the frozen
@@ -164,6 +165,7 @@ func New(now time.Time) *Calendar {
 		base:   minuteIndex(now) - backlog,
 		free:   make([]int32, span),
 		latest: make([]int64, span),
+		top:    make([]*agent, span),
 		stale:  make([]bool, span),
 	}
 }

@@ -67,6 +67,12 @@ func checkCounts(t *testing.T, c *Calendar) {
 		if !c.stale[i] && latest != c.latest[i] {
 			t.Fatalf("latest[%v] = %d, want %d", minuteTime(m), c.latest[i], latest)
 		}
+		if top := c.top[i]; !c.stale[i] && latest != 0 && (top == nil || !top.offers(m) || !top.slots[m].movable(m) || top.slots[m].last != latest) {
+			t.Fatalf("top[%v] is not the agent of the latest ticket", minuteTime(m))
+		}
+		if c.stale[i] && latest > c.latest[i] {
+			t.Fatalf("stale latest[%v] = %d below a remaining %d", minuteTime(m), c.latest[i], latest)
+		}
 		if c.plan != nil && m >= c.f {
 			if got := c.plan.Capacity(m); got != capa {
 				t.Fatalf("plan capacity at %v = %d, want %d", minuteTime(m), got, capa)

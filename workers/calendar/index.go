@@ -37,11 +37,13 @@ func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
 		}
 	}
 	om, nm := old.movable(m), e.movable(m)
-	if nm && e.last > c.latest[i] {
-		c.latest[i] = e.last
+	if om && c.top[i] == a {
+		c.stale[i] = true // unless the new ticket here is still the latest
 	}
-	if om && old.last == c.latest[i] && !(nm && e.last >= old.last) {
-		c.stale[i] = true
+	// While stale, latest is still at least every remaining Last, so a
+	// ticket that reaches it is the latest again.
+	if nm && (e.last > c.latest[i] || e.last == c.latest[i] && (c.stale[i] || a.id < c.top[i].id)) {
+		c.latest[i], c.top[i], c.stale[i] = e.last, a, false
 	}
 	if c.plan == nil || m < c.f {
 		return
@@ -65,6 +67,7 @@ func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
 func (c *Calendar) rebuild() {
 	clear(c.free)
 	clear(c.latest)
+	clear(c.top)
 	clear(c.stale)
 	end := c.base + span
 	for _, a := range c.order {
@@ -78,11 +81,12 @@ func (c *Calendar) rebuild() {
 			if !a.offers(m) {
 				continue
 			}
+			i := m - c.base
 			if e.busy() {
-				c.free[m-c.base]--
+				c.free[i]--
 			}
-			if e.movable(m) {
-				c.latest[m-c.base] = max(c.latest[m-c.base], e.last)
+			if e.movable(m) && e.last > c.latest[i] { // c.order is by id: the first of a tie stays
+				c.latest[i], c.top[i] = e.last, a
 			}
 		}
 	}
@@ -164,23 +168,25 @@ func (c *Calendar) model(f int64) *feasible.Plan {
 	return c.plan
 }
 
-// latestAt is the latest Last of a movable ticket at minute m (0: none),
-// recomputed if the ticket that had it left.
-func (c *Calendar) latestAt(m int64) int64 {
+// latestAt is the latest Last of a movable ticket at minute m (0: none)
+// and the agent of that ticket (the first by id among equal Lasts, unless
+// the latest left and came back), recomputed if the ticket that had it
+// left.
+func (c *Calendar) latestAt(m int64) (int64, *agent) {
 	i := m - c.base
 	if c.stale[i] {
-		c.latest[i] = 0
+		c.latest[i], c.top[i] = 0, nil
 		for _, a := range c.order {
 			if !a.offers(m) {
 				continue
 			}
-			if e := a.slots[m]; e.movable(m) {
-				c.latest[i] = max(c.latest[i], e.last)
+			if e := a.slots[m]; e.movable(m) && e.last > c.latest[i] {
+				c.latest[i], c.top[i] = e.last, a
 			}
 		}
 		c.stale[i] = false
 	}
-	return c.latest[i]
+	return c.latest[i], c.top[i]
 }
 
 // earliestFree is the earliest free offered slot in [f, l] (indexed

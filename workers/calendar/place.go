@@ -189,7 +189,7 @@ func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 					dest = m
 					break
 				}
-				if l := c.latestAt(m); l > best {
+				if l, _ := c.latestAt(m); l > best {
 					best, bestAt = l, m
 				}
 			}
@@ -208,21 +208,13 @@ func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 }
 
 // path resolves a search: at each chosen minute the movable ticket with
-// the latest Last (ties by agent id), then the first free slot of dest.
+// the latest Last, then the first free slot of dest.
 func (c *Calendar) path(chain []int64, dest int64) Placement {
 	p := Placement{Claims: make([]Claim, 0, len(chain)+1), Lasts: make([]time.Time, 1, len(chain)+1)}
 	for _, m := range chain {
-		want := c.latestAt(m)
-		for _, a := range c.order {
-			if !a.offers(m) {
-				continue
-			}
-			if e := a.slots[m]; e.movable(m) && e.last == want {
-				p.Claims = append(p.Claims, Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: e.rev})
-				p.Lasts = append(p.Lasts, minuteTime(e.last))
-				break
-			}
-		}
+		last, a := c.latestAt(m)
+		p.Claims = append(p.Claims, Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: a.slots[m].rev})
+		p.Lasts = append(p.Lasts, minuteTime(last))
 	}
 	cl, _ := c.earliestFree(dest, dest)
 	p.Claims = append(p.Claims, cl)
