@@ -31,6 +31,10 @@ func (p Placement) Moves() int { return max(len(p.Claims)-1, 0) }
 // each inside its own window and none from or into a minute before the
 // frozen horizon. ok is false when no schedule of the accepted tickets
 // leaves room for it; nothing is claimed then.
+//
+// A moved ticket may go to any minute from the frozen horizon to its
+// Last: every ticket's window is taken to open by then, which holds for
+// tickets placed when they are created (Window of the current instant).
 func (c *Calendar) Place(now, first, last time.Time) (Placement, bool) {
 	p, ok := c.find(now, first, last)
 	if ok {
@@ -134,8 +138,8 @@ func (c *Calendar) Rescue(now time.Time, from Slot) (Placement, bool) {
 	hz := c.sync(now)
 	a, ok := c.agents[from.Agent]
 	m := minuteIndex(from.Minute)
-	if !ok || !c.inRange(m) {
-		return Placement{}, false
+	if !ok || !c.inRange(m) || m < minuteIndex(ceilMinute(now.UTC())) {
+		return Placement{}, false // served already, or never known
 	}
 	e := a.slots[m]
 	if a.offers(m) || !e.movable(m) || e.last < hz || c.model(hz).Room(c.deadline(e.last)) < 1 {
