@@ -141,9 +141,10 @@ type Calendar struct {
 	frozen int64 // minutes after ceilMinute(now) where nothing moves
 
 	// Per indexed minute, over the agents that offer it (index.go): free
-	// slots, and the latest Last of a movable ticket (0: none) and its
-	// agent, stale when that ticket left. dirty: all of it, and the plan,
-	// must be rebuilt (an agent changed, a rebase).
+	// slots; and, with the plan (built when a placement first needs to
+	// move tickets, kept after), the latest Last of a movable ticket (0:
+	// none) and its agent, stale when that ticket left. dirty: the index
+	// must be rebuilt (an agent changed, a rebase), the plan dropped.
 	free   []int32
 	latest []int64
 	top    []*agent // the agent of latest's ticket
@@ -164,9 +165,6 @@ func New(now time.Time) *Calendar {
 		agents: make(map[string]*agent),
 		base:   minuteIndex(now) - backlog,
 		free:   make([]int32, span),
-		latest: make([]int64, span),
-		top:    make([]*agent, span),
-		stale:  make([]bool, span),
 	}
 }
 

@@ -64,6 +64,9 @@ func checkCounts(t *testing.T, c *Calendar) {
 		if free != c.free[i] {
 			t.Fatalf("free[%v] = %d, want %d", minuteTime(m), c.free[i], free)
 		}
+		if c.latest == nil {
+			continue
+		}
 		if !c.stale[i] && latest != c.latest[i] {
 			t.Fatalf("latest[%v] = %d, want %d", minuteTime(m), c.latest[i], latest)
 		}

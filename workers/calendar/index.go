@@ -8,7 +8,8 @@ import (
 
 // The index keeps, per minute of [base, base+span), what a placement
 // reads without walking every agent: the free slots among the agents that
-// offer the minute, and the latest Last of a movable ticket there. The
+// offer the minute, and (built with the plan) the latest Last of a
+// movable ticket there and whose it is. The
 // plan is the feasibility model of the flexible zone, the minutes at or
 // after the frozen horizon F: an offered slot gives it capacity unless a
 // fixed entry (a hold, a claim, a ticket of unknown window) occupies it,
@@ -37,13 +38,15 @@ func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
 		}
 	}
 	om, nm := old.movable(m), e.movable(m)
-	if om && c.top[i] == a {
-		c.stale[i] = true // unless the new ticket here is still the latest
-	}
-	// While stale, latest is still at least every remaining Last, so a
-	// ticket that reaches it is the latest again.
-	if nm && (e.last > c.latest[i] || e.last == c.latest[i] && (c.stale[i] || a.id < c.top[i].id)) {
-		c.latest[i], c.top[i], c.stale[i] = e.last, a, false
+	if c.latest != nil {
+		if om && c.top[i] == a {
+			c.stale[i] = true // unless the new ticket here is still the latest
+		}
+		// While stale, latest is still at least every remaining Last, so
+		// a ticket that reaches it is the latest again.
+		if nm && (e.last > c.latest[i] || e.last == c.latest[i] && (c.stale[i] || a.id < c.top[i].id)) {
+			c.latest[i], c.top[i], c.stale[i] = e.last, a, false
+		}
 	}
 	if c.plan == nil || m < c.f {
 		return
@@ -63,12 +66,10 @@ func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
 	}
 }
 
-// rebuild recomputes the index from the entries and drops the plan.
+// rebuild recomputes the free slots from the entries and drops what
+// placements with moves use, rebuilt when next needed (model).
 func (c *Calendar) rebuild() {
 	clear(c.free)
-	clear(c.latest)
-	clear(c.top)
-	clear(c.stale)
 	end := c.base + span
 	for _, a := range c.order {
 		if !a.available || a.start >= end {
@@ -78,19 +79,12 @@ func (c *Calendar) rebuild() {
 			c.free[i]++
 		}
 		for m, e := range a.slots {
-			if !a.offers(m) {
-				continue
-			}
-			i := m - c.base
-			if e.busy() {
-				c.free[i]--
-			}
-			if e.movable(m) && e.last > c.latest[i] { // c.order is by id: the first of a tie stays
-				c.latest[i], c.top[i] = e.last, a
+			if a.offers(m) && e.busy() {
+				c.free[m-c.base]--
 			}
 		}
 	}
-	c.dirty, c.plan = false, nil
+	c.dirty, c.plan, c.latest, c.top, c.stale = false, nil, nil, nil, nil
 }
 
 // horizon is the frozen horizon F at now, as a minute index.
@@ -141,30 +135,44 @@ func (c *Calendar) advance(f int64) {
 	c.plan.Drop(f)
 }
 
-// model returns the plan at horizon f (sync'ed), building it if needed.
+// model returns the plan at horizon f (sync'ed), building it, and the
+// latest Lasts, if needed: one pass over the entries.
 func (c *Calendar) model(f int64) *feasible.Plan {
-	if c.plan != nil {
+	if c.plan != nil && c.latest != nil {
 		return c.plan
 	}
-	capa, demand := make([]int, span), make([]int, span)
-	for _, a := range c.order {
+	build := c.latest == nil
+	if build {
+		c.latest, c.top, c.stale = make([]int64, span), make([]*agent, span), make([]bool, span)
+	}
+	var capa, demand []int
+	if c.plan == nil {
+		capa, demand = make([]int, span), make([]int, span)
+	}
+	for _, a := range c.order { // by id: the first agent of a tie stays top
 		if !a.available {
 			continue
 		}
 		for m, e := range a.slots {
-			if m < f || !a.offers(m) {
+			if !a.offers(m) || !e.movable(m) {
 				continue
 			}
-			if e.movable(m) {
-				capa[m-c.base]++
+			i := m - c.base
+			if build && e.last > c.latest[i] {
+				c.latest[i], c.top[i] = e.last, a
+			}
+			if capa != nil && m >= f {
+				capa[i]++
 				demand[c.deadline(e.last)-c.base]++
 			}
 		}
 	}
-	for i := max(f-c.base, 0); i < span; i++ {
-		capa[i] += int(c.free[i])
+	if capa != nil {
+		for i := max(f-c.base, 0); i < span; i++ {
+			capa[i] += int(c.free[i])
+		}
+		c.plan, c.f = feasible.Load(c.base, f, capa, demand), f
 	}
-	c.plan, c.f = feasible.Load(c.base, f, capa, demand), f
 	return c.plan
 }
 

@@ -98,3 +98,36 @@ func BenchmarkCapacity(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlaceWithMovesTaken: as BenchmarkPlaceWithMoves, but the batch
+// succeeds (Taken for the GOLD ticket and the moved BRONZE one) and two
+// records from the watch then put both back as they were: a whole write
+// cycle of a placement with a move.
+func BenchmarkPlaceWithMovesTaken(b *testing.B) {
+	c := benchCalendar(b, true)
+	first, last, _ := Window(t0, subjects.Gold)
+	rev := uint64(1 << 40)
+	for b.Loop() {
+		p, ok := c.Place(t0, first, last)
+		if !ok || p.Moves() != 1 {
+			b.Fatalf("placed %v with %d moves", ok, p.Moves())
+		}
+		c.Taken(p.Claims[0], rev+1, Mark{State: Busy, Last: last})
+		c.Taken(p.Claims[1], rev+2, Mark{State: Busy, Last: p.Lasts[1]})
+		c.Set(p.Claims[0].Slot, rev+3, Mark{State: Busy, Last: p.Lasts[1]})
+		c.Set(p.Claims[1].Slot, rev+4, free)
+		rev += 4
+	}
+}
+
+// BenchmarkStaleMinute: what a placement pays once for a minute whose
+// latest movable ticket left (moved, cancelled, claimed): one look at
+// every agent's slot of that minute.
+func BenchmarkStaleMinute(b *testing.B) {
+	c := benchCalendar(b, true)
+	m := minuteIndex(t0) + 60
+	for b.Loop() {
+		c.stale[m-c.base] = true
+		c.latestAt(m)
+	}
+}
