@@ -53,12 +53,23 @@ type world struct {
 	agents map[string]*wAgent
 	cells  map[Slot]*cell
 	rev    uint64
+	// Placements claimed and not yet written: their slots are neither
+	// free nor movable until settled.
+	overlap  bool // keep some placements in flight over the next arrival
+	inflight []inflight
+	claimed  map[Slot]bool
 
 	accepted, refused, moved int
 }
 
+type inflight struct {
+	p    Placement
+	c    cell
+	fail bool
+}
+
 func newWorld(t *testing.T, nAgents int, frozen int) *world {
-	w := &world{t: t, c: New(t0), now: t0, frozen: int64(frozen), agents: map[string]*wAgent{}, cells: map[Slot]*cell{}}
+	w := &world{t: t, c: New(t0), now: t0, frozen: int64(frozen), agents: map[string]*wAgent{}, cells: map[Slot]*cell{}, claimed: map[Slot]bool{}}
 	w.c.SetFrozen(frozen)
 	for i := range nAgents {
 		w.setAgent(fmt.Sprintf("a%d", i), true, t0.Add(-time.Hour))
@@ -98,6 +109,9 @@ func (w *world) cell(s Slot) cell {
 // free says whether the model has the slot free (a hold past its expiry
 // is free).
 func (w *world) free(s Slot) bool {
+	if w.claimed[s] {
+		return false
+	}
 	c := w.cell(s)
 	return c.kind == kFree || (c.kind == kHeld && !w.now.Before(c.until))
 }
@@ -139,7 +153,7 @@ func (w *world) bfs(lo, hi int64) int {
 					if w.free(s) {
 						return moves
 					}
-					if c := w.cell(s); c.kind == kTicket {
+					if c := w.cell(s); c.kind == kTicket && !w.claimed[s] {
 						next = append(next, [2]int64{f, c.last})
 					}
 				}
@@ -178,8 +192,8 @@ func (w *world) check(p Placement, first, last int64, rescue bool) {
 	for i := 1; i < len(p.Claims); i++ {
 		from, to := p.Claims[i-1], p.Claims[i]
 		c := w.cell(from.Slot)
-		if c.kind != kTicket {
-			t.Fatalf("claim %d: %v holds %+v, not a movable ticket", i-1, from.Slot, c)
+		if c.kind != kTicket || w.claimed[from.Slot] {
+			t.Fatalf("claim %d: %v holds %+v (claimed %v), not a movable ticket", i-1, from.Slot, c, w.claimed[from.Slot])
 		}
 		fm, tm := minuteIndex(from.Minute), minuteIndex(to.Minute)
 		if fm < f && !(rescue && i == 1) {
@@ -246,6 +260,13 @@ func (w *world) arrive(first, last int64, hold, fail bool) bool {
 	} else if last >= w.horizon() {
 		want = w.bfs(first, last)
 	}
+	w.c.sync(w.now)
+	if hz := w.horizon(); want != 0 && last >= hz {
+		fits := w.c.model(hz).Room(last) >= 1
+		if _, found := w.c.search(hz, max(first, hz), last); fits != found {
+			t.Fatalf("the plan says %v, the search %v", fits, found)
+		}
+	}
 	n, cp := w.c.Capacity(w.now, minuteTime(first), minuteTime(last))
 	p, ok := w.c.Place(w.now, minuteTime(first), minuteTime(last))
 	if ok != (want >= 0) {
@@ -274,11 +295,29 @@ func (w *world) arrive(first, last int64, hold, fail bool) bool {
 	if hold {
 		c = cell{kind: kHeld, until: w.now.Add(time.Duration(1+w.rev%90) * time.Second)}
 	}
-	w.apply(p, c, fail)
 	if !fail {
 		w.accepted++
 	}
+	if w.overlap && w.rev%5 == 0 { // written after the next arrival
+		w.inflight = append(w.inflight, inflight{p, c, fail})
+		for _, cl := range p.Claims {
+			w.claimed[cl.Slot] = true
+		}
+		return true
+	}
+	w.apply(p, c, fail)
 	return true
+}
+
+// settle writes the placements in flight, in order.
+func (w *world) settle() {
+	for _, f := range w.inflight {
+		for _, cl := range f.p.Claims {
+			delete(w.claimed, cl.Slot)
+		}
+		w.apply(f.p, f.c, f.fail)
+	}
+	w.inflight = nil
 }
 
 // rescueAll rescues every stranded ticket, checking each against the
@@ -324,6 +363,9 @@ func (w *world) rescueAll(fail bool) {
 // step is one operation, op in [0, 20), its parameters from rng.
 func (w *world) step(op int, rng *rand.Rand) {
 	f := minuteIndex(ceilMinute(w.now))
+	if op >= 9 {
+		w.settle() // only arrivals overlap a write in flight
+	}
 	switch {
 	case op < 9: // an arrival, a hold one time in four
 		w.arrive(f, f+int64(rng.IntN(40)), rng.IntN(4) == 0, rng.IntN(8) == 0)
@@ -380,6 +422,7 @@ func TestPlaceRandomTraces(t *testing.T) {
 	for seed := uint64(0); seed < 2000; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 7))
 		w := newWorld(t, 1+rng.IntN(4), rng.IntN(6))
+		w.overlap = true
 		for i := range 120 {
 			w.step(rng.IntN(20), rng)
 			if seed < 200 || i%20 == 0 {
@@ -533,6 +576,7 @@ func FuzzPlace(f *testing.F) {
 		}
 		rng := rand.New(rand.NewPCG(seed, 3))
 		w := newWorld(t, 1+int(seed%4), int(seed/4%6))
+		w.overlap = true
 		for _, op := range ops {
 			w.step(int(op%20), rng)
 			checkCounts(t, w.c)
