@@ -54,8 +54,10 @@ type Mark struct {
 	State State
 	Until time.Time // Held: the hold's expiry
 	// Last is the last minute of a confirmed ticket's window (Window's
-	// last): the ticket may be moved to any minute up to it. Zero when
-	// unknown (an unreadable record): the ticket never moves.
+	// last): the ticket may be moved to any minute from the frozen
+	// horizon up to it, so its window must open by then (a ticket placed
+	// when it is created). Zero when unknown (an unreadable record) or
+	// when the window opens later: the ticket never moves.
 	Last time.Time
 }
 

@@ -176,7 +176,8 @@ func (c *Calendar) Rescue(now time.Time, from Slot) (Placement, bool) {
 // It returns the placement with Claims[0] the new ticket's slot.
 func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 	end := c.base + span - 1
-	lo, hi = max(lo, hz, c.base), min(hi, end)
+	hz = max(hz, c.base) // minutes before base are not indexed
+	lo, hi = max(lo, hz), min(hi, end)
 	if lo > hi {
 		return Placement{}, false
 	}

@@ -583,3 +583,28 @@ func FuzzPlace(f *testing.F) {
 		}
 	})
 }
+
+// TestPlaceWindowOpensLater: a new ticket whose window opens after the
+// horizon takes the slot of a ticket that can move back, before that
+// window, into the minutes the new one may not use.
+func TestPlaceWindowOpensLater(t *testing.T) {
+	t.Parallel()
+	c := New(t0)
+	c.SetAgent(Agent{ID: "a", Available: true, Since: t0})
+	after := func(k int) time.Time { return t0.Add(time.Duration(k) * time.Minute) }
+	c.Set(slot("a", after(2)), 1, Mark{State: Busy, Last: after(5)})
+	for k := 3; k <= 5; k++ {
+		c.Set(slot("a", after(k)), uint64(k), Mark{State: Busy, Last: after(5)})
+	}
+	p, ok := c.Place(t0, after(2), after(2))
+	if !ok || p.Moves() != 1 || p.Claims[0].Slot != slot("a", after(2)) || p.Claims[1].Slot != slot("a", t0) || !p.Lasts[1].Equal(after(5)) {
+		t.Fatalf("Place [t0+2, t0+2] = %+v, %v; want the ticket at t0+2 moved to t0", p, ok)
+	}
+	if _, ok := c.Place(t0, after(3), after(3)); !ok {
+		t.Fatal("a second ticket at t0+3 refused: the one there can move to t0+1")
+	}
+	if _, ok := c.Place(t0, after(4), after(4)); ok {
+		t.Fatal("a third ticket placed: every minute up to t0+5 is taken or claimed")
+	}
+	checkCounts(t, c)
+}
