@@ -146,7 +146,7 @@ type Calendar struct {
 	// slots; and, with the plan (built when a placement first needs to
 	// move tickets, kept after), the latest Last of a movable ticket (0:
 	// none) and its agent, stale when that ticket left. dirty: the index
-	// must be rebuilt (an agent changed, a rebase), the plan dropped.
+	// must be rebuilt (after a rebase), the plan dropped.
 	free   []int32
 	latest []int64
 	top    []*agent // the agent of latest's ticket
@@ -232,8 +232,9 @@ func (c *Calendar) SetAgent(ag Agent) {
 	if a.available == ag.Available && a.start == start {
 		return
 	}
+	was, from := a.available, a.start
 	a.available, a.start = ag.Available, start
-	c.dirty = true // rare: rebuilt when next needed
+	c.offering(a, was, from)
 }
 
 // LoadAgents replaces the agent set with a snapshot: agents not in it

@@ -14,7 +14,8 @@ import (
 // after the frozen horizon F: an offered slot gives it capacity unless a
 // fixed entry (a hold, a claim, a ticket of unknown window) occupies it,
 // and every movable ticket there is demand at its Last. Both follow every
-// entry change (reindex); agent changes and rebases rebuild them.
+// entry change (reindex) and every agent change (offering); a rebase
+// rebuilds them.
 
 // capacity says whether an offered slot holding e counts as capacity in
 // the plan: free, or held by a ticket that may move.
@@ -63,6 +64,54 @@ func (c *Calendar) reindex(a *agent, m int64, old, e entry) {
 	}
 	if nm {
 		c.plan.Force(c.deadline(e.last))
+	}
+}
+
+// account adds (d = 1) or removes (d = -1) what the entry e of a's
+// minute m gives the index and the plan, for an agent that starts or
+// stops offering the minute.
+func (c *Calendar) account(a *agent, m int64, e entry, d int) {
+	i := m - c.base
+	if !e.busy() {
+		c.free[i] += int32(d)
+	}
+	mv := e.movable(m)
+	if c.latest != nil && mv {
+		switch {
+		case d < 0 && c.top[i] == a:
+			c.stale[i] = true
+		case d > 0 && (e.last > c.latest[i] || e.last == c.latest[i] && (c.stale[i] || a.id < c.top[i].id)):
+			c.latest[i], c.top[i], c.stale[i] = e.last, a, false
+		}
+	}
+	if c.plan == nil || m < c.f {
+		return
+	}
+	if capacity(e, m) {
+		c.plan.SetCapacity(m, c.plan.Capacity(m)+d)
+	}
+	switch {
+	case mv && d < 0:
+		c.plan.Release(c.deadline(e.last))
+	case mv && d > 0:
+		c.plan.Force(c.deadline(e.last))
+	}
+}
+
+// offering follows an agent whose availability or start changed from
+// (was, from): every indexed minute it starts or stops offering.
+func (c *Calendar) offering(a *agent, was bool, from int64) {
+	if c.dirty {
+		return
+	}
+	for m := c.base; m < c.base+span; m++ {
+		before, now := was && from <= m, a.offers(m)
+		switch {
+		case before && !now:
+			c.account(a, m, a.slots[m], -1)
+		case now && !before:
+			c.account(a, m, a.slots[m], 1)
+		}
 	}
 }
 
