@@ -49,7 +49,9 @@ func (c *Calendar) Place(now, first, last time.Time) (Placement, bool) {
 // with window [first, last] could be admitted now (the free slots of the
 // window before the frozen horizon, plus the plan's room for the deadline
 // last), and p is where the first of them would go, nothing claimed
-// (empty when n is 0).
+// (empty when n is 0). n is exact for a window that opens by the frozen
+// horizon (a ticket created now); for one that opens later it may count
+// minutes before its opening.
 func (c *Calendar) Capacity(now, first, last time.Time) (n int, p Placement) {
 	f, l, ok := c.window(first, last)
 	if !ok {

@@ -131,3 +131,26 @@ func BenchmarkStaleMinute(b *testing.B) {
 		c.latestAt(m)
 	}
 }
+
+// BenchmarkRescue: agent a0000 of the full calendar goes away; one op is
+// the Rescue of one of its 479 stranded tickets (its move onto another
+// agent, plus the moves that free a slot for it) and the Abandon.
+func BenchmarkRescue(b *testing.B) {
+	c := benchCalendar(b, true)
+	c.SetAgent(Agent{ID: "a0000"})
+	stranded := c.Stranded(t0)
+	if len(stranded) != 479 { // every minute but the free last one
+		b.Fatalf("%d stranded, want 479", len(stranded))
+	}
+	var moves, n int
+	for i := 0; b.Loop(); i++ {
+		s := stranded[i%len(stranded)]
+		p, ok := c.Rescue(t0, s.Slot)
+		if ok {
+			moves += p.Moves()
+			n++
+			abandon(c, p)
+		}
+	}
+	b.ReportMetric(float64(moves)/float64(max(n, 1)), "moves/rescue")
+}
