@@ -54,8 +54,10 @@ type Mark struct {
 	State State
 	Until time.Time // Held: the hold's expiry
 	// Last is the last minute of a confirmed ticket's window (Window's
-	// last): the ticket may be moved to any minute up to it. Zero when
-	// unknown (an unreadable record): the ticket never moves.
+	// last): the ticket may be moved to any minute from the frozen
+	// horizon up to it, so its window must open by then (a ticket placed
+	// when it is created). Zero when unknown (an unreadable record) or
+	// when the window opens later: the ticket never moves.
 	Last time.Time
 }
 
@@ -141,11 +143,13 @@ type Calendar struct {
 	frozen int64 // minutes after ceilMinute(now) where nothing moves
 
 	// Per indexed minute, over the agents that offer it (index.go): free
-	// slots, and the latest Last of a movable ticket (0: none), stale
-	// when the ticket that had it left. dirty: all of it, and the plan,
-	// must be rebuilt (an agent changed, a rebase).
+	// slots; and, with the plan (built when a placement first needs to
+	// move tickets, kept after), the latest Last of a movable ticket (0:
+	// none) and its agent, stale when that ticket left. dirty: the index
+	// must be rebuilt (after a rebase), the plan dropped.
 	free   []int32
 	latest []int64
+	top    []*agent // the agent of latest's ticket
 	stale  []bool
 	dirty  bool
 	// plan is the feasibility model of the minutes >= f (the frozen
@@ -163,8 +167,6 @@ func New(now time.Time) *Calendar {
 		agents: make(map[string]*agent),
 		base:   minuteIndex(now) - backlog,
 		free:   make([]int32, span),
-		latest: make([]int64, span),
-		stale:  make([]bool, span),
 	}
 }
 
@@ -230,8 +232,9 @@ func (c *Calendar) SetAgent(ag Agent) {
 	if a.available == ag.Available && a.start == start {
 		return
 	}
+	was, from := a.available, a.start
 	a.available, a.start = ag.Available, start
-	c.dirty = true // rare: rebuilt when next needed
+	c.offering(a, was, from)
 }
 
 // LoadAgents replaces the agent set with a snapshot: agents not in it

@@ -64,8 +64,17 @@ func checkCounts(t *testing.T, c *Calendar) {
 		if free != c.free[i] {
 			t.Fatalf("free[%v] = %d, want %d", minuteTime(m), c.free[i], free)
 		}
+		if c.latest == nil {
+			continue
+		}
 		if !c.stale[i] && latest != c.latest[i] {
 			t.Fatalf("latest[%v] = %d, want %d", minuteTime(m), c.latest[i], latest)
+		}
+		if top := c.top[i]; !c.stale[i] && latest != 0 && (top == nil || !top.offers(m) || !top.slots[m].movable(m) || top.slots[m].last != latest) {
+			t.Fatalf("top[%v] is not the agent of the latest ticket", minuteTime(m))
+		}
+		if c.stale[i] && latest > c.latest[i] {
+			t.Fatalf("stale latest[%v] = %d below a remaining %d", minuteTime(m), c.latest[i], latest)
 		}
 		if c.plan != nil && m >= c.f {
 			if got := c.plan.Capacity(m); got != capa {

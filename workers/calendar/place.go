@@ -31,6 +31,10 @@ func (p Placement) Moves() int { return max(len(p.Claims)-1, 0) }
 // each inside its own window and none from or into a minute before the
 // frozen horizon. ok is false when no schedule of the accepted tickets
 // leaves room for it; nothing is claimed then.
+//
+// A moved ticket may go to any minute from the frozen horizon to its
+// Last: every ticket's window is taken to open by then, which holds for
+// tickets placed when they are created (Window of the current instant).
 func (c *Calendar) Place(now, first, last time.Time) (Placement, bool) {
 	p, ok := c.find(now, first, last)
 	if ok {
@@ -45,7 +49,9 @@ func (c *Calendar) Place(now, first, last time.Time) (Placement, bool) {
 // with window [first, last] could be admitted now (the free slots of the
 // window before the frozen horizon, plus the plan's room for the deadline
 // last), and p is where the first of them would go, nothing claimed
-// (empty when n is 0).
+// (empty when n is 0). n is exact for a window that opens by the frozen
+// horizon (a ticket created now); for one that opens later it may count
+// minutes before its opening.
 func (c *Calendar) Capacity(now, first, last time.Time) (n int, p Placement) {
 	f, l, ok := c.window(first, last)
 	if !ok {
@@ -134,8 +140,8 @@ func (c *Calendar) Rescue(now time.Time, from Slot) (Placement, bool) {
 	hz := c.sync(now)
 	a, ok := c.agents[from.Agent]
 	m := minuteIndex(from.Minute)
-	if !ok || !c.inRange(m) {
-		return Placement{}, false
+	if !ok || !c.inRange(m) || m < minuteIndex(ceilMinute(now.UTC())) {
+		return Placement{}, false // served already, or never known
 	}
 	e := a.slots[m]
 	if a.offers(m) || !e.movable(m) || e.last < hz || c.model(hz).Room(c.deadline(e.last)) < 1 {
@@ -172,7 +178,8 @@ func (c *Calendar) Rescue(now time.Time, from Slot) (Placement, bool) {
 // It returns the placement with Claims[0] the new ticket's slot.
 func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 	end := c.base + span - 1
-	lo, hi = max(lo, hz, c.base), min(hi, end)
+	hz = max(hz, c.base) // minutes before base are not indexed
+	lo, hi = max(lo, hz), min(hi, end)
 	if lo > hi {
 		return Placement{}, false
 	}
@@ -189,7 +196,7 @@ func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 					dest = m
 					break
 				}
-				if l := c.latestAt(m); l > best {
+				if l, _ := c.latestAt(m); l > best {
 					best, bestAt = l, m
 				}
 			}
@@ -208,21 +215,13 @@ func (c *Calendar) search(hz, lo, hi int64) (Placement, bool) {
 }
 
 // path resolves a search: at each chosen minute the movable ticket with
-// the latest Last (ties by agent id), then the first free slot of dest.
+// the latest Last, then the first free slot of dest.
 func (c *Calendar) path(chain []int64, dest int64) Placement {
 	p := Placement{Claims: make([]Claim, 0, len(chain)+1), Lasts: make([]time.Time, 1, len(chain)+1)}
 	for _, m := range chain {
-		want := c.latestAt(m)
-		for _, a := range c.order {
-			if !a.offers(m) {
-				continue
-			}
-			if e := a.slots[m]; e.movable(m) && e.last == want {
-				p.Claims = append(p.Claims, Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: e.rev})
-				p.Lasts = append(p.Lasts, minuteTime(e.last))
-				break
-			}
-		}
+		last, a := c.latestAt(m)
+		p.Claims = append(p.Claims, Claim{Slot: Slot{Agent: a.id, Minute: minuteTime(m)}, Rev: a.slots[m].rev})
+		p.Lasts = append(p.Lasts, minuteTime(last))
 	}
 	cl, _ := c.earliestFree(dest, dest)
 	p.Claims = append(p.Claims, cl)

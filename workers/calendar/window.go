@@ -1,11 +1,27 @@
 // Package calendar is the pure slot arithmetic of ticket admission: the SLA
 // window of a ticket, the minute an agent starts contributing, and a
-// per-tenant index of agent-minutes that finds the earliest free one.
+// per-tenant index of agent-minutes that places a ticket so that the
+// calendar admits as many tickets as any schedule could (issue 10).
+//
+// Calendar.Place gives a new ticket the earliest free agent-minute of its
+// window when there is one. Otherwise it moves accepted tickets, each
+// inside its own window, to make room, with the fewest moves: a shortest
+// augmenting path, found by layers over per-minute aggregates and
+// cross-checked by feasible.Plan, the feasibility model of the minutes at
+// or after the frozen horizon (ceilMinute(now) plus SetFrozen's minutes),
+// kept in step with every record the calendar learns. Tickets before the
+// horizon never move, and none moves into it. Capacity answers the same
+// question without claiming anything; Stranded and Rescue re-plan the
+// tickets of an agent that went away.
+//
+// The calendar knows a ticket's window by its last minute (Mark.Last);
+// holds, claims in flight and records it cannot read are fixed: they take
+// an agent-minute and never move.
 //
 // Nothing here does I/O or reads a clock. The ETA responder feeds a
 // Calendar from KV watches and its own writes; the revision-checked KV
-// write is the truth,
-// the calendar only says which key is worth trying first.
+// write is the truth, the calendar only says which keys are worth trying:
+// a placement and its moves are one batch of such writes.
 package calendar
 
 import (

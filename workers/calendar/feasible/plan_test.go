@@ -426,3 +426,91 @@ func BenchmarkAdvanceFull(b *testing.B) {
 		p.Advance(p.Now() + 1)
 	}
 }
+
+// TestLoadForceDropRoom: a plan kept by a caller that places tickets
+// itself (Force, Release, SetCapacity, Drop) equals one Load rebuilds
+// from its capacities and deadlines, and Room is how many more tickets
+// of a deadline the matching fits.
+func TestLoadForceDropRoom(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 12))
+	for iter := range 1000 {
+		n := 1 + r.IntN(10)
+		caps := make([]int, n)
+		for i := range caps {
+			caps[i] = r.IntN(4)
+		}
+		p := Load(base, base+int64(r.IntN(3)), caps, make([]int, n))
+		for i := range int(p.Now() - base) {
+			caps[i] = 0 // before now: not in the plan
+		}
+		for step := range 40 {
+			if p.Now() >= p.End() {
+				break
+			}
+			now := p.Now()
+			switch op := r.IntN(10); {
+			case op < 5:
+				if err := p.Force(now + int64(r.IntN(int(p.End()-now)))); err != nil {
+					t.Fatal(err)
+				}
+			case op < 7:
+				if pend := p.Pending(); len(pend) > 0 {
+					if err := p.Release(pend[r.IntN(len(pend))]); err != nil {
+						t.Fatal(err)
+					}
+				}
+			case op < 9:
+				m := now + int64(r.IntN(int(p.End()-now)))
+				caps[m-base] = r.IntN(4)
+				if err := p.SetCapacity(m, caps[m-base]); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				to := now + 1 + int64(r.IntN(3))
+				var gone int
+				for _, d := range p.Pending() {
+					if d < to {
+						gone++
+					}
+				}
+				if got := p.Drop(to); got != gone {
+					t.Fatalf("iter %d step %d: Drop(%d) dropped %d, %d had passed", iter, step, to-base, got, gone)
+				}
+				for m := now; m < min(to, p.End()); m++ {
+					caps[m-base] = 0
+				}
+			}
+			now = p.Now()
+			demand := make([]int, n)
+			for _, d := range p.Pending() {
+				demand[d-base]++
+			}
+			q := Load(base, now, caps, demand)
+			if q.Deficit() != p.Deficit() || q.Accepted() != p.Accepted() {
+				t.Fatalf("iter %d step %d: deficit %d accepted %d, rebuilt %d %d", iter, step, p.Deficit(), p.Accepted(), q.Deficit(), q.Accepted())
+			}
+			if now >= p.End() {
+				break
+			}
+			pend := pendingTickets(p)
+			rest := caps[now-base:]
+			total := 0
+			for _, c := range rest {
+				total += c
+			}
+			for d := now; d < p.End(); d++ {
+				want := 0
+				if p.Deficit() == 0 {
+					more := slices.Clone(pend)
+					for range total {
+						more = append(more, ticket{now, d})
+					}
+					want = maxMatching(now, rest, more) - len(pend)
+				}
+				if got := p.Room(d); got != want || q.Room(d) != want {
+					t.Fatalf("iter %d step %d: Room(%d) %d, rebuilt %d, matching %d", iter, step, d-base, got, q.Room(d), want)
+				}
+			}
+		}
+	}
+}
