@@ -47,8 +47,11 @@ type ResponderConfig struct {
 	// that the 503 arrives before the ingress gives up.
 	AgentsWait time.Duration
 	// Frozen is the frozen horizon of feasibility admission (0: 5
-	// minutes; whole minutes): no accepted ticket whose minute starts
-	// within it is moved, nor moved into it. Negative: none.
+	// minutes; whole minutes, at least one): no accepted ticket whose
+	// minute starts within it is moved, nor moved into it. At least a
+	// minute, because a ticket may be created up to maxSkew ahead of the
+	// responder's clock: its window then opens a minute after the
+	// current one, and a move must never take it before that.
 	Frozen  time.Duration
 	Metrics prometheus.Registerer // may be nil
 }
@@ -162,13 +165,11 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 		return nil, fmt.Errorf("%w: agents wait %s", ErrResponderConfig, agentsWait)
 	}
 	frozen := cfg.Frozen
-	switch {
-	case frozen == 0:
+	if frozen == 0 {
 		frozen = defaultFrozen
-	case frozen < 0:
-		frozen = 0
-	case frozen%time.Minute != 0:
-		return nil, fmt.Errorf("%w: frozen horizon %s is not a whole number of minutes", ErrResponderConfig, frozen)
+	}
+	if frozen < time.Minute || frozen%time.Minute != 0 {
+		return nil, fmt.Errorf("%w: frozen horizon %s is not a whole number of minutes >= 1m", ErrResponderConfig, frozen)
 	}
 	log := cfg.Logger
 	if log == nil {

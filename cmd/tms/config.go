@@ -132,7 +132,7 @@ var flagDefs = []flagDef{
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.DurationVar(&c.HoldTTL, name, 30*time.Second, usage)
 		}},
-	{"frozen-horizon", "feasibility admission moves accepted tickets to other agent-minutes inside their windows to admit more, but never a ticket that starts within this horizon, nor into it; whole minutes, 0 for none", roleBack,
+	{"frozen-horizon", "feasibility admission moves accepted tickets to other agent-minutes inside their windows to admit more, but never a ticket that starts within this horizon, nor into it; whole minutes from 1m to 1h", roleBack,
 		dur(func(c *config) *time.Duration { return &c.Frozen }, 5*time.Minute)},
 	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
@@ -372,8 +372,8 @@ func (c *config) validate() error {
 				err, setHint("database-url"))
 		}
 	}
-	if r.has(roleBack) && (c.Frozen < 0 || c.Frozen%time.Minute != 0 || c.Frozen > time.Hour) {
-		return usagef("--frozen-horizon %s: want whole minutes from 0 to 1h", c.Frozen)
+	if r.has(roleBack) && (c.Frozen < time.Minute || c.Frozen%time.Minute != 0 || c.Frozen > time.Hour) {
+		return usagef("--frozen-horizon %s: want whole minutes from 1m to 1h", c.Frozen)
 	}
 	if r.has(roleFront) && !dbPrefixRE.MatchString(c.DBPrefix) {
 		return usagef("--db-prefix %q: want a lower-case letter, then up to 29 of [a-z0-9_]", c.DBPrefix)

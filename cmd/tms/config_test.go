@@ -68,6 +68,10 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"worker", "--nats-url", "nats://a", "--db-prefix", "x_"}, nil, "db-prefix"}, // worker creates no databases
 		{[]string{"ingress", "--nats-url", "nats://a", "--hold-ttl", "30s"}, nil, "hold-ttl"}, // the responders own holds
 		{[]string{"serve", "--ack-wait", "500ms"}, nil, "--ack-wait"},
+		{[]string{"serve", "--frozen-horizon", "0"}, nil, "--frozen-horizon"},
+		{[]string{"worker", "--nats-url", "nats://a", "--frozen-horizon", "90s"}, nil, "--frozen-horizon"},
+		{[]string{"serve", "--frozen-horizon", "2h"}, nil, "--frozen-horizon"},
+		{[]string{"ingress", "--nats-url", "nats://a", "--frozen-horizon", "5m"}, nil, "frozen-horizon"}, // the responders plan
 		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "reconcile-grace"},               // the reconciler is gone with the one-write admission
 		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"}, // no allocator there
 		{[]string{"serve", "--tenant-rate", "-1"}, nil, "--tenant-rate"},

@@ -265,7 +265,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 	if r.has(roleBack) {
 		p.responder, err = workers.NewResponder(ctx, workers.ResponderConfig{
 			NC: backNC, JS: backJS, Registry: p.registry, Logger: logger,
-			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics, Frozen: frozenOf(cfg.Frozen),
+			HoldTTL: cfg.HoldTTL, Replicas: cfg.Replicas, Metrics: metrics, Frozen: cfg.Frozen,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("eta responder: %w", err)
@@ -526,13 +526,4 @@ func drain(logger *slog.Logger, nc *nats.Conn) {
 	if err := ops.Drain(ctx, nc); err != nil {
 		logger.Warn("NATS drain incomplete", "err", err)
 	}
-}
-
-// frozenOf maps --frozen-horizon onto ResponderConfig.Frozen, whose zero
-// means the default: a horizon of 0 is "none" there.
-func frozenOf(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }
