@@ -72,8 +72,8 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"worker", "--nats-url", "nats://a", "--frozen-horizon", "90s"}, nil, "--frozen-horizon"},
 		{[]string{"serve", "--frozen-horizon", "2h"}, nil, "--frozen-horizon"},
 		{[]string{"ingress", "--nats-url", "nats://a", "--frozen-horizon", "5m"}, nil, "frozen-horizon"}, // the responders plan
-		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "reconcile-grace"},               // the reconciler is gone with the one-write admission
-		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"}, // no allocator there
+		{[]string{"serve", "--reconcile-grace", "5s"}, nil, "reconcile-grace"},                           // the reconciler is gone with the one-write admission
+		{[]string{"ingress", "--nats-url", "nats://a", "--ack-wait", "2s"}, nil, "ack-wait"},             // no allocator there
 		{[]string{"serve", "--tenant-rate", "-1"}, nil, "--tenant-rate"},
 		{[]string{"serve"}, map[string]string{"TMS_CLIENT_BURST": "-5"}, "--client-burst"},
 		{[]string{"serve"}, map[string]string{"TMS_MAX_BACKLOG": "lots"}, "TMS_MAX_BACKLOG"},
