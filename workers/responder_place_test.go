@@ -348,11 +348,9 @@ func TestResponderConcurrentPlacementsStayConsistent(t *testing.T) {
 	ten := e.account(t, "Race Corp")
 	e.agentAt(t, ten, respT0)
 	first, last, _ := calendar.Window(respT0, subjects.Bronze)
-	var rs []*workers.Responder
 	for range 2 {
 		r := e.responder(t, nil)
 		testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 480 }, "the agent is seen")
-		rs = append(rs, r)
 	}
 	const clients, each = 32, 12
 	types := []string{subjects.Bronze, subjects.Bronze, subjects.Silver, subjects.Gold}
