@@ -2,6 +2,7 @@ package jskit_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -72,5 +73,51 @@ func TestWriteKVBatch(t *testing.T) {
 	// A create where the key exists refuses the batch as well.
 	if _, err := jskit.WriteKVBatch(ctx, nc, cfg.Bucket, []jskit.KVWrite{{Key: "c", Value: []byte("c2")}}); !jskit.CreateLost(err) {
 		t.Errorf("create over an existing key in a batch: %v, want a lost compare-and-set", err)
+	}
+}
+
+// BenchmarkWriteKVBatch: what a placement with moves costs in JetStream
+// (a batch of size writes) beside a plain KV create, on one file-backed
+// R1 bucket (fsync on every write, as tms runs).
+func BenchmarkWriteKVBatch(b *testing.B) {
+	for _, size := range []int{0, 1, 2, 4} {
+		name := fmt.Sprintf("batch-%d", size)
+		if size == 0 {
+			name = "create"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := testkit.Context(b, 120*time.Second)
+			ns := testkit.StartNATS(b)
+			nc := ns.Connect(b)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := subjects.SlotBucketConfig(0, 1, 0)
+			kv, err := jskit.OpenBucket(ctx, js, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := jskit.EnableAtomicPublish(ctx, js, jskit.KVStream(cfg.Bucket)); err != nil {
+				b.Fatal(err)
+			}
+			value := make([]byte, 300)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if size == 0 {
+					if _, err := kv.Create(ctx, fmt.Sprintf("k%d", i), value); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				writes := make([]jskit.KVWrite, size)
+				for j := range writes {
+					writes[j] = jskit.KVWrite{Key: fmt.Sprintf("k%d-%d", i, j), Value: value}
+				}
+				if _, err := jskit.WriteKVBatch(ctx, nc, cfg.Bucket, writes); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
