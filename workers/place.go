@@ -19,6 +19,14 @@ var ticketTypes = []string{subjects.Gold, subjects.Silver, subjects.Bronze}
 // maxAtRiskListed bounds the tickets one at_risk or replan answer lists.
 const maxAtRiskListed = 1000
 
+// maxRescueBatch bounds the rescued tickets a replan writes in one atomic
+// batch, and maxBatchWrites the writes of one batch (the server takes up
+// to 1,000 messages in a batch by default).
+const (
+	maxRescueBatch = 64
+	maxBatchWrites = 900
+)
+
 // errPlacementStale: a placement's calendar was behind KV (a record it
 // meant to move or replace had changed); what was read is learnt, and the
 // caller places again.
@@ -49,82 +57,109 @@ type headRecord func(rec0 subjects.SlotRecord, to calendar.Slot) (subjects.SlotR
 // now is learnt.
 func (r *Responder) writePlacement(ctx context.Context, tenant string, tc *tenantCalendar, p calendar.Placement,
 	head headRecord) ([]uint64, error) {
-	n := len(p.Claims)
+	revs, err := r.writePlacements(ctx, tenant, tc, []calendar.Placement{p}, []headRecord{head})
+	if err != nil {
+		return nil, err
+	}
+	return revs[0], nil
+}
+
+// writePlacements is writePlacement for several placements at once (their
+// claims are disjoint: each was claimed while the others were), in one
+// atomic batch: a replan pays the batch's fixed cost once for many
+// rescued tickets. One lost race refuses them all.
+func (r *Responder) writePlacements(ctx context.Context, tenant string, tc *tenantCalendar, ps []calendar.Placement,
+	heads []headRecord) ([][]uint64, error) {
 	kv := r.shards[tc.shard]
 	bucket := subjects.SlotBucket(tc.shard)
 	abandon := func() {
 		tc.mu.Lock()
-		for _, cl := range p.Claims {
-			tc.cal.Abandon(cl)
+		for _, p := range ps {
+			for _, cl := range p.Claims {
+				tc.cal.Abandon(cl)
+			}
 		}
 		tc.mu.Unlock()
 	}
-	// The records of the tickets that move, at the revisions claimed.
-	moving := make([]subjects.SlotRecord, n-1)
-	for i := range moving {
-		cl := p.Claims[i]
-		key := subjects.SlotKey(tenant, cl.Agent, cl.Minute)
-		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		e, err := kv.Get(kctx, key)
-		cancel()
-		if err != nil {
-			abandon()
-			return nil, fmt.Errorf("reading slot %s to move its ticket: %w: %w", key, ErrUnavailable, err)
+	var writes []jskit.KVWrite
+	marks := make([][]calendar.Mark, len(ps))
+	moves := 0
+	for k, p := range ps {
+		n := len(p.Claims)
+		moves += n - 1
+		// The records of the tickets that move, at the revisions claimed.
+		moving := make([]subjects.SlotRecord, n-1)
+		for i := range moving {
+			cl := p.Claims[i]
+			key := subjects.SlotKey(tenant, cl.Agent, cl.Minute)
+			kctx, cancel := context.WithTimeout(ctx, kvTimeout)
+			e, err := kv.Get(kctx, key)
+			cancel()
+			if err != nil {
+				abandon()
+				return nil, fmt.Errorf("reading slot %s to move its ticket: %w: %w", key, ErrUnavailable, err)
+			}
+			rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
+			if e.Revision() != cl.Rev || err != nil || rec.State != subjects.SlotConfirmed {
+				abandon()
+				r.learn(tenant, cl.Slot, e.Revision(), slotMark(e))
+				return nil, errPlacementStale
+			}
+			moving[i] = rec
 		}
-		rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
-		if e.Revision() != cl.Rev || err != nil || rec.State != subjects.SlotConfirmed {
-			abandon()
-			r.learn(tenant, cl.Slot, e.Revision(), slotMark(e))
-			return nil, errPlacementStale
+		recs := make([]subjects.SlotRecord, n)
+		marks[k] = make([]calendar.Mark, n)
+		for i := n - 1; i >= 1; i-- {
+			to := p.Claims[i]
+			recs[i] = subjects.MovedRecord(moving[i-1], to.Agent, to.Minute, to.Rev)
+			if i < n-1 {
+				next := p.Claims[i+1]
+				recs[i].Moved = &subjects.SlotMove{Ticket: moving[i].Ticket, Agent: next.Agent, SlotTime: next.Minute.UTC()}
+			}
+			marks[k][i] = recordMark(recs[i])
 		}
-		moving[i] = rec
-	}
-	recs := make([]subjects.SlotRecord, n)
-	marks := make([]calendar.Mark, n)
-	for i := n - 1; i >= 1; i-- {
-		to := p.Claims[i]
-		recs[i] = subjects.MovedRecord(moving[i-1], to.Agent, to.Minute, to.Rev)
-		if i < n-1 {
-			next := p.Claims[i+1]
-			recs[i].Moved = &subjects.SlotMove{Ticket: moving[i].Ticket, Agent: next.Agent, SlotTime: next.Minute.UTC()}
-		}
-		marks[i] = recordMark(recs[i])
-	}
-	var err error
-	recs[0], marks[0], err = head(moving[0], p.Claims[1].Slot)
-	if err != nil {
-		abandon()
-		return nil, err
-	}
-	writes := make([]jskit.KVWrite, 0, n)
-	for i := n - 1; i >= 0; i-- {
-		cl := p.Claims[i]
-		value, err := json.Marshal(recs[i])
+		var err error
+		recs[0], marks[k][0], err = heads[k](moving[0], p.Claims[1].Slot)
 		if err != nil {
 			abandon()
 			return nil, err
 		}
-		writes = append(writes, jskit.KVWrite{Key: subjects.SlotKey(tenant, cl.Agent, cl.Minute), Value: value, Prev: cl.Rev})
+		for i := n - 1; i >= 0; i-- {
+			cl := p.Claims[i]
+			value, err := json.Marshal(recs[i])
+			if err != nil {
+				abandon()
+				return nil, err
+			}
+			writes = append(writes, jskit.KVWrite{Key: subjects.SlotKey(tenant, cl.Agent, cl.Minute), Value: value, Prev: cl.Rev})
+		}
 	}
 	if dl, ok := ctx.Value(deadlineKey{}).(time.Time); ok && !r.now().Before(dl) {
 		abandon()
-		return nil, fmt.Errorf("writing a placement with %d moves: %w", n-1, ErrPastDeadline)
+		return nil, fmt.Errorf("writing %d placements with %d moves: %w", len(ps), moves, ErrPastDeadline)
 	}
 	revs, err := r.writeBatch(ctx, bucket, writes)
 	if err != nil {
 		abandon()
 		if jskit.CreateLost(err) {
-			r.relearnAll(ctx, tenant, tc, p)
+			for _, p := range ps {
+				r.relearnAll(ctx, tenant, tc, p)
+			}
 			return nil, errPlacementStale
 		}
-		return nil, fmt.Errorf("writing a placement with %d moves: %w: %w", n-1, ErrUnavailable, err)
+		return nil, fmt.Errorf("writing %d placements with %d moves: %w: %w", len(ps), moves, ErrUnavailable, err)
 	}
-	out := make([]uint64, n)
+	out := make([][]uint64, len(ps))
 	tc.mu.Lock()
-	for j, rev := range revs {
-		i := n - 1 - j
-		tc.cal.Taken(p.Claims[i], rev, marks[i])
-		out[i] = rev
+	j := 0
+	for k, p := range ps {
+		n := len(p.Claims)
+		out[k] = make([]uint64, n)
+		for i := n - 1; i >= 0; i-- {
+			tc.cal.Taken(p.Claims[i], revs[j], marks[k][i])
+			out[k][i] = revs[j]
+			j++
+		}
 	}
 	tc.mu.Unlock()
 	return out, nil
@@ -201,41 +236,54 @@ func (r *Responder) replan(ctx context.Context, req subjects.ETARequest, now tim
 	tc := r.calendar(req.Tenant)
 	moved := 0
 	lost := map[calendar.Slot]bool{}
+	// Rescues go out maxRescueBatch at a time; after a lost race, one at
+	// a time until a batch lands again.
+	batch := maxRescueBatch
 	for round := 0; round < maxAttempts; round++ {
 		tc.mu.Lock()
 		stranded := tc.cal.Stranded(now)
-		tc.mu.Unlock()
-		progress := false
+		var ps []calendar.Placement
+		writes := 0
 		for _, s := range stranded {
+			if len(ps) == batch || writes > maxBatchWrites-64 {
+				break
+			}
 			if lost[s.Slot] {
 				continue
 			}
-			tc.mu.Lock()
 			p, ok := tc.cal.Rescue(now, s.Slot)
-			tc.mu.Unlock()
 			if !ok {
 				lost[s.Slot] = true
 				continue
 			}
-			// The rescued ticket's minute is left vacated, pointing where
+			ps = append(ps, p)
+			writes += len(p.Claims)
+		}
+		tc.mu.Unlock()
+		if len(ps) == 0 {
+			break
+		}
+		heads := make([]headRecord, len(ps))
+		for k, p := range ps {
+			// A rescued ticket's minute is left vacated, pointing where
 			// it went.
-			head := func(rec0 subjects.SlotRecord, to calendar.Slot) (subjects.SlotRecord, calendar.Mark, error) {
+			heads[k] = func(rec0 subjects.SlotRecord, to calendar.Slot) (subjects.SlotRecord, calendar.Mark, error) {
 				return subjects.VacatedRecord(rec0, to.Agent, to.Minute, p.Claims[0].Rev), calendar.Mark{State: calendar.Free}, nil
 			}
-			_, err := r.writePlacement(ctx, req.Tenant, tc, p, head)
-			switch {
-			case err == nil:
-				moved++
-				progress = true
-				r.metrics.moved(moveReplan, p.Moves())
-			case errors.Is(err, errPlacementStale):
-				progress = true
-			default:
-				return subjects.ETAReply{}, err
-			}
 		}
-		if !progress {
-			break
+		_, err := r.writePlacements(ctx, req.Tenant, tc, ps, heads)
+		switch {
+		case err == nil:
+			moved += len(ps)
+			batch = maxRescueBatch
+			for _, p := range ps {
+				r.metrics.moved(moveReplan, p.Moves())
+			}
+		case errors.Is(err, errPlacementStale):
+			r.metrics.conflict()
+			batch = 1
+		default:
+			return subjects.ETAReply{}, err
 		}
 	}
 	tc.mu.Lock()

@@ -123,6 +123,14 @@ func inWindow(slot, createdAt time.Time, sla time.Duration) bool {
 	return slot.Equal(slot.Truncate(time.Minute)) && !slot.Before(createdAt) && !slot.Add(time.Minute).After(createdAt.Add(sla))
 }
 
+// ReplanPatience is how long Replan waits for the responders: a re-plan
+// writes one atomic batch per rescued ticket (a few milliseconds each),
+// so an agent with a full day's tickets takes seconds. It stays under
+// the HTTP write timeout (15 s) and the responders' own bound on one
+// request (10 s); a re-plan cut short keeps what it moved, and the next
+// one goes on from there.
+const ReplanPatience = 8 * time.Second
+
 // Replan asks the responders to re-slot t's tickets held by agents that
 // are no longer available onto other agents inside their windows, once
 // their calendar has applied the tenant's last agent write (the one that
@@ -130,7 +138,8 @@ func inWindow(slot, createdAt time.Time, sla time.Duration) bool {
 // Repeating it moves nothing twice, so a caller whose Replan failed may
 // simply call it again.
 func (s *Service) Replan(ctx context.Context, t tenants.Tenant) (Replanned, error) {
-	reply, err := s.ask(ctx, subjects.ETARequest{Op: subjects.ETAReplan, Tenant: t.ID, AgentsRev: s.agentsRev(t.ID)})
+	reply, err := s.askWithin(ctx, subjects.ETARequest{Op: subjects.ETAReplan, Tenant: t.ID, AgentsRev: s.agentsRev(t.ID)},
+		max(s.budget.ETA, ReplanPatience))
 	if err != nil {
 		return Replanned{}, asOutage(err)
 	}

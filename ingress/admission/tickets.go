@@ -221,13 +221,19 @@ func (s *Service) releaseNonce(ctx context.Context, tenant, nonce string, cause 
 // budget.ETA. No responder, or none in time, is ErrUnavailable; a reply
 // that does not decode is ErrInternal.
 func (s *Service) ask(ctx context.Context, req subjects.ETARequest) (subjects.ETAReply, error) {
+	return s.askWithin(ctx, req, s.budget.ETA)
+}
+
+// askWithin is ask with its own patience: a re-plan moves many tickets,
+// one atomic batch each, and needs longer than one admission.
+func (s *Service) askWithin(ctx context.Context, req subjects.ETARequest, patience time.Duration) (subjects.ETAReply, error) {
 	// The responders write nothing once this ask has given up.
-	req.Deadline = s.now().Add(s.budget.ETA).UTC()
+	req.Deadline = s.now().Add(patience).UTC()
 	data, err := json.Marshal(req)
 	if err != nil {
 		return subjects.ETAReply{}, fmt.Errorf("encoding ETA request: %w", err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, s.budget.ETA)
+	rctx, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
 	msg, err := s.nc.RequestWithContext(rctx, subjects.ETA(req.Tenant), data)
 	if err != nil {
