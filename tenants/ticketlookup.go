@@ -136,10 +136,13 @@ func (l TicketLookup) Find(ctx context.Context, t Tenant, ticket string, reads T
 		}
 	}
 	if !st.InSlots && l.Parked != nil {
-		if st.Event, st.InSlots, err = l.parked(ctx, t.ID, ticket); err != nil {
+		rec, found, err := l.parked(ctx, t.ID, ticket)
+		if err != nil {
 			return st, err
 		}
-		st.Parked = st.InSlots
+		if found {
+			st.Event, st.Moves, st.InSlots, st.Parked = rec.Event(), rec.Moves, true, true
+		}
 	}
 	if st.InSlots && (reads&ReadRowUnderCreate == 0 || st.Event.Event != subjects.TicketCreated) {
 		return st, nil
@@ -258,28 +261,28 @@ func TicketRecord(ctx context.Context, kv jetstream.KeyValue, key, ticket string
 
 // parked is the ticket's parked record, if an allocator parked one that
 // has not been written yet.
-func (l TicketLookup) parked(ctx context.Context, tenant, ticket string) (subjects.TicketEvent, bool, error) {
+func (l TicketLookup) parked(ctx context.Context, tenant, ticket string) (subjects.SlotRecord, bool, error) {
 	gctx, cancel := withTimeout(ctx, l.SlotTimeout)
 	defer cancel()
 	st, err := l.Parked(gctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return subjects.TicketEvent{}, false, nil
+		return subjects.SlotRecord{}, false, nil
 	}
 	if err != nil {
-		return subjects.TicketEvent{}, false, fmt.Errorf("%w: opening the parked stream for ticket %s: %w", ErrUnavailable, ticket, err)
+		return subjects.SlotRecord{}, false, fmt.Errorf("%w: opening the parked stream for ticket %s: %w", ErrUnavailable, ticket, err)
 	}
 	m, err := st.GetLastMsgForSubject(gctx, subjects.ParkedSubject(tenant, ticket))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return subjects.TicketEvent{}, false, nil
+		return subjects.SlotRecord{}, false, nil
 	}
 	if err != nil {
-		return subjects.TicketEvent{}, false, fmt.Errorf("%w: reading the parked record of ticket %s: %w", ErrUnavailable, ticket, err)
+		return subjects.SlotRecord{}, false, fmt.Errorf("%w: reading the parked record of ticket %s: %w", ErrUnavailable, ticket, err)
 	}
 	rec, err := subjects.DecodeParkedRecord(m.Subject, m.Header.Get(subjects.HeaderOriginalSubject), m.Data)
 	if err != nil || !rec.HasTicket() || rec.Ticket != ticket {
-		return subjects.TicketEvent{}, false, fmt.Errorf("%w: parked record %d of ticket %s: %v", ErrInvalidTicket, m.Sequence, ticket, err)
+		return subjects.SlotRecord{}, false, fmt.Errorf("%w: parked record %d of ticket %s: %v", ErrInvalidTicket, m.Sequence, ticket, err)
 	}
-	return rec.Event(), true, nil
+	return rec, true, nil
 }
 
 // row is the ticket's row, if a worker wrote it.

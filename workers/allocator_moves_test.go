@@ -459,3 +459,49 @@ func TestAllocatorParkedMoves(t *testing.T) {
 	}
 	checkMoveEvent(t, got, x, y, 1)
 }
+
+// TestAllocatorsShareMoves: two allocator processes share the records of
+// many moves written while they run (each ticket moved twice, its first
+// minute taken by a new ticket, its second vacated), handed out to either
+// and so written in any order between them:
+// every row ends at its ticket's newest record, the slots rows agree with
+// the live tickets, and nothing is dead-lettered.
+func TestAllocatorsShareMoves(t *testing.T) {
+	t.Parallel()
+	const n = 30
+	e := newAllocEnv(t, 2, 1)
+	minute := func(m int) time.Time { return allocT0.Truncate(time.Minute).Add(time.Duration(m) * time.Minute) }
+	type want struct {
+		id    string
+		at    subjects.TicketEvent
+		moves int
+	}
+	for range 2 {
+		e.start(t, allocOpts{concurrency: 2, batchSize: 4, batchWait: time.Millisecond})
+	}
+	var wants []want
+	for k := range n {
+		x := e.event("sharet", 2*k) // agent 0, minute k+1
+		e.confirm(t, x)
+		y := movedTo(x, e.agents[1], minute(k+1))
+		nk := e.event("sharen", 2*k)
+		e.move(t, y, 1, nil)
+		e.confirmOver(t, nk, away(y))
+		w := movedTo(x, e.agents[1], minute(k+61))
+		e.move(t, w, 2, nil)
+		e.vacate(t, y, w)
+		wants = append(wants, want{x.Ticket, w, 2}, want{nk.Ticket, nk, 0})
+	}
+	e.waitRows(t, 2*n)
+	e.waitConsumed(t)
+	for _, w := range wants {
+		e.ticketAt(t, w.id, w.at, w.moves)
+	}
+	e.checkSlots(t)
+	if got := e.rows(t); got != 2*n {
+		t.Errorf("%d rows, want %d", got, 2*n)
+	}
+	if got := e.msgs(t, subjects.StreamDeadLetters); got != 0 {
+		t.Errorf("%d dead letters", got)
+	}
+}
