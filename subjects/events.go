@@ -3,9 +3,11 @@ package subjects
 import "time"
 
 // Ticket lifecycle events on core NATS, one subject per tenant and kind:
-// tms.events.<tenant>.<kind>. They are notifications (at least once, a
-// repeat carries the same ticket and moves): the tenant database and GET
-// /tickets/{id} stay the truth.
+// tms.events.<tenant>.<kind>. They are notifications, not a log: core
+// NATS delivers them to whoever subscribes at the time, a repeat is
+// possible (it carries the same ticket and moves), and one can be lost
+// (a subscriber away, or a process that dies between its commit and the
+// publish). The tenant database and GET /tickets/{id} stay the truth.
 const (
 	// EventMoved: feasibility admission or a re-plan moved an accepted
 	// ticket to another agent-minute inside its window (MoveEvent). The
