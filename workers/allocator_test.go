@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"tms/ops/jskit"
 	"tms/ops/testkit"
@@ -556,6 +557,16 @@ func TestAllocatorPostgresOutage(t *testing.T) {
 // (0 when it was never incremented).
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
+	if m := labelled(t, reg, name, label); m != nil {
+		return m.GetCounter().GetValue()
+	}
+	return 0
+}
+
+// labelled is the child of metric family name that has a label with
+// value label, or nil.
+func labelled(t *testing.T, reg *prometheus.Registry, name, label string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -567,12 +578,12 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
 				if lp.GetValue() == label {
-					return m.GetCounter().GetValue()
+					return m
 				}
 			}
 		}
 	}
-	return 0
+	return nil
 }
 
 // commitCounter counts, over every allocator that calls it, how often

@@ -14,6 +14,7 @@ import (
 
 	"tms/ops/testkit"
 	"tms/subjects"
+	"tms/tenants"
 	"tms/workers"
 	"tms/workers/calendar"
 )
@@ -105,6 +106,32 @@ func checkPlan(t *testing.T, p planState) map[string]subjects.SlotRecord {
 	return live
 }
 
+// plannedTenant opens an account with agents available since respT0 and
+// starts a responder (registering its metrics in reg, if any) that sees
+// them all.
+func (e *respEnv) plannedTenant(t *testing.T, name string, agents int, reg *prometheus.Registry) (tenants.Tenant, []tenants.Agent, *workers.Responder) {
+	t.Helper()
+	ten := e.account(t, name)
+	var as []tenants.Agent
+	for range agents {
+		as = append(as, e.agentAt(t, ten, respT0))
+	}
+	return ten, as, e.plannedResponder(t, ten.ID, agents, reg)
+}
+
+// plannedResponder starts a responder that sees the tenant's agents.
+func (e *respEnv) plannedResponder(t *testing.T, tenant string, agents int, reg *prometheus.Registry) *workers.Responder {
+	t.Helper()
+	r := e.responder(t, func(c *workers.ResponderConfig) {
+		if reg != nil {
+			c.Metrics = reg
+		}
+	})
+	first, last, _ := calendar.Window(respT0, subjects.Bronze)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(tenant, first, last) == 480*agents }, "the agents are seen")
+	return r
+}
+
 // TestResponderMovesTicketsToAdmit is the example on one agent:
 // 120 BRONZE fill the first two hours, then GOLD tickets are admitted by
 // moving BRONZE ones later inside their 8 h windows, one move each,
@@ -113,12 +140,8 @@ func checkPlan(t *testing.T, p planState) map[string]subjects.SlotRecord {
 func TestResponderMovesTicketsToAdmit(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
-	ten := e.account(t, "Mover Corp")
-	e.agentAt(t, ten, respT0)
 	reg := prometheus.NewRegistry()
-	r := e.responder(t, func(c *workers.ResponderConfig) { c.Metrics = reg })
-	first, last, _ := calendar.Window(respT0, subjects.Bronze)
-	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 480 }, "the agent is seen")
+	ten, _, _ := e.plannedTenant(t, "Mover Corp", 1, reg)
 	nc := e.nats.Connect(t)
 	for i := range 120 {
 		if rep := mustAsk(t, nc, newReserve(ten.ID, subjects.Bronze, respT0)); rep.Code != subjects.ETACreated || rep.Moves != 0 {
@@ -206,11 +229,7 @@ func TestResponderMovesTicketsToAdmit(t *testing.T) {
 func TestResponderCapacityChangesNothing(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
-	ten := e.account(t, "Capacity Corp")
-	e.agentAt(t, ten, respT0)
-	r := e.responder(t, nil)
-	first, last, _ := calendar.Window(respT0, subjects.Bronze)
-	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 480 }, "the agent is seen")
+	ten, _, _ := e.plannedTenant(t, "Capacity Corp", 1, nil)
 	nc := e.nats.Connect(t)
 	capacity := func() map[string]subjects.TypeCapacity {
 		t.Helper()
@@ -253,13 +272,10 @@ func TestResponderCapacityChangesNothing(t *testing.T) {
 func TestResponderReplanRescuesAbsentAgent(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
-	ten := e.account(t, "Replan Corp")
-	a := e.agentAt(t, ten, respT0)
-	e.agentAt(t, ten, respT0)
 	reg := prometheus.NewRegistry()
-	r := e.responder(t, func(c *workers.ResponderConfig) { c.Metrics = reg })
+	ten, agents, r := e.plannedTenant(t, "Replan Corp", 2, reg)
+	a := agents[0]
 	first, last, _ := calendar.Window(respT0, subjects.Gold)
-	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 240 }, "both agents are seen")
 	nc := e.nats.Connect(t)
 	for range 200 {
 		if rep := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0)); rep.Code != subjects.ETACreated {
@@ -345,13 +361,8 @@ func TestResponderReplanRescuesAbsentAgent(t *testing.T) {
 func TestResponderConcurrentPlacementsStayConsistent(t *testing.T) {
 	t.Parallel()
 	e := newRespEnv(t)
-	ten := e.account(t, "Race Corp")
-	e.agentAt(t, ten, respT0)
-	first, last, _ := calendar.Window(respT0, subjects.Bronze)
-	for range 2 {
-		r := e.responder(t, nil)
-		testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(ten.ID, first, last) == 480 }, "the agent is seen")
-	}
+	ten, _, _ := e.plannedTenant(t, "Race Corp", 1, nil)
+	e.plannedResponder(t, ten.ID, 1, nil)
 	const clients, each = 32, 12
 	types := []string{subjects.Bronze, subjects.Bronze, subjects.Silver, subjects.Gold}
 	var (
@@ -430,21 +441,8 @@ func TestResponderConcurrentPlacementsStayConsistent(t *testing.T) {
 // histogramCount is a histogram's sample count for one label value.
 func histogramCount(t *testing.T, reg *prometheus.Registry, name, label string) uint64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetValue() == label {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
+	if m := labelled(t, reg, name, label); m != nil {
+		return m.GetHistogram().GetSampleCount()
 	}
 	return 0
 }
