@@ -221,28 +221,16 @@ func BenchmarkReserveWithMoves(b *testing.B) {
 			for i := range bodies {
 				bodies[i], _ = json.Marshal(newReserve(e.tenant, sub.typ, respT0))
 			}
-			moves := 0
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				msg, err := client.Request(subject, bodies[i], 5*time.Second)
-				if err != nil {
-					b.Fatal(err)
-				}
-				var reply subjects.ETAReply
-				if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
-					b.Fatalf("reply %s: %v", msg.Data, err)
-				}
-				moves += reply.Moves
-			}
+			moves := requestEach(b, client, subject, bodies)
 			b.ReportMetric(float64(moves)/float64(b.N), "moves/op")
 		})
 	}
 }
 
 // requestEach sends bodies[0:b.N] as reserve requests one after another
-// and fails on any answer but a reservation.
-func requestEach(b *testing.B, client *nats.Conn, subject string, bodies [][]byte) {
+// and fails on any answer but a reservation. It returns the moves the
+// reservations took.
+func requestEach(b *testing.B, client *nats.Conn, subject string, bodies [][]byte) (moves int) {
 	b.Helper()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -255,5 +243,7 @@ func requestEach(b *testing.B, client *nats.Conn, subject string, bodies [][]byt
 		if err := json.Unmarshal(msg.Data, &reply); err != nil || reply.Code != http.StatusCreated {
 			b.Fatalf("reply %s: %v", msg.Data, err)
 		}
+		moves += reply.Moves
 	}
+	return moves
 }
