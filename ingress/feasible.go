@@ -16,13 +16,6 @@ import (
 // to unavailable asks for. Each is one question to the tenant's ETA
 // responders through the admission service.
 
-// The NATS API's names of the two reads (tms.api.<client_id>.<op>), beside
-// get_ticket.
-const (
-	opGetCapacity = "get_capacity"
-	opGetAtRisk   = "get_at_risk"
-)
-
 // tenantReadRequest is the body of a NATS read that needs nothing but its
 // tenant: {} or {"client_id"} (the subject's tenant).
 type tenantReadRequest struct {

@@ -64,7 +64,7 @@ func TestCapacity(t *testing.T) {
 	}
 	// The same over NATS, with or without the subject's client_id.
 	for _, body := range []string{`{}`, jsonBody(map[string]string{"client_id": a.id})} {
-		out := e.natsCall(t, a.id, opGetCapacity, body, nil)
+		out := e.natsCall(t, a.id, subjects.OpGetCapacity, body, nil)
 		want["code"] = http.StatusOK
 		wantJSON(t, "NATS get_capacity "+body, out, want)
 		delete(want, "code")
@@ -106,10 +106,10 @@ func TestCapacity(t *testing.T) {
 			ra.next(t)
 		}
 	}
-	if out := e.natsCall(t, a.id, opGetCapacity, map[string]string{"client_id": b.id}, nil); out["code"] != 403.0 {
+	if out := e.natsCall(t, a.id, subjects.OpGetCapacity, map[string]string{"client_id": b.id}, nil); out["code"] != 403.0 {
 		t.Errorf("NATS get_capacity naming another tenant: %v", out)
 	}
-	if out := e.natsCall(t, a.id, opGetCapacity, `{"ticket_type":"GOLD"}`, nil); out["code"] != 400.0 || out["error"] != codeUnknownField {
+	if out := e.natsCall(t, a.id, subjects.OpGetCapacity, `{"ticket_type":"GOLD"}`, nil); out["code"] != 400.0 || out["error"] != codeUnknownField {
 		t.Errorf("NATS get_capacity with an unknown member: %v", out)
 	}
 	ra.none(t)
@@ -281,7 +281,7 @@ func TestAtRiskList(t *testing.T) {
 	if req := r.next(t); req.Op != subjects.ETAAtRisk || req.Tenant != a.id {
 		t.Errorf("GET /tickets/at-risk asked %+v", req)
 	}
-	out := e.natsCall(t, a.id, opGetAtRisk, `{}`, nil)
+	out := e.natsCall(t, a.id, subjects.OpGetAtRisk, `{}`, nil)
 	want["code"] = 200
 	wantJSON(t, "NATS get_at_risk", out, want)
 	r.next(t)

@@ -227,10 +227,10 @@ var natsOps = []natsOp{
 	{subjects.OpGetTicket, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req ticketIDRequest, _ *nats.Msg) (answer, error) {
 		return n.tickets.get(ctx, t, req)
 	})},
-	{opGetCapacity, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, _ tenantReadRequest, _ *nats.Msg) (answer, error) {
+	{subjects.OpGetCapacity, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, _ tenantReadRequest, _ *nats.Msg) (answer, error) {
 		return n.tickets.capacity(ctx, t)
 	})},
-	{opGetAtRisk, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, _ tenantReadRequest, _ *nats.Msg) (answer, error) {
+	{subjects.OpGetAtRisk, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, _ tenantReadRequest, _ *nats.Msg) (answer, error) {
 		return n.tickets.atRisk(ctx, t)
 	})},
 	{subjects.OpValidateETA, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req validateETARequest, _ *nats.Msg) (answer, error) {

@@ -10,6 +10,8 @@ const (
 	OpCreateTicket = "create_ticket"
 	OpCancelTicket = "cancel_ticket"
 	OpGetTicket    = "get_ticket"
+	OpGetCapacity  = "get_capacity" // GET /capacity
+	OpGetAtRisk    = "get_at_risk"  // GET /tickets/at-risk
 	OpValidateETA  = "validate_eta"
 	OpAllocateSlot = "allocate_slot"
 	APIAll         = "tms.api.*.*"

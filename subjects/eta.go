@@ -101,7 +101,7 @@ type ETARequest struct {
 	Deadline time.Time `json:"deadline,omitzero"`
 	Agent    string    `json:"agent,omitempty"`
 	SlotTime time.Time `json:"slot_time,omitzero"`
-	// AgentsRev (reserve and hold only) is the revision in BucketAgents
+	// AgentsRev (reserve, hold, capacity and replan only) is the revision in BucketAgents
 	// of the tenant's last agent write the ingress knows of: the
 	// responder answers only from a calendar that has applied at least
 	// that revision (read-your-writes); 0 or absent: no wait.
