@@ -155,6 +155,39 @@ func methodNotAllowed(mux *chi.Mux, logger *slog.Logger) http.HandlerFunc {
 	}
 }
 
+// NewOps returns the handler of a worker's operations listener (tms
+// worker --ops-addr): /healthz, /readyz and /metrics, as the public
+// listener answers them, and nothing else. Only cfg's Logger, Metrics,
+// Gatherer and Ready are read.
+func NewOps(cfg Config) (http.Handler, error) {
+	switch {
+	case cfg.Metrics == nil:
+		return nil, errors.New("ingress: Config.Metrics is nil")
+	case cfg.Gatherer == nil:
+		return nil, errors.New("ingress: Config.Gatherer is nil")
+	case cfg.Ready == nil:
+		return nil, errors.New("ingress: Config.Ready is nil")
+	}
+	a := &api{logger: cfg.Logger, gatherer: cfg.Gatherer, ready: cfg.Ready}
+	if a.logger == nil {
+		a.logger = slog.New(slog.DiscardHandler)
+	}
+	r, err := newRouter("ops", a, cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	r.Method(http.MethodGet, "/metrics", a.metricsHandler())
+	return r, nil
+}
+
+// metricsHandler serves the process's metrics (GET /metrics).
+func (a *api) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
+		Timeout:  callTimeout,
+	})
+}
+
 // NewPublic returns the handler of the public listener: accounts,
 // sessions, agents, health, readiness and metrics.
 func NewPublic(cfg Config) (http.Handler, error) {
@@ -179,10 +212,7 @@ func NewPublic(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(a.gatherer, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
-		Timeout:  callTimeout,
-	}))
+	r.Method(http.MethodGet, "/metrics", a.metricsHandler())
 	r.With(a.limitUnauthenticated(a.overload.creates, shedAccountCreates)).Post("/create_account", a.createAccount)
 	r.With(a.limitUnauthenticated(a.overload.logins, shedLogins)).Post("/login", a.login)
 	r.Group(func(r chi.Router) {

@@ -28,6 +28,7 @@ type config struct {
 	Command      string
 	HTTPAddr     string
 	InternalAddr string
+	OpsAddr      string
 	NATSURL      string
 	NATSListen   string
 	DataDir      string
@@ -77,6 +78,10 @@ const (
 	// roleEmbedded is the embedded NATS server, which serve runs unless
 	// --nats-url names an external one.
 	roleEmbedded
+	// roleOps is the operations listener (/healthz, /readyz, /metrics)
+	// of a process without the front's listeners, which serve these
+	// themselves: the worker's.
+	roleOps
 	// roleAll is every part: the flags every command takes (NATS,
 	// Postgres, logs), and the parts of serve.
 	roleAll = roleFront | roleBack | roleEmbedded
@@ -118,6 +123,8 @@ var flagDefs = []flagDef{
 		str(func(c *config) *string { return &c.HTTPAddr }, ":8080")},
 	{"internal-addr", "internal HTTP listener address (keep it inside the VPN)", roleFront,
 		str(func(c *config) *string { return &c.InternalAddr }, "127.0.0.1:8081")},
+	{"ops-addr", "operations listener of a worker: /healthz, /readyz and /metrics (serve and ingress answer them on their own listeners)", roleOps,
+		str(func(c *config) *string { return &c.OpsAddr }, "127.0.0.1:8082")},
 	{"nats-url", "external NATS server or cluster, comma-separated; empty runs an embedded server (serve only)", roleAll,
 		str(func(c *config) *string { return &c.NATSURL }, "")},
 	{"nats-listen", "client address of the embedded NATS server (port 0: a random free port)", roleEmbedded,
@@ -197,7 +204,7 @@ var commands = []struct {
 }{
 	{"serve", roleAll, "run everything in one process: embedded NATS (unless --nats-url), HTTP, NATS API, ETA responders, allocators"},
 	{"ingress", roleFront, "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
-	{"worker", roleBack, "run the ETA responders and the allocators against an external NATS (--nats-url required)"},
+	{"worker", roleBack | roleOps, "run the ETA responders and the allocators against an external NATS (--nats-url required); /healthz, /readyz and /metrics on --ops-addr"},
 	{"bench", 0, "load a running tms with create_ticket, open loop, at a rate or a sweep; print latency percentiles"},
 	{"version", 0, "print the version of tms, the Go it was built with and the embedded nats-server"},
 	{"help", 0, "show this help; `tms help <command>` shows a command's flags"},

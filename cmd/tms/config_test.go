@@ -371,6 +371,9 @@ func TestCommandFlagsByRole(t *testing.T) {
 			want["serve"][f] = true
 		}
 	}
+	// The worker's operations listener: serve and ingress answer its
+	// routes on their own listeners.
+	want["worker"]["ops-addr"] = true
 	for cmd, flags := range want {
 		got := map[string]bool{}
 		newFlagSet(cmd, &config{}).VisitAll(func(f *flag.Flag) { got[f.Name] = true })
@@ -381,7 +384,7 @@ func TestCommandFlagsByRole(t *testing.T) {
 	for _, c := range []struct {
 		cmd  string
 		want roleSet
-	}{{"serve", roleFront | roleBack | roleEmbedded}, {"ingress", roleFront}, {"worker", roleBack}, {"version", 0}, {"help", 0}, {"nope", 0}} {
+	}{{"serve", roleFront | roleBack | roleEmbedded}, {"ingress", roleFront}, {"worker", roleBack | roleOps}, {"version", 0}, {"help", 0}, {"nope", 0}} {
 		if got := rolesOf(c.cmd); got != c.want {
 			t.Errorf("rolesOf(%q) = %b, want %b", c.cmd, got, c.want)
 		}

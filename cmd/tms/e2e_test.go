@@ -87,7 +87,10 @@ func startTMS(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, done: make(chan struct{})}
 	p.cmd = exec.Command(tmsBin, args...)
-	p.cmd.Env = append(cleanEnv(), env...)
+	// Tests run several workers at once: each its own operations port
+	// unless the test names one (the env given comes after, and wins).
+	p.cmd.Env = append(cleanEnv(), "TMS_OPS_ADDR=127.0.0.1:0")
+	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Env = append(p.cmd.Env, "GORACE=halt_on_error=1")
 	p.cmd.Stdout = &lineWriter{p: p}
 	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}

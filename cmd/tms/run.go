@@ -103,6 +103,17 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		}
 		logger.Info("listening", "public", servers[0].Addr().String(), "internal", servers[1].Addr().String())
 	}
+	var opsServer *ingress.Server
+	if r.has(roleOps) {
+		ln, err := listen(ctx, cfg.OpsAddr, "ops-addr")
+		if err != nil {
+			return err
+		}
+		opsServer = ingress.NewServer("ops", ln, ingress.Starting(waiter.Waiting), logger)
+		servers = append(servers, opsServer)
+		opsServer.Start()
+		logger.Info("listening", "ops", opsServer.Addr().String())
+	}
 
 	prov, err := openPostgres(ctx, cfg, logger)
 	if err != nil {
@@ -143,6 +154,10 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		front["public http"] = servers[0].Run
 		front["internal http"] = servers[1].Run
 		front["nats api"] = p.natsAPI.Run
+	}
+	if opsServer != nil {
+		opsServer.SetHandler(p.ops)
+		front["ops http"] = opsServer.Run
 	}
 	back := stage{}
 	if r.has(roleBack) {
@@ -206,6 +221,9 @@ type parts struct {
 	public   http.Handler
 	internal http.Handler
 	natsAPI  *ingress.NATSAPI
+
+	// a worker's operations listener (roleOps)
+	ops http.Handler
 
 	// back
 	responder *workers.Responder
@@ -283,6 +301,13 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
 	}
 	if !r.has(roleFront) {
+		if r.has(roleOps) {
+			p.ops, err = ingress.NewOps(ingress.Config{Logger: logger, Metrics: metrics, Gatherer: metrics,
+				Ready: ops.Readiness(checks...)})
+			if err != nil {
+				return nil, err
+			}
+		}
 		return p, nil
 	}
 

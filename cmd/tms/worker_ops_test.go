@@ -1,0 +1,55 @@
+package main_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"tms/ops/testkit"
+)
+
+// TestWorkerOpsListener: tms worker answers /healthz, /readyz and
+// /metrics on --ops-addr (its responder's and allocator's metrics, and
+// the listener's own requests), and nothing else there.
+func TestWorkerOpsListener(t *testing.T) {
+	t.Parallel()
+	ns := testkit.StartNATS(t)
+	env := []string{"TMS_NATS_URL=" + ns.URL(), "TMS_DATABASE_URL=" + testkit.PostgresURL(), "TMS_LOG_FORMAT=json"}
+	w := startTMS(t, env, "worker")
+	addr := str(t, w.logEvent("listening"), "ops")
+	ops := newAPI(t, addr)
+	if code, body := ops.do(http.MethodGet, "/healthz", "", nil); code != http.StatusOK || body["status"] != "ok" {
+		t.Fatalf("GET /healthz: %d %v", code, body)
+	}
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		code, body := ops.do(http.MethodGet, "/readyz", "", nil)
+		return code == http.StatusOK && (body["status"] == "ready" || body["status"] == "degraded")
+	}, "the worker ready on its ops listener")
+	if code, body := ops.do(http.MethodPost, "/create_ticket", "", map[string]string{}); code != http.StatusNotFound {
+		t.Errorf("POST /create_ticket on the ops listener: %d %v, want 404 (no ticket API there)", code, body)
+	}
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, text)
+	}
+	for _, want := range []string{
+		"tms_tickets_at_risk", // the responder's
+		"tms_allocator_",      // the allocator's
+		`tms_http_requests_total{code="200",listener="ops"`, // the listener's own
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("GET /metrics has no %s", want)
+		}
+	}
+}
