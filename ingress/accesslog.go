@@ -34,10 +34,53 @@ func setLogTenant(ctx context.Context, tenant string) {
 // the access log shows traffic, not monitoring.
 var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
+// hotRoutes are the admission path: at thousands of requests a second a
+// line each would bury everything else in the default log. An answer
+// below 500 there is logged at debug, and at most once a second per
+// listener and route at info, with how many answers it stands for
+// (sampled); a 5xx is always a line of its own.
+var hotRoutes = map[string]bool{
+	"/create_ticket": true, "/cancel_ticket": true, "/tickets/{ticket_id}": true,
+	"/validate_eta": true, "/allocate_slot": true, "/capacity": true,
+}
+
+// sampleEvery is how often a hot route's answers get an info line.
+const sampleEvery = time.Second
+
+// sampler lets one line a route through per period and counts the
+// others.
+type sampler struct {
+	every time.Duration
+	now   func() time.Time
+	mu    sync.Mutex
+	last  map[string]time.Time
+	held  map[string]int
+}
+
+func newSampler(every time.Duration, now func() time.Time) *sampler {
+	return &sampler{every: every, now: now, last: map[string]time.Time{}, held: map[string]int{}}
+}
+
+// admit reports whether this answer of route gets its info line, and if
+// so how many answers of the route went to debug since the last one.
+func (s *sampler) admit(route string) (bool, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if last, ok := s.last[route]; ok && now.Sub(last) < s.every {
+		s.held[route]++
+		return false, 0
+	}
+	held := s.held[route]
+	s.last[route], s.held[route] = now, 0
+	return true, held
+}
+
 // observe logs one line per request and records it in the metrics, using
 // chi's route pattern (not the raw path) so that ids in paths neither
 // flood the logs' cardinality nor the metrics'.
 func observe(listener string, logger *slog.Logger, m *metrics) func(http.Handler) http.Handler {
+	sample := newSampler(sampleEvery, time.Now)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -77,6 +120,13 @@ func observe(listener string, logger *slog.Logger, m *metrics) func(http.Handler
 				attrs = append(attrs, slog.String("tenant", info.tenant))
 			}
 			info.mu.Unlock()
+			if level == slog.LevelInfo && hotRoutes[route] && status < 500 {
+				if ok, held := sample.admit(route); ok {
+					attrs = append(attrs, slog.Bool("sampled", true), slog.Int("unlogged_since", held))
+				} else {
+					level = slog.LevelDebug
+				}
+			}
 			logger.LogAttrs(r.Context(), level, "http request", attrs...)
 		})
 	}
