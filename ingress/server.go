@@ -83,6 +83,9 @@ func NewServer(name string, ln net.Listener, h http.Handler, logger *slog.Logger
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// Name is the listener's name: public, internal or ops.
+func (s *Server) Name() string { return s.name }
+
 // SetHandler answers every request that arrives from now on with h, and
 // the requests held at start-up (startHold).
 func (s *Server) SetHandler(h http.Handler) {

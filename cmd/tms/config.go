@@ -87,6 +87,20 @@ const (
 	roleAll = roleFront | roleBack | roleEmbedded
 )
 
+// String names the parts, as the "tms ready" line lists them.
+func (s roleSet) String() string {
+	var names []string
+	for _, p := range []struct {
+		r    roleSet
+		name string
+	}{{roleFront, "front"}, {roleBack, "back"}, {roleEmbedded, "embedded-nats"}, {roleOps, "ops"}} {
+		if s&p.r != 0 {
+			names = append(names, p.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
 // has reports whether s holds every part of r.
 func (s roleSet) has(r roleSet) bool { return r != 0 && s&r == r }
 

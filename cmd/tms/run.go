@@ -164,7 +164,12 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 		back["eta responder"] = p.responder.Run
 		back["allocator"] = p.allocator.Run
 	}
-	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run}
+	listeners := []any{}
+	for _, srv := range servers {
+		listeners = append(listeners, slog.String(srv.Name(), srv.Addr().String()))
+	}
+	base := stage{"tenant registry": p.registry.Run, "tenant pools": p.pools.Run,
+		"ready announcement": announceReady(cfg, r, p, logger, slog.Group("listeners", listeners...))}
 	if r.has(roleFront) {
 		base["sessions"] = p.sessions.Run
 		base["agent revisions"] = p.agents.Run
@@ -174,6 +179,50 @@ func runRoles(ctx context.Context, cfg config, logger *slog.Logger) error {
 	// responders, and every part still has its caches and pools.
 	supervised = true
 	return supervise(ctx, logger, front, back, base)
+}
+
+// readyPoll is how often announceReady asks the readiness checks.
+const readyPoll = 100 * time.Millisecond
+
+// announceReady is a part that logs one summary line, "tms ready", the
+// first time the process's readiness passes (degraded counts: Postgres
+// down does not stop admissions): what runs, where it listens, which
+// NATS, how many tenants, and how long the start took. Then it waits for
+// the end.
+func announceReady(cfg config, r roleSet, p *parts, logger *slog.Logger, listeners slog.Attr) func(ctx context.Context) error {
+	began := time.Now()
+	return func(ctx context.Context) error {
+		tick := time.NewTicker(readyPoll)
+		defer tick.Stop()
+		for {
+			cctx, cancel := context.WithTimeout(ctx, readyPoll*10)
+			err := p.ready(cctx)
+			cancel()
+			var degraded *ops.DegradedError
+			if err == nil || errors.As(err, &degraded) {
+				nats, roles := cfg.NATSURL, r
+				if cfg.embedsNATS() {
+					nats = "embedded " + cfg.NATSListen
+				} else {
+					roles &^= roleEmbedded
+				}
+				attrs := []any{"command", cfg.Command, "roles", roles.String(), listeners, "nats", ops.RedactURLs(nats),
+					"tenants", p.registry.Len(), "took", time.Since(began).Round(time.Millisecond)}
+				if degraded != nil {
+					attrs = append(attrs, "degraded", degraded.Error())
+				}
+				logger.Info("tms ready", attrs...)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+		<-ctx.Done()
+		return nil
+	}
 }
 
 // allocBatchWait is --alloc-batch-wait as AllocatorConfig takes it: 0
@@ -224,6 +273,9 @@ type parts struct {
 
 	// a worker's operations listener (roleOps)
 	ops http.Handler
+
+	// ready is the process's readiness, as /readyz answers it.
+	ready func(ctx context.Context) error
 
 	// back
 	responder *workers.Responder
@@ -301,9 +353,9 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		checks = append(checks, ops.Flag("eta responder", p.responder.Ready))
 	}
 	if !r.has(roleFront) {
+		p.ready = ops.Readiness(checks...)
 		if r.has(roleOps) {
-			p.ops, err = ingress.NewOps(ingress.Config{Logger: logger, Metrics: metrics, Gatherer: metrics,
-				Ready: ops.Readiness(checks...)})
+			p.ops, err = ingress.NewOps(ingress.Config{Logger: logger, Metrics: metrics, Gatherer: metrics, Ready: p.ready})
 			if err != nil {
 				return nil, err
 			}
@@ -349,6 +401,7 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 	}
 	p.probes = ops.NewProbes(probes...)
 	hcfg.Ready = ops.Readiness(append(checks, p.probes.Checks()...)...)
+	p.ready = hcfg.Ready
 	if p.public, err = ingress.NewPublic(hcfg); err != nil {
 		return nil, err
 	}

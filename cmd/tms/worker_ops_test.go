@@ -19,6 +19,17 @@ func TestWorkerOpsListener(t *testing.T) {
 	env := []string{"TMS_NATS_URL=" + ns.URL(), "TMS_DATABASE_URL=" + testkit.PostgresURL(), "TMS_LOG_FORMAT=json"}
 	w := startTMS(t, env, "worker")
 	addr := str(t, w.logEvent("listening"), "ops")
+	// One summary line once the worker is ready: what runs, where.
+	ready := w.logEvent("tms ready")
+	if ready["roles"] != "back,ops" || ready["nats"] != ns.URL() {
+		t.Errorf("tms ready line %v: want roles back,ops and nats %s", ready, ns.URL())
+	}
+	if l, ok := ready["listeners"].(map[string]any); !ok || l["ops"] != addr {
+		t.Errorf("tms ready line %v: want listeners.ops %s", ready, addr)
+	}
+	if _, ok := ready["tenants"].(float64); !ok {
+		t.Errorf("tms ready line %v: want a tenant count", ready)
+	}
 	ops := newAPI(t, addr)
 	if code, body := ops.do(http.MethodGet, "/healthz", "", nil); code != http.StatusOK || body["status"] != "ok" {
 		t.Fatalf("GET /healthz: %d %v", code, body)
@@ -51,5 +62,20 @@ func TestWorkerOpsListener(t *testing.T) {
 		if !strings.Contains(string(text), want) {
 			t.Errorf("GET /metrics has no %s", want)
 		}
+	}
+}
+
+// TestServeReadyLine: tms serve logs one "tms ready" line naming every
+// part it runs and both listeners, once /readyz passes.
+func TestServeReadyLine(t *testing.T) {
+	t.Parallel()
+	p, addr := startDefaultServe(t)
+	ready := p.logEvent("tms ready")
+	l, _ := ready["listeners"].(map[string]any)
+	if ready["roles"] != "front,back,embedded-nats" || ready["command"] != "serve" || l["public"] != addr || l["internal"] == nil {
+		t.Errorf("tms ready line %v: want serve's roles and both listeners (public %s)", ready, addr)
+	}
+	if n, ok := ready["nats"].(string); !ok || !strings.HasPrefix(n, "embedded ") {
+		t.Errorf("tms ready line %v: want the embedded NATS", ready)
 	}
 }
