@@ -263,6 +263,17 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every child exists from the start, at zero, so that a dashboard or
+	// an alert sees "none yet" rather than no series.
+	for _, l := range []string{limitTenant, limitFairShare, limitClientIP, limitFailuresAddr, limitFailuresClient} {
+		o.rateLimited.WithLabelValues(l)
+	}
+	for _, r := range []string{shedInFlight, shedBacklog, shedAccountCreates, shedLogins, shedNATSHandlers} {
+		o.shed.WithLabelValues(r)
+	}
+	for _, r := range []string{shedAccountCreates, shedLogins} {
+		o.queueWait.WithLabelValues(r)
+	}
 	return o, nil
 }
 

@@ -424,6 +424,13 @@ func newResponderMetrics(reg prometheus.Registerer, stranded func() float64) (*r
 		ops.Collector(&m.atRisk)); err != nil {
 		return nil, err
 	}
+	// The children that exist from the start, at zero.
+	for _, o := range []string{waitApplied, waitTimedOut} {
+		m.agentsWait.WithLabelValues(o)
+	}
+	for _, r := range []string{moveAdmission, moveReplan} {
+		m.moves.WithLabelValues(r)
+	}
 	return m, nil
 }
 

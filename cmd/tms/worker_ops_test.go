@@ -3,6 +3,9 @@ package main_test
 import (
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,5 +80,55 @@ func TestServeReadyLine(t *testing.T) {
 	}
 	if n, ok := ready["nats"].(string); !ok || !strings.HasPrefix(n, "embedded ") {
 		t.Errorf("tms ready line %v: want the embedded NATS", ready)
+	}
+}
+
+// TestMetricsNamedInDocsExist: every metric the README and docs/ name is
+// exposed by a fresh tms serve, before anything it counts has happened
+// (one request made, so that the request metrics have a series).
+func TestMetricsNamedInDocsExist(t *testing.T) {
+	t.Parallel()
+	_, addr := startDefaultServe(t)
+	var docs []string
+	for _, pattern := range []string{"../../README.md", "../../docs/*.md"} {
+		files, err := filepath.Glob(pattern)
+		if err != nil || len(files) == 0 {
+			t.Fatalf("no docs at %s: %v", pattern, err)
+		}
+		docs = append(docs, files...)
+	}
+	named := map[string]string{}
+	metricName := regexp.MustCompile(`\btms_[a-z0-9_]*[a-z0-9]\b`)
+	for _, f := range docs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range metricName.FindAllString(string(b), -1) {
+			named[n] = filepath.Base(f)
+		}
+	}
+	if len(named) < 5 {
+		t.Fatalf("only %d metric names found in the docs: %v", len(named), named)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed := map[string]bool{}
+	for _, line := range strings.Split(string(text), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			exposed[strings.Fields(rest)[0]] = true
+		}
+	}
+	for n, doc := range named {
+		if !exposed[n] {
+			t.Errorf("%s names %s, which a fresh tms serve does not expose", doc, n)
+		}
 	}
 }
