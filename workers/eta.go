@@ -534,72 +534,46 @@ func (r *Responder) release(ctx context.Context, req subjects.ETARequest, now ti
 }
 
 // releaseTicket writes the released record of ev's ticket (a created
-// event) if its key's newest record is that ticket's confirmed one. A key
-// with no record at all (aged out; the asker found the ticket in its
-// tenant database) gets the released record as its first, so that the
-// allocators cancel the row. Anything else (already released, another
-// ticket, a hold, a freed minute) means the ticket was released before:
-// nothing to do. Repeating it changes nothing.
+// event) over its newest record, if that is the ticket's confirmed one.
+// The ticket is looked up from the key of ev's slot, following its moves
+// (tenants.TicketRecord, as GET reads it): the asker may name the slot
+// its id names, or one the ticket held since. A slot with no record at
+// all (aged out; the asker found the ticket in its tenant database) gets
+// the released record as its first, so that the allocators cancel the
+// row, but only the slot the id names: another is refused. Anything else
+// (already released, its minute taken since) means the ticket was
+// released before: nothing to do. Repeating it changes nothing.
 func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, now time.Time, abandoned bool) (subjects.ETAReply, error) {
 	if err := ev.Check(ev.Tenant, ev.Ticket); err != nil {
 		return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "created_at", Reason: err.Error()}
 	}
-	key := subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
 	kv := r.shardKV(ev.Tenant)
 	done := subjects.ETAReply{Code: subjects.ETAOK, Ticket: ev.Ticket, Agent: ev.Agent, SlotTime: ev.SlotTime}
 	idAgent, idMinute, _, _ := subjects.ParseTicketID(ev.Ticket) // checked by decodeRequest
-	// A slot other than the one the id names is the ticket's only if a
-	// move took it there; a request that names one without is refused.
-	named := func() bool { return ev.Agent == idAgent && ev.SlotTime.Equal(idMinute) }
-	notItsSlot := &RequestError{Code: subjects.ETACodeInvalidField, Field: "slot_time",
-		Reason: "the ticket holds no such slot: want the slot its id names or the one it moved to"}
-	for attempt, hops := 0, 0; attempt < 3; attempt++ {
-		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		e, err := kv.Get(kctx, key)
-		cancel()
-		var prev uint64
-		var moves int
+	named := ev.Agent == idAgent && ev.SlotTime.Equal(idMinute)
+	var stale uint64 // a revision whose update was refused: not the newest
+	for attempt := 0; attempt < 3; attempt++ {
+		key := subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
+		at, err := tenants.TicketRecord(ctx, kv, key, ev.Ticket, subjects.CheckNames, kvTimeout)
 		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-			// Aged out, or never written: the released record goes
-			// first (a delete marker, which nothing here writes, is
-			// replaced by Create as well), on the slot the id names
-			// only (so that the allocators cancel the row).
-			if !named() && hops == 0 {
-				return subjects.ETAReply{}, notItsSlot
-			}
+		case errors.Is(err, tenants.ErrInvalidTicket):
+			return done, nil // records no writer of tms made: nothing to release
 		case err != nil:
 			return subjects.ETAReply{}, fmt.Errorf("reading slot %s: %w: %w", key, ErrUnavailable, err)
-		default:
-			rec, err := subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames)
-			if err == nil && rec.Ticket != ev.Ticket && hops < maxMoveHops {
-				// The ticket may have moved since its asker looked it
-				// up: follow it.
-				to, moved, err := r.movedFrom(ctx, kv, key, ev.Ticket, e.Revision(), rec)
-				if err != nil {
-					return subjects.ETAReply{}, err
-				}
-				if moved {
-					hops++
-					attempt--
-					ev.Agent, ev.SlotTime = to.Agent, to.SlotTime
-					key = subjects.SlotKey(ev.Tenant, ev.Agent, ev.SlotTime)
-					done.Agent, done.SlotTime = ev.Agent, ev.SlotTime
-					continue
-				}
-			}
-			if err != nil || rec.State != subjects.SlotConfirmed || rec.Ticket != ev.Ticket {
-				if rec.Ticket != ev.Ticket && !named() && hops == 0 {
-					return subjects.ETAReply{}, notItsSlot
-				}
-				return done, nil
-			}
-			ev = rec.Event() // the stored ticket is the one cancelled
-			prev = e.Revision()
-			moves = rec.Moves
+		case !at.Found && !named:
+			// A slot other than the one the id names is the ticket's only
+			// if a move took it there.
+			return subjects.ETAReply{}, &RequestError{Code: subjects.ETACodeInvalidField, Field: "slot_time",
+				Reason: "the ticket holds no such slot: want the slot its id names or the one it moved to"}
+		case at.Found && (at.Record.State != subjects.SlotConfirmed || at.Revision == stale):
+			return done, nil
 		}
-		if moves == 0 && !named() {
-			moves = 1 // a moved ticket whose record aged out: its id names another slot
+		var prev uint64
+		moves := 0
+		if at.Found {
+			ev = at.Record.Event() // the stored ticket, where it is now, is the one cancelled
+			key, prev, moves = at.Key, at.Revision, at.Record.Moves
+			done.Agent, done.SlotTime = ev.Agent, ev.SlotTime
 		}
 		rec := subjects.ReleasedRecord(ev, now, prev)
 		rec.Abandoned, rec.Moves = abandoned, moves
@@ -616,42 +590,15 @@ func (r *Responder) releaseTicket(ctx context.Context, ev subjects.TicketEvent, 
 		if !jskit.CreateLost(err) {
 			return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, err)
 		}
-		// Changed since the read: look again.
+		if !at.Found {
+			return done, nil // the key has records, none of them the ticket's: released long ago
+		}
+		// Changed since the read: look again; the same revision found
+		// again is not the key's newest (the ticket was replaced there).
+		stale = prev
 	}
-	return subjects.ETAReply{}, fmt.Errorf("releasing slot %s: %w: %w", key, ErrUnavailable, ErrContended)
-}
-
-// maxMoveHops bounds how many moves a release follows.
-const maxMoveHops = 64
-
-// movedFrom walks a key's history back from its newest record (rec at
-// revision rev) for what became of ticket: moved (a record that replaced
-// it names where it went), or not (its own record, or the key's oldest
-// kept one, comes first).
-func (r *Responder) movedFrom(ctx context.Context, kv jetstream.KeyValue, key, ticket string, rev uint64,
-	rec subjects.SlotRecord) (subjects.SlotMove, bool, error) {
-	for range subjects.SlotHistory {
-		if rec.Moved != nil && rec.Moved.Ticket == ticket {
-			return *rec.Moved, true, nil
-		}
-		if rec.Ticket == ticket || rec.Prev == 0 || rec.Prev >= rev {
-			return subjects.SlotMove{}, false, nil
-		}
-		rev = rec.Prev
-		kctx, cancel := context.WithTimeout(ctx, kvTimeout)
-		e, err := kv.GetRevision(kctx, key, rev)
-		cancel()
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return subjects.SlotMove{}, false, nil // aged out of the history
-		}
-		if err != nil {
-			return subjects.SlotMove{}, false, fmt.Errorf("reading slot %s at revision %d: %w: %w", key, rev, ErrUnavailable, err)
-		}
-		if rec, err = subjects.DecodeSlotRecord(key, e.Value(), subjects.CheckNames); err != nil {
-			return subjects.SlotMove{}, false, nil
-		}
-	}
-	return subjects.SlotMove{}, false, nil
+	return subjects.ETAReply{}, fmt.Errorf("releasing slot %s/%s: %w: %w", ev.Agent, ev.SlotTime.Format(time.RFC3339),
+		ErrUnavailable, ErrContended)
 }
 
 // foundTicket is a ticket's newest record found by findTicket.
