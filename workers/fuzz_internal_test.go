@@ -59,12 +59,17 @@ func checkCalendars(t *testing.T, r *Responder) {
 		}
 		first, last, _ := calendar.Window(fuzzT0, subjects.Gold)
 		tc.cal.Free(fuzzT0, first, last)
-		if cl, ok := tc.cal.Claim(fuzzT0, first, last); ok {
-			if subjects.ValidID(cl.Agent) != nil || cl.Minute.Before(first) || cl.Minute.After(last) {
-				t.Fatalf("claim %+v outside [%v, %v] or with a bad agent", cl, first, last)
+		if p, ok := tc.cal.Place(fuzzT0, first, last); ok {
+			for _, cl := range p.Claims {
+				if subjects.ValidID(cl.Agent) != nil {
+					t.Fatalf("claim %+v with a bad agent", cl)
+				}
+				_ = subjects.SlotKey(tenant, cl.Agent, cl.Minute)
+				tc.cal.Abandon(cl)
 			}
-			_ = subjects.SlotKey(tenant, cl.Agent, cl.Minute)
-			tc.cal.Abandon(cl)
+			if cl := p.Claims[0]; cl.Minute.Before(first) || cl.Minute.After(last) {
+				t.Fatalf("placement %+v outside [%v, %v]", cl, first, last)
+			}
 		}
 	}
 }

@@ -272,23 +272,6 @@ func (c *Calendar) ExpireHolds(now time.Time) {
 	}
 }
 
-// Claim finds the earliest free agent-minute in [first, last] (whole
-// minutes, inclusive) among available agents at now, ties by agent id,
-// and marks it claimed. ok is false when there is none. It never moves a
-// ticket: Place does.
-func (c *Calendar) Claim(now, first, last time.Time) (Claim, bool) {
-	f, l, ok := c.window(first, last)
-	if !ok {
-		return Claim{}, false
-	}
-	c.sync(now)
-	cl, ok := c.earliestFree(f, l)
-	if ok {
-		c.claim(cl.Slot)
-	}
-	return cl, ok
-}
-
 // window is [first, last] as minute indexes, the calendar rebased so that
 // it indexes all of it; ok is false for an empty window.
 func (c *Calendar) window(first, last time.Time) (f, l int64, ok bool) {
