@@ -299,8 +299,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 	}
 	sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
 	var ticket string
-	_, last, _ := calendar.Window(req.CreatedAt, req.Type)
-	slot, rev, moves, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy, Last: last},
+	slot, rev, moves, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy},
 		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
 			id, err := subjects.NewSlotTicketID(s.Agent, s.Minute, req.Nonce)
 			if err != nil {
@@ -350,6 +349,9 @@ func (r *Responder) hold(ctx context.Context, req subjects.ETARequest, now time.
 func (r *Responder) take(ctx context.Context, req subjects.ETARequest, now time.Time, mark calendar.Mark,
 	build func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error)) (calendar.Slot, uint64, int, error) {
 	first, last, _ := calendar.Window(req.CreatedAt, req.Type)
+	if mark.State == calendar.Busy {
+		mark.Last = last // a ticket may move inside its window
+	}
 	tc := r.calendar(req.Tenant)
 	kv := r.shardKV(req.Tenant)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
