@@ -161,6 +161,10 @@ func TestResponderMovesTicketsToAdmit(t *testing.T) {
 	if rep.Error != subjects.ETACodeNoSlot || fmt.Sprint(rep.Fits) != "[SILVER BRONZE]" {
 		t.Fatalf("GOLD past the frozen horizon's BRONZE tickets: %+v, want sla_unavailable fitting [SILVER BRONZE]", rep)
 	}
+	// I4 with moves possible: the refusal claimed, moved and wrote nothing.
+	if seq := e.lastSlotSeq(t, ten.ID); seq != 120+2*(120-frozen) {
+		t.Errorf("slot stream at %d after the refusal, want %d (120 creates, then a batch of two per GOLD)", seq, 120+2*(120-frozen))
+	}
 
 	live := checkPlan(t, e.readPlan(t, ten.ID))
 	var bronze int
