@@ -98,9 +98,12 @@ func createTicket(c *client, id, token string) (answer, error) {
 // is refused, there being no other tenant to be fair to and no hard cap
 // per tenant by default.
 //
-// Not parallel: the load tests run alone in this package, before the
-// parallel tests start, so that their figures are theirs.
-func TestLoneTenantIsNotRateLimited(t *testing.T) {
+// The load tests (named TestSaturation*) measure a saturated process, so they
+// must have the machine to themselves: make test skips them in its run of
+// every package (where go test runs several test binaries at once) and
+// runs them afterwards on their own, one at a time. They are not
+// parallel either.
+func TestSaturationLoneTenantIsNotRateLimited(t *testing.T) {
 	_, addr := startDefaultServe(t)
 	c := newClient(addr, "127.0.0.1", 16)
 	defer c.close()
@@ -183,8 +186,8 @@ func openLoop(c *client, id, token string, rate float64, d time.Duration, maxOut
 // ones get no 429 and no 503 (the noisy one, over its fair share of a
 // saturated process, is shed first), and their latency is logged next to
 // a run of the quiet ones alone, in the same test.
-// Not parallel, like TestLoneTenantIsNotRateLimited.
-func TestNoisyTenantIsShedBeforeQuietOnes(t *testing.T) {
+// Run alone, like TestSaturationLoneTenantIsNotRateLimited.
+func TestSaturationNoisyTenantIsShedBeforeQuietOnes(t *testing.T) {
 	_, addr := startDefaultServe(t)
 	setup := newClient(addr, "127.0.0.1", 4)
 	defer setup.close()
