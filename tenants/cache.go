@@ -25,6 +25,9 @@ type cache[V any] struct {
 	decode func(value []byte) (V, error)
 	nc     *nats.Conn // nil: no reconnect detection
 	log    *slog.Logger
+	// what names the cache in its one "<what> ready" line, logged when
+	// the first snapshot is loaded ("" : no line).
+	what string
 
 	mu       sync.RWMutex
 	m        map[string]V
@@ -96,7 +99,12 @@ func (c *cache[V]) load(entries []jetstream.KeyValueEntry) {
 	c.m, c.lastRev = fresh, max(freshRev, c.lastRev)
 	c.mu.Unlock()
 	c.ready.Store(true)
-	c.didStart.Do(func() { close(c.startedChan()) })
+	c.didStart.Do(func() {
+		close(c.startedChan())
+		if c.what != "" {
+			c.log.Info(c.what+" ready", slog.Int("entries", len(fresh)), slog.Uint64("revision", freshRev))
+		}
+	})
 }
 
 // update applies one live change.

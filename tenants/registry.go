@@ -65,7 +65,7 @@ func NewRegistry(ctx context.Context, cfg RegistryConfig) (*Registry, error) {
 	log := orDiscard(cfg.Logger).With(slog.String("component", "tenant_registry"))
 	r := &Registry{kv: kv, prov: cfg.Provisioner, log: log, now: orNow(cfg.Now)}
 	r.cache = &cache[subjects.TenantRecord]{
-		kv: kv, filter: subjects.TenantKeys, nc: cfg.JS.Conn(), log: log,
+		kv: kv, filter: subjects.TenantKeys, nc: cfg.JS.Conn(), log: log, what: "tenant registry",
 		id: func(key string) (string, bool) {
 			id, err := subjects.ParseTenantKey(key)
 			return id, err == nil

@@ -59,7 +59,7 @@ func NewSessions(ctx context.Context, cfg SessionsConfig) (*Sessions, error) {
 	log := orDiscard(cfg.Logger).With(slog.String("component", "sessions"))
 	s := &Sessions{kv: kv, log: log, now: orNow(cfg.Now), ttl: ttl}
 	s.cache = &cache[subjects.SessionRecord]{
-		kv: kv, filter: subjects.SessionKeys, nc: cfg.JS.Conn(), log: log,
+		kv: kv, filter: subjects.SessionKeys, nc: cfg.JS.Conn(), log: log, what: "sessions",
 		id: func(key string) (string, bool) {
 			hash, err := subjects.ParseSessionKey(key)
 			return hash, err == nil

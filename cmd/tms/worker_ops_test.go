@@ -81,6 +81,26 @@ func TestServeReadyLine(t *testing.T) {
 	if n, ok := ready["nats"].(string); !ok || !strings.HasPrefix(n, "embedded ") {
 		t.Errorf("tms ready line %v: want the embedded NATS", ready)
 	}
+	// Each part said it was ready, on a line of its own, before the
+	// summary.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[string]int{}
+	for _, l := range p.lines {
+		msg, _ := l["msg"].(string)
+		if msg == "tms ready" {
+			break
+		}
+		seen[msg]++
+	}
+	for msg, n := range map[string]int{
+		"embedded NATS started": 1, "http listener serving": 2, "nats api serving": 1,
+		"tenant registry ready": 1, "sessions ready": 1, "eta responder ready": 1,
+	} {
+		if seen[msg] != n {
+			t.Errorf("%d lines %q before tms ready, want %d", seen[msg], msg, n)
+		}
+	}
 }
 
 // TestMetricsNamedInDocsExist: every metric the README and docs/ name is
