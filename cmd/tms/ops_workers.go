@@ -53,6 +53,10 @@ func (c *opsClient) gatherWorkers(ctx context.Context, wait time.Duration) ([]wo
 	for {
 		select {
 		case m := <-ch:
+			if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+				// The server's "no responders": no worker is subscribed.
+				continue
+			}
 			w, err := subjects.DecodeWorkerInfo(m.Data)
 			if err != nil || len(byID) >= maxWorkers {
 				invalid++
