@@ -98,10 +98,24 @@ func (c *opsClient) status(ctx context.Context, out io.Writer) error {
 		<-workersDone
 		return err
 	}
+	var under, offline []string
 	for _, s := range st.Streams {
 		if s.UnderReplicated {
-			degraded("%s under-replicated (%d of %d current)", s.Name, s.Current, s.Replicas)
+			under = append(under, fmt.Sprintf("%s (%d of %d current)", s.Name, s.Current, s.Replicas))
+			for _, p := range s.OfflinePeers {
+				if !slices.Contains(offline, p) {
+					offline = append(offline, p)
+				}
+			}
 		}
+	}
+	if len(under) > 0 {
+		r := fmt.Sprintf("%d streams under-replicated: %s", len(under), strings.Join(under, ", "))
+		if len(offline) > 0 {
+			slices.Sort(offline)
+			r += "; offline: " + strings.Join(offline, ", ")
+		}
+		degraded("%s", r)
 	}
 	for _, shard := range shards {
 		st.Consumers = append(st.Consumers, c.consumer(ctx, subjects.SlotStream(shard), subjects.AllocatorConsumer(shard), &st))

@@ -518,6 +518,7 @@ func TestOpsClusterUnderReplicated(t *testing.T) {
 		t.Logf("last status: %s", last)
 	}
 	h := mustOps(t, env, "status")
+	t.Logf("tms ops status with %s stopped:\n%s", name, h.stdout)
 	if !strings.Contains(h.stdout, "UNDER-REPLICATED (offline: "+name+")") || !strings.HasPrefix(h.stdout, "health: degraded") {
 		t.Errorf("status with %s stopped:\n%s", name, h.stdout)
 	}
