@@ -238,6 +238,7 @@ func (c *opsClient) scale(ctx context.Context, out io.Writer) error {
 	}
 	var workers []workerView
 	var werr error
+	var lastLaggards []string
 	for {
 		// A round waits for a fresh set of answers: a worker that went
 		// away stops counting, one that starts is counted.
@@ -251,7 +252,13 @@ func (c *opsClient) scale(ctx context.Context, out io.Writer) error {
 		if len(laggards) == 0 && ctx.Err() == nil {
 			break
 		}
+		if ctx.Err() == nil || len(workers) > 0 {
+			lastLaggards = laggards
+		}
 		if ctx.Err() != nil {
+			// A round the deadline cut short says less than the last
+			// whole one.
+			laggards = lastLaggards
 			if len(laggards) == 0 {
 				laggards = []string{"(no answer before the deadline)"}
 			}
