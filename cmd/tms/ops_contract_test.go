@@ -1,7 +1,9 @@
 package main_test
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -144,5 +146,105 @@ func TestOpsWorkersContract(t *testing.T) {
 	if lines := nonEmptyLines(r.stderr); r.code != 1 || len(lines) != 1 || !strings.Contains(lines[0], "w-stuck") ||
 		strings.Contains(lines[0], "w-one") || !strings.Contains(lines[0], "--timeout 2s") {
 		t.Errorf("scale with a stuck worker: exit %d, stderr %q; want exit 1 naming w-stuck only", r.code, r.stderr)
+	}
+}
+
+// TestOpsReplayRefusesWhatCannotBeWritten: replay puts a good dead letter
+// back on the parked stream (its headers and message id as subjects/ops.go
+// says) and deletes it, while one on DeadLetterInvalid and one whose
+// record does not decode are refused with the reason and kept: exit 1.
+// A sequence that is not there is gone, a no-op.
+func TestOpsReplayRefusesWhatCannotBeWritten(t *testing.T) {
+	t.Parallel()
+	ns := testkit.StartNATS(t)
+	js := ns.JetStream(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	env := []string{"TMS_NATS_URL=" + ns.URL()}
+	dlq, err := js.CreateStream(ctx, subjects.DeadLettersStreamConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parked, err := js.CreateStream(ctx, subjects.ParkedStreamConfig(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tenant, agent := "ctenant", "aagent"
+	minute := time.Now().UTC().Truncate(time.Minute).Add(10 * time.Minute)
+	ticket, err := subjects.NewSlotTicketID(agent, minute, subjects.NewTicketNonce())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := minute.Add(-5 * time.Minute)
+	rec := subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: tenant, Ticket: ticket, Type: "GOLD",
+		Agent: agent, SlotTime: minute, CreatedAt: created, Deadline: created.Add(2 * time.Hour)}, 0)
+	body, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := "$KV." + subjects.SlotBucket(0) + "." + subjects.SlotKey(tenant, agent, minute)
+	if _, err := subjects.DecodeParkedRecord(subjects.ParkedSubject(tenant, ticket), original, body); err != nil {
+		t.Fatalf("the test's record is not writable: %v", err)
+	}
+	publish := func(subject string, data []byte) uint64 {
+		m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		m.Header.Set(subjects.HeaderDeadLetterReason, "test")
+		m.Header.Set(subjects.HeaderOriginalSubject, original)
+		m.Header.Set(subjects.HeaderOriginalSequence, "7")
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	good := publish(subjects.DeadLetterSubject(tenant, ticket), body)
+	invalid := publish(subjects.DeadLetterInvalid, []byte(`not json`))
+	garbage := publish(subjects.DeadLetterSubject(tenant, "tother"), []byte(`{"state":"confirmed"}`))
+
+	var list dlqListDoc
+	opsJSON(t, env, &list, "dlq", "list")
+	if list.Total != 3 || len(list.DeadLetters) != 3 || list.DeadLetters[1].Tenant != "" {
+		t.Fatalf("dlq list: %+v, want 3, the invalid one naming no tenant", list)
+	}
+	opsJSON(t, env, &list, "dlq", "list", "--limit", "1")
+	if list.Total != 3 || len(list.DeadLetters) != 1 || list.DeadLetters[0].Seq != good {
+		t.Errorf("dlq list --limit 1: %+v", list)
+	}
+	if show := mustOps(t, env, "dlq", "show", fmt.Sprint(invalid)); !strings.Contains(show.stdout, `"not json"`) {
+		t.Errorf("dlq show of a body that is not JSON:\n%s", show.stdout)
+	}
+
+	r := runOps(t, env, "dlq", "replay", "--all", "--json")
+	var doc replayDoc
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 1 || !strings.Contains(r.stderr, "2 of 3 dead letters not replayed") {
+		t.Fatalf("replay --all: exit %d, stderr %q, stdout %s (%v)", r.code, r.stderr, r.stdout, err)
+	}
+	outcome := map[uint64]string{}
+	for _, res := range doc.Results {
+		outcome[res.Seq] = res.Outcome + ": " + res.Error
+	}
+	if !strings.HasPrefix(outcome[good], "replayed") || !strings.HasPrefix(outcome[invalid], "refused") ||
+		!strings.Contains(outcome[invalid], subjects.DeadLetterInvalid) || !strings.HasPrefix(outcome[garbage], "refused") {
+		t.Errorf("replay outcomes %v", outcome)
+	}
+	m, err := parked.GetLastMsgForSubject(ctx, subjects.ParkedSubject(tenant, ticket))
+	if err != nil {
+		t.Fatalf("the replayed record on the parked stream: %v", err)
+	}
+	if string(m.Data) != string(body) || m.Header.Get(subjects.HeaderReplayOf) != fmt.Sprint(good) ||
+		m.Header.Get(subjects.HeaderOriginalSubject) != original || m.Header.Get(subjects.HeaderOriginalSequence) != "7" ||
+		m.Header.Get(nats.MsgIdHdr) != subjects.ReplayMsgID(good) {
+		t.Errorf("replayed message %s %v %s", m.Subject, m.Header, m.Data)
+	}
+	if info, err := parked.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("parked stream after the replay: %+v (%v), want the one replayed record", info, err)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Errorf("DLQ after the replay: %+v (%v), want the 2 refused kept", info, err)
+	}
+	// Gone: the replayed one, and one that never was.
+	opsJSON(t, env, &doc, "dlq", "replay", fmt.Sprint(good), "99")
+	if len(doc.Results) != 2 || doc.Results[0].Outcome != "gone" || doc.Results[1].Outcome != "gone" {
+		t.Errorf("replay of what is not there: %+v, want gone twice", doc)
 	}
 }
