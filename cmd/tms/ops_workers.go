@@ -279,9 +279,12 @@ func (c *opsClient) scale(ctx context.Context, out io.Writer) error {
 		doc.Error = werr.Error()
 	}
 	if !c.cfg.JSON {
-		if c.cfg.Reset {
+		switch {
+		case len(workers) == 0:
+			fmt.Fprintln(out, "setting written; no worker answered: each applies it when it starts")
+		case c.cfg.Reset:
 			fmt.Fprintf(out, "live setting deleted: %d workers back on their --alloc-concurrency\n", len(workers))
-		} else {
+		default:
 			fmt.Fprintf(out, "concurrency %d applied by %d workers\n", c.cfg.Concurrency, len(workers))
 		}
 	}
