@@ -220,6 +220,7 @@ var commands = []struct {
 	{"ingress", roleFront, "run the HTTP listeners and the NATS API against an external NATS (--nats-url required)"},
 	{"worker", roleBack | roleOps, "run the ETA responders and the allocators against an external NATS (--nats-url required); /healthz, /readyz and /metrics on --ops-addr"},
 	{"bench", 0, "load a running tms with create_ticket, open loop, at a rate or a sweep; print latency percentiles"},
+	{"ops", 0, "the operators' tool: status, workers (and scale them live), dead letters (list, show, replay), tenants; `tms ops --help`"},
 	{"version", 0, "print the version of tms, the Go it was built with and the embedded nats-server"},
 	{"help", 0, "show this help; `tms help <command>` shows a command's flags"},
 }
@@ -264,7 +265,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (confi
 		return cfg, errHelp
 	}
 	if !isCommand(cmd) {
-		return cfg, usagef("unknown command %q: want serve, ingress, worker, bench or version (see tms help)", cmd)
+		return cfg, usagef("unknown command %q: want serve, ingress, worker, bench, ops or version (see tms help)", cmd)
 	}
 	cfg.Command = cmd
 	fs := newFlagSet(cmd, &cfg)
@@ -310,6 +311,9 @@ func help(args []string, out io.Writer) error {
 	case args[0] == "bench":
 		printBenchUsage(out)
 		return errHelp
+	case args[0] == "ops":
+		printOpsUsage(out)
+		return errHelp
 	case args[0] == "version":
 		fmt.Fprint(out, "Usage: tms version\n\nPrints the version and VCS revision of tms, the Go version it was built with\nand the version of the embedded nats-server. It takes no flags.\n")
 		return errHelp
@@ -317,7 +321,7 @@ func help(args []string, out io.Writer) error {
 		printCommandUsage(out, newFlagSet(args[0], &config{}))
 		return errHelp
 	default:
-		return usagef("tms help: unknown command %q: want serve, ingress, worker, bench or version (see tms help)", args[0])
+		return usagef("tms help: unknown command %q: want serve, ingress, worker, bench, ops or version (see tms help)", args[0])
 	}
 	printUsage(out)
 	return errHelp

@@ -30,6 +30,9 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 	if len(args) > 0 && args[0] == "bench" {
 		return benchMain(args[1:], getenv, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "ops" {
+		return opsMain(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := loadConfig(args, getenv, stdout)
 	if errors.Is(err, errHelp) {
 		return 0
