@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"tms/ops/jskit"
 	"tms/ops/testkit"
@@ -417,4 +419,126 @@ func TestAllocatorReplayedDeadLetter(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		return counterValue(t, metrics, "tms_allocator_dead_lettered_total", "invalid") == 2
 	}, "two dead letters counted")
+}
+
+// family is the metric family name of reg, nil when absent.
+func family(t *testing.T, reg *prometheus.Registry, name string) *dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf
+		}
+	}
+	return nil
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	if m := labelled(t, reg, name, label); m != nil {
+		return m.GetGauge().GetValue()
+	}
+	return -1
+}
+
+// TestAllocatorOpsMetrics: the metrics of issue 11 exist from the start
+// at zero, every labelled child included, and move: the latency histogram
+// counts each ticket written, an outage counts database errors as
+// unavailable and, through the parked records' retries, redeliveries,
+// and shows in the parked consumer's backlog and oldest record until the
+// database is back; a dead letter shows in the dead-letter depth.
+func TestAllocatorOpsMetrics(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	metrics := prometheus.NewRegistry()
+	a := e.allocator(t, allocOpts{concurrency: 3, metrics: metrics, edit: func(c *workers.AllocatorConfig) {
+		c.StatsInterval = 20 * time.Millisecond
+	}})
+	consumers := []string{"parked"}
+	for i := range e.shards {
+		consumers = append(consumers, fmt.Sprintf("slots-%d", i))
+	}
+	for name, children := range map[string][]string{
+		"tms_allocator_concurrency":                {""},
+		"tms_allocator_writing":                    {""},
+		"tms_allocator_redeliveries_total":         {""},
+		"tms_dead_letters":                         {""},
+		"tms_allocator_allocation_latency_seconds": {"created", "cancelled", "moved"},
+		"tms_tenant_db_errors_total":               {"unavailable", "timeout", "conflict", "constraint", "other"},
+		"tms_allocator_backlog_records":            consumers,
+		"tms_allocator_oldest_unallocated_seconds": consumers,
+	} {
+		mf := family(t, metrics, name)
+		if mf == nil {
+			t.Errorf("%s not exposed before Run", name)
+			continue
+		}
+		var got []string
+		for _, m := range mf.GetMetric() {
+			label := ""
+			if len(m.GetLabel()) == 1 {
+				label = m.GetLabel()[0].GetValue()
+			}
+			got = append(got, label)
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			if name == "tms_allocator_concurrency" {
+				v -= 3
+			}
+			if v != 0 {
+				t.Errorf("%s{%s} = %v at the start", name, label, v)
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(children)
+		if !slices.Equal(got, children) {
+			t.Errorf("%s children %q, want %q", name, got, children)
+		}
+	}
+	testkit.Run(t, "Allocator", a.Run)
+
+	var ids []string
+	confirm := func(tag string, from, to int) {
+		for i := from; i < to; i++ {
+			ev := e.event(tag, i)
+			ids = append(ids, ev.Ticket)
+			e.confirm(t, ev)
+		}
+	}
+	confirm("m", 0, 10)
+	e.waitRows(t, 10)
+	e.waitConsumed(t)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return histogramCount(t, metrics, "tms_allocator_allocation_latency_seconds", "created") == 10
+	}, "ten allocations observed")
+
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
+	confirm("m", 10, 15)
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return counterValue(t, metrics, "tms_tenant_db_errors_total", "unavailable") >= 1 &&
+			plainCounter(t, metrics, "tms_allocator_redeliveries_total") >= 1 &&
+			gaugeValue(t, metrics, "tms_allocator_backlog_records", "parked") >= 1 &&
+			gaugeValue(t, metrics, "tms_allocator_oldest_unallocated_seconds", "parked") > 0
+	}, "the outage in the errors, redeliveries and parked backlog")
+	if got := histogramCount(t, metrics, "tms_allocator_allocation_latency_seconds", "created"); got != 10 {
+		t.Errorf("%d allocations observed during the outage, want still 10", got)
+	}
+	restore()
+	e.waitRows(t, 15)
+	e.waitConsumed(t)
+	e.checkExactlyOnce(t, ids)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return histogramCount(t, metrics, "tms_allocator_allocation_latency_seconds", "created") == 15 &&
+			gaugeValue(t, metrics, "tms_allocator_backlog_records", "parked") == 0 &&
+			gaugeValue(t, metrics, "tms_allocator_oldest_unallocated_seconds", "parked") == 0
+	}, "every allocation observed, the parked backlog empty")
+
+	ctx := testkit.Context(t, 10*time.Second)
+	if _, err := e.kv().Put(ctx, slotKey(e.event("bad", 99)), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return plainGauge(t, metrics, "tms_dead_letters") == 1 },
+		"the dead letter counted")
 }
