@@ -216,11 +216,12 @@ const (
 	allocConflictRounds = 3
 )
 
-// Defaults of AllocatorConfig.BatchSize and BatchWait (tms's
-// --alloc-batch and --alloc-batch-wait).
+// Defaults of AllocatorConfig.Concurrency, BatchSize and BatchWait (tms's
+// --alloc-concurrency, --alloc-batch and --alloc-batch-wait).
 const (
-	DefaultAllocBatch     = 500
-	DefaultAllocBatchWait = 100 * time.Millisecond
+	DefaultAllocConcurrency = allocConcurrency
+	DefaultAllocBatch       = 500
+	DefaultAllocBatchWait   = 100 * time.Millisecond
 )
 
 // DefaultBackoff is the redelivery delay used when none is configured.
