@@ -204,6 +204,13 @@ func (qs *tenantQueues) close() {
 // concurrency fell): between batches, never with one in hand.
 func (a *Allocator) drain(ctx context.Context, qs *tenantQueues, stop <-chan struct{}) {
 	for {
+		// A stop first: after a fall, a drainer that finished its batch
+		// must not take another while queues are ready.
+		select {
+		case <-stop:
+			return
+		default:
+		}
 		select {
 		case <-stop:
 			return

@@ -294,6 +294,9 @@ func TestAllocatorLiveConcurrency(t *testing.T) {
 	}
 
 	// At 1 again, more tickets still land, one batch at a time.
+	most.Store(0)
+	stopSampling = make(chan struct{})
+	sampled = sample(stopSampling)
 	for _, tn := range e.tenants {
 		ev := tn.event("after", perTenant)
 		ids[tn] = append(ids[tn], ev.Ticket)
@@ -303,6 +306,11 @@ func TestAllocatorLiveConcurrency(t *testing.T) {
 		tn.waitRows(t, perTenant+1)
 	}
 	e.waitConsumed(t)
+	close(stopSampling)
+	<-sampled
+	if m := most.Load(); m > 1 {
+		t.Errorf("back at concurrency 1, %d batches written at once", m)
+	}
 	for _, tn := range e.tenants {
 		tn.checkExactlyOnce(t, ids[tn])
 	}
