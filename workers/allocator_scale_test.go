@@ -550,3 +550,139 @@ func TestAllocatorOpsMetrics(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return plainGauge(t, metrics, "tms_dead_letters") == 1 },
 		"the dead letter counted")
 }
+
+// gates holds the writes of chosen tenants in BeforeCommit until their
+// gate opens, and records which tenants reached it.
+type gates struct {
+	mu      sync.Mutex
+	tenant  map[string]string // ticket -> tenant
+	open    map[string]chan struct{}
+	reached map[string]int
+}
+
+func (g *gates) before(ticket string) {
+	g.mu.Lock()
+	tenant := g.tenant[ticket]
+	g.reached[tenant]++
+	gate := g.open[tenant]
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+}
+
+func (g *gates) reachedBy(tenant string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.reached[tenant]
+}
+
+// held is the tenants whose writes wait at their gate now.
+func (g *gates) held() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ts []string
+	for tenant, n := range g.reached {
+		if n > 0 && g.open[tenant] != nil {
+			select {
+			case <-g.open[tenant]:
+			default:
+				ts = append(ts, tenant)
+			}
+		}
+	}
+	slices.Sort(ts)
+	return ts
+}
+
+func (g *gates) release(tenant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open[tenant]:
+	default:
+		close(g.open[tenant])
+	}
+}
+
+// TestAllocatorConcurrencyFalls: a fall of the live concurrency lets the
+// batches being written finish, and the drainers that finish stop rather
+// than take the next ready tenant: with four batches held and a fifth
+// tenant waiting, a fall to 2 and two batches let go leave two being
+// written and the fifth untouched until the others are done. Every
+// ticket lands once.
+func TestAllocatorConcurrencyFalls(t *testing.T) {
+	t.Parallel()
+	const nTenants, perTenant, batch = 5, 3, 10
+	e := newAllocEnv(t, 1, nTenants)
+	g := &gates{tenant: map[string]string{}, open: map[string]chan struct{}{}, reached: map[string]int{}}
+	ids := map[*allocTenant][]string{}
+	for _, tn := range e.tenants {
+		g.open[tn.ten.ID] = make(chan struct{})
+		for i := range perTenant {
+			ev := tn.event("fall", i)
+			ids[tn] = append(ids[tn], ev.Ticket)
+			g.tenant[ev.Ticket] = tn.ten.ID
+		}
+	}
+	a := e.allocator(t, allocOpts{concurrency: 4, batchSize: batch, batchWait: -1, before: g.before,
+		ackWait: 30 * time.Second})
+	testkit.Run(t, "Allocator", a.Run)
+	t.Cleanup(func() {
+		for _, tn := range e.tenants {
+			g.release(tn.ten.ID)
+		}
+	})
+	// All records in flight at once (15 of the 40 places), so that the
+	// fifth tenant's queue is ready while four are held.
+	for i := range perTenant {
+		for _, tn := range e.tenants {
+			tn.confirm(t, tn.event("fall", i))
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		info := a.Info()
+		return info.Writing == 4 && info.InFlight == nTenants*perTenant && len(g.held()) == 4
+	}, "four batches held, every record in flight")
+	held := g.held()
+	var fifth *allocTenant
+	for _, tn := range e.tenants {
+		if !slices.Contains(held, tn.ten.ID) {
+			fifth = tn
+		}
+	}
+
+	e.putSettings(t, settings(t, 2))
+	testkit.Eventually(t, 10*time.Second, func() bool { n, _, _ := a.Concurrency(); return n == 2 }, "the fall in force")
+	if w := a.Info().Writing; w != 4 {
+		t.Fatalf("%d batches being written right after the fall, want the 4 held to go on", w)
+	}
+	g.release(held[0])
+	g.release(held[1])
+	byID := map[string]*allocTenant{}
+	for _, tn := range e.tenants {
+		byID[tn.ten.ID] = tn
+	}
+	// Their batches (all their records, or the first of them) written;
+	// what is left of them waits like the fifth tenant.
+	byID[held[0]].waitRows(t, 1)
+	byID[held[1]].waitRows(t, 1)
+	testkit.Eventually(t, 10*time.Second, func() bool { return a.Info().Writing == 2 }, "two batches being written")
+	if n := g.reachedBy(fifth.ten.ID); n != 0 {
+		t.Fatalf("the fifth tenant's batch was started (%d writes) at concurrency 2 with two held", n)
+	}
+	if h := g.held(); len(h) != 2 || !slices.Contains(h, held[2]) || !slices.Contains(h, held[3]) {
+		t.Fatalf("held %v, want the two not let go (%s, %s)", h, held[2], held[3])
+	}
+
+	for _, tn := range e.tenants {
+		g.release(tn.ten.ID)
+	}
+	for _, tn := range e.tenants {
+		tn.waitRows(t, perTenant)
+	}
+	e.waitConsumed(t)
+	for _, tn := range e.tenants {
+		tn.checkExactlyOnce(t, ids[tn])
+	}
+}
