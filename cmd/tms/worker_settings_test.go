@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,30 @@ func TestWorkerFollowsLiveSettings(t *testing.T) {
 	}
 	if w.exited() {
 		t.Fatal("the worker exited")
+	}
+}
+
+// TestAllocConcurrencyBounds: --alloc-concurrency and
+// TMS_ALLOC_CONCURRENCY outside 1..256 are bad command lines (exit 2,
+// one line naming the flag and the bounds).
+func TestAllocConcurrencyBounds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  []string
+		args []string
+	}{
+		{nil, []string{"worker", "--nats-url", "nats://127.0.0.1:1", "--alloc-concurrency", "0"}},
+		{nil, []string{"serve", "--alloc-concurrency", "257"}},
+		{[]string{"TMS_ALLOC_CONCURRENCY=-3"}, []string{"worker", "--nats-url", "nats://127.0.0.1:1"}},
+	} {
+		p := startTMS(t, tc.env, tc.args...)
+		if code := p.exit(30 * time.Second); code != 2 {
+			t.Errorf("tms %q %q: exit %d, want 2; stderr %q", tc.env, tc.args, code, p.stderrText())
+			continue
+		}
+		lines := nonEmptyLines(p.stderrText())
+		if len(lines) != 1 || !strings.Contains(lines[0], "--alloc-concurrency") || !strings.Contains(lines[0], "1 to 256") {
+			t.Errorf("tms %q %q: stderr %q, want one line naming --alloc-concurrency and 1 to 256", tc.env, tc.args, p.stderrText())
+		}
 	}
 }
