@@ -89,8 +89,9 @@ type AllocatorConfig struct {
 //
 // The records pulled go to one queue per tenant; one goroutine at a time
 // drains a tenant's queue (its records are written in stream order within
-// the process), Concurrency tenants at once, up to BatchSize records per
-// batch: consecutive tickets in one transaction
+// the process), Concurrency tenants at once (or the live setting's count,
+// subjects.KeyAllocatorSettings, which may change while Run runs), up to
+// BatchSize records per batch: consecutive tickets in one transaction
 // (tenants.Tickets.ApplyCreatedBatch), cancels and moves one by one in
 // their place.
 //
