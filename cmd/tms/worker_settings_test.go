@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +115,52 @@ func TestAllocConcurrencyBounds(t *testing.T) {
 		lines := nonEmptyLines(p.stderrText())
 		if len(lines) != 1 || !strings.Contains(lines[0], "--alloc-concurrency") || !strings.Contains(lines[0], "1 to 256") {
 			t.Errorf("tms %q %q: stderr %q, want one line naming --alloc-concurrency and 1 to 256", tc.env, tc.args, p.stderrText())
+		}
+	}
+}
+
+// TestServeAnswersWorkersInfo: tms serve runs the allocators too, so it
+// answers the workers' info request (on its embedded NATS) as a serve at
+// the default concurrency, and exposes the workers' issue 11 metrics from
+// the start.
+func TestServeAnswersWorkersInfo(t *testing.T) {
+	t.Parallel()
+	p, addr := startDefaultServe(t)
+	url := str(t, p.logEvent("embedded NATS started"), "nats_url")
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	info := askWorkers(t, nc)
+	if info.Command != "serve" || info.Concurrency != 16 || info.ConcurrencySource != subjects.ConcurrencyFromFlag {
+		t.Errorf("serve's worker info %+v: want command serve at concurrency 16 from its flag", info)
+	}
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"tms_allocator_concurrency 16", "tms_allocator_writing 0", "tms_allocator_redeliveries_total 0", "tms_dead_letters 0",
+		`tms_allocator_allocation_latency_seconds_count{record="created"} 0`,
+		`tms_allocator_allocation_latency_seconds_count{record="cancelled"} 0`,
+		`tms_allocator_allocation_latency_seconds_count{record="moved"} 0`,
+		`tms_tenant_db_errors_total{kind="unavailable"} 0`, `tms_tenant_db_errors_total{kind="timeout"} 0`,
+		`tms_tenant_db_errors_total{kind="conflict"} 0`, `tms_tenant_db_errors_total{kind="constraint"} 0`,
+		`tms_tenant_db_errors_total{kind="other"} 0`,
+		`tms_allocator_backlog_records{consumer="slots-0"}`, `tms_allocator_backlog_records{consumer="parked"}`,
+		`tms_allocator_oldest_unallocated_seconds{consumer="slots-0"}`,
+		`tms_allocator_oldest_unallocated_seconds{consumer="parked"}`,
+		"tms_eta_utilisation_ratio 0",
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("serve's /metrics has no %s", want)
 		}
 	}
 }
