@@ -343,6 +343,9 @@ func (a *Allocator) movedTo(ctx context.Context, sh *allocShard, key string, m s
 // with nothing to write acked together (ackAll), those whose tenant is
 // down parked, the others given back or dead-lettered one by one.
 func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
+	// The batch's writes have committed (or failed): the end of the
+	// allocation latency, before the acks' round trip.
+	committed := time.Now()
 	var acks, parks []*allocItem
 	for _, it := range batch {
 		dec := it.dec
@@ -380,7 +383,7 @@ func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
 	for _, it := range acks {
 		a.m.processed(it.dec.record)
 		if it.dec.ev.Event != "" {
-			a.m.allocated(it.dec.record, time.Since(it.stamp))
+			a.m.allocated(it.dec.record, committed.Sub(it.stamp))
 		}
 		it.log.Debug("slot record handled", slog.String("record", it.dec.record))
 	}
