@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -102,4 +103,38 @@ func refusal(server string, err error) error {
 	var pe *pgconn.PgError
 	errors.As(err, &pe)
 	return &refusedError{msg: server + ": " + why, cause: pe}
+}
+
+// Kinds of tenant database errors (DBErrorKind), the bounded label values
+// of tms_tenant_db_errors_total.
+const (
+	DBErrorUnavailable = "unavailable" // Postgres not reachable, or refusing work for now
+	DBErrorTimeout     = "timeout"     // a deadline passed, or the statement was cancelled
+	DBErrorConflict    = "conflict"    // the agent-minute is held by another live ticket
+	DBErrorConstraint  = "constraint"  // any other integrity constraint refused the write
+	DBErrorOther       = "other"
+)
+
+// DBErrorKinds is every value DBErrorKind returns.
+var DBErrorKinds = []string{DBErrorUnavailable, DBErrorTimeout, DBErrorConflict, DBErrorConstraint, DBErrorOther}
+
+// DBErrorKind classifies an error of a tenant database call, for metrics:
+// "" for nil, else one of DBErrorKinds. A timeout is told apart from the
+// other outages (both are ErrUnavailable to the callers) because a slow
+// database and a missing one call for different fixes.
+func DBErrorKind(err error) string {
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, ErrSlotTaken):
+		return DBErrorConflict
+	case errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err), pgCode(err) == "57014": // query_canceled
+		return DBErrorTimeout
+	case errors.Is(err, ErrUnavailable), pgUnavailable(err):
+		return DBErrorUnavailable
+	case errors.As(err, &pe) && strings.HasPrefix(pe.Code, "23"): // integrity constraint violation
+		return DBErrorConstraint
+	}
+	return DBErrorOther
 }

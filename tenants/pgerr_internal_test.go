@@ -1,8 +1,10 @@
 package tenants
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +30,33 @@ func TestPgRefusal(t *testing.T) {
 	for _, err := range []error{nil, errors.New("dial tcp: connection refused"), &pgconn.PgError{Code: "53300"}} {
 		if why, ok := pgRefusal(err); ok {
 			t.Errorf("pgRefusal(%v) = %q, want no refusal", err, why)
+		}
+	}
+}
+
+// TestDBErrorKind: each kind of failure gets its bounded label, wrapped
+// as the tenants calls wrap them.
+func TestDBErrorKind(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{fmt.Errorf("apply: %w", &SlotConflictError{Ticket: "x"}), DBErrorConflict},
+		{pgErr("apply", context.DeadlineExceeded), DBErrorTimeout},
+		{pgErr("apply", &pgconn.PgError{Code: "57014"}), DBErrorTimeout},
+		{pgErr("apply", &pgconn.PgError{Code: "08006"}), DBErrorUnavailable},
+		{pgErr("apply", &pgconn.PgError{Code: "53300"}), DBErrorUnavailable},
+		{fmt.Errorf("x: %w", ErrUnavailable), DBErrorUnavailable},
+		{pgErr("apply", &pgconn.PgError{Code: "23505"}), DBErrorConstraint},
+		{pgErr("apply", &pgconn.PgError{Code: "42P01"}), DBErrorOther},
+		{errors.New("boom"), DBErrorOther},
+	} {
+		if got := DBErrorKind(c.err); got != c.want {
+			t.Errorf("DBErrorKind(%v) = %q, want %q", c.err, got, c.want)
+		}
+		if c.err != nil && !slices.Contains(DBErrorKinds, DBErrorKind(c.err)) {
+			t.Errorf("DBErrorKind(%v) not in DBErrorKinds", c.err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,8 +25,10 @@ type AllocatorConfig struct {
 	Tickets  *tenants.Tickets
 	Logger   *slog.Logger
 	// Concurrency is how many tenants a process writes at once (one batch
-	// each); 0 -> 16. A process holds at most Concurrency x BatchSize
-	// records pulled and not yet settled.
+	// each), subjects.MinAllocConcurrency..MaxAllocConcurrency; 0 -> 16.
+	// A process holds at most Concurrency x BatchSize records pulled and
+	// not yet settled. subjects.KeyAllocatorSettings, when set, overrides
+	// it live (see allocator_scale.go); deleted, this value is back.
 	Concurrency int
 	// BatchSize is the most records of one tenant written together (0 ->
 	// 100): consecutive tickets in one transaction.
@@ -63,6 +66,14 @@ type AllocatorConfig struct {
 	// must leave the ticket written exactly once). nil: nothing.
 	BeforeCommit func(ticket string)
 	AfterCommit  func(ticket string)
+	// Version and Command are what the process answers
+	// subjects.SubjectWorkersInfo with (tms's version, serve or worker).
+	Version, Command string
+	// StatsInterval is how often the backlog and dead-letter gauges are
+	// read from the consumers and streams (0: 5s).
+	StatsInterval time.Duration
+	// Now is the clock of the settled rate (nil: time.Now); tests set it.
+	Now func() time.Time
 }
 
 // Allocator writes the tickets of the slot buckets into each tenant's
@@ -78,8 +89,9 @@ type AllocatorConfig struct {
 //
 // The records pulled go to one queue per tenant; one goroutine at a time
 // drains a tenant's queue (its records are written in stream order within
-// the process), Concurrency tenants at once, up to BatchSize records per
-// batch: consecutive tickets in one transaction
+// the process), Concurrency tenants at once (or the live setting's count,
+// subjects.KeyAllocatorSettings, which may change while Run runs), up to
+// BatchSize records per batch: consecutive tickets in one transaction
 // (tenants.Tickets.ApplyCreatedBatch), cancels and moves one by one in
 // their place.
 //
@@ -128,6 +140,18 @@ type Allocator struct {
 	downOff   func(int) time.Duration
 	ackWait   time.Duration
 	m         *allocatorMetrics
+	opsKV     jetstream.KeyValue
+	// flagConc is Concurrency as configured, what a deleted setting
+	// goes back to.
+	flagConc int
+	info     workerIdentity
+	stats    time.Duration
+	settled  *rateCounter
+	writing  atomic.Int64
+
+	scaleMu sync.Mutex
+	scale   concurrencyState
+	running *runState // nil while Run is not running
 
 	beforeCommit, afterCommit func(ticket string)
 
@@ -169,7 +193,10 @@ const (
 	allocBatchWait   = DefaultAllocBatchWait
 	// allocMinPull is the least a puller buffers, whatever the batch size.
 	allocMinPull = 64
-	allocAckWait = 30 * time.Second
+	// allocStatsInterval is how often a worker reads its consumers' and
+	// the dead-letter stream's state for the backlog gauges.
+	allocStatsInterval = 5 * time.Second
+	allocAckWait       = 30 * time.Second
 	// allocMaxAckPending bounds the messages of one shard handed out and
 	// not yet acked, over all processes. A stalled tenant's records are
 	// parked, not held here.
@@ -190,11 +217,12 @@ const (
 	allocConflictRounds = 3
 )
 
-// Defaults of AllocatorConfig.BatchSize and BatchWait (tms's
-// --alloc-batch and --alloc-batch-wait).
+// Defaults of AllocatorConfig.Concurrency, BatchSize and BatchWait (tms's
+// --alloc-concurrency, --alloc-batch and --alloc-batch-wait).
 const (
-	DefaultAllocBatch     = 500
-	DefaultAllocBatchWait = 100 * time.Millisecond
+	DefaultAllocConcurrency = allocConcurrency
+	DefaultAllocBatch       = 500
+	DefaultAllocBatchWait   = 100 * time.Millisecond
 )
 
 // DefaultBackoff is the redelivery delay used when none is configured.
@@ -249,6 +277,18 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	if a.conc <= 0 {
 		a.conc = allocConcurrency
 	}
+	if a.conc < subjects.MinAllocConcurrency || a.conc > subjects.MaxAllocConcurrency {
+		return nil, fmt.Errorf("%w: concurrency %d, want %d..%d", ErrAllocatorConfig, a.conc,
+			subjects.MinAllocConcurrency, subjects.MaxAllocConcurrency)
+	}
+	a.flagConc = a.conc
+	a.scale = concurrencyState{n: a.conc, source: subjects.ConcurrencyFromFlag}
+	a.info = newWorkerIdentity(cfg.Version, cfg.Command)
+	a.stats = cfg.StatsInterval
+	if a.stats <= 0 {
+		a.stats = allocStatsInterval
+	}
+	a.settled = newRateCounter(cfg.Now)
 	if a.batch == 0 {
 		a.batch = allocBatchSize
 	}
@@ -272,14 +312,22 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 		shards = subjects.DefaultSlotShards
 	}
 	if cfg.Metrics != nil {
-		m, err := newAllocatorMetrics(cfg.Metrics)
+		m, err := newAllocatorMetrics(cfg.Metrics, shards, a.writingNow)
 		if err != nil {
 			return nil, err
 		}
 		a.m = m
+		a.m.concurrency(a.conc)
 	}
 	if err := EnsureStreams(ctx, cfg.JS, cfg.Replicas); err != nil {
 		return nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	opsKV, err := jskit.OpenBucket(octx, cfg.JS, subjects.OpsBucketConfig(cfg.Replicas))
+	cancel()
+	a.opsKV = opsKV
+	if err != nil {
+		return nil, fmt.Errorf("opening the operations bucket %s: %w", subjects.BucketOps, err)
 	}
 	for i := range shards {
 		kctx, cancel := context.WithTimeout(ctx, ensureTimeout)
@@ -350,33 +398,45 @@ func (a *Allocator) consumer(ctx context.Context, sh *allocShard) (jetstream.Con
 }
 
 // Run consumes every shard and the parked stream until ctx is done, with
-// at most Concurrency x BatchSize records pulled and not yet settled, then
-// stops pulling, gives back the messages it had buffered, writes and
-// settles the records it had queued and returns nil.
+// at most concurrency x BatchSize records pulled and not yet settled (the
+// concurrency in force, which follows subjects.KeyAllocatorSettings while
+// Run runs), then stops pulling, gives back the messages it had
+// buffered, writes and settles the records it had queued and returns nil.
+// Meanwhile it answers subjects.SubjectWorkersInfo and keeps the backlog
+// gauges. One Run at a time.
 func (a *Allocator) Run(ctx context.Context) error {
-	inflight := make(chan struct{}, a.conc*a.batch)
-	qs := newTenantQueues(a.conc*a.batch + a.conc)
+	limit := newFlightLimit(0)
+	// Each ready queue has a record in flight: room for the most records
+	// in flight at any concurrency, plus the drainers.
+	qs := newTenantQueues(subjects.MaxAllocConcurrency*a.batch + subjects.MaxAllocConcurrency)
 	// Batches finish what they started when Run is stopped: a write
 	// that commits is acked rather than redelivered.
-	hctx := context.WithoutCancel(ctx)
-	var drains sync.WaitGroup
-	for range a.conc {
-		drains.Go(func() { a.drain(hctx, qs) })
-	}
+	ds := newDrainers(context.WithoutCancel(ctx), a, qs)
+	rs := &runState{limit: limit, drainers: ds}
+	a.startRun(rs)
+	var side sync.WaitGroup
+	side.Go(func() { a.watchSettings(ctx) })
+	side.Go(func() { a.pollStats(ctx) })
+	stopInfo := a.serveInfo()
 	var pullers sync.WaitGroup
 	for _, sh := range append(append([]*allocShard(nil), a.shards...), a.parked) {
-		pullers.Go(func() { a.consume(ctx, sh, inflight, qs) })
+		pullers.Go(func() { a.consume(ctx, sh, limit, qs) })
 	}
 	// Every enqueue happens in a puller, before pullers.Wait returns.
 	pullers.Wait()
+	side.Wait()
+	stopInfo()
+	// No concurrency change from here: the drainers left finish the
+	// queues.
+	a.endRun()
 	qs.close()
-	drains.Wait()
+	ds.wait()
 	return nil
 }
 
 // consume pulls sh's messages until ctx is done, queueing each for its
 // tenant once inflight has room.
-func (a *Allocator) consume(ctx context.Context, sh *allocShard, inflight chan struct{}, qs *tenantQueues) {
+func (a *Allocator) consume(ctx context.Context, sh *allocShard, inflight *flightLimit, qs *tenantQueues) {
 	log := a.log.With(slog.String("stream", sh.stream))
 	retry := 0
 	for ctx.Err() == nil {
@@ -415,15 +475,13 @@ func (a *Allocator) consume(ctx context.Context, sh *allocShard, inflight chan s
 				a.giveBack(msg) // buffered after the stop: another worker takes it now
 				continue
 			}
-			select {
-			case inflight <- struct{}{}:
-			case <-ctx.Done():
+			if !inflight.acquire(ctx) {
 				a.giveBack(msg)
 				continue
 			}
-			item := a.received(sh, msg, func() { <-inflight })
+			item := a.received(sh, msg, inflight.release)
 			if item == nil {
-				<-inflight
+				inflight.release()
 				continue
 			}
 			qs.enqueue(item)

@@ -24,6 +24,10 @@ type allocItem struct {
 	record string
 	log    *slog.Logger
 	start  time.Time
+	// stamp is when the slot record entered its slot stream (a parked
+	// record's original's, from headerOriginalTime), for the allocation
+	// latency.
+	stamp time.Time
 	// done stops the keep-alive and frees the item's place in flight.
 	done func()
 }
@@ -38,9 +42,14 @@ func (a *Allocator) received(sh *allocShard, msg jetstream.Msg, release func()) 
 		_ = msg.NakWithDelay(a.backoff(1))
 		return nil
 	}
+	if md.NumDelivered > 1 {
+		a.m.redelivered()
+	}
+	stamp := md.Timestamp
 	var dec decision
 	var d delivery
 	if sh.isParked() {
+		stamp = originalTime(msg.Headers(), md.Timestamp)
 		d = a.parkedDelivery(msg, md)
 		dec = decideParked(d)
 	} else {
@@ -63,7 +72,7 @@ func (a *Allocator) received(sh *allocShard, msg jetstream.Msg, release func()) 
 		record = recordInvalid
 	}
 	stop := a.keepAlive(msg)
-	return &allocItem{msg: msg, d: d, dec: dec, record: record, log: log, start: start,
+	return &allocItem{msg: msg, d: d, dec: dec, record: record, log: log, start: start, stamp: stamp,
 		done: func() { stop(); release() }}
 }
 
@@ -191,14 +200,35 @@ func (qs *tenantQueues) close() {
 }
 
 // drain writes and settles the batches of the ready queues until the
-// queues are closed and empty.
-func (a *Allocator) drain(ctx context.Context, qs *tenantQueues) {
-	for q := range qs.ready {
-		batch := qs.take(q, a.batch, a.batchWait)
-		a.process(ctx, q.tenant, batch)
-		qs.done(q)
+// queues are closed and empty, or until it takes a token from stop (the
+// concurrency fell): between batches, never with one in hand.
+func (a *Allocator) drain(ctx context.Context, qs *tenantQueues, stop <-chan struct{}) {
+	for {
+		// A stop first: after a fall, a drainer that finished its batch
+		// must not take another while queues are ready.
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		select {
+		case <-stop:
+			return
+		case q, ok := <-qs.ready:
+			if !ok {
+				return
+			}
+			batch := qs.take(q, a.batch, a.batchWait)
+			a.writing.Add(1)
+			a.process(ctx, q.tenant, batch)
+			a.writing.Add(-1)
+			qs.done(q)
+		}
 	}
 }
+
+// writingNow is the tenant batches being written (and settled) now.
+func (a *Allocator) writingNow() int { return int(a.writing.Load()) }
 
 // process writes one batch of a tenant's records (see write) and settles
 // each.

@@ -1,11 +1,13 @@
 package workers
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops"
+	"tms/tenants"
 )
 
 // allocatorMetrics are the allocator's Prometheus collectors; a nil
@@ -20,10 +22,64 @@ type allocatorMetrics struct {
 	tenantsDownGauge  prometheus.Gauge
 	movesTotal        prometheus.Counter
 	moveEventsFailed  prometheus.Counter
+
+	// issue 11: what an operator scales the workers by.
+	concurrencyGauge prometheus.Gauge
+	writingGauge     prometheus.GaugeFunc
+	latency          *prometheus.HistogramVec
+	redeliveries     prometheus.Counter
+	dbErrors         *prometheus.CounterVec
+	backlog          *prometheus.GaugeVec
+	oldest           *prometheus.GaugeVec
+	deadLetters      prometheus.Gauge
 }
 
-func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
+// Label values of the backlog gauges' consumer label: slots-<shard> for
+// the allocators' consumer of a slot shard, parked for the parked
+// stream's.
+const backlogParked = "parked"
+
+func backlogSlots(shard int) string { return "slots-" + strconv.Itoa(shard) }
+
+// newAllocatorMetrics registers the allocator's collectors, every
+// labelled child created at zero (shards slot consumers); writing is read
+// at each scrape.
+func newAllocatorMetrics(reg prometheus.Registerer, shards int, writing func() int) (*allocatorMetrics, error) {
 	m := &allocatorMetrics{
+		concurrencyGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tms_allocator_concurrency",
+			Help: "Tenant batches this process may write at once: --alloc-concurrency, or the live setting of tms ops workers scale.",
+		}),
+		writingGauge: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tms_allocator_writing",
+			Help: "Tenant batches this process is writing (and settling) now, at most tms_allocator_concurrency.",
+		}, func() float64 { return float64(writing()) }),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tms_allocator_allocation_latency_seconds",
+			Help:    "Time from a ticket's slot record entering its slot stream to its write committed in the tenant database, by record (created, cancelled, moved); a parked record counts from its original.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800},
+		}, []string{"record"}),
+		redeliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tms_allocator_redeliveries_total",
+			Help: "Slot record deliveries received again (NumDelivered > 1): given back, or not acked within the ack wait.",
+		}),
+		dbErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tms_tenant_db_errors_total",
+			Help: "Failed tenant database writes of the allocators, by kind (unavailable, timeout, conflict, constraint, other).",
+		}, []string{"kind"}),
+		backlog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tms_allocator_backlog_records",
+			Help: "Records not yet settled by the allocators, by consumer (slots-<shard>, parked): pending plus ack pending, read every few seconds.",
+		}, []string{"consumer"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tms_allocator_oldest_unallocated_seconds",
+			Help: "Age of the oldest record a consumer (slots-<shard>, parked) has not settled: the stream message after its ack floor; 0 when nothing is pending. Read every few seconds.",
+		}, []string{"consumer"}),
+		deadLetters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tms_dead_letters",
+			Help: "Messages in the dead-letter stream (TMS_TICKETS_DLQ), read every few seconds.",
+		}),
+
 		processedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_allocator_processed_total",
 			Help: "Slot records handled and acked, by record: created, moved and cancelled (a ticket's, written into its tenant database), held, freed and vacated (nothing to write).",
@@ -66,10 +122,70 @@ func newAllocatorMetrics(reg prometheus.Registerer) (*allocatorMetrics, error) {
 	if err := ops.RegisterAll(reg, ops.Collector(&m.processedTotal), ops.Collector(&m.failedTotal),
 		ops.Collector(&m.deadLetteredTotal), ops.Collector(&m.handleSeconds), ops.Collector(&m.batchRecords),
 		ops.Collector(&m.parkedTotal), ops.Collector(&m.tenantsDownGauge),
-		ops.Collector(&m.movesTotal), ops.Collector(&m.moveEventsFailed)); err != nil {
+		ops.Collector(&m.movesTotal), ops.Collector(&m.moveEventsFailed),
+		ops.Collector(&m.concurrencyGauge), ops.Collector(&m.writingGauge), ops.Collector(&m.latency),
+		ops.Collector(&m.redeliveries), ops.Collector(&m.dbErrors), ops.Collector(&m.backlog),
+		ops.Collector(&m.oldest), ops.Collector(&m.deadLetters)); err != nil {
 		return nil, err
 	}
+	for _, r := range []string{recordCreated, recordCancelled, recordMoved} {
+		m.latency.WithLabelValues(r)
+	}
+	for _, k := range tenants.DBErrorKinds {
+		m.dbErrors.WithLabelValues(k)
+	}
+	for i := range shards {
+		m.backlog.WithLabelValues(backlogSlots(i))
+		m.oldest.WithLabelValues(backlogSlots(i))
+	}
+	m.backlog.WithLabelValues(backlogParked)
+	m.oldest.WithLabelValues(backlogParked)
 	return m, nil
+}
+
+func (m *allocatorMetrics) concurrency(n int) {
+	if m != nil {
+		m.concurrencyGauge.Set(float64(n))
+	}
+}
+
+// allocated observes the latency of a ticket's record written, for the
+// records the histogram has a child of.
+func (m *allocatorMetrics) allocated(record string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	switch record {
+	case recordCreated, recordCancelled, recordMoved:
+		m.latency.WithLabelValues(record).Observe(max(d, 0).Seconds())
+	}
+}
+
+func (m *allocatorMetrics) redelivered() {
+	if m != nil {
+		m.redeliveries.Inc()
+	}
+}
+
+// dbError counts a failed tenant database call; nil counts nothing.
+func (m *allocatorMetrics) dbError(err error) {
+	if m != nil && err != nil {
+		m.dbErrors.WithLabelValues(tenants.DBErrorKind(err)).Inc()
+	}
+}
+
+// backlogOf sets the gauges of one consumer.
+func (m *allocatorMetrics) backlogOf(consumer string, records uint64, oldest time.Duration) {
+	if m != nil {
+		m.backlog.WithLabelValues(consumer).Set(float64(records))
+		m.oldest.WithLabelValues(consumer).Set(max(oldest, 0).Seconds())
+	}
+}
+
+func (m *allocatorMetrics) deadLetterDepth(n uint64) {
+	if m != nil {
+		m.deadLetters.Set(float64(n))
+	}
 }
 
 func (m *allocatorMetrics) processed(event string) {

@@ -77,7 +77,9 @@ func (a *Allocator) park(ctx context.Context, items []*allocItem) []*allocItem {
 	futures := make([]jetstream.PubAckFuture, len(items))
 	errs := make([]error, len(items))
 	for i, it := range items {
-		futures[i], errs[i] = a.js.PublishMsgAsync(parkedRecord(it.d, it.dec),
+		rec := parkedRecord(it.d, it.dec)
+		rec.Header.Set(headerOriginalTime, it.stamp.UTC().Format(time.RFC3339Nano))
+		futures[i], errs[i] = a.js.PublishMsgAsync(rec,
 			jetstream.WithMsgID(subjects.ParkedMsgID(it.d.subject, it.d.seq)),
 			jetstream.WithExpectStream(subjects.StreamParked))
 	}
@@ -118,4 +120,24 @@ func parkedRecord(d delivery, dec decision) *nats.Msg {
 	m.Header.Set(subjects.HeaderOriginalSubject, d.subject)
 	m.Header.Set(subjects.HeaderOriginalSequence, strconv.FormatUint(d.seq, 10))
 	return m
+}
+
+// headerOriginalTime is a parked record's original's stream timestamp
+// (RFC 3339), so that its allocation latency counts from its admission,
+// not from its parking.
+const headerOriginalTime = "Tms-Original-Time"
+
+// originalTime is the time in h's headerOriginalTime, or def when it has
+// none that parses (a record parked by an older version, or written by
+// hand) or it lies after def (a parked copy cannot predate its original).
+func originalTime(h nats.Header, def time.Time) time.Time {
+	v := h.Get(headerOriginalTime)
+	if v == "" || len(v) > 64 {
+		return def
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || t.After(def) {
+		return def
+	}
+	return t
 }

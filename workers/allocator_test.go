@@ -156,6 +156,8 @@ type allocOpts struct {
 	js          jetstream.JetStream
 	before      func(ticket string)
 	after       func(ticket string)
+	// edit, when set, changes the configuration last.
+	edit func(*workers.AllocatorConfig)
 }
 
 // start runs an allocator (on its own NATS connection unless o.js is set)
@@ -179,12 +181,16 @@ func (e *allocEnv) allocator(t testing.TB, o allocOpts) *workers.Allocator {
 	if e.quiet {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a, err := workers.NewAllocator(testkit.Context(t, 30*time.Second), workers.AllocatorConfig{
+	cfg := workers.AllocatorConfig{
 		JS: o.js, Registry: e.reg, Tickets: e.tickets, Logger: log, Shards: e.shards,
 		Concurrency: o.concurrency, BatchSize: o.batchSize, BatchWait: o.batchWait, SlotMaxAge: o.slotMaxAge,
 		Backoff: fastBackoff, DownBackoff: fastDownBackoff, AckWait: o.ackWait, Metrics: o.metrics,
 		BeforeCommit: o.before, AfterCommit: o.after,
-	})
+	}
+	if o.edit != nil {
+		o.edit(&cfg)
+	}
+	a, err := workers.NewAllocator(testkit.Context(t, 30*time.Second), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 		return
 	}
 	a.m.deadLettered(dec.kind)
+	a.settled.add(1)
 	log.Error("slot record dead-lettered", slog.String("kind", dec.kind),
 		slog.String("reason", dl.Header.Get(subjects.HeaderDeadLetterReason)), slog.String("dead_letter_subject", dl.Subject))
 	if err := msg.TermWithReason(dec.kind); err != nil {
@@ -38,9 +39,12 @@ func (a *Allocator) deadLetter(ctx context.Context, log *slog.Logger, msg jetstr
 // dead-letters it again is deduplicated. Each shard's stream has its own
 // sequences, so the stream is part of it. A parked record's is that of
 // its original (either copy dead-letters once), or, when it names no
-// usable original, its sequence in the parked stream.
+// usable original or is a dead letter put back by `tms ops dlq replay`
+// (subjects.HeaderReplayOf), its sequence in the parked stream: a replay
+// that fails again is a new dead letter, not a duplicate of the first
+// (dropped by the stream's duplicate window, the record would be lost).
 func deadLetterID(d delivery) string {
-	if d.parked && (d.shard < 0 || d.seq == 0) {
+	if d.parked && (d.shard < 0 || d.seq == 0 || d.header.Get(subjects.HeaderReplayOf) != "") {
 		return "dlq-" + subjects.StreamParked + "-" + strconv.FormatUint(d.parkedSeq, 10)
 	}
 	return "dlq-" + subjects.SlotStream(d.shard) + "-" + strconv.FormatUint(d.seq, 10)

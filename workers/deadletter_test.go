@@ -77,3 +77,20 @@ func TestDeadLetterRecord(t *testing.T) {
 		t.Fatalf("subject %q for a record naming no ticket, want %q", dl.Subject, subjects.DeadLetterInvalid)
 	}
 }
+
+// TestDeadLetterIDOfReplay: a parked record is dead-lettered under its
+// original's id (either copy dead-letters once), but one put back by
+// `tms ops dlq replay` (HeaderReplayOf) under its own parked sequence,
+// so that its second dead letter is kept, not dropped as a duplicate.
+func TestDeadLetterIDOfReplay(t *testing.T) {
+	t.Parallel()
+	parked := delivery{shard: 2, seq: 42, parked: true, parkedSeq: 7, header: nats.Header{}}
+	if got, want := deadLetterID(parked), "dlq-"+subjects.SlotStream(2)+"-42"; got != want {
+		t.Fatalf("parked copy: id %q, want its original's %q", got, want)
+	}
+	replayed := parked
+	replayed.header = nats.Header{subjects.HeaderReplayOf: []string{"3"}}
+	if got, want := deadLetterID(replayed), "dlq-"+subjects.StreamParked+"-7"; got != want {
+		t.Fatalf("replayed: id %q, want %q", got, want)
+	}
+}

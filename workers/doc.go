@@ -11,4 +11,12 @@
 // an update checked against the key's newest revision) decides, so any
 // number of responders may run in the queue group without booking an
 // agent-minute twice.
+//
+// The Allocator writes Concurrency tenants' batches at once; an operator
+// changes that live for every process with subjects.KeyAllocatorSettings
+// in subjects.BucketOps (`tms ops workers scale`), each process watching
+// the key (allocator_scale.go). Each allocator process also answers
+// subjects.SubjectWorkersInfo with its subjects.WorkerInfo, and keeps the
+// backlog and dead-letter gauges from its consumers' state
+// (allocator_info.go).
 package workers

@@ -207,7 +207,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	r.agents = agents
 	if cfg.Metrics != nil {
-		if r.metrics, err = newResponderMetrics(cfg.Metrics, r.strandedCount); err != nil {
+		if r.metrics, err = newResponderMetrics(cfg.Metrics, r.strandedCount, r.utilisation); err != nil {
 			return nil, err
 		}
 	}
@@ -374,6 +374,38 @@ func (r *Responder) strandedCount() float64 {
 	return float64(n)
 }
 
+// utilisation is the share of the bookable agent-minutes of the next 8 h
+// (a BRONZE window from now) that are reserved (confirmed, held or being
+// claimed), over the tenants this responder has loaded; 0 when nothing is
+// bookable. Each calendar is locked only for its own count (a few
+// hundred minutes and a look at each agent), one after the other, so a
+// scrape never holds a request up for long; the figure is therefore an
+// approximation, each tenant counted at a slightly different moment.
+func (r *Responder) utilisation() float64 {
+	r.mu.Lock()
+	tcs := make([]*tenantCalendar, 0, len(r.tenants))
+	for _, tc := range r.tenants {
+		tcs = append(tcs, tc)
+	}
+	r.mu.Unlock()
+	now := r.now()
+	// The agent-minutes a ticket created now could take, the longest
+	// window: a BRONZE one.
+	first, last, _ := calendar.Window(now, subjects.Bronze)
+	var offered, free int
+	for _, tc := range tcs {
+		tc.mu.Lock()
+		o, f := tc.cal.Offered(first, last), tc.cal.Free(now, first, last)
+		tc.mu.Unlock()
+		offered += o
+		free += min(f, o)
+	}
+	if offered == 0 {
+		return 0
+	}
+	return float64(offered-free) / float64(offered)
+}
+
 // responderMetrics are the responder's Prometheus counters.
 type responderMetrics struct {
 	requests   *prometheus.CounterVec
@@ -382,6 +414,7 @@ type responderMetrics struct {
 	agentsWait *prometheus.HistogramVec
 	moves      *prometheus.HistogramVec
 	atRisk     prometheus.GaugeFunc
+	utilised   prometheus.GaugeFunc
 }
 
 // Outcomes of a wait for the agents watch (label of tms_eta_agents_wait_seconds).
@@ -390,7 +423,7 @@ const (
 	waitTimedOut = "timed_out"
 )
 
-func newResponderMetrics(reg prometheus.Registerer, stranded func() float64) (*responderMetrics, error) {
+func newResponderMetrics(reg prometheus.Registerer, stranded, utilisation func() float64) (*responderMetrics, error) {
 	m := &responderMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_eta_requests_total", Help: "ETA requests answered, by operation and reply code.",
@@ -418,10 +451,15 @@ func newResponderMetrics(reg prometheus.Registerer, stranded func() float64) (*r
 			Name: "tms_tickets_at_risk",
 			Help: "Tickets on agents no longer available, still to be served, that no replan has saved (yet).",
 		}, stranded),
+		utilised: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tms_eta_utilisation_ratio",
+			Help: "Reserved (confirmed, held or being claimed) over bookable agent-minutes of the next 8 h, over the " +
+				"tenants this responder has loaded; an approximation computed at each scrape, tenant by tenant.",
+		}, utilisation),
 	}
 	if err := ops.RegisterAll(reg, ops.Collector(&m.requests), ops.Collector(&m.conflicts),
 		ops.Collector(&m.rebuilds), ops.Collector(&m.agentsWait), ops.Collector(&m.moves),
-		ops.Collector(&m.atRisk)); err != nil {
+		ops.Collector(&m.atRisk), ops.Collector(&m.utilised)); err != nil {
 		return nil, err
 	}
 	// The children that exist from the start, at zero.

@@ -465,3 +465,27 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// TestResponderUtilisation: tms_eta_utilisation_ratio is the reserved
+// share of the bookable agent-minutes of the next 8 h over the loaded
+// tenants: 0 with nothing reserved, then the tickets admitted over the
+// agents' minutes.
+func TestResponderUtilisation(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	reg := prometheus.NewRegistry()
+	ten, _, _ := e.plannedTenant(t, "Utilisation Corp", 2, reg)
+	if g := gauge(t, reg, "tms_eta_utilisation_ratio"); g != 0 {
+		t.Fatalf("utilisation %v with nothing reserved, want 0", g)
+	}
+	nc := e.nats.Connect(t)
+	for range 96 {
+		if rep := mustAsk(t, nc, newReserve(ten.ID, subjects.Gold, respT0)); rep.Code != subjects.ETACreated {
+			t.Fatalf("GOLD: %+v", rep)
+		}
+	}
+	// 96 of 2 agents x 480 minutes.
+	if g := gauge(t, reg, "tms_eta_utilisation_ratio"); g != 0.1 {
+		t.Errorf("utilisation %v, want 0.1", g)
+	}
+}

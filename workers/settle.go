@@ -111,6 +111,10 @@ func (a *Allocator) writeRun(ctx context.Context, ten tenants.Tenant, run []*all
 		dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
 		errs, err := a.tickets.ApplyCreatedBatch(dctx, ten, evs)
 		cancel()
+		a.m.dbError(err)
+		for _, e := range errs {
+			a.m.dbError(e)
+		}
 		for k := range run {
 			if err != nil {
 				results[k] = err
@@ -161,6 +165,7 @@ func (a *Allocator) applyMove(ctx context.Context, log *slog.Logger, ten tenants
 	dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
 	res, err := a.tickets.ApplyMoved(dctx, ten, ev, moves)
 	cancel()
+	a.m.dbError(err)
 	if err != nil || !res.Applied {
 		return err
 	}
@@ -193,10 +198,14 @@ func (a *Allocator) publishMove(log *slog.Logger, ev subjects.MoveEvent) {
 func (a *Allocator) apply(ctx context.Context, ten tenants.Tenant, ev subjects.TicketEvent) error {
 	dctx, cancel := context.WithTimeout(ctx, allocDBTimeout)
 	defer cancel()
+	var err error
 	if ev.Event == subjects.TicketCancelled {
-		return a.tickets.ApplyCancelled(dctx, ten, ev)
+		err = a.tickets.ApplyCancelled(dctx, ten, ev)
+	} else {
+		err = a.tickets.ApplyCreated(dctx, ten, ev)
 	}
-	return a.tickets.ApplyCreated(dctx, ten, ev)
+	a.m.dbError(err)
+	return err
 }
 
 // resolveConflict looks in the slot records for what ends the double
@@ -334,6 +343,9 @@ func (a *Allocator) movedTo(ctx context.Context, sh *allocShard, key string, m s
 // with nothing to write acked together (ackAll), those whose tenant is
 // down parked, the others given back or dead-lettered one by one.
 func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
+	// The batch's writes have committed (or failed): the end of the
+	// allocation latency, before the acks' round trip.
+	committed := time.Now()
 	var acks, parks []*allocItem
 	for _, it := range batch {
 		dec := it.dec
@@ -367,8 +379,12 @@ func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
 	}
 	parked := a.park(ctx, parks)
 	a.ackAll(ctx, append(acks, parked...))
+	a.settled.add(len(acks) + len(parked))
 	for _, it := range acks {
 		a.m.processed(it.dec.record)
+		if it.dec.ev.Event != "" {
+			a.m.allocated(it.dec.record, committed.Sub(it.stamp))
+		}
 		it.log.Debug("slot record handled", slog.String("record", it.dec.record))
 	}
 	for _, it := range batch {

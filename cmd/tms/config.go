@@ -18,6 +18,7 @@ import (
 
 	"tms/ingress"
 	"tms/ops"
+	"tms/subjects"
 	"tms/workers"
 )
 
@@ -44,6 +45,9 @@ type config struct {
 	AckWait        time.Duration
 	AllocBatch     int
 	AllocBatchWait time.Duration
+	// AllocConcurrency is the allocators' concurrency when no live
+	// setting (tms ops workers scale) overrides it.
+	AllocConcurrency int
 	// Overload bounds of the front (ingress.OverloadConfig).
 	TenantRate        float64
 	TenantBurst       int
@@ -157,6 +161,10 @@ var flagDefs = []flagDef{
 		dur(func(c *config) *time.Duration { return &c.Frozen }, 5*time.Minute)},
 	{"ack-wait", "how long the stream waits for an allocator's ack before it hands the ticket event to another worker (a worker that died or hangs); the last worker to start sets it for all", roleBack,
 		dur(func(c *config) *time.Duration { return &c.AckWait }, defaultAckWait)},
+	{"alloc-concurrency", fmt.Sprintf("tenants an allocator process writes at once, one batch each (%d..%d); the live setting of tms ops workers scale overrides it while set", subjects.MinAllocConcurrency, subjects.MaxAllocConcurrency), roleBack,
+		func(fs *flag.FlagSet, c *config, name, usage string) {
+			fs.IntVar(&c.AllocConcurrency, name, workers.DefaultAllocConcurrency, usage)
+		}},
 	{"alloc-batch", "most tickets of one tenant an allocator writes to its database in one transaction", roleBack,
 		func(fs *flag.FlagSet, c *config, name, usage string) {
 			fs.IntVar(&c.AllocBatch, name, workers.DefaultAllocBatch, usage)
@@ -429,6 +437,9 @@ func (c *config) validate() error {
 		// write is still going on.
 		if c.AckWait < time.Second {
 			return usagef("--ack-wait %s: want at least 1s", c.AckWait)
+		}
+		if c.AllocConcurrency < subjects.MinAllocConcurrency || c.AllocConcurrency > subjects.MaxAllocConcurrency {
+			return usagef("--alloc-concurrency %d: want %d to %d", c.AllocConcurrency, subjects.MinAllocConcurrency, subjects.MaxAllocConcurrency)
 		}
 		if c.AllocBatch < 1 || c.AllocBatch > 1000 {
 			return usagef("--alloc-batch %d: want 1 to 1000", c.AllocBatch)

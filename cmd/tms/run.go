@@ -343,7 +343,8 @@ func newParts(ctx context.Context, cfg config, r roleSet, logger *slog.Logger, c
 		p.allocator, err = workers.NewAllocator(ctx, workers.AllocatorConfig{
 			JS: backJS, Registry: p.registry, Tickets: tickets, Logger: logger,
 			Replicas: cfg.Replicas, Metrics: metrics, AckWait: cfg.AckWait,
-			BatchSize: cfg.AllocBatch, BatchWait: allocBatchWait(cfg.AllocBatchWait),
+			BatchSize: cfg.AllocBatch, BatchWait: allocBatchWait(cfg.AllocBatchWait), Concurrency: cfg.AllocConcurrency,
+			Version: readBuildInfo().Version, Command: cfg.Command,
 			BeforeCommit: cfg.Failpoint.hook("allocator.before_commit", logger),
 			AfterCommit:  cfg.Failpoint.hook("allocator.after_commit", logger),
 		})

@@ -411,3 +411,21 @@ func (c *Calendar) Free(now, first, last time.Time) int {
 	}
 	return n
 }
+
+// Offered counts the agent-minutes in [first, last] that the available
+// agents offer, free or not (Free's count and the busy ones): the
+// bookable capacity, for the utilisation figure. It costs one look at
+// each agent.
+func (c *Calendar) Offered(first, last time.Time) int {
+	f, l := minuteIndex(first), minuteIndex(last)
+	n := 0
+	for _, a := range c.order {
+		if !a.available {
+			continue
+		}
+		if s := max(f, a.start); s <= l {
+			n += int(l - s + 1)
+		}
+	}
+	return n
+}

@@ -610,3 +610,31 @@ func FuzzCalendar(f *testing.F) {
 		}
 	})
 }
+
+// TestOffered: the bookable agent-minutes of a range are those of the
+// available agents from their first minute, busy or not; Offered less
+// Free is what is reserved.
+func TestOffered(t *testing.T) {
+	t.Parallel()
+	c := New(t0)
+	first, last := at(10, 0, 0, 0), at(10, 59, 0, 0)
+	c.SetAgent(Agent{ID: "a1", Available: true, Since: at(9, 0, 0, 0)})    // the whole hour: 60
+	c.SetAgent(Agent{ID: "a2", Available: true, Since: at(10, 30, 20, 0)}) // 10:31 .. 10:59: 29
+	c.SetAgent(Agent{ID: "a3", Available: false})
+	c.SetAgent(Agent{ID: "a4", Available: true, Since: at(11, 0, 0, 1)}) // after the range
+	if n := c.Offered(first, last); n != 89 {
+		t.Fatalf("offered %d, want 89", n)
+	}
+	c.Set(slot("a1", at(10, 5, 0, 0)), 1, busy)
+	c.Set(slot("a2", at(10, 40, 0, 0)), 2, heldUntil(at(10, 20, 0, 0)))
+	c.Set(slot("a3", at(10, 6, 0, 0)), 3, busy) // not offered: not counted
+	if n := c.Offered(first, last); n != 89 {
+		t.Fatalf("offered %d after reservations, want still 89", n)
+	}
+	if reserved := c.Offered(first, last) - c.Free(t0, first, last); reserved != 2 {
+		t.Fatalf("reserved %d, want 2", reserved)
+	}
+	if n := c.Offered(last, first); n != 0 {
+		t.Fatalf("offered %d over an empty range", n)
+	}
+}
