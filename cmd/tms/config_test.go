@@ -356,7 +356,7 @@ func TestCommandFlagsByRole(t *testing.T) {
 	only := map[string][]string{
 		"serve":   {"nats-listen", "data-dir"},
 		"ingress": {"http-addr", "internal-addr", "db-prefix", "tenant-rate", "tenant-burst", "max-in-flight", "soft-in-flight", "admission-target", "max-backlog", "max-account-creates", "max-logins", "queue-wait", "max-failures", "lockout", "client-rate", "client-burst"},
-		"worker":  {"hold-ttl", "ack-wait", "alloc-batch", "alloc-batch-wait", "frozen-horizon"},
+		"worker":  {"hold-ttl", "ack-wait", "alloc-batch", "alloc-batch-wait", "alloc-concurrency", "frozen-horizon"},
 	}
 	every := []string{"nats-url", "database-url", "replicas", "log-level", "log-format", "pprof-addr"}
 	want := map[string]map[string]bool{"serve": {}, "ingress": {}, "worker": {}}
