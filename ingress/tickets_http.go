@@ -32,6 +32,7 @@ func (a *api) createTicketHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, err)
 		return
 	}
+	noteTicketType(r.Context(), req.TicketType)
 	key, err := idempotencyKeyOf(r.Header.Values(idempotencyHeader))
 	if err != nil {
 		writeError(w, r, a.logger, err)
