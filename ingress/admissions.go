@@ -100,8 +100,12 @@ func admissionOutcome(status int, code string) string {
 // peekTicketType is the ticket_type of a create_ticket body that was
 // refused before it was decoded (a rate limit, a shed NATS request): the
 // type still labels the decision. Anything that is not a JSON object with
-// a string ticket_type is "".
+// a string ticket_type is "", and so is a body over the size limit (a NATS
+// message may be far larger than an HTTP body may).
 func peekTicketType(data []byte) string {
+	if len(data) > maxBodyBytes {
+		return ""
+	}
 	var body struct {
 		TicketType string `json:"ticket_type"`
 	}

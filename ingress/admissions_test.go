@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -324,5 +325,27 @@ func TestNATSAPILogsLikeTheAccessLog(t *testing.T) {
 	c := logs.natsLines(subjects.OpCreateTicket)[0]
 	if c.level != slog.LevelError || c.attrs["status"].Int64() != http.StatusServiceUnavailable || c.attrs["err"].String() == "" {
 		t.Errorf("create_ticket 503 line: %v %v, want error with its cause", c.level, c.attrs)
+	}
+}
+
+// The type of a body refused before it was decoded is read leniently and
+// bounded: only a JSON object's string ticket_type counts.
+func TestPeekTicketType(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		body string
+		want string
+	}{
+		{`{"client_id":"x","ticket_type":"GOLD"}`, subjects.Gold},
+		{`{"ticket_type":"PLATINUM"}`, admissionTypeInvalid},
+		{`{"ticket_type":7}`, admissionTypeInvalid},
+		{`{"ticket_type":`, admissionTypeInvalid},
+		{`[]`, admissionTypeInvalid},
+		{``, admissionTypeInvalid},
+		{`{"ticket_type":"SILVER","pad":"` + strings.Repeat("x", maxBodyBytes) + `"}`, admissionTypeInvalid},
+	} {
+		if got := admissionType(peekTicketType([]byte(c.body))); got != c.want {
+			t.Errorf("%.40q: type %q, want %q", c.body, got, c.want)
+		}
 	}
 }
