@@ -112,6 +112,10 @@ func TestAdmissionsCountEachOutcome(t *testing.T) {
 	e.createWhenReady(t, busy, subjects.Gold) // the responder has seen the agent
 	empty := e.openAccount(t, "Empty", "empty@example.com")
 	noisy := e.openAccount(t, "Noisy", "noisy@example.com")
+	// Every bucket full again, whatever the warm-up took; then the noisy
+	// tenant empties its own. The counted requests of the others stay
+	// within a burst.
+	limClock.Advance(time.Hour)
 	for range burst {
 		e.must(t, http.StatusNotFound, request{method: "GET", path: "/tickets/tnosuchticket", token: noisy.token})
 	}
@@ -142,6 +146,14 @@ func TestAdmissionsCountEachOutcome(t *testing.T) {
 	if b := natsCreate(t, e, busy, ""); b["code"] != float64(http.StatusBadRequest) {
 		t.Fatalf("NATS without a type: %v", b)
 	}
+	if r := e.do(t, request{method: "POST", path: "/create_ticket", token: busy.token,
+		body: jsonBody(map[string]string{"client_id": empty.id, "ticket_type": subjects.Bronze})}); r.status != http.StatusForbidden {
+		t.Fatalf("HTTP for another tenant: %d %s", r.status, r.raw)
+	}
+	if _, b := e.natsRequest(t, busy.id, subjects.OpCreateTicket,
+		map[string]string{"client_id": empty.id, "ticket_type": subjects.Bronze}); b["code"] != float64(http.StatusForbidden) {
+		t.Fatalf("NATS for another tenant: %v", b)
+	}
 	wantRefused(t, "HTTP over the rate", e.create(t, noisy, subjects.Silver, nil), http.StatusTooManyRequests, codeRateLimited, "1")
 	reply, body := e.natsRequest(t, noisy.id, subjects.OpCreateTicket, map[string]string{"client_id": noisy.id, "ticket_type": subjects.Bronze})
 	wantNATSRefused(t, "NATS over the rate", reply, body, http.StatusTooManyRequests, codeRateLimited, "1")
@@ -155,6 +167,7 @@ func TestAdmissionsCountEachOutcome(t *testing.T) {
 		{subjects.Gold, outcomeNoSlot}:         2,
 		{admissionTypeInvalid, outcomeInvalid}: 3, // PLATINUM, broken JSON, no type
 		{subjects.Gold, outcomeInvalid}:        1, // no token
+		{subjects.Bronze, outcomeInvalid}:      2, // another tenant's
 		{subjects.Silver, outcomeRateLimited}:  1,
 		{subjects.Bronze, outcomeRateLimited}:  1,
 	})
@@ -166,6 +179,7 @@ func TestAdmissionsCountEachOutcome(t *testing.T) {
 		{subjects.OpCreateTicket, "201", 1},
 		{subjects.OpCreateTicket, "409", 1},
 		{subjects.OpCreateTicket, "400", 1},
+		{subjects.OpCreateTicket, "403", 1},
 		{subjects.OpCreateTicket, "429", 1},
 		{subjects.OpGetTicket, "404", 1},
 		{natsOpUnknown, "404", 1},
@@ -175,8 +189,8 @@ func TestAdmissionsCountEachOutcome(t *testing.T) {
 			t.Errorf("tms_nats_api_requests_total{op=%q,status=%q} = %v, want %v", c.op, c.status, got, c.want)
 		}
 	}
-	if got, _ := labelled(t, e.metrics, "tms_nats_api_request_duration_seconds", map[string]string{"op": subjects.OpCreateTicket}); got != 4 {
-		t.Errorf("tms_nats_api_request_duration_seconds{op=create_ticket} has %v samples, want 4", got)
+	if got, _ := labelled(t, e.metrics, "tms_nats_api_request_duration_seconds", map[string]string{"op": subjects.OpCreateTicket}); got != 5 {
+		t.Errorf("tms_nats_api_request_duration_seconds{op=create_ticket} has %v samples, want 5", got)
 	}
 }
 
