@@ -7,9 +7,12 @@ RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/tms ./cmd/tms
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# The debug variant of distroless static: the same base plus busybox in
+# /busybox, whose wget runs the compose healthchecks against /readyz.
+FROM gcr.io/distroless/static-debian12:debug-nonroot
 COPY --from=build /out/tms /tms
-# Public API and internal ("within VPN") listeners.
-EXPOSE 8080 8081
+# Public API and internal ("within VPN") listeners; a worker's ops
+# listener (--ops-addr) in docker-compose.yml.
+EXPOSE 8080 8081 8082
 ENTRYPOINT ["/tms"]
 CMD ["help"]

@@ -11,8 +11,11 @@
 // The middleware is one concern per file: accesslog.go (observe, the
 // outermost: one log line per request, recorded in the request metrics
 // of metrics.go), recoverer.go (a panic is a logged JSON 500), auth.go
-// (the bearer session) and ownership.go (a body's client_id must be the
-// session's tenant).
+// (the bearer session), ownership.go (a body's client_id must be the
+// session's tenant) and admissions.go (countAdmissions, around
+// create_ticket's authentication: tms_admissions_total, which the NATS API
+// counts too). The NATS API (natsapi.go) counts and logs its requests as
+// observe does HTTP's.
 //
 // Every error answer has the form
 //

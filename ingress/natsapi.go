@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -35,6 +38,9 @@ type NATSAPI struct {
 	logger      *slog.Logger
 	overload    *Overload
 	concurrency int
+	metrics     *natsMetrics
+	admissions  *admissions
+	sample      *sampler
 	started     chan struct{} // closed once Run has subscribed
 	startOnce   sync.Once
 }
@@ -62,7 +68,13 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 	n := &NATSAPI{
 		nc: cfg.NC, tickets: a.tickets, overload: a.overload,
 		logger: a.logger.With(slog.String("listener", "nats")), concurrency: cfg.NATSConcurrency,
-		started: make(chan struct{}),
+		sample: newSampler(sampleEvery, time.Now), started: make(chan struct{}),
+	}
+	if n.metrics, err = newNATSMetrics(cfg.Metrics); err != nil {
+		return nil, err
+	}
+	if n.admissions, err = newAdmissions(cfg.Metrics); err != nil {
+		return nil, err
 	}
 	if n.concurrency <= 0 {
 		n.concurrency = defaultNATSConcurrency
@@ -91,14 +103,15 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 	// In-flight requests finish after ctx is done, each within its deadline.
 	hctx := context.WithoutCancel(ctx)
 	sub, err := n.nc.QueueSubscribe(subjects.APIAll, subjects.QueueAPI, func(m *nats.Msg) {
+		start := time.Now()
 		if err := n.overload.checkShareNATS(m.Subject); err != nil {
-			n.reply(ctx, m, err)
+			n.refuse(ctx, m, start, err)
 			return
 		}
 		select {
 		case slots <- struct{}{}:
 		default:
-			n.reply(ctx, m, n.overload.shedNATS())
+			n.refuse(ctx, m, start, n.overload.shedNATS())
 			return
 		}
 		mu.Lock()
@@ -112,7 +125,7 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			n.serve(hctx, m)
+			n.serve(hctx, m, start)
 		}()
 	})
 	if err != nil {
@@ -138,39 +151,161 @@ func (n *NATSAPI) Run(ctx context.Context) error {
 	return nil
 }
 
-// serve answers one request.
-func (n *NATSAPI) serve(ctx context.Context, m *nats.Msg) {
+// serve answers one request; start is when it arrived.
+func (n *NATSAPI) serve(ctx context.Context, m *nats.Msg, start time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, natsRequestTimeout)
 	defer cancel()
-	ans, err := n.dispatch(ctx, m)
-	if err != nil {
-		n.reply(ctx, m, err)
-		return
-	}
-	n.logger.LogAttrs(ctx, slog.LevelDebug, "nats request", slog.String("subject", m.Subject), slog.Int("status", ans.status))
-	n.send(m, &nats.Msg{Data: natsReply(ans.status, ans.body)})
+	note := &admissionNote{}
+	ans, err := n.dispatch(withAdmissionNote(ctx, note), m)
+	n.finish(ctx, m, start, note, ans, err)
 }
 
-// reply answers a request with err's answer (see toAPIError); the
-// headers an HTTP answer would carry (Retry-After) go in NATS headers.
-func (n *NATSAPI) reply(ctx context.Context, m *nats.Msg, err error) {
-	ae := toAPIError(err)
-	level := slog.LevelDebug
-	if ae.status >= 500 && ae.code != codeOverloaded {
-		// Shedding is counted in the metrics; a log line per shed request
-		// would add to the load it sheds.
-		level = slog.LevelError
-	}
-	n.logger.LogAttrs(ctx, level, "nats request failed", slog.String("subject", m.Subject),
-		slog.Int("status", ae.status), slog.String("code", ae.code), slog.Any("err", err))
-	out := &nats.Msg{Data: natsReply(ae.status, ae.body())}
-	if len(ae.header) > 0 {
-		out.Header = nats.Header{}
-		for k, v := range ae.header {
-			out.Header.Set(k, v)
+// refuse answers a request refused before it took a handler (the fair
+// share, every handler busy).
+func (n *NATSAPI) refuse(ctx context.Context, m *nats.Msg, start time.Time, err error) {
+	n.finish(ctx, m, start, &admissionNote{}, answer{}, err)
+}
+
+// finish sends the answer to a request (ans, or err's answer: see
+// toAPIError; the headers an HTTP answer would carry, Retry-After, go in
+// NATS headers), counts it and logs it as the HTTP access log does:
+// metrics before the reply, so a caller that has its answer sees it
+// counted.
+func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note *admissionNote, ans answer, err error) {
+	out := &nats.Msg{}
+	status, code := ans.status, ""
+	if err != nil {
+		ae := toAPIError(err)
+		status, code = ae.status, ae.code
+		out.Data = natsReply(ae.status, ae.body())
+		if len(ae.header) > 0 {
+			out.Header = nats.Header{}
+			for k, v := range ae.header {
+				out.Header.Set(k, v)
+			}
 		}
+	} else {
+		out.Data = natsReply(ans.status, ans.body)
+	}
+	tenantID, name, perr := subjects.ParseAPI(m.Subject)
+	op := natsOpLabel(name)
+	if perr != nil {
+		op = natsOpUnknown
+	}
+	elapsed := time.Since(start)
+	n.metrics.requests.WithLabelValues(op, strconv.Itoa(status)).Inc()
+	n.metrics.duration.WithLabelValues(op).Observe(elapsed.Seconds())
+	if op == subjects.OpCreateTicket {
+		typ := note.typ
+		if !note.typed {
+			typ = peekTicketType(m.Data)
+		}
+		n.admissions.count(typ, status, code)
 	}
 	n.send(m, out)
+	n.log(ctx, op, tenantID, perr == nil, status, code, elapsed, len(out.Data), err)
+}
+
+// log writes a request's line. Like the HTTP access log: refusals of the
+// overload limits (429, 503 overloaded) at debug, since they are counted
+// and a line each would add to the load; any other 5xx at error, with its
+// cause; a hot operation's other answers at debug but for one info line a
+// second per operation (sampled, with how many it stands for); the rest at
+// info.
+func (n *NATSAPI) log(ctx context.Context, op, tenantID string, tenantOK bool, status int, code string,
+	elapsed time.Duration, bytes int, err error) {
+	level := slog.LevelInfo
+	switch {
+	case status == http.StatusTooManyRequests || code == codeOverloaded:
+		level = slog.LevelDebug
+	case status >= 500:
+		level = slog.LevelError
+	}
+	attrs := []slog.Attr{
+		slog.String("op", op),
+		slog.Int("status", status),
+		slog.Duration("duration", elapsed),
+		slog.Int("bytes", bytes),
+	}
+	if tenantOK {
+		attrs = append(attrs, slog.String("tenant", tenantID))
+	}
+	if code != "" {
+		attrs = append(attrs, slog.String("code", code))
+	}
+	if err != nil && status >= 500 {
+		attrs = append(attrs, slog.Any("err", err))
+	}
+	if level == slog.LevelInfo && natsHotOps[op] {
+		if ok, held := n.sample.admit(op); ok {
+			attrs = append(attrs, slog.Bool("sampled", true), slog.Int("unlogged_since", held))
+		} else {
+			level = slog.LevelDebug
+		}
+	}
+	n.logger.LogAttrs(ctx, level, "nats request", attrs...)
+}
+
+// natsHotOps are the admission path's operations, logged like the HTTP
+// hotRoutes.
+var natsHotOps = map[string]bool{
+	subjects.OpCreateTicket: true, subjects.OpCancelTicket: true, subjects.OpGetTicket: true,
+	subjects.OpValidateETA: true, subjects.OpAllocateSlot: true, subjects.OpGetCapacity: true,
+}
+
+// natsOpUnknown is the op label of a subject that names no operation.
+const natsOpUnknown = "unknown"
+
+// natsOpLabel keeps the op label bounded: a known operation's name, or
+// "unknown".
+func natsOpLabel(name string) string {
+	if natsOpNamed(name) != nil {
+		return name
+	}
+	return natsOpUnknown
+}
+
+// natsMetrics are tms_nats_api_requests_total{op,status} and
+// tms_nats_api_request_duration_seconds{op}, the NATS API's counterparts
+// of the HTTP request metrics.
+type natsMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newNATSMetrics(reg prometheus.Registerer) (*natsMetrics, error) {
+	requests, err := ops.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tms_nats_api_requests_total",
+		Help: "NATS API requests answered, by operation (or unknown) and the HTTP status of the answer.",
+	}, []string{"op", "status"}))
+	if err != nil {
+		return nil, err
+	}
+	duration, err := ops.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tms_nats_api_request_duration_seconds",
+		Help:    "Time to answer a NATS API request, from its arrival, by operation (or unknown).",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"op"}))
+	if err != nil {
+		return nil, err
+	}
+	// The series an error-rate alert watches exist from the start, at zero.
+	for _, op := range append(natsOpNames(), natsOpUnknown) {
+		duration.WithLabelValues(op)
+		for _, status := range []string{"500", "503"} {
+			requests.WithLabelValues(op, status)
+		}
+	}
+	return &natsMetrics{requests: requests, duration: duration}, nil
+}
+
+// natsOpNames is every operation's name, in natsOps' order.
+func natsOpNames() []string {
+	names := make([]string, len(natsOps))
+	for i := range natsOps {
+		names[i] = natsOps[i].name
+	}
+	return names
 }
 
 // send publishes out to m's reply subject.
@@ -215,6 +350,7 @@ var natsOps = []natsOp{
 		if m.Header != nil {
 			values = m.Header.Values(idempotencyHeader)
 		}
+		noteTicketType(ctx, req.TicketType)
 		key, err := idempotencyKeyOf(values)
 		if err != nil {
 			return answer{}, err
@@ -271,11 +407,7 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 	}
 	op := natsOpNamed(name)
 	if op == nil {
-		names := make([]string, len(natsOps))
-		for i := range natsOps {
-			names[i] = natsOps[i].name
-		}
-		return answer{}, newError(http.StatusNotFound, codeNotFound, "no operation %s (known: %s)", quote(name), strings.Join(names, ", "))
+		return answer{}, newError(http.StatusNotFound, codeNotFound, "no operation %s (known: %s)", quote(name), strings.Join(natsOpNames(), ", "))
 	}
 	if len(m.Data) > maxBodyBytes {
 		return answer{}, newError(http.StatusRequestEntityTooLarge, codeBodyTooLarge,

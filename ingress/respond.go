@@ -41,6 +41,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // with its cause; a request the client abandoned is logged at debug only.
 func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	ae := toAPIError(err)
+	noteErrorCode(r.Context(), ae.code)
 	if ae.status >= 500 {
 		level := slog.LevelError
 		if errors.Is(r.Context().Err(), context.Canceled) || ae.code == codeOverloaded {

@@ -208,11 +208,18 @@ func NewPublic(cfg Config) (http.Handler, error) {
 	if err := a.withTickets(cfg); err != nil {
 		return nil, err
 	}
+	ad, err := newAdmissions(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	r, err := newRouter("public", a, cfg.Metrics)
 	if err != nil {
 		return nil, err
 	}
 	r.Method(http.MethodGet, "/metrics", a.metricsHandler())
+	// create_ticket is counted outside authentication and the tenant rate
+	// limit: their refusals are admission decisions too.
+	r.With(countAdmissions(ad), a.authenticate, a.limitTenantHTTP).Post("/create_ticket", a.createTicketHTTP)
 	r.With(a.limitUnauthenticated(a.overload.creates, shedAccountCreates)).Post("/create_account", a.createAccount)
 	r.With(a.limitUnauthenticated(a.overload.logins, shedLogins)).Post("/login", a.login)
 	r.Group(func(r chi.Router) {
@@ -221,7 +228,6 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		r.Post("/agents", a.createAgent)
 		r.Get("/agents", a.listAgents)
 		r.Patch("/agents/{agent_id}", a.setAgentStatus)
-		r.Post("/create_ticket", a.createTicketHTTP)
 		r.Post("/cancel_ticket", a.cancelTicketHTTP)
 		// A static segment wins over {ticket_id} in chi, whatever the
 		// order: "at-risk" is never looked up as a ticket id.

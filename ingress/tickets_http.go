@@ -28,7 +28,14 @@ func (a *api) respond(w http.ResponseWriter, r *http.Request, ans answer, err er
 func (a *api) createTicketHTTP(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	var req createTicketRequest
-	if err := decodeOwned(w, r, &req); err != nil {
+	// decodeOwned in two steps: a body of another tenant's is still
+	// counted under the type it asked for.
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, r, a.logger, err)
+		return
+	}
+	noteTicketType(r.Context(), req.TicketType)
+	if err := checkOwner(&req, s.tenant.ID, errForbiddenClient); err != nil {
 		writeError(w, r, a.logger, err)
 		return
 	}
