@@ -418,6 +418,9 @@ func (a *Allocator) Run(ctx context.Context) error {
 	side.Go(func() { a.watchSettings(ctx) })
 	side.Go(func() { a.pollStats(ctx) })
 	stopInfo := a.serveInfo()
+	n, source, _ := a.Concurrency()
+	a.log.Info("allocator ready", slog.Int("consumers", len(a.shards)+1), slog.Int("concurrency", n),
+		slog.String("concurrency_source", source), slog.Int("batch", a.batch))
 	var pullers sync.WaitGroup
 	for _, sh := range append(append([]*allocShard(nil), a.shards...), a.parked) {
 		pullers.Go(func() { a.consume(ctx, sh, limit, qs) })

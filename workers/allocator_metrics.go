@@ -140,6 +140,24 @@ func newAllocatorMetrics(reg prometheus.Registerer, shards int, writing func() i
 	}
 	m.backlog.WithLabelValues(backlogParked)
 	m.oldest.WithLabelValues(backlogParked)
+	// The older families too: every label value is one of a fixed list,
+	// and a series that appears only with its first event cannot be
+	// alerted on (rate() of a missing series is no data, not 0).
+	handled := []string{recordCreated, recordMoved, recordCancelled, recordHeld, recordFreed, recordVacated}
+	for _, r := range handled {
+		m.processedTotal.WithLabelValues(r)
+		m.handleSeconds.WithLabelValues(r)
+	}
+	m.handleSeconds.WithLabelValues(recordInvalid)
+	for _, r := range []string{recordCreated, recordMoved, recordCancelled} {
+		m.parkedTotal.WithLabelValues(r)
+	}
+	for _, r := range []string{retryUnavailable, retryConflict, retryRegistry, retryError, retryDeadLetterPublish, retryParkPublish} {
+		m.failedTotal.WithLabelValues(r)
+	}
+	for _, k := range []string{kindInvalid, kindUnknownTenant, kindDoubleBooking, kindError} {
+		m.deadLetteredTotal.WithLabelValues(k)
+	}
 	return m, nil
 }
 

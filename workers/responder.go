@@ -207,7 +207,7 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 	}
 	r.agents = agents
 	if cfg.Metrics != nil {
-		if r.metrics, err = newResponderMetrics(cfg.Metrics, r.strandedCount, r.utilisation); err != nil {
+		if r.metrics, err = newResponderMetrics(cfg.Metrics, len(r.shards), r.strandedCount, r.utilisation); err != nil {
 			return nil, err
 		}
 	}
@@ -423,7 +423,7 @@ const (
 	waitTimedOut = "timed_out"
 )
 
-func newResponderMetrics(reg prometheus.Registerer, stranded, utilisation func() float64) (*responderMetrics, error) {
+func newResponderMetrics(reg prometheus.Registerer, shards int, stranded, utilisation func() float64) (*responderMetrics, error) {
 	m := &responderMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tms_eta_requests_total", Help: "ETA requests answered, by operation and reply code.",
@@ -469,6 +469,11 @@ func newResponderMetrics(reg prometheus.Registerer, stranded, utilisation func()
 	for _, r := range []string{moveAdmission, moveReplan} {
 		m.moves.WithLabelValues(r)
 	}
+	// The buckets a responder watches: the slot shards and the agents.
+	for i := range shards {
+		m.rebuilds.WithLabelValues(subjects.SlotBucket(i))
+	}
+	m.rebuilds.WithLabelValues(subjects.BucketAgents)
 	return m, nil
 }
 

@@ -81,8 +81,13 @@ func TestServeReadyLine(t *testing.T) {
 	if n, ok := ready["nats"].(string); !ok || !strings.HasPrefix(n, "embedded ") {
 		t.Errorf("tms ready line %v: want the embedded NATS", ready)
 	}
-	// Each part said it was ready, on a line of its own, before the
-	// summary.
+	// The allocators start consuming beside readiness (it does not wait
+	// for them): their line comes, before or after the summary.
+	if a := p.logEvent("allocator ready"); a["concurrency"] != float64(16) || a["concurrency_source"] != "flag" {
+		t.Errorf("allocator ready line %v: want concurrency 16 from the flag", a)
+	}
+	// Each other part said it was ready, on a line of its own, before
+	// the summary.
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := map[string]int{}
