@@ -90,7 +90,7 @@ func (c *opsClient) status(ctx context.Context, out io.Writer) error {
 	var workersErr error
 	go func() {
 		defer close(workersDone)
-		workers, workersErr = c.gatherWorkers(ctx, workersWait)
+		workers, workersErr = c.gatherWorkers(ctx, workersWait, 0)
 	}()
 
 	shards, err := c.streams(ctx, &st)

@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"tms/ops/testkit"
 )
@@ -106,6 +109,9 @@ type (
 			Concurrency       int    `json:"concurrency"`
 			ConcurrencySource string `json:"concurrency_source"`
 			SettingsRevision  uint64 `json:"settings_revision"`
+			Writing           int    `json:"writing"`
+			InFlight          int    `json:"in_flight"`
+			Settled           uint64 `json:"settled"`
 		} `json:"workers"`
 		Settings *struct {
 			Concurrency int    `json:"concurrency"`
@@ -425,7 +431,7 @@ func TestOpsDeadLetterReplay(t *testing.T) {
 func TestOpsWorkersScale(t *testing.T) {
 	t.Parallel()
 	prefix := testkit.DatabasePrefix(t)
-	serve, _, env := opsServe(t, prefix)
+	serve, pub, env := opsServe(t, prefix)
 	worker := startTMS(t, env, "worker", "--log-format", "json")
 	worker.logEvent("eta responder ready")
 
@@ -460,6 +466,77 @@ func TestOpsWorkersScale(t *testing.T) {
 			t.Errorf("worker %+v after --reset, want its flag's concurrency", w)
 		}
 	}
+
+	// What they consume follows: six tenants with a ticket each, every
+	// tenant's tickets table locked, so that each batch taken waits in
+	// its database. At concurrency 1 a process writes one batch at a
+	// time, whatever it has pulled; scaled to 3, the one that pulled
+	// three tenants or more (of six over two processes, one did) writes
+	// three at once.
+	writing := func() (most, inFlight int, settled uint64) {
+		opsJSON(t, env, &doc, "workers")
+		for _, w := range doc.Workers {
+			most = max(most, w.Writing)
+			inFlight += w.InFlight
+			settled += w.Settled
+		}
+		return most, inFlight, settled
+	}
+	opsJSON(t, env, &doc, "workers", "scale", "--concurrency", "1")
+	_, _, before := writing()
+	ctx := testkit.Context(t, 120*time.Second)
+	type held struct {
+		id, token, ticket string
+		tx                pgx.Tx
+	}
+	var tenants []held
+	for i := range 6 {
+		acct := pub.must(http.StatusCreated, http.MethodPost, "/create_account", "", map[string]any{
+			"client_name": fmt.Sprintf("Scale %d", i), "official_email": fmt.Sprintf("scale%d@ops.example", i), "password": testPassword,
+		})
+		id := str(t, acct, "client_id")
+		token := str(t, pub.must(http.StatusOK, http.MethodPost, "/login", "", map[string]any{"client_id": id, "password": testPassword}), "token")
+		pub.must(http.StatusCreated, http.MethodPost, "/agents", token, map[string]any{"client_id": id, "name": "Ada"})
+		tx, err := tenantDB(t, prefix+id).Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `LOCK TABLE tickets IN EXCLUSIVE MODE`); err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, held{id: id, token: token, tx: tx})
+	}
+	for i := range tenants {
+		tenants[i].ticket = str(t, pub.must(http.StatusCreated, http.MethodPost, "/create_ticket", tenants[i].token,
+			map[string]any{"client_id": tenants[i].id, "ticket_type": "SILVER"}), "ticket_id")
+	}
+	seen := 0
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		most, inFlight, _ := writing()
+		seen = max(seen, most)
+		return inFlight == len(tenants) && most == 1
+	}, "the six tickets pulled, one batch written at a time")
+	opsJSON(t, env, &doc, "workers", "scale", "--concurrency", "3")
+	if seen > 1 {
+		t.Errorf("a process wrote %d batches at once at concurrency 1", seen)
+	}
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		most, _, _ := writing()
+		return most == 3
+	}, "three batches written at once by one process at concurrency 3")
+	for _, h := range tenants {
+		if err := h.tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range tenants {
+		waitAllocated(t, pub, h.token, h.ticket)
+	}
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		_, _, after := writing()
+		return after-before >= uint64(len(tenants))
+	}, "the workers' settled count grown by the tickets written")
+	opsJSON(t, env, &doc, "workers", "scale", "--reset")
 	worker.stop()
 	serve.stop()
 }

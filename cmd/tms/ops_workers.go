@@ -29,10 +29,11 @@ const workersWait = 500 * time.Millisecond
 const maxWorkers = 10000
 
 // gatherWorkers asks every worker for its WorkerInfo and collects the
-// answers for wait, or until ctx is done. Answers that do not decode are
+// answers for wait, until ctx is done, or, when expect > 0, until that
+// many workers answered. Answers that do not decode are
 // skipped (anyone with access may publish on the inbox's subject): the
 // error says how many, beside the ones that did.
-func (c *opsClient) gatherWorkers(ctx context.Context, wait time.Duration) ([]workerView, error) {
+func (c *opsClient) gatherWorkers(ctx context.Context, wait time.Duration, expect int) ([]workerView, error) {
 	inbox := c.nc.NewRespInbox()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := c.nc.ChanSubscribe(inbox, ch)
@@ -63,6 +64,9 @@ func (c *opsClient) gatherWorkers(ctx context.Context, wait time.Duration) ([]wo
 				continue
 			}
 			byID[w.ID] = w
+			if expect > 0 && len(byID) >= expect {
+				return sortedWorkers(byID), invalidErr(invalid)
+			}
 		case <-timer.C:
 			return sortedWorkers(byID), invalidErr(invalid)
 		case <-ctx.Done():
@@ -112,7 +116,7 @@ type workersDoc struct {
 }
 
 func (c *opsClient) workersTable(ctx context.Context, out io.Writer) error {
-	workers, werr := c.gatherWorkers(ctx, workersWait)
+	workers, werr := c.gatherWorkers(ctx, workersWait, 0)
 	doc := workersDoc{Workers: workers}
 	if werr != nil {
 		doc.Error = werr.Error()
@@ -241,8 +245,11 @@ func (c *opsClient) scale(ctx context.Context, out io.Writer) error {
 	var lastLaggards []string
 	for {
 		// A round waits for a fresh set of answers: a worker that went
-		// away stops counting, one that starts is counted.
-		workers, werr = c.gatherWorkers(ctx, workersWait)
+		// away stops counting, one that starts is counted. The first
+		// waits the whole window; the next end as soon as as many
+		// workers answered as the one before (a worker that starts
+		// meanwhile may be missed by one round, not by all).
+		workers, werr = c.gatherWorkers(ctx, workersWait, len(workers))
 		var laggards []string
 		for _, w := range workers {
 			if !applied(w) {
