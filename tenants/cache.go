@@ -95,6 +95,9 @@ func (c *cache[V]) load(entries []jetstream.KeyValueEntry) {
 		c.apply(fresh, e)
 		freshRev = max(freshRev, e.Revision())
 	}
+	// Counted before the swap: from then on the watch's updates write
+	// this map, under c.mu.
+	n := len(fresh)
 	c.mu.Lock()
 	c.m, c.lastRev = fresh, max(freshRev, c.lastRev)
 	c.mu.Unlock()
@@ -102,7 +105,7 @@ func (c *cache[V]) load(entries []jetstream.KeyValueEntry) {
 	c.didStart.Do(func() {
 		close(c.startedChan())
 		if c.what != "" {
-			c.log.Info(c.what+" ready", slog.Int("entries", len(fresh)), slog.Uint64("revision", freshRev))
+			c.log.Info(c.what+" ready", slog.Int("entries", n), slog.Uint64("revision", freshRev))
 		}
 	})
 }
