@@ -1,8 +1,6 @@
 package main_test
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -23,31 +21,6 @@ type alertRules struct {
 			Annotations map[string]string `yaml:"annotations"`
 		} `yaml:"rules"`
 	} `yaml:"groups"`
-}
-
-// exposedMetrics is the metric families a running tms serves at addr's
-// /metrics, by the names of their # TYPE lines.
-func exposedMetrics(t *testing.T, addr string) map[string]bool {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	text, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, text)
-	}
-	exposed := map[string]bool{}
-	for _, line := range strings.Split(string(text), "\n") {
-		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
-			exposed[strings.Fields(rest)[0]] = true
-		}
-	}
-	return exposed
 }
 
 // TestAlertRulesNameExposedMetrics: ops/alerts/tms.rules.yml parses as a

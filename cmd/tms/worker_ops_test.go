@@ -45,24 +45,13 @@ func TestWorkerOpsListener(t *testing.T) {
 		t.Errorf("POST /create_ticket on the ops listener: %d %v, want 404 (no ticket API there)", code, body)
 	}
 
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	text, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, text)
-	}
+	text := scrape(t, addr)
 	for _, want := range []string{
 		"tms_tickets_at_risk", // the responder's
 		"tms_allocator_",      // the allocator's
 		`tms_http_requests_total{code="200",listener="ops"`, // the listener's own
 	} {
-		if !strings.Contains(string(text), want) {
+		if !strings.Contains(text, want) {
 			t.Errorf("GET /metrics has no %s", want)
 		}
 	}
@@ -136,6 +125,17 @@ func TestMetricsNamedInDocsExist(t *testing.T) {
 	if len(named) < 5 {
 		t.Fatalf("only %d metric names found in the docs: %v", len(named), named)
 	}
+	exposed := exposedMetrics(t, addr)
+	for n, doc := range named {
+		if !exposed[n] {
+			t.Errorf("%s names %s, which a fresh tms serve does not expose", doc, n)
+		}
+	}
+}
+
+// scrape is the text a running tms serves at addr's /metrics (200).
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -145,15 +145,21 @@ func TestMetricsNamedInDocsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, text)
+	}
+	return string(text)
+}
+
+// exposedMetrics is the metric families a running tms serves at addr's
+// /metrics, by the names of their # TYPE lines.
+func exposedMetrics(t *testing.T, addr string) map[string]bool {
+	t.Helper()
 	exposed := map[string]bool{}
-	for _, line := range strings.Split(string(text), "\n") {
+	for _, line := range strings.Split(scrape(t, addr), "\n") {
 		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
 			exposed[strings.Fields(rest)[0]] = true
 		}
 	}
-	for n, doc := range named {
-		if !exposed[n] {
-			t.Errorf("%s names %s, which a fresh tms serve does not expose", doc, n)
-		}
-	}
+	return exposed
 }

@@ -2,8 +2,6 @@ package main_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -137,15 +135,7 @@ func TestServeAnswersWorkersInfo(t *testing.T) {
 		t.Errorf("serve's worker info %+v: want command serve at concurrency 16 from its flag", info)
 	}
 
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	text, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	text := scrape(t, addr)
 	for _, want := range []string{
 		"tms_allocator_concurrency 16", "tms_allocator_writing 0", "tms_allocator_redeliveries_total 0", "tms_dead_letters 0",
 		`tms_allocator_allocation_latency_seconds_count{record="created"} 0`,
@@ -159,7 +149,7 @@ func TestServeAnswersWorkersInfo(t *testing.T) {
 		`tms_allocator_oldest_unallocated_seconds{consumer="parked"}`,
 		"tms_eta_utilisation_ratio 0",
 	} {
-		if !strings.Contains(string(text), want) {
+		if !strings.Contains(text, want) {
 			t.Errorf("serve's /metrics has no %s", want)
 		}
 	}
