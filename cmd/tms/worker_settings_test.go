@@ -2,6 +2,8 @@ package main_test
 
 import (
 	"context"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,4 +155,94 @@ func TestServeAnswersWorkersInfo(t *testing.T) {
 			t.Errorf("serve's /metrics has no %s", want)
 		}
 	}
+}
+
+// sampleSum is the sum of the samples in a /metrics text of the series
+// name{...} whose labels hold every one of labels (`k="v"` each).
+func sampleSum(t *testing.T, text, name string, labels ...string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, line := range strings.Split(text, "\n") {
+		series, value, ok := strings.Cut(line, " ")
+		if !ok || (series != name && !strings.HasPrefix(series, name+"{")) {
+			continue
+		}
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(series, l)
+		}
+		if !all {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// TestMetricsDuringShortLoad: tms serve and a tms worker on its NATS,
+// scraped after a short load: the front counts each create_ticket by type
+// and outcome, and the allocators of both processes together count every
+// ticket written once in the accepted-to-allocated latency and in what
+// they settled, each on its own /metrics.
+func TestMetricsDuringShortLoad(t *testing.T) {
+	t.Parallel()
+	prefix := testkit.DatabasePrefix(t)
+	serve, pub, env := opsServe(t, prefix)
+	serveAddr := str(t, serve.logEvent("listening"), "public")
+	worker := startTMS(t, append(env, "TMS_LOG_FORMAT=json"), "worker")
+	workerAddr := str(t, worker.logEvent("listening"), "ops")
+	worker.logEvent("allocator ready")
+	clientID, token, _ := account(t, pub)
+
+	const n = 40
+	var ids []string
+	for i := range n {
+		typ := []string{"BRONZE", "SILVER"}[i%2]
+		ids = append(ids, str(t, pub.must(http.StatusCreated, http.MethodPost, "/create_ticket", token,
+			map[string]any{"client_id": clientID, "ticket_type": typ}), "ticket_id"))
+	}
+	pub.must(http.StatusBadRequest, http.MethodPost, "/create_ticket", token, map[string]any{"client_id": clientID, "ticket_type": "PLATINUM"})
+	for _, id := range ids {
+		waitAllocated(t, pub, token, id)
+	}
+
+	front := scrape(t, serveAddr)
+	for _, c := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{`outcome="accepted"`, `type="BRONZE"`}, n / 2},
+		{[]string{`outcome="accepted"`, `type="SILVER"`}, n / 2},
+		{[]string{`outcome="accepted"`, `type="GOLD"`}, 0},
+		{[]string{`outcome="invalid"`, `type="invalid"`}, 1},
+	} {
+		if got := sampleSum(t, front, "tms_admissions_total", c.labels...); got != c.want {
+			t.Errorf("tms_admissions_total%v on serve: %v, want %v", c.labels, got, c.want)
+		}
+	}
+	// The tickets were written by either process: the latency's count
+	// over both is every ticket, once (the GETs above saw them all
+	// allocated, and each is observed before its ack).
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		back := scrape(t, workerAddr)
+		front = scrape(t, serveAddr)
+		written := sampleSum(t, front, "tms_allocator_allocation_latency_seconds_count", `record="created"`) +
+			sampleSum(t, back, "tms_allocator_allocation_latency_seconds_count", `record="created"`)
+		return written == n
+	}, "every ticket counted once in the allocation latency of serve and worker together")
+	back := scrape(t, workerAddr)
+	for _, name := range []string{"tms_allocator_concurrency", "tms_allocator_backlog_records", "tms_eta_utilisation_ratio", "tms_dead_letters"} {
+		if !strings.Contains(back, "\n"+name) {
+			t.Errorf("the worker's /metrics has no %s", name)
+		}
+	}
+	if got := sampleSum(t, back, "tms_dead_letters"); got != 0 {
+		t.Errorf("tms_dead_letters on the worker: %v, want 0", got)
+	}
+	worker.stop()
+	serve.stop()
 }
