@@ -54,8 +54,10 @@ func TestFlightLimit(t *testing.T) {
 	t.Parallel()
 	l := newFlightLimit(2)
 	ctx := context.Background()
-	if !l.acquire(ctx) || !l.acquire(ctx) {
-		t.Fatal("two places under a limit of two")
+	for i := range 2 {
+		if !l.acquire(ctx) {
+			t.Fatalf("place %d of two refused under a limit of two", i+1)
+		}
 	}
 	got := make(chan bool)
 	go func() { got <- l.acquire(ctx) }()
