@@ -327,3 +327,78 @@ func (a *Agents) List(ctx context.Context, t Tenant) ([]Agent, error) {
 	}
 	return agents, nil
 }
+
+// Get reads one of t's agents from the tenant's database. An id no agent
+// can have, or an agent that is not t's, is ErrAgentNotFound: each
+// tenant's agents live in its own database, so another tenant's is never
+// found here.
+func (a *Agents) Get(ctx context.Context, t Tenant, agentID string) (Agent, error) {
+	if subjects.ValidID(agentID) != nil {
+		return Agent{}, ErrAgentNotFound
+	}
+	if subjects.ValidID(t.ID) != nil {
+		return Agent{}, ErrTenantNotFound
+	}
+	var ag Agent
+	err := a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		var err error
+		ag, err = scanAgent(conn.QueryRow(ctx, `SELECT `+agentColumns+` FROM service_agents WHERE id = $1`, agentID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrAgentNotFound
+		}
+		if err != nil {
+			return pgErr("reading agent", err)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrAgentNotFound) {
+		return Agent{}, ErrAgentNotFound
+	}
+	if err != nil {
+		return Agent{}, fmt.Errorf("get agent %s of tenant %s: %w", agentID, t.ID, err)
+	}
+	return ag, nil
+}
+
+// MaxAllocatedLookup bounds how many ticket ids one Allocated call reads:
+// an agent's schedule is at most eight hours of minutes.
+const MaxAllocatedLookup = 8 * 60
+
+// Allocated reports which of ids an allocator has written into t's
+// database as allocated (not cancelled): one query, so an agent's
+// schedule can tell allocated tickets from those only accepted so far.
+// More than MaxAllocatedLookup ids is refused.
+func (a *Agents) Allocated(ctx context.Context, t Tenant, ids []string) (map[string]bool, error) {
+	if len(ids) > MaxAllocatedLookup {
+		return nil, fmt.Errorf("allocated: %d ticket ids, at most %d", len(ids), MaxAllocatedLookup)
+	}
+	if subjects.ValidID(t.ID) != nil {
+		return nil, ErrTenantNotFound
+	}
+	out := make(map[string]bool, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err := a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT id FROM tickets WHERE id = ANY($1) AND status = 'allocated'`, ids)
+		if err != nil {
+			return pgErr("reading allocated tickets", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return pgErr("reading allocated tickets", err)
+			}
+			out[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return pgErr("reading allocated tickets", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("allocated tickets of tenant %s: %w", t.ID, err)
+	}
+	return out, nil
+}
