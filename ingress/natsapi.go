@@ -40,6 +40,7 @@ type NATSAPI struct {
 	concurrency int
 	metrics     *natsMetrics
 	admissions  *admissions
+	agentReads  *agentReads // get_agent, get_agent_schedule
 	sample      *sampler
 	started     chan struct{} // closed once Run has subscribed
 	startOnce   sync.Once
@@ -68,7 +69,7 @@ func NewNATSAPI(cfg Config) (*NATSAPI, error) {
 	n := &NATSAPI{
 		nc: cfg.NC, tickets: a.tickets, overload: a.overload,
 		logger: a.logger.With(slog.String("listener", "nats")), concurrency: cfg.NATSConcurrency,
-		sample: newSampler(sampleEvery, time.Now), started: make(chan struct{}),
+		sample: newSampler(sampleEvery, time.Now), started: make(chan struct{}), agentReads: newAgentReads(cfg),
 	}
 	if n.metrics, err = newNATSMetrics(cfg.Metrics); err != nil {
 		return nil, err
@@ -374,6 +375,19 @@ var natsOps = []natsOp{
 	})},
 	{subjects.OpAllocateSlot, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req allocateSlotRequest, _ *nats.Msg) (answer, error) {
 		return n.tickets.allocateSlot(ctx, t, req)
+	})},
+	{subjects.OpGetAgent, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req agentRequest, _ *nats.Msg) (answer, error) {
+		return n.agentReads.get(ctx, t, req.AgentID)
+	})},
+	{subjects.OpGetAgentSchedule, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req agentScheduleRequest, _ *nats.Msg) (answer, error) {
+		if subjects.ValidID(req.AgentID) != nil {
+			return answer{}, errInvalidAgentID()
+		}
+		hours, err := checkHours(req.Hours)
+		if err != nil {
+			return answer{}, err
+		}
+		return n.agentReads.schedule(ctx, t, req.AgentID, hours)
 	})},
 }
 

@@ -228,6 +228,9 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		r.Post("/agents", a.createAgent)
 		r.Get("/agents", a.listAgents)
 		r.Patch("/agents/{agent_id}", a.setAgentStatus)
+		reads := newAgentReads(cfg)
+		r.Get("/agents/{agent_id}", a.getAgentHTTP(reads))
+		r.Get("/agents/{agent_id}/schedule", a.getAgentScheduleHTTP(reads))
 		r.Post("/cancel_ticket", a.cancelTicketHTTP)
 		// A static segment wins over {ticket_id} in chi, whatever the
 		// order: "at-risk" is never looked up as a ticket id.

@@ -14,8 +14,11 @@ const (
 	OpGetAtRisk    = "get_at_risk"  // GET /tickets/at-risk
 	OpValidateETA  = "validate_eta"
 	OpAllocateSlot = "allocate_slot"
-	APIAll         = "tms.api.*.*"
-	QueueAPI       = "tms-api"
+	// GET /agents/{id} and GET /agents/{id}/schedule
+	OpGetAgent         = "get_agent"
+	OpGetAgentSchedule = "get_agent_schedule"
+	APIAll             = "tms.api.*.*"
+	QueueAPI           = "tms-api"
 )
 
 // API is the public request subject of one operation of one tenant.
