@@ -313,7 +313,8 @@ func TestAgentScheduleBadInput(t *testing.T) {
 
 // TestAgentScheduleSkipsBadRecords: a record written by hand into the
 // agent's minutes (garbage, or a ticket of another tenant under its key)
-// is left out; the agent's real tickets are still listed.
+// is left out; the agent's real tickets are still listed; records outside
+// the window are not.
 func TestAgentScheduleSkipsBadRecords(t *testing.T) {
 	t.Parallel()
 	e := newScheduleEnv(t)
@@ -341,6 +342,32 @@ func TestAgentScheduleSkipsBadRecords(t *testing.T) {
 	}
 	if l := scheduleIDs(scheduleOf(t, e.schedule(t, a, agent, ""), agent, 8)); !slices.Equal(l, []string{ticket["ticket_id"].(string)}) {
 		t.Errorf("schedule with forged records lists %v, want only %s", l, ticket["ticket_id"])
+	}
+
+	// Well-formed records of the agent around the window: only those in
+	// it are listed, in order (the window starts at the current minute).
+	now := time.Now().UTC().Truncate(time.Minute)
+	put := func(minute time.Time) string {
+		t.Helper()
+		id, err := subjects.NewSlotTicketID(agent, minute, subjects.NewTicketNonce())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := subjects.SlotRecord{State: subjects.SlotConfirmed, Tenant: a.id, Agent: agent, SlotTime: minute,
+			Type: subjects.Bronze, CreatedAt: minute.Add(-time.Hour), Ticket: id, Deadline: minute.Add(7 * time.Hour)}
+		if _, err := kv.Put(ctx, subjects.SlotKey(a.id, agent, minute), []byte(jsonBody(rec))); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+		return id
+	}
+	put(now.Add(-time.Hour))
+	put(now.Add(8*time.Hour + 10*time.Minute))
+	inTwo := put(now.Add(2 * time.Hour))
+	if l := scheduleIDs(scheduleOf(t, e.schedule(t, a, agent, "?hours=8"), agent, 8)); !slices.Equal(l, []string{ticket["ticket_id"].(string), inTwo}) {
+		t.Errorf("8 h schedule lists %v, want [%s %s]", l, ticket["ticket_id"], inTwo)
+	}
+	if l := scheduleIDs(scheduleOf(t, e.schedule(t, a, agent, "?hours=1"), agent, 1)); !slices.Equal(l, []string{ticket["ticket_id"].(string)}) {
+		t.Errorf("1 h schedule lists %v, want [%s]", l, ticket["ticket_id"])
 	}
 }
 
