@@ -385,3 +385,51 @@ func TestScheduleHours(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentScheduleFollowsAMove: when an agent goes away, its tickets
+// leave its schedule and appear on the agent that took them, with their
+// moves and their unchanged deadlines, where GET /tickets/{id} shows them.
+func TestAgentScheduleFollowsAMove(t *testing.T) {
+	t.Parallel()
+	e := newScheduleEnv(t)
+	a, gone := e.tenantWithAgent(t, "Wayne", "ops@wayne.example")
+	accepted := []map[string]any{e.createWhenReady(t, a, subjects.Gold)}
+	for range 2 {
+		resp := e.create(t, a, subjects.Gold, nil)
+		if resp.status != http.StatusCreated {
+			t.Fatalf("create: %d %s", resp.status, resp.raw)
+		}
+		accepted = append(accepted, resp.body)
+	}
+	stays := e.addAgent(t, a)
+	if l := scheduleOf(t, e.schedule(t, a, stays, ""), stays, 8); len(l) != 0 {
+		t.Fatalf("schedule of the new agent before the re-plan: %+v", l)
+	}
+
+	off := e.must(t, http.StatusOK, request{method: "PATCH", path: "/agents/" + gone, token: a.token,
+		body: jsonBody(map[string]string{"agent_status": subjects.AgentUnavailable})})
+	if replan, _ := off["replan"].(map[string]any); replan["moved"] != float64(len(accepted)) {
+		t.Fatalf("PATCH unavailable: replan %v, want %d moved", off["replan"], len(accepted))
+	}
+	if ag := e.must(t, http.StatusOK, request{method: "GET", path: "/agents/" + gone, token: a.token}); ag["agent_status"] != subjects.AgentUnavailable {
+		t.Errorf("GET /agents/%s after the PATCH: %v", gone, ag)
+	}
+	if l := scheduleOf(t, e.schedule(t, a, gone, ""), gone, 8); len(l) != 0 {
+		t.Errorf("schedule of the agent gone: %+v, want none", l)
+	}
+	moved := scheduleOf(t, e.schedule(t, a, stays, ""), stays, 8)
+	deadlines := map[string]time.Time{}
+	for _, acc := range accepted {
+		deadlines[acc["ticket_id"].(string)] = rfc3339UTC(t, "deadline", acc["deadline"])
+	}
+	if len(moved) != len(accepted) {
+		t.Fatalf("schedule of the agent that stays: %+v, want the %d tickets moved", moved, len(accepted))
+	}
+	for _, s := range moved {
+		got := e.getTicket(t, a, s.id)
+		if d, ok := deadlines[s.id]; !ok || !s.deadline.Equal(d) || s.moves != 1 || s.typ != subjects.Gold ||
+			got.body["agent_id"] != stays || got.body["slot_time"] != timestamp(s.slot) {
+			t.Errorf("moved ticket %+v; GET shows %s", s, got.raw)
+		}
+	}
+}
