@@ -433,3 +433,40 @@ func TestAgentScheduleFollowsAMove(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentScheduleBoundsTheScan: an agent with more slot keys than any
+// agent can have (written by hand) is refused with a 500 rather than read
+// without end. Not parallel: it lowers the bound for its own run (the
+// parallel tests of the package start after it).
+func TestAgentScheduleBoundsTheScan(t *testing.T) {
+	// Set before the env starts its goroutines and restored after it
+	// stopped them (cleanups run last first).
+	saved := maxScheduleScan
+	maxScheduleScan = 3
+	t.Cleanup(func() { maxScheduleScan = saved })
+	e := newScheduleEnv(t)
+	a, agent := e.tenantWithAgent(t, "Oscorp", "ops@oscorp.example")
+	e.createWhenReady(t, a, subjects.Gold)
+	if l := scheduleOf(t, e.schedule(t, a, agent, ""), agent, 8); len(l) != 1 {
+		t.Fatalf("schedule under the bound: %+v", l)
+	}
+	ctx := testkit.Context(t, 10*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(a.id, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatalf("slot bucket: %v", err)
+	}
+	past := time.Now().UTC().Truncate(time.Minute).Add(-3 * time.Hour)
+	for i := range 3 {
+		if _, err := kv.Put(ctx, subjects.SlotKey(a.id, agent, past.Add(time.Duration(i)*time.Minute)), []byte(`{}`)); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	}
+	resp := e.do(t, request{method: "GET", path: "/agents/" + agent + "/schedule", token: a.token})
+	if resp.status != http.StatusInternalServerError || resp.body["error"] != codeInternal {
+		t.Errorf("schedule over the bound: %d %s, want 500 %s", resp.status, resp.raw, codeInternal)
+	}
+	got := e.natsCall(t, a.id, subjects.OpGetAgentSchedule, map[string]string{"agent_id": agent}, nil)
+	if got["code"] != float64(http.StatusInternalServerError) {
+		t.Errorf("get_agent_schedule over the bound: %v, want 500", got)
+	}
+}
