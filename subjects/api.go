@@ -14,11 +14,14 @@ const (
 	OpGetAtRisk    = "get_at_risk"  // GET /tickets/at-risk
 	OpValidateETA  = "validate_eta"
 	OpAllocateSlot = "allocate_slot"
-	// GET /agents/{id} and GET /agents/{id}/schedule
-	OpGetAgent         = "get_agent"
-	OpGetAgentSchedule = "get_agent_schedule"
-	APIAll             = "tms.api.*.*"
-	QueueAPI           = "tms-api"
+	APIAll         = "tms.api.*.*"
+	QueueAPI       = "tms-api"
+)
+
+// The reads of one agent on the public NATS API.
+const (
+	OpGetAgent         = "get_agent"          // GET /agents/{agent_id}
+	OpGetAgentSchedule = "get_agent_schedule" // GET /agents/{agent_id}/schedule
 )
 
 // API is the public request subject of one operation of one tenant.
