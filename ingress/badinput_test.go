@@ -148,7 +148,7 @@ func TestBadInputsChangeNothing(t *testing.T) {
 		{name: "internal path on public", method: "POST", path: "/validate_eta", body: `{}`, status: 404, code: codeNotFound},
 		{name: "nested unknown path", method: "GET", path: "/agents/" + aAgent + "/x", as: "a", status: 404, code: codeNotFound},
 		{name: "delete agents", method: "DELETE", path: "/agents", as: "a", status: 405, code: codeMethodNotAllowed, allow: "GET,POST"},
-		{name: "put agent", method: "PUT", path: patchA, as: "a", body: `{"agent_status":"unavailable"}`, status: 405, code: codeMethodNotAllowed, allow: "PATCH"},
+		{name: "put agent", method: "PUT", path: patchA, as: "a", body: `{"agent_status":"unavailable"}`, status: 405, code: codeMethodNotAllowed, allow: "GET,PATCH"},
 		{name: "get login", method: "GET", path: "/login", status: 405, code: codeMethodNotAllowed, allow: "POST"},
 		{name: "post metrics", method: "POST", path: "/metrics", body: `{}`, status: 405, code: codeMethodNotAllowed, allow: "GET"},
 	}
