@@ -131,8 +131,14 @@ func errUnavailable(cause error) *apiError {
 // errRateLimited is the 429 of a rate limit (overload.go); Retry-After is
 // when the next token will be there.
 func errRateLimited(wait time.Duration, message string) *apiError {
+	return errRateLimitedBy(nil, limitState{wait: wait, next: wait}, message)
+}
+
+// errRateLimitedBy is the 429 of policy p in state st: Retry-After and,
+// p not nil, the RateLimit fields of the policy that refused (ratelimit.go).
+func errRateLimitedBy(p *rateLimitPolicy, st limitState, message string) *apiError {
 	return &apiError{status: http.StatusTooManyRequests, code: codeRateLimited, message: message + "; retry after Retry-After seconds",
-		header: map[string]string{"Retry-After": strconv.Itoa(retryAfter(wait))}}
+		header: rateLimitHeaders(p, st)}
 }
 
 // errOverloaded is the 503 of load shedding (overload.go).

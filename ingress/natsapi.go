@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
@@ -156,22 +157,29 @@ func (n *NATSAPI) serve(ctx context.Context, m *nats.Msg, start time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, natsRequestTimeout)
 	defer cancel()
 	note := &admissionNote{}
-	ans, err := n.dispatch(withAdmissionNote(ctx, note), m)
-	n.finish(ctx, m, start, note, ans, err)
+	ctx = withAdmissionNote(ctx, note)
+	replayed := false
+	if len(m.Header.Values(idempotencyHeader)) > 0 {
+		// Called by admission on this goroutine, before dispatch returns.
+		ctx = admission.OnReplay(ctx, func() { replayed = true })
+	}
+	ans, err := n.dispatch(ctx, m)
+	n.finish(ctx, m, start, note, ans, err, replayed)
 }
 
 // refuse answers a request refused before it took a handler (the fair
 // share, every handler busy).
 func (n *NATSAPI) refuse(ctx context.Context, m *nats.Msg, start time.Time, err error) {
-	n.finish(ctx, m, start, &admissionNote{}, answer{}, err)
+	n.finish(ctx, m, start, &admissionNote{}, answer{}, err, false)
 }
 
 // finish sends the answer to a request (ans, or err's answer: see
 // toAPIError; the headers an HTTP answer would carry, Retry-After, go in
 // NATS headers), counts it and logs it as the HTTP access log does:
 // metrics before the reply, so a caller that has its answer sees it
-// counted.
-func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note *admissionNote, ans answer, err error) {
+// counted. replayed: ans is a create_ticket replayed from its
+// Idempotency-Key (the Idempotent-Replayed header, as on HTTP).
+func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note *admissionNote, ans answer, err error, replayed bool) {
 	out := &nats.Msg{}
 	status, code := ans.status, ""
 	if err != nil {
@@ -186,6 +194,9 @@ func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note
 		}
 	} else {
 		out.Data = natsReply(ans.status, ans.body)
+		if replayed {
+			out.Header = nats.Header{replayedHeader: {"true"}}
+		}
 	}
 	tenantID, name, perr := subjects.ParseAPI(m.Subject)
 	op := natsOpLabel(name)
