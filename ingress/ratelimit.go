@@ -207,6 +207,10 @@ const (
 	rateLimitPolicyField = "RateLimit-Policy"
 )
 
+// policyKey is RateLimit-Policy as http.Header keys it (field names are
+// case-insensitive: "Ratelimit-Policy" on the wire).
+var policyKey = http.CanonicalHeaderKey(rateLimitPolicyField)
+
 // Policy names: the limits whose state a client may read in the fields,
 // spelled as the limit label of tms_ingress_rate_limited_total.
 const (
@@ -222,13 +226,14 @@ const (
 // a ready string.
 type rateLimitPolicy struct {
 	name   string
-	member string // "name";q=Q;w=W
+	member string   // "name";q=Q;w=W
+	values []string // {member}, shared read-only by the answers' headers
 }
 
 func newRateLimitPolicy(name string, quota int, window time.Duration) *rateLimitPolicy {
 	w := max(1, int64(math.Ceil(window.Seconds())))
-	return &rateLimitPolicy{name: name,
-		member: strconv.Quote(name) + ";q=" + strconv.Itoa(quota) + ";w=" + strconv.FormatInt(w, 10)}
+	member := strconv.Quote(name) + ";q=" + strconv.Itoa(quota) + ";w=" + strconv.FormatInt(w, 10)
+	return &rateLimitPolicy{name: name, member: member, values: []string{member}}
 }
 
 // withPolicy names k's RateLimit policy (q: its burst, w: the time to
@@ -270,7 +275,14 @@ func addRateLimit(h http.Header, p *rateLimitPolicy, st limitState) {
 	if p == nil {
 		return
 	}
-	h.Add(rateLimitPolicyField, p.member)
+	if _, ok := h[policyKey]; ok {
+		h.Add(rateLimitPolicyField, p.member)
+	} else {
+		// The one member of an answer limited once (create_ticket's): the
+		// precomputed slice, no allocation. Its capacity is its length,
+		// so a later Add copies rather than writes into it.
+		h[policyKey] = p.values
+	}
 	h.Add(rateLimitField, rateLimitMember(p, st))
 }
 
