@@ -52,7 +52,7 @@ func (e *ticketEnv) natsMsg(t testing.TB, tenant, op string, body any, header na
 // The per-tenant limit's fields follow its bucket on create_ticket and
 // the other tenant routes: r counts down to 0, a 429 keeps Retry-After
 // and says r=0 with t the same seconds, a refilled token is seen again;
-// the NATS API's 429 carries the same fields as reply headers. The
+// the NATS API's replies carry the same fields as reply headers. The
 // limiter's clock is a test clock.
 func TestRateLimitFieldsFollowTheTenantBucket(t *testing.T) {
 	t.Parallel()
@@ -104,6 +104,13 @@ func TestRateLimitFieldsFollowTheTenantBucket(t *testing.T) {
 		t.Fatalf("capacity: %d %s", got.status, got.raw)
 	}
 	wantFields(t, "full again", got.header, policy, `"tenant";r=2;t=1`)
+	// The NATS API's replies carry the fields as headers, in the fields'
+	// own spelling (NATS headers are case-sensitive).
+	reply, body = e.natsMsg(t, a.id, subjects.OpGetCapacity, map[string]string{}, nil)
+	if body["code"] != float64(http.StatusOK) || reply.Header.Get(rateLimitPolicyField) != policy ||
+		reply.Header.Get(rateLimitField) != `"tenant";r=1;t=1` {
+		t.Fatalf("NATS get_capacity: %s, headers %v", reply.Data, reply.Header)
+	}
 
 	// A malformed Idempotency-Key is a clear 400 that admits nothing
 	// (the request still paid its token: the limit counts requests).
@@ -113,7 +120,7 @@ func TestRateLimitFieldsFollowTheTenantBucket(t *testing.T) {
 		!strings.Contains(bad.body["message"].(string), "Idempotency-Key") {
 		t.Fatalf("malformed Idempotency-Key: %d %s", bad.status, bad.raw)
 	}
-	wantFields(t, "malformed Idempotency-Key", bad.header, policy, `"tenant";r=1;t=1`)
+	wantFields(t, "malformed Idempotency-Key", bad.header, policy, `"tenant";r=0;t=1`)
 	if n := e.slotRecords(t, a.id); n != before {
 		t.Fatalf("a refused request wrote %d slot records", n-before)
 	}
@@ -131,6 +138,10 @@ func TestNoRateLimitFieldsWithoutALimit(t *testing.T) {
 		t.Fatalf("create_ticket: %d %s", r.status, r.raw)
 	}
 	wantFields(t, "create_ticket without a tenant limit", r.header, "", "")
+	reply, body := e.natsMsg(t, a.id, subjects.OpCreateTicket, map[string]string{"client_id": a.id, "ticket_type": subjects.Bronze}, nil)
+	if body["code"] != float64(http.StatusCreated) || reply.Header != nil {
+		t.Fatalf("NATS create_ticket without a tenant limit: %s, headers %v", reply.Data, reply.Header)
+	}
 }
 
 // create_account lists the failures policy of its address and its

@@ -319,15 +319,9 @@ func overloadOf(cfg Config, logger *slog.Logger) (*Overload, error) {
 	return NewOverload(oc)
 }
 
-// limitTenant takes one request from tenant's bucket: nil, or a 429
-// (with the RateLimit fields of the tenant policy).
-func (o *Overload) limitTenant(tenant string) error {
-	_, err := o.limitTenantState(tenant)
-	return err
-}
-
-// limitTenantState is limitTenant with the bucket's state, for the
-// RateLimit fields of an answer allowed.
+// limitTenantState takes one request from tenant's bucket: the bucket's
+// state, for the RateLimit fields of an answer allowed, or a 429 (with
+// the tenant policy's fields).
 func (o *Overload) limitTenantState(tenant string) (limitState, error) {
 	st := o.tenant.take(tenant)
 	if st.ok {
