@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -296,4 +298,69 @@ func TestRefusalStatusSpelling(t *testing.T) {
 	if got["code"] != float64(http.StatusGone) || got["status"] != "error" || got["error"] != codeHoldExpired {
 		t.Fatalf("NATS allocate_slot twice: %v", got)
 	}
+}
+
+// The fair share's 429 names the fair_share policy on HTTP and NATS
+// alike, with the share per second the tenant is held to and r=0, t=1
+// (its Retry-After); the quiet tenant's 201 carries no fields, no quota
+// applying to it. The saturated interval is made as in
+// TestFairShareIsSharedByHTTPAndNATS.
+func TestFairShareRefusalFieldsThroughTheServer(t *testing.T) {
+	t.Parallel()
+	clock := testkit.NewClock(time.Now())
+	var o *Overload
+	e := newTicketEnv(t, ticketEnvOptions{configure: func(c *Config) {
+		o = newOverload(t, c, OverloadConfig{SoftInFlight: -1, Now: clock.Now})
+		c.Overload = o
+	}})
+	noisy, _ := e.tenantWithAgent(t, "Noisy Fields", "noisyfields@example.com")
+	quiet, _ := e.tenantWithAgent(t, "Quiet Fields", "quietfields@example.com")
+	e.createWhenReady(t, quiet, subjects.Gold)
+
+	clock.Advance(time.Second)
+	done, _ := o.admit.enter(quiet.id)
+	clock.Advance(time.Millisecond)
+	done()
+	clock.Advance(100 * time.Millisecond)
+	var dones []func()
+	for i := range 105 {
+		tenant := noisy.id
+		if i < 4 {
+			tenant = quiet.id
+		}
+		done, why := o.admit.enter(tenant)
+		if why != admitted {
+			t.Fatalf("admission %d refused (%d)", i, why)
+		}
+		dones = append(dones, done)
+	}
+	clock.Advance(20 * time.Millisecond)
+	for _, done := range dones {
+		done()
+	}
+	clock.Advance(80 * time.Millisecond)
+
+	policy := regexp.MustCompile(`^"fair_share";q=([0-9]+);w=1$`)
+	check := func(what, gotPolicy, gotState string) {
+		t.Helper()
+		m := policy.FindStringSubmatch(gotPolicy)
+		if m == nil || gotState != `"fair_share";r=0;t=1` {
+			t.Fatalf("%s: RateLimit-Policy %q RateLimit %q", what, gotPolicy, gotState)
+		}
+		if q, _ := strconv.Atoi(m[1]); q < lightLimit {
+			t.Fatalf("%s: a share of %d a second, under the %d a tenant is never shed below", what, q, lightLimit)
+		}
+	}
+	r := e.create(t, noisy, subjects.Gold, nil)
+	wantRefused(t, "noisy create_ticket over HTTP", r, http.StatusTooManyRequests, codeRateLimited, "1")
+	check("HTTP", strings.Join(r.header.Values(rateLimitPolicyField), ", "), strings.Join(r.header.Values(rateLimitField), ", "))
+	reply, body := e.natsMsg(t, noisy.id, subjects.OpCreateTicket, map[string]string{"client_id": noisy.id, "ticket_type": subjects.Gold}, nil)
+	wantNATSRefused(t, "noisy create_ticket over NATS", reply, body, http.StatusTooManyRequests, codeRateLimited, "1")
+	check("NATS", reply.Header.Get(rateLimitPolicyField), reply.Header.Get(rateLimitField))
+
+	ok := e.create(t, quiet, subjects.Gold, nil)
+	if ok.status != http.StatusCreated {
+		t.Fatalf("quiet create_ticket: %d %s", ok.status, ok.raw)
+	}
+	wantFields(t, "quiet create_ticket", ok.header, "", "")
 }
