@@ -184,21 +184,20 @@ const (
 // Overload holds the limits of one process; see OverloadConfig. Build it
 // once with NewOverload and put it in every Config of the process.
 type Overload struct {
-	// tenant and client carry their RateLimit policies; failAddrPolicy and
-	// failClientPolicy are the failure limiters'.
-	failAddrPolicy   *rateLimitPolicy
-	failClientPolicy *rateLimitPolicy
-
 	tenant     *keyedLimiter
 	client     *keyedLimiter
 	failAddr   *failureLimiter
 	failClient *failureLimiter
-	trusted    *trustSet
-	admit      *fairShare
-	creates    *gate
-	logins     *gate
-	backlog    *backlog
-	logger     *slog.Logger
+	// The RateLimit policies of failAddr and failClient (tenant and
+	// client carry their own).
+	failAddrPolicy   *rateLimitPolicy
+	failClientPolicy *rateLimitPolicy
+	trusted          *trustSet
+	admit            *fairShare
+	creates          *gate
+	logins           *gate
+	backlog          *backlog
+	logger           *slog.Logger
 
 	rateLimited *prometheus.CounterVec
 	shed        *prometheus.CounterVec

@@ -201,7 +201,7 @@ func (k *keyedLimiter) size() int {
 // tokens refilled at q/w a second. So t is the time until one more
 // request is allowed (0 when the bucket is full), and on a 429 it is the
 // Retry-After, the point in time the draft asks the two to agree on.
-// The policy names are the bounded set rateLimitPolicies lists.
+// The policy names are the fixed set of the policy* constants.
 const (
 	rateLimitField       = "RateLimit"
 	rateLimitPolicyField = "RateLimit-Policy"
