@@ -84,6 +84,11 @@ var _ admission.Gate = (*Overload)(nil)
 //     the records it had written, so it cannot overshoot the bound on its
 //     own.
 //
+// The rate limits (the tenant and client_ip buckets, the failure counts,
+// the fair share where it refuses) say where the client stands in the
+// RateLimit and RateLimit-Policy fields (ratelimit.go), on the answers
+// they allow and on their 429s.
+//
 // Every refusal is counted: tms_ingress_rate_limited_total{limit} and
 // tms_ingress_shed_total{reason}; the wait of create_account and login
 // for a place is tms_ingress_queue_wait_seconds{route}.
