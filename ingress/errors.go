@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -128,11 +127,13 @@ func errUnavailable(cause error) *apiError {
 		header: map[string]string{"Retry-After": "1"}, cause: cause}
 }
 
-// errRateLimited is the 429 of a rate limit (overload.go); Retry-After is
-// when the next token will be there.
-func errRateLimited(wait time.Duration, message string) *apiError {
+// errRateLimitedBy is the 429 of a rate limit (overload.go), policy p in
+// state st: Retry-After is when the next token will be there, and the
+// RateLimit fields (ratelimit.go) name the policy that refused (none when
+// p is nil).
+func errRateLimitedBy(p *rateLimitPolicy, st limitState, message string) *apiError {
 	return &apiError{status: http.StatusTooManyRequests, code: codeRateLimited, message: message + "; retry after Retry-After seconds",
-		header: map[string]string{"Retry-After": strconv.Itoa(retryAfter(wait))}}
+		header: rateLimitHeaders(p, st)}
 }
 
 // errOverloaded is the 503 of load shedding (overload.go).

@@ -395,6 +395,21 @@ func (f *fairShare) maxMin() float64 {
 	return max(minShare, float64(asks[n-1])+left)
 }
 
+// sharePerSecond is the admissions a second a tenant is held to while
+// the fair share sheds it, for the RateLimit-Policy of its 429: the
+// share per interval, scaled to a second, never under what a tenant the
+// fair share never sheds may have (lightLimit over lightWindow).
+func (f *fairShare) sharePerSecond() int {
+	f.mu.Lock()
+	level, interval := f.level, f.interval
+	f.mu.Unlock()
+	if interval <= 0 {
+		return lightLimit
+	}
+	perInterval := max(level, float64(lightLimit)/lightWindow)
+	return int(perInterval * float64(time.Second) / float64(interval))
+}
+
 // threshold is the latency above which the fastest admission of an
 // interval shows a standing queue; f.mu is held.
 func (f *fairShare) threshold() time.Duration {

@@ -1,5 +1,11 @@
 package ingress
 
+import (
+	"net/http"
+
+	"tms/ingress/admission"
+)
+
 // The Idempotency-Key header (docs/api.md) as both transports read it;
 // what a key does is package admission's (admission/idempotency.go).
 const (
@@ -30,4 +36,22 @@ func idempotencyKeyOf(values []string) (*string, error) {
 		}
 	}
 	return &v, nil
+}
+
+// replayedHeader marks an answer replayed from an Idempotency-Key: the
+// 201 remembered for the key, not a ticket this request admitted. A first
+// answer has no such header. The NATS API sends it as a header of the
+// reply.
+const replayedHeader = "Idempotent-Replayed"
+
+// noteReplay returns r with a context on which admission calls back when
+// the answer is a replay (admission.OnReplay), setting replayedHeader on
+// w: the header is in place before the handler writes the 201. A request
+// without an Idempotency-Key is returned as it is, at no cost.
+func noteReplay(w http.ResponseWriter, r *http.Request) *http.Request {
+	if _, ok := r.Header[idempotencyHeader]; !ok {
+		return r
+	}
+	h := w.Header()
+	return r.WithContext(admission.OnReplay(r.Context(), func() { h.Set(replayedHeader, "true") }))
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ingress/admission"
 	"tms/ops"
 	"tms/subjects"
 	"tms/tenants"
@@ -157,36 +158,67 @@ func (n *NATSAPI) serve(ctx context.Context, m *nats.Msg, start time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, natsRequestTimeout)
 	defer cancel()
 	note := &admissionNote{}
-	ans, err := n.dispatch(withAdmissionNote(ctx, note), m)
-	n.finish(ctx, m, start, note, ans, err)
+	ctx = withAdmissionNote(ctx, note)
+	var extra replyExtras
+	if len(m.Header.Values(idempotencyHeader)) > 0 {
+		// Called by admission on this goroutine, before dispatch returns.
+		ctx = admission.OnReplay(ctx, func() { extra.replayed = true })
+	}
+	ans, err := n.dispatchLimited(ctx, m, &extra.limit)
+	n.finish(ctx, m, start, note, ans, err, &extra)
+}
+
+// replyExtras is what a reply's headers say beside the answer: the state
+// of the tenant limit the request passed (its RateLimit fields, as on
+// HTTP; the zero value: it did not get that far) and whether the answer
+// is a create_ticket replayed from its Idempotency-Key (the
+// Idempotent-Replayed header).
+type replyExtras struct {
+	limit    limitState
+	replayed bool
 }
 
 // refuse answers a request refused before it took a handler (the fair
 // share, every handler busy).
 func (n *NATSAPI) refuse(ctx context.Context, m *nats.Msg, start time.Time, err error) {
-	n.finish(ctx, m, start, &admissionNote{}, answer{}, err)
+	n.finish(ctx, m, start, &admissionNote{}, answer{}, err, nil)
 }
 
 // finish sends the answer to a request (ans, or err's answer: see
 // toAPIError; the headers an HTTP answer would carry, Retry-After, go in
 // NATS headers), counts it and logs it as the HTTP access log does:
 // metrics before the reply, so a caller that has its answer sees it
-// counted.
-func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note *admissionNote, ans answer, err error) {
+// counted. extra (nil for a request refused before it took a handler)
+// adds the headers of replyExtras.
+func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note *admissionNote, ans answer, err error, extra *replyExtras) {
 	out := &nats.Msg{}
+	if p := n.overload.tenant.policyOf(); p != nil && extra != nil && extra.limit.ok {
+		// NATS headers are case-sensitive: the fields' own spelling.
+		out.Header = nats.Header{rateLimitPolicyField: p.values, rateLimitField: {rateLimitMember(p, extra.limit)}}
+	}
 	status, code := ans.status, ""
 	if err != nil {
 		ae := toAPIError(err)
 		status, code = ae.status, ae.code
 		out.Data = natsReply(ae.status, ae.body())
 		if len(ae.header) > 0 {
-			out.Header = nats.Header{}
+			if out.Header == nil {
+				out.Header = nats.Header{}
+			}
+			// A refusal's fields replace the tenant policy's: a 429 names
+			// the policy that refused.
 			for k, v := range ae.header {
 				out.Header.Set(k, v)
 			}
 		}
 	} else {
 		out.Data = natsReply(ans.status, ans.body)
+		if extra != nil && extra.replayed {
+			if out.Header == nil {
+				out.Header = nats.Header{}
+			}
+			out.Header.Set(replayedHeader, "true")
+		}
 	}
 	tenantID, name, perr := subjects.ParseAPI(m.Subject)
 	op := natsOpLabel(name)
@@ -415,6 +447,13 @@ var errSubjectTenant = newError(http.StatusForbidden, codeForbidden, "client_id:
 // dispatch answers one request: the subject's tenant is resolved once,
 // here, and the operation's table entry does the rest.
 func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
+	var limit limitState
+	return n.dispatchLimited(ctx, m, &limit)
+}
+
+// dispatchLimited is dispatch, setting *limit to the state of the tenant
+// limit once the request has passed it.
+func (n *NATSAPI) dispatchLimited(ctx context.Context, m *nats.Msg, limit *limitState) (answer, error) {
 	tenantID, name, err := subjects.ParseAPI(m.Subject)
 	if err != nil {
 		return answer{}, errClientNotFound // the tenant token is no id at all
@@ -432,9 +471,11 @@ func (n *NATSAPI) dispatch(ctx context.Context, m *nats.Msg) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	if err := n.overload.limitTenant(t.ID); err != nil {
+	st, err := n.overload.limitTenantState(t.ID)
+	if err != nil {
 		return answer{}, err
 	}
+	*limit = st
 	return op.serve(ctx, n, t, m)
 }
 

@@ -84,6 +84,11 @@ var _ admission.Gate = (*Overload)(nil)
 //     the records it had written, so it cannot overshoot the bound on its
 //     own.
 //
+// The rate limits (the tenant and client_ip buckets, the failure counts,
+// the fair share where it refuses) say where the client stands in the
+// RateLimit and RateLimit-Policy fields (ratelimit.go), on the answers
+// they allow and on their 429s.
+//
 // Every refusal is counted: tms_ingress_rate_limited_total{limit} and
 // tms_ingress_shed_total{reason}; the wait of create_account and login
 // for a place is tms_ingress_queue_wait_seconds{route}.
@@ -188,12 +193,16 @@ type Overload struct {
 	client     *keyedLimiter
 	failAddr   *failureLimiter
 	failClient *failureLimiter
-	trusted    *trustSet
-	admit      *fairShare
-	creates    *gate
-	logins     *gate
-	backlog    *backlog
-	logger     *slog.Logger
+	// The RateLimit policies of failAddr and failClient (tenant and
+	// client carry their own).
+	failAddrPolicy   *rateLimitPolicy
+	failClientPolicy *rateLimitPolicy
+	trusted          *trustSet
+	admit            *fairShare
+	creates          *gate
+	logins           *gate
+	backlog          *backlog
+	logger           *slog.Logger
 
 	rateLimited *prometheus.CounterVec
 	shed        *prometheus.CounterVec
@@ -219,8 +228,8 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 	lockout := orDefault(cfg.Lockout, DefaultLockout)
 	wait := orDefault(cfg.QueueWait, DefaultQueueWait)
 	o := &Overload{
-		tenant:     newKeyedLimiter(cfg.TenantRate, cfg.TenantBurst, now),
-		client:     newKeyedLimiter(cfg.ClientRate, cfg.ClientBurst, now),
+		tenant:     newKeyedLimiter(cfg.TenantRate, cfg.TenantBurst, now).withPolicy(policyTenant),
+		client:     newKeyedLimiter(cfg.ClientRate, cfg.ClientBurst, now).withPolicy(policyClientIP),
 		failAddr:   newFailureLimiter(cfg.MaxFailures, lockout, now),
 		failClient: newFailureLimiter(cfg.MaxFailures, lockout, now),
 		trusted:    newTrustSet(now),
@@ -231,6 +240,8 @@ func NewOverload(cfg OverloadConfig) (*Overload, error) {
 		logins:  newGate(cfg.MaxLogins, DefaultMaxLogins, wait),
 		logger:  logger,
 	}
+	o.failAddrPolicy = o.failAddr.policy(policyFailuresAddr)
+	o.failClientPolicy = o.failClient.policy(policyFailuresClient)
 	if cfg.MaxBacklog >= 0 {
 		o.backlog = &backlog{js: cfg.JS, shards: cfg.Shards, max: cfg.MaxBacklog, every: cfg.BacklogInterval, now: now, logger: logger}
 		if o.backlog.max == 0 {
@@ -312,14 +323,16 @@ func overloadOf(cfg Config, logger *slog.Logger) (*Overload, error) {
 	return NewOverload(oc)
 }
 
-// limitTenant takes one request from tenant's bucket: nil, or a 429.
-func (o *Overload) limitTenant(tenant string) error {
-	wait, ok := o.tenant.allow(tenant)
-	if ok {
-		return nil
+// limitTenantState takes one request from tenant's bucket: the bucket's
+// state, for the RateLimit fields of an answer allowed, or a 429 (with
+// the tenant policy's fields).
+func (o *Overload) limitTenantState(tenant string) (limitState, error) {
+	st := o.tenant.take(tenant)
+	if st.ok {
+		return st, nil
 	}
 	o.rateLimited.WithLabelValues(limitTenant).Inc()
-	return errRateLimited(wait, "this tenant is over its request rate")
+	return st, errRateLimitedBy(o.tenant.policyOf(), st, "this tenant is over its request rate")
 }
 
 // EnterAdmission takes an admission place for tenant (fairshare.go);
@@ -337,9 +350,15 @@ func (o *Overload) EnterAdmission(tenant string) (release func(), err error) {
 }
 
 // overShare counts and returns the 429 of a tenant over its fair share.
+// Its RateLimit fields name the fair_share policy with the share the
+// tenant is held to now: the share moves with the load, so the policy
+// is computed here, on the refusal only (an admission allowed carries
+// no fair_share member: no quota applies to it then).
 func (o *Overload) overShare() error {
 	o.rateLimited.WithLabelValues(limitFairShare).Inc()
-	return errRateLimited(time.Second, "the service is saturated and this tenant is over its fair share of it")
+	p := newRateLimitPolicy(policyFairShare, o.admit.sharePerSecond(), time.Second)
+	return errRateLimitedBy(p, limitState{wait: time.Second, next: time.Second},
+		"the service is saturated and this tenant is over its fair share of it")
 }
 
 // checkShareNATS is the NATS API's check before a request takes a
@@ -389,14 +408,19 @@ func (o *Overload) shedNATS() error {
 }
 
 // limitTenantHTTP is middleware behind authenticate: the session's tenant
-// pays one token per request.
+// pays one token per request, and an answer allowed says how many are
+// left (RateLimit fields; none when the limit is off). Every route of a
+// tenant's passes here, so it also arranges the Idempotent-Replayed
+// header of a create_ticket replayed (idempotency.go).
 func (a *api) limitTenantHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := a.overload.limitTenant(sessionFrom(r.Context()).tenant.ID); err != nil {
+		st, err := a.overload.limitTenantState(sessionFrom(r.Context()).tenant.ID)
+		if err != nil {
 			writeError(w, r, a.logger, err)
 			return
 		}
-		next.ServeHTTP(w, r)
+		addRateLimit(w.Header(), a.overload.tenant.policyOf(), st)
+		next.ServeHTTP(w, noteReplay(w, r))
 	})
 }
 
@@ -421,9 +445,9 @@ func (a *api) claimClient(r *http.Request, clientID string) error {
 	if a.overload.trusted.has(clientID, at.addr) {
 		return nil
 	}
-	if wait, ok := a.overload.failClient.check(clientID); !ok {
+	if st := a.overload.failClient.checkState(clientID); !st.ok {
 		a.overload.rateLimited.WithLabelValues(limitFailuresClient).Inc()
-		return errRateLimited(wait, "too many failed attempts for this client_id")
+		return errRateLimitedBy(a.overload.failClientPolicy, st, "too many failed attempts for this client_id")
 	}
 	return nil
 }
@@ -447,17 +471,24 @@ func (a *api) limitUnauthenticated(g *gate, reason string) func(http.Handler) ht
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			o := a.overload
 			addr := clientAddr(r)
-			if wait, ok := o.failAddr.check(addr); !ok {
+			// The RateLimit fields of an attempt allowed list the failures
+			// policy of its address and, for create_account, the client_ip
+			// bucket; a refusal names the policy that refused.
+			st := o.failAddr.checkState(addr)
+			if !st.ok {
 				o.rateLimited.WithLabelValues(limitFailuresAddr).Inc()
-				writeError(w, r, a.logger, errRateLimited(wait, "too many failed attempts from this address"))
+				writeError(w, r, a.logger, errRateLimitedBy(o.failAddrPolicy, st, "too many failed attempts from this address"))
 				return
 			}
+			addRateLimit(w.Header(), o.failAddrPolicy, st)
 			if perAddress {
-				if wait, ok := o.client.allow(addr); !ok {
+				st := o.client.take(addr)
+				if !st.ok {
 					o.rateLimited.WithLabelValues(limitClientIP).Inc()
-					writeError(w, r, a.logger, errRateLimited(wait, "too many accounts opened from this address"))
+					writeError(w, r, a.logger, errRateLimitedBy(o.client.policyOf(), st, "too many accounts opened from this address"))
 					return
 				}
+				addRateLimit(w.Header(), o.client.policyOf(), st)
 			}
 			start := time.Now()
 			release, err := g.enter(r.Context())

@@ -3,6 +3,8 @@ package ingress
 import (
 	"hash/maphash"
 	"math"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,10 @@ type keyedLimiter struct {
 	idle  time.Duration // drop a bucket unused this long
 	now   func() time.Time
 	seed  maphash.Seed
+
+	// policy is the RateLimit-Policy member of this limit, set by
+	// withPolicy (nil: no header).
+	policy *rateLimitPolicy
 
 	// lastSweep is the instant of the last sweep, in Unix nanoseconds
 	// (0: never); the caller that advances it sweeps.
@@ -96,8 +102,23 @@ func (k *keyedLimiter) shard(key string) *limiterShard {
 // allow takes one token from key's bucket. When there is none it takes
 // nothing and returns how long until one is there.
 func (k *keyedLimiter) allow(key string) (wait time.Duration, ok bool) {
+	st := k.take(key)
+	return st.wait, st.ok
+}
+
+// limitState is a decision of a limit and what the RateLimit field says
+// of it: remaining units and the time until the next one comes back.
+type limitState struct {
+	ok        bool
+	wait      time.Duration // refused: until the request would pass
+	remaining int           // whole units left after this request
+	next      time.Duration // until one more unit is there (0: full)
+}
+
+// take is allow with the bucket's state after the decision.
+func (k *keyedLimiter) take(key string) limitState {
 	if k == nil {
-		return 0, true
+		return limitState{ok: true}
 	}
 	now := k.now()
 	k.sweep(now)
@@ -113,14 +134,19 @@ func (k *keyedLimiter) allow(key string) (wait time.Duration, ok bool) {
 	r := b.lim.ReserveN(now, 1)
 	if !r.OK() {
 		// Only a burst below 1 refuses for ever, and burst is at least 1.
-		return time.Second, false
+		return limitState{wait: time.Second, next: time.Second}
 	}
 	if d := r.DelayFrom(now); d > 0 {
 		// A refused request must not eat into the next one's token.
 		r.CancelAt(now)
-		return d, false
+		return limitState{wait: d, next: d}
 	}
-	return 0, true
+	tokens := b.lim.TokensAt(now)
+	st := limitState{ok: true, remaining: max(0, int(math.Floor(tokens)))}
+	if st.remaining < k.burst {
+		st.next = time.Duration((float64(st.remaining+1) - tokens) / float64(k.limit) * float64(time.Second))
+	}
+	return st
 }
 
 // sweep drops the buckets idle for k.idle, at most once per
@@ -159,6 +185,116 @@ func (k *keyedLimiter) size() int {
 		sh.mu.Unlock()
 	}
 	return n
+}
+
+// RateLimit header fields, as draft-ietf-httpapi-ratelimit-headers-11
+// (May 2026; the form has not changed since -08) defines them: both are
+// Structured Field Lists (RFC 9651) of items named by a String.
+//
+//	RateLimit-Policy: "tenant";q=20;w=10
+//	RateLimit: "tenant";r=17;t=1
+//
+// A policy says its quota q (requests) and the window w (seconds) over
+// which the quota comes back; RateLimit says, per policy, the requests r
+// left now and the seconds t until it has more. tms's limits are token
+// buckets (and, for failures, a level that drains): a bucket of q
+// tokens refilled at q/w a second. So t is the time until one more
+// request is allowed (0 when the bucket is full), and on a 429 it is the
+// Retry-After, the point in time the draft asks the two to agree on.
+// The policy names are the fixed set of the policy* constants.
+const (
+	rateLimitField       = "RateLimit"
+	rateLimitPolicyField = "RateLimit-Policy"
+)
+
+// policyKey is RateLimit-Policy as http.Header keys it (field names are
+// case-insensitive: "Ratelimit-Policy" on the wire).
+var policyKey = http.CanonicalHeaderKey(rateLimitPolicyField)
+
+// Policy names: the limits whose state a client may read in the fields,
+// spelled as the limit label of tms_ingress_rate_limited_total.
+const (
+	policyTenant         = limitTenant
+	policyFairShare      = limitFairShare
+	policyClientIP       = limitClientIP
+	policyFailuresAddr   = limitFailuresAddr
+	policyFailuresClient = limitFailuresClient
+)
+
+// rateLimitPolicy is one policy's precomputed RateLimit-Policy member:
+// the field value is the same on every answer, so the hot path only adds
+// a ready string.
+type rateLimitPolicy struct {
+	name   string
+	member string   // "name";q=Q;w=W
+	values []string // {member}, shared read-only by the answers' headers
+}
+
+func newRateLimitPolicy(name string, quota int, window time.Duration) *rateLimitPolicy {
+	w := max(1, int64(math.Ceil(window.Seconds())))
+	member := strconv.Quote(name) + ";q=" + strconv.Itoa(quota) + ";w=" + strconv.FormatInt(w, 10)
+	return &rateLimitPolicy{name: name, member: member, values: []string{member}}
+}
+
+// withPolicy names k's RateLimit policy (q: its burst, w: the time to
+// refill it from empty); k may be nil.
+func (k *keyedLimiter) withPolicy(name string) *keyedLimiter {
+	if k != nil {
+		k.policy = newRateLimitPolicy(name, k.burst, time.Duration(float64(k.burst)/float64(k.limit)*float64(time.Second)))
+	}
+	return k
+}
+
+// policyOf is k's RateLimit policy (nil for no limiter, or none named).
+func (k *keyedLimiter) policyOf() *rateLimitPolicy {
+	if k == nil {
+		return nil
+	}
+	return k.policy
+}
+
+// rateLimitMember is the RateLimit member of policy p in state st.
+func rateLimitMember(p *rateLimitPolicy, st limitState) string {
+	var buf [64]byte
+	b := strconv.AppendQuote(buf[:0], p.name)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, int64(st.remaining), 10)
+	b = append(b, ";t="...)
+	t := int64(0)
+	if st.next > 0 {
+		t = int64(retryAfter(st.next))
+	}
+	b = strconv.AppendInt(b, t, 10)
+	return string(b)
+}
+
+// addRateLimit adds policy p's members of both fields to h, for an
+// answer in state st (several policies on one answer make a list of
+// several members). p nil adds nothing.
+func addRateLimit(h http.Header, p *rateLimitPolicy, st limitState) {
+	if p == nil {
+		return
+	}
+	if _, ok := h[policyKey]; ok {
+		h.Add(rateLimitPolicyField, p.member)
+	} else {
+		// The one member of an answer limited once (create_ticket's): the
+		// precomputed slice, no allocation. Its capacity is its length,
+		// so a later Add copies rather than writes into it.
+		h[policyKey] = p.values
+	}
+	h.Add(rateLimitField, rateLimitMember(p, st))
+}
+
+// rateLimitHeaders is the header map of a refusal by policy p (nil: no
+// RateLimit fields), with its Retry-After: what errRateLimited sends.
+func rateLimitHeaders(p *rateLimitPolicy, st limitState) map[string]string {
+	h := map[string]string{"Retry-After": strconv.Itoa(retryAfter(st.wait))}
+	if p != nil {
+		h[rateLimitPolicyField] = p.member
+		h[rateLimitField] = rateLimitMember(p, st)
+	}
+	return h
 }
 
 // retryAfter is a wait as a Retry-After value: whole seconds, rounded up,
@@ -236,25 +372,52 @@ func (f *failureLimiter) levelAt(l *failureLevel, now time.Time) int {
 // check reports whether key may try now, and if not, how long until it
 // may.
 func (f *failureLimiter) check(key string) (wait time.Duration, ok bool) {
+	st := f.checkState(key)
+	return st.wait, st.ok
+}
+
+// checkState is check with what the RateLimit field says of the key: the
+// failures it may still have before it is locked out (as of before this
+// attempt, whose outcome is not known yet) and the time until one more
+// is forgotten.
+func (f *failureLimiter) checkState(key string) limitState {
 	if f == nil {
-		return 0, true
+		return limitState{ok: true}
 	}
 	now := f.now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	l := f.keys[key]
 	if l == nil {
-		return 0, true
+		return limitState{ok: true, remaining: f.hard}
 	}
 	if now.Before(l.lockedUntil) {
-		return l.lockedUntil.Sub(now), false
+		d := l.lockedUntil.Sub(now)
+		return limitState{wait: d, next: d}
 	}
-	if f.levelAt(l, now) >= f.soft {
+	level := f.levelAt(l, now)
+	if level >= f.soft {
 		if next := l.at.Add(f.slowGap); now.Before(next) {
-			return next.Sub(now), false
+			d := next.Sub(now)
+			return limitState{wait: d, next: d}
 		}
 	}
-	return 0, true
+	st := limitState{ok: true, remaining: f.hard - level}
+	if level > 0 && now.After(l.at) {
+		st.next = f.forget - now.Sub(l.at)%f.forget
+	} else if level > 0 {
+		st.next = l.at.Sub(now) + f.forget
+	}
+	return st
+}
+
+// policy is f's RateLimit policy: hard failures, forgotten over the
+// lockout (nil for no limiter).
+func (f *failureLimiter) policy(name string) *rateLimitPolicy {
+	if f == nil {
+		return nil
+	}
+	return newRateLimitPolicy(name, f.hard, f.lockout)
 }
 
 // fail counts one failed attempt of key.

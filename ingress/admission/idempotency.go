@@ -123,6 +123,27 @@ func decodeAccepted(data []byte) (Accepted, error) {
 	return a, nil
 }
 
+// replayKey is the context key of OnReplay's function.
+type replayKey struct{}
+
+// OnReplay returns ctx carrying f, which Create calls, before it returns,
+// when its answer is a replay: the 201 remembered under the request's
+// Idempotency-Key (a done record), not a ticket this request admitted.
+// The transports use it for the Idempotent-Replayed header; a first
+// answer, a rejection or an error never calls f. A takeover of a twin
+// presumed dead does not count as a replay: whether the twin's 201 ever
+// reached anyone is unknown, and this request settled the key.
+func OnReplay(ctx context.Context, f func()) context.Context {
+	return context.WithValue(ctx, replayKey{}, f)
+}
+
+// replayed calls ctx's OnReplay function, if any.
+func replayed(ctx context.Context) {
+	if f, ok := ctx.Value(replayKey{}).(func()); ok && f != nil {
+		f()
+	}
+}
+
 // createIdempotent is create_ticket under an Idempotency-Key.
 func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, key string) (Accepted, error) {
 	kv, err := s.idempotencyBucket(ctx)
@@ -155,6 +176,7 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 			acc, retry, err = s.takeOver(ctx, t, typ, kv, kvKey, keyHash, *stale)
 		} else if err == nil && !retry {
 			acc = s.currentPlan(ctx, t, acc)
+			replayed(ctx)
 		}
 		if !retry {
 			return acc, err
