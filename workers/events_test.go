@@ -2,14 +2,20 @@ package workers_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tms/ops/embedded"
 	"tms/ops/testkit"
 	"tms/ops/testkit/tenantstest"
 	"tms/subjects"
@@ -231,4 +237,101 @@ func TestTicketEvents(t *testing.T) {
 			t.Errorf("tms_events_publish_failed_total{kind=%q} missing", kind)
 		}
 	}
+}
+
+// eventsAccountsConfig is a NATS server configuration with tms in
+// account TMS (user tms, JetStream) and, for each tenant id, an account
+// of its own (user = the tenant id) that imports only that tenant's
+// events, exported by TMS to that account alone: the set-up the README
+// describes (section "Events").
+func eventsAccountsConfig(port int, storeDir string, tenantIDs ...string) string {
+	var exports, accounts strings.Builder
+	for i, id := range tenantIDs {
+		acc := fmt.Sprintf("TENANT_%d", i)
+		fmt.Fprintf(&exports, "      {stream: \"%s\", accounts: [%s]}\n", subjects.TenantEventsExport(id), acc)
+		fmt.Fprintf(&accounts, "  %s: {\n    users: [{user: %q, password: \"pw-%s\"}]\n"+
+			"    imports: [{stream: {account: TMS, subject: \"%s\"}}]\n  }\n", acc, id, id, subjects.TenantEventsExport(id))
+	}
+	return fmt.Sprintf(`listen: "127.0.0.1:%d"
+jetstream {store_dir: %q}
+accounts {
+  TMS: {
+    jetstream: enabled
+    users: [{user: tms, password: "pw-tms"}]
+    exports: [
+%s    ]
+  }
+%s}
+`, port, storeDir, exports.String(), accounts.String())
+}
+
+// TestTicketEventsAccounts: with an account per tenant importing its own
+// tms.events.<tenant>.> from the tms account, a client of tenant A's
+// account that subscribes to every event subject (tms.events.>) gets
+// A's events and never B's, from the real responder and allocator
+// running in the tms account. The tenants' ids are known once they are
+// created, so the server starts with the tms account alone and its
+// configuration is reloaded with the tenants' accounts, as an operator
+// adds a tenant's account to a running server.
+func TestTicketEventsAccounts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	port := testkit.FreePort(t)
+	store := filepath.Join(dir, "js")
+	if err := os.WriteFile(conf, []byte(eventsAccountsConfig(port, store)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { embedded.Stop(srv) })
+	if !srv.ReadyForConnections(20 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	connectAs := func(t testing.TB, user string) *nats.Conn {
+		t.Helper()
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw-"+user), nats.Name(t.Name()))
+		if err != nil {
+			t.Fatalf("connect as %s: %v", user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	e := (&respEnv{connect: func(t testing.TB) *nats.Conn { return connectAs(t, "tms") }, replicas: 1}).start(t)
+	a := e.account(t, "Accounts A")
+	b := e.account(t, "Accounts B")
+	e.agentAt(t, a, respT0)
+	e.agentAt(t, b, respT0)
+	r := e.responder(t, nil)
+	first, last, _ := calendar.Window(respT0, subjects.Gold)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return r.FreeSlots(a.ID, first, last) > 3 && r.FreeSlots(b.ID, first, last) > 3
+	}, "the agents are seen")
+	startEventsAllocator(t, e, nil)
+
+	if err := os.WriteFile(conf, []byte(eventsAccountsConfig(port, store, a.ID, b.ID)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Reload(); err != nil {
+		t.Fatalf("reload with the tenants' accounts: %v", err)
+	}
+	subA := subscribeEvents(t, connectAs(t, a.ID), subjects.EventsAll)
+	subB := subscribeEvents(t, connectAs(t, b.ID), subjects.EventsAll)
+	// Nor can A's account subscribe its way to B's events.
+	spy := subscribeEvents(t, connectAs(t, a.ID), subjects.TenantEvents(b.ID))
+	nc := e.connect(t)
+
+	lifecycle(t, e, nc, a, subA)
+	lifecycle(t, e, nc, b, subB)
+	subA.none(t, "A's account after B's tickets")
+	subB.none(t, "B's account after A's tickets")
+	spy.none(t, "A's account subscribed to B's events")
 }
