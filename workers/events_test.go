@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -239,47 +240,75 @@ func TestTicketEvents(t *testing.T) {
 	}
 }
 
-// eventsAccountsConfig is a NATS server configuration with tms in
-// account TMS (user tms, JetStream) and, for each tenant id, an account
-// of its own (user = the tenant id) that imports only that tenant's
-// events, exported by TMS to that account alone: the set-up the README
+// How a tenant's services are kept to their own events (README,
+// "Events").
+const (
+	// isolateAccounts: an account per tenant importing only its own
+	// tms.events.<tenant>.>, exported by the tms account to it alone.
+	isolateAccounts = "accounts"
+	// isolatePermissions: a user per tenant in tms's own account, allowed
+	// to subscribe to its events and its own inboxes only.
+	isolatePermissions = "permissions"
+)
+
+// eventsNATSConfig is a NATS server configuration with tms in account
+// TMS (user tms, JetStream) and, for each tenant id, a user named by the
+// id (password pw-<id>), isolated as form says: the set-ups the README
 // describes (section "Events").
-func eventsAccountsConfig(port int, storeDir string, tenantIDs ...string) string {
-	var exports, accounts strings.Builder
+func eventsNATSConfig(port int, storeDir, form string, tenantIDs ...string) string {
+	var exports, users, accounts strings.Builder
 	for i, id := range tenantIDs {
+		events := subjects.TenantEventsExport(id)
+		if form == isolatePermissions {
+			fmt.Fprintf(&users, "      {user: %q, password: \"pw-%s\", permissions: {subscribe: {allow: [\"%s\", \"_INBOX_%s.>\"]}, "+
+				"publish: {allow: [\"tms.api.%s.>\"]}}}\n", id, id, events, id, id)
+			continue
+		}
 		acc := fmt.Sprintf("TENANT_%d", i)
-		fmt.Fprintf(&exports, "      {stream: \"%s\", accounts: [%s]}\n", subjects.TenantEventsExport(id), acc)
+		fmt.Fprintf(&exports, "      {stream: \"%s\", accounts: [%s]}\n", events, acc)
 		fmt.Fprintf(&accounts, "  %s: {\n    users: [{user: %q, password: \"pw-%s\"}]\n"+
-			"    imports: [{stream: {account: TMS, subject: \"%s\"}}]\n  }\n", acc, id, id, subjects.TenantEventsExport(id))
+			"    imports: [{stream: {account: TMS, subject: \"%s\"}}]\n  }\n", acc, id, id, events)
 	}
 	return fmt.Sprintf(`listen: "127.0.0.1:%d"
 jetstream {store_dir: %q}
 accounts {
   TMS: {
     jetstream: enabled
-    users: [{user: tms, password: "pw-tms"}]
+    users: [
+      {user: tms, password: "pw-tms"}
+%s    ]
     exports: [
 %s    ]
   }
 %s}
-`, port, storeDir, exports.String(), accounts.String())
+`, port, storeDir, users.String(), exports.String(), accounts.String())
 }
 
-// TestTicketEventsAccounts: with an account per tenant importing its own
-// tms.events.<tenant>.> from the tms account, a client of tenant A's
-// account that subscribes to every event subject (tms.events.>) gets
-// A's events and never B's, from the real responder and allocator
-// running in the tms account. The tenants' ids are known once they are
-// created, so the server starts with the tms account alone and its
-// configuration is reloaded with the tenants' accounts, as an operator
-// adds a tenant's account to a running server.
-func TestTicketEventsAccounts(t *testing.T) {
+// TestTicketEventsIsolation: with either set-up of the README, an
+// account per tenant or subject permissions in tms's account, a client
+// of tenant A gets A's events and never B's, from the real responder and
+// allocator running in the tms account: in its own account it may
+// subscribe to every event subject (tms.events.>) and gets only its
+// imports; with permissions a subscription to B's events is refused.
+// The tenants' ids are known once they are created, so the server starts
+// with the tms account alone and its configuration is reloaded with the
+// tenants, as an operator adds a tenant to a running server.
+func TestTicketEventsIsolation(t *testing.T) {
 	t.Parallel()
+	for _, form := range []string{isolateAccounts, isolatePermissions} {
+		t.Run(form, func(t *testing.T) {
+			t.Parallel()
+			testEventsIsolation(t, form)
+		})
+	}
+}
+
+func testEventsIsolation(t *testing.T, form string) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
 	port := testkit.FreePort(t)
 	store := filepath.Join(dir, "js")
-	if err := os.WriteFile(conf, []byte(eventsAccountsConfig(port, store)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(eventsNATSConfig(port, store, form)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(conf)
@@ -296,9 +325,17 @@ func TestTicketEventsAccounts(t *testing.T) {
 	if !srv.ReadyForConnections(20 * time.Second) {
 		t.Fatal("server not ready")
 	}
+	refused := make(chan error, 16)
 	connectAs := func(t testing.TB, user string) *nats.Conn {
 		t.Helper()
-		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw-"+user), nats.Name(t.Name()))
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, "pw-"+user), nats.Name(t.Name()),
+			nats.CustomInboxPrefix("_INBOX_"+user),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				select {
+				case refused <- err:
+				default:
+				}
+			}))
 		if err != nil {
 			t.Fatalf("connect as %s: %v", user, err)
 		}
@@ -306,8 +343,8 @@ func TestTicketEventsAccounts(t *testing.T) {
 		return nc
 	}
 	e := (&respEnv{connect: func(t testing.TB) *nats.Conn { return connectAs(t, "tms") }, replicas: 1}).start(t)
-	a := e.account(t, "Accounts A")
-	b := e.account(t, "Accounts B")
+	a := e.account(t, "Isolated A")
+	b := e.account(t, "Isolated B")
 	e.agentAt(t, a, respT0)
 	e.agentAt(t, b, respT0)
 	r := e.responder(t, nil)
@@ -317,21 +354,46 @@ func TestTicketEventsAccounts(t *testing.T) {
 	}, "the agents are seen")
 	startEventsAllocator(t, e, nil)
 
-	if err := os.WriteFile(conf, []byte(eventsAccountsConfig(port, store, a.ID, b.ID)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(eventsNATSConfig(port, store, form, a.ID, b.ID)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Reload(); err != nil {
-		t.Fatalf("reload with the tenants' accounts: %v", err)
+		t.Fatalf("reload with the tenants: %v", err)
 	}
-	subA := subscribeEvents(t, connectAs(t, a.ID), subjects.EventsAll)
-	subB := subscribeEvents(t, connectAs(t, b.ID), subjects.EventsAll)
-	// Nor can A's account subscribe its way to B's events.
+	subject := func(tenant string) string {
+		if form == isolateAccounts {
+			return subjects.EventsAll // whatever the client asks, it gets its imports
+		}
+		return subjects.TenantEvents(tenant)
+	}
+	subA := subscribeEvents(t, connectAs(t, a.ID), subject(a.ID))
+	subB := subscribeEvents(t, connectAs(t, b.ID), subject(b.ID))
+	// Nor can A subscribe its way to B's events.
 	spy := subscribeEvents(t, connectAs(t, a.ID), subjects.TenantEvents(b.ID))
+	if form == isolatePermissions {
+		select {
+		case err := <-refused:
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Fatalf("A's subscription to B's events: %v, want a permissions violation", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("A's subscription to B's events was not refused")
+		}
+	}
 	nc := e.connect(t)
 
 	lifecycle(t, e, nc, a, subA)
 	lifecycle(t, e, nc, b, subB)
-	subA.none(t, "A's account after B's tickets")
-	subB.none(t, "B's account after A's tickets")
-	spy.none(t, "A's account subscribed to B's events")
+	subA.none(t, "A after B's tickets")
+	subB.none(t, "B after A's tickets")
+	spy.none(t, "A subscribed to B's events")
+	if form == isolatePermissions {
+		// A's services may still ask the NATS API for its own tenant: a
+		// request published, its reply on A's own inboxes (here no
+		// ingress answers: no responders, and no violation).
+		_, err := connectAs(t, a.ID).Request(subjects.API(a.ID, subjects.OpGetTicket), []byte(`{}`), 5*time.Second)
+		if !errors.Is(err, nats.ErrNoResponders) {
+			t.Errorf("A's request on its NATS API subject: %v, want no responders (no ingress here)", err)
+		}
+	}
 }
