@@ -58,7 +58,14 @@ func registerEventMetrics(reg prometheus.Registerer) error {
 // says no more). A failure is counted and logged at debug only: events
 // may be lost by design, and a NATS outage is reported loudly elsewhere.
 func publishEvent(nc *nats.Conn, log *slog.Logger, tenant, kind, ticket string, body any) bool {
-	data, err := json.Marshal(body)
+	// Every caller's tenant was validated with the request or record it
+	// came in; checked again here because EventSubject panics on an id
+	// that is not one, and a notification must never take a worker down.
+	err := subjects.ValidID(tenant)
+	var data []byte
+	if err == nil {
+		data, err = json.Marshal(body)
+	}
 	if err == nil {
 		err = nc.Publish(subjects.EventSubject(tenant, kind), data)
 	}

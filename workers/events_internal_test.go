@@ -13,8 +13,8 @@ import (
 )
 
 // TestPublishEventFailureCounted: an event that cannot be published (its
-// connection closed) is counted under its kind only, and the caller is
-// told; one that goes out is not counted. Not parallel: the counter is
+// connection closed, a tenant that is no id) is counted under its kind
+// only, and the caller is told; one that goes out is not counted. Not parallel: the counter is
 // the process's, and parallel tests publish too.
 func TestPublishEventFailureCounted(t *testing.T) {
 	srv := testkit.StartNATS(t)
@@ -36,13 +36,17 @@ func TestPublishEventFailureCounted(t *testing.T) {
 	if !publishEvent(nc, log, "c1", subjects.EventAllocated, "t1", ev) {
 		t.Fatal("publish on an open connection failed")
 	}
+	// A tenant that is no id is refused, not a panic of EventSubject.
+	if publishEvent(nc, log, "c1.*", subjects.EventAccepted, "t1", ev) {
+		t.Fatal("publish for tenant c1.* reported sent")
+	}
 	nc.Close()
 	if publishEvent(nc, log, "c1", subjects.EventAllocated, "t1", ev) {
 		t.Fatal("publish on a closed connection reported sent")
 	}
 	for _, k := range subjects.EventKinds {
 		want := before[k]
-		if k == subjects.EventAllocated {
+		if k == subjects.EventAllocated || k == subjects.EventAccepted {
 			want++
 		}
 		if got := failedCount(t, k); got != want {
