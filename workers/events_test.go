@@ -397,3 +397,57 @@ func testEventsIsolation(t *testing.T, form string) {
 		}
 	}
 }
+
+// TestTicketEventsAfterCommit: allocated and cancelled go out once the
+// tenant database committed, not when the records are read: with the
+// database refusing connections, a new ticket and a cancel are parked and
+// nothing is evented; once it is back, each event comes with its row
+// already as it says.
+func TestTicketEventsAfterCommit(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnvWith(t, envOpts{agents: 2, tenants: 1})
+	tn := e.allocTenant
+	sub := subscribeEvents(t, e.nats.Connect(t), subjects.TenantEvents(tn.ten.ID))
+	e.start(t, allocOpts{})
+	// expect reads the next event: kind of ticket, its row as it says.
+	expect := func(got any) (kind, ticket string) {
+		t.Helper()
+		switch ev := got.(type) {
+		case subjects.AllocatedEvent:
+			kind, ticket = subjects.EventAllocated, ev.Ticket
+			if s := tn.status(t, ticket); s != subjects.StatusAllocated {
+				t.Errorf("allocated event of %s, whose row is %q", ticket, s)
+			}
+		case subjects.CancelledEvent:
+			kind, ticket = subjects.EventCancelled, ev.Ticket
+			if s := tn.status(t, ticket); s != subjects.StatusCancelled {
+				t.Errorf("cancelled event of %s, whose row is %q", ticket, s)
+			}
+		default:
+			t.Fatalf("unexpected event %#v", got)
+		}
+		return kind, ticket
+	}
+
+	first, second := tn.event("commit", 0), tn.event("commit", 1)
+	tn.confirm(t, first)
+	if kind, ticket := expect(sub.next(t, tn.ten.ID)); kind != subjects.EventAllocated || ticket != first.Ticket {
+		t.Fatalf("%s of %s, want allocated of %s", kind, ticket, first.Ticket)
+	}
+
+	restore := testkit.RefuseConnections(t, tn.ten.DBName)
+	tn.confirm(t, second)
+	tn.release(t, first)
+	testkit.Eventually(t, 30*time.Second, func() bool { return e.parkedMsgs(t) == 2 }, "both records parked")
+	sub.none(t, "while the tenant database refuses connections")
+
+	restore()
+	got := map[string]string{}
+	for range 2 {
+		kind, ticket := expect(sub.next(t, tn.ten.ID))
+		got[kind] = ticket
+	}
+	if got[subjects.EventAllocated] != second.Ticket || got[subjects.EventCancelled] != first.Ticket {
+		t.Errorf("events once the database is back: %v; want %s allocated and %s cancelled", got, second.Ticket, first.Ticket)
+	}
+}
