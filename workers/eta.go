@@ -298,7 +298,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 		}
 	}
 	sla, _ := subjects.SLA(req.Type) // checked by decodeRequest
-	var ticket string
+	var ticket subjects.TicketEvent
 	slot, rev, moves, err := r.take(ctx, req, now, calendar.Mark{State: calendar.Busy},
 		func(s calendar.Slot, prev uint64) (subjects.SlotRecord, error) {
 			id, err := subjects.NewSlotTicketID(s.Agent, s.Minute, req.Nonce)
@@ -306,15 +306,18 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 				// An agent id too long for a ticket id: tms makes none.
 				return subjects.SlotRecord{}, fmt.Errorf("ticket id for agent %s: %w: %w", s.Agent, ErrUnavailable, err)
 			}
-			ticket = id
-			return subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant,
+			ticket = subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant,
 				Ticket: id, Type: req.Type, Agent: s.Agent, SlotTime: s.Minute, CreatedAt: req.CreatedAt,
-				Deadline: req.CreatedAt.Add(sla)}, prev), nil
+				Deadline: req.CreatedAt.Add(sla)}
+			return subjects.ConfirmedRecord(ticket, prev), nil
 		})
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
-	return subjects.ETAReply{Code: subjects.ETACreated, Ticket: ticket, Agent: slot.Agent, SlotTime: slot.Minute,
+	// Written: the ticket exists, whoever asked and however (a takeover
+	// answered above wrote nothing and sends nothing again).
+	publishEvent(r.nc, r.log, req.Tenant, subjects.EventAccepted, ticket.Ticket, acceptedEvent(ticket))
+	return subjects.ETAReply{Code: subjects.ETACreated, Ticket: ticket.Ticket, Agent: slot.Agent, SlotTime: slot.Minute,
 		CreatedAt: req.CreatedAt, Revision: rev, Moves: moves}, nil
 }
 
@@ -487,9 +490,10 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 		return subjects.ETAReply{}, fmt.Errorf("slot %s for %s: %w", minute.Format(time.RFC3339), req.Type, ErrTypeMismatch)
 	}
 	sla, _ := subjects.SLA(req.Type)
-	value, err := json.Marshal(subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated,
+	ticket := subjects.TicketEvent{Event: subjects.TicketCreated,
 		Tenant: req.Tenant, Ticket: id, Type: req.Type, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
-		Deadline: rec.CreatedAt.Add(sla)}, e.Revision()))
+		Deadline: rec.CreatedAt.Add(sla)}
+	value, err := json.Marshal(subjects.ConfirmedRecord(ticket, e.Revision()))
 	if err != nil {
 		return subjects.ETAReply{}, err
 	}
@@ -501,6 +505,9 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 		return subjects.ETAReply{}, fmt.Errorf("confirming slot %s: %w: %w", key, ErrUnavailable, err)
 	}
 	r.learn(req.Tenant, calendar.Slot{Agent: agent, Minute: minute}, rev, calendar.Mark{State: calendar.Busy, Last: last})
+	// The hold became a ticket (a repeated confirm answered above sends
+	// nothing again).
+	publishEvent(r.nc, r.log, req.Tenant, subjects.EventAccepted, id, acceptedEvent(ticket))
 	return subjects.ETAReply{Code: subjects.ETAOK, Ticket: id, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
 		Revision: rev}, nil
 }

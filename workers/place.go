@@ -349,11 +349,6 @@ func (r *Responder) readAtRisk(ctx context.Context, tenant string, tc *tenantCal
 // publishAtRisk sends an at-risk event (core NATS, at most once here; a
 // later replan sends it again while the ticket stays at risk).
 func (r *Responder) publishAtRisk(tenant string, t subjects.AtRiskTicket, now time.Time) {
-	b, err := json.Marshal(subjects.AtRiskEvent{Event: subjects.EventAtRisk, Tenant: tenant, AtRiskTicket: t, At: now.UTC()})
-	if err == nil {
-		err = r.nc.Publish(subjects.EventSubject(tenant, subjects.EventAtRisk), b)
-	}
-	if err != nil {
-		r.log.Warn("publishing an at-risk event", slog.String("tenant", tenant), slog.String("ticket", t.Ticket), slog.Any("err", err))
-	}
+	publishEvent(r.nc, r.log, tenant, subjects.EventAtRisk, t.Ticket,
+		subjects.AtRiskEvent{Event: subjects.EventAtRisk, Tenant: tenant, AtRiskTicket: t, At: now.UTC()})
 }

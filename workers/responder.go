@@ -211,6 +211,10 @@ func NewResponder(ctx context.Context, cfg ResponderConfig) (*Responder, error) 
 			return nil, err
 		}
 	}
+	// The allocators of a worker publish events too, on the same registry.
+	if err := registerEventMetrics(cfg.Metrics); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -2,7 +2,6 @@ package workers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -177,21 +176,30 @@ func (a *Allocator) applyMove(ctx context.Context, log *slog.Logger, ten tenants
 }
 
 // publishMove publishes a moved event on core NATS. A notification: a
-// failure is logged and counted, and the record is acked all the same
-// (the row and the slot records are the truth).
+// failure is counted (in the allocator's own counter too, older than the
+// events' one) and logged, and the record is acked all the same (the row
+// and the slot records are the truth).
 func (a *Allocator) publishMove(log *slog.Logger, ev subjects.MoveEvent) {
-	body, err := json.Marshal(ev)
-	if err == nil {
-		err = a.js.Conn().Publish(subjects.EventSubject(ev.Tenant, subjects.EventMoved), body)
-	}
-	if err != nil {
+	if !publishEvent(a.js.Conn(), log, ev.Tenant, subjects.EventMoved, ev.Ticket, ev) {
 		a.m.moveEventFailed()
-		log.Warn("ticket moved but its moved event was not published", slog.String("moved", ev.Ticket),
-			slog.Int("moves", ev.Moves), slog.Any("err", err))
 		return
 	}
 	log.Debug("moved event published", slog.String("moved", ev.Ticket), slog.String("agent", ev.Agent),
 		slog.Time("slot_time", ev.SlotTime), slog.Int("moves", ev.Moves))
+}
+
+// publishWritten publishes the allocated or cancelled event of a ticket
+// record whose write committed (or was found done: a redelivery repeats
+// its event, as notifications may). Moves were published by applyMove;
+// holds and freed minutes are no ticket's events.
+func (a *Allocator) publishWritten(it *allocItem) {
+	ev := it.dec.ev
+	switch it.dec.record {
+	case recordCreated:
+		publishEvent(a.js.Conn(), it.log, ev.Tenant, subjects.EventAllocated, ev.Ticket, allocatedEvent(ev))
+	case recordCancelled:
+		publishEvent(a.js.Conn(), it.log, ev.Tenant, subjects.EventCancelled, ev.Ticket, cancelledEvent(ev))
+	}
 }
 
 // apply writes a ticket event, with a deadline of its own.
@@ -384,6 +392,7 @@ func (a *Allocator) settle(ctx context.Context, batch []*allocItem) {
 		a.m.processed(it.dec.record)
 		if it.dec.ev.Event != "" {
 			a.m.allocated(it.dec.record, committed.Sub(it.stamp))
+			a.publishWritten(it)
 		}
 		it.log.Debug("slot record handled", slog.String("record", it.dec.record))
 	}
