@@ -311,6 +311,9 @@ func NewAllocator(ctx context.Context, cfg AllocatorConfig) (*Allocator, error) 
 	if shards == 0 {
 		shards = subjects.DefaultSlotShards
 	}
+	if err := registerEventMetrics(cfg.Metrics); err != nil {
+		return nil, err
+	}
 	if cfg.Metrics != nil {
 		m, err := newAllocatorMetrics(cfg.Metrics, shards, a.writingNow)
 		if err != nil {
