@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -45,15 +46,21 @@ func (e *respEnv) replayPlan(t *testing.T, tenant string) (planState, error) {
 	if err != nil {
 		return planState{}, err
 	}
-	info, err := st.Info(ctx)
+	// The instant replayed is the tenant's last record as a get reads
+	// it: the server isolates gets from an atomic batch being stored
+	// (the whole batch or none of it), whereas the stream's info may
+	// report a last sequence in the middle of one (nats-server stores a
+	// batch's messages one by one; info takes no isolation lock), which
+	// would show a moved ticket at its new minute and still at its old.
+	prefix := "$KV." + subjects.SlotBucket(shard) + "."
+	last, err := st.GetLastMsgForSubject(ctx, prefix+subjects.TenantSlots(tenant))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return planState{keys: map[string]subjects.SlotRecord{}}, nil
+	}
 	if err != nil {
 		return planState{}, err
 	}
-	out := planState{seq: info.State.LastSeq, keys: map[string]subjects.SlotRecord{}}
-	if out.seq == 0 {
-		return out, nil
-	}
-	prefix := "$KV." + subjects.SlotBucket(shard) + "."
+	out := planState{seq: last.Sequence, keys: map[string]subjects.SlotRecord{}}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + subjects.TenantSlots(tenant)}})
 	if err != nil {
 		return planState{}, err
