@@ -50,8 +50,9 @@ type headRecord func(rec0 subjects.SlotRecord, to calendar.Slot) (subjects.SlotR
 // from the last hop back to the head, so that in stream order a moved
 // ticket's new record always precedes the record that takes its old
 // minute (the allocators then never see a minute held twice). Every write
-// is checked against the revision the calendar claimed, so a reader of KV
-// sees either the whole placement or none of it. It returns the
+// is checked against the revision the calendar claimed, and the batch is
+// stored whole or not at all: a KV get sees either the whole placement or
+// none of it (a watch receives its records one by one). It returns the
 // revisions in claim order. Every claim is ended here: Taken on success;
 // otherwise Abandon, and on a lost race (errPlacementStale) what KV holds
 // now is learnt.
