@@ -40,16 +40,16 @@ type listParams struct {
 // listTicketsRequest is list_tickets' body on NATS: the query parameters
 // of GET /tickets as members (status a list).
 type listTicketsRequest struct {
-	ClientID     *string  `json:"client_id"`
-	Status       []string `json:"status"`
-	Type         *string  `json:"type"`
-	Agent        *string  `json:"agent"`
-	CreatedFrom  *string  `json:"created_from"`
-	CreatedTo    *string  `json:"created_to"`
-	DeadlineFrom *string  `json:"deadline_from"`
-	DeadlineTo   *string  `json:"deadline_to"`
-	Limit        *int     `json:"limit"`
-	Cursor       *string  `json:"cursor"`
+	ClientID     *string   `json:"client_id"`
+	Status       *[]string `json:"status"`
+	Type         *string   `json:"type"`
+	Agent        *string   `json:"agent"`
+	CreatedFrom  *string   `json:"created_from"`
+	CreatedTo    *string   `json:"created_to"`
+	DeadlineFrom *string   `json:"deadline_from"`
+	DeadlineTo   *string   `json:"deadline_to"`
+	Limit        *int      `json:"limit"`
+	Cursor       *string   `json:"cursor"`
 }
 
 func (q *listTicketsRequest) claimedClientID() *string { return q.ClientID }
@@ -88,11 +88,12 @@ func listRequestOfQuery(u *url.URL) (listTicketsRequest, error) {
 			return req, errInvalidField(k, "given %d times; give it once", len(q[k]))
 		}
 	}
-	for _, v := range q["status"] {
-		req.Status = append(req.Status, strings.Split(v, ",")...)
-	}
-	if req.Status == nil && q.Has("status") {
-		req.Status = []string{}
+	if vs, ok := q["status"]; ok {
+		statuses := []string{}
+		for _, v := range vs {
+			statuses = append(statuses, strings.Split(v, ",")...)
+		}
+		req.Status = &statuses
 	}
 	one := func(k string) *string {
 		if vs, ok := q[k]; ok {
@@ -126,10 +127,10 @@ var errInvalidCursor = newError(http.StatusBadRequest, "invalid_cursor",
 func (q listTicketsRequest) params(tenant string) (listParams, error) {
 	p := listParams{limit: defaultListLimit}
 	if q.Status != nil {
-		if len(q.Status) == 0 {
+		if len(*q.Status) == 0 {
 			return p, errInvalidField("status", "must name at least one of accepted, allocated, cancelled")
 		}
-		for _, s := range q.Status {
+		for _, s := range *q.Status {
 			switch s {
 			case subjects.StatusAccepted, subjects.StatusAllocated, subjects.StatusCancelled:
 			default:
@@ -266,29 +267,26 @@ func cursorSum(tenant string, f tenants.TicketFilter, body []byte) [sha256.Size]
 
 // list is GET /tickets (list_tickets on NATS) for t, over the tenant's
 // database: one page after p.after, and the cursor of the next when
-// there may be more.
+// more follow (none leads to an empty page).
 func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (answer, error) {
 	if r.agents == nil {
 		return answer{}, errNotConfigured
 	}
 	gctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	// One more than the page: whether a next page exists, without a
-	// cursor that leads to an empty one.
-	rows, err := r.agents.ListTickets(gctx, t, p.filter, p.after, min(p.limit+1, tenants.MaxTicketPage+1))
+	rows, more, err := r.agents.ListTickets(gctx, t, p.filter, p.after, p.limit)
 	if err != nil {
 		return answer{}, fmt.Errorf("listing tickets: %w", err)
 	}
-	body := listBody{Tickets: make([]ticketBody, 0, min(len(rows), p.limit))}
-	for i, row := range rows {
-		if i == p.limit {
-			body.NextCursor = encodeCursor(t.ID, p.filter, rows[i-1].Key())
-			break
-		}
+	body := listBody{Tickets: make([]ticketBody, 0, len(rows))}
+	for _, row := range rows {
 		ev, status, _ := tenants.TicketState{Tenant: t.ID, Row: row, InDB: true}.Latest()
 		body.Tickets = append(body.Tickets, ticketBody{TicketID: ev.Ticket, TicketType: ev.Type, Status: status,
 			SlotTime: timestamp(ev.SlotTime), Deadline: timestamp(ev.Deadline), AgentID: ev.Agent,
 			CreatedAt: timestamp(ev.CreatedAt)})
+	}
+	if more && len(rows) > 0 {
+		body.NextCursor = encodeCursor(t.ID, p.filter, rows[len(rows)-1].Key())
 	}
 	return answer{status: http.StatusOK, body: body}, nil
 }

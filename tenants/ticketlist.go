@@ -48,24 +48,27 @@ func (r TicketRow) Key() TicketKey { return TicketKey{CreatedAt: r.CreatedAt, ID
 
 // ListTickets is t's tickets matching f that come after after (nil: from
 // the first), in listing order, at most limit of them (1..MaxTicketPage;
-// anything else is an error, the caller checks its input). The tenant
+// anything else is an error, the caller checks its input); more says
+// whether others follow (one more row is read to know). The tenant
 // database is the tenant's own, so another tenant's ticket can never be
 // listed.
-func (s *Tickets) ListTickets(ctx context.Context, t Tenant, f TicketFilter, after *TicketKey, limit int) ([]TicketRow, error) {
+func (s *Tickets) ListTickets(ctx context.Context, t Tenant, f TicketFilter, after *TicketKey, limit int) (rows []TicketRow,
+	more bool, err error) {
 	return listTickets(ctx, s.pools, t, f, after, limit)
 }
 
 // ListTickets is Tickets.ListTickets over the agents' pools: the ingress
 // routers hold the agents, and the tickets live in the same database.
-func (a *Agents) ListTickets(ctx context.Context, t Tenant, f TicketFilter, after *TicketKey, limit int) ([]TicketRow, error) {
+func (a *Agents) ListTickets(ctx context.Context, t Tenant, f TicketFilter, after *TicketKey, limit int) (rows []TicketRow,
+	more bool, err error) {
 	return listTickets(ctx, a.pools, t, f, after, limit)
 }
 
-func listTickets(ctx context.Context, pools *Pools, t Tenant, f TicketFilter, after *TicketKey, limit int) ([]TicketRow, error) {
+func listTickets(ctx context.Context, pools *Pools, t Tenant, f TicketFilter, after *TicketKey, limit int) ([]TicketRow, bool, error) {
 	if limit < 1 || limit > MaxTicketPage {
-		return nil, fmt.Errorf("list tickets of tenant %s: limit %d outside 1..%d", t.ID, limit, MaxTicketPage)
+		return nil, false, fmt.Errorf("list tickets of tenant %s: limit %d outside 1..%d", t.ID, limit, MaxTicketPage)
 	}
-	sql, args := listQuery(f, after, limit)
+	sql, args := listQuery(f, after, limit+1)
 	var rows []TicketRow
 	err := pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		rs, err := conn.Query(ctx, sql, args...)
@@ -96,9 +99,12 @@ func listTickets(ctx context.Context, pools *Pools, t Tenant, f TicketFilter, af
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list tickets of tenant %s: %w", t.ID, err)
+		return nil, false, fmt.Errorf("list tickets of tenant %s: %w", t.ID, err)
 	}
-	return rows, nil
+	if len(rows) > limit {
+		return rows[:limit], true, nil
+	}
+	return rows, false, nil
 }
 
 // listQuery is the page's SQL and arguments: every value is an argument,

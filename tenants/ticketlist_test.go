@@ -38,14 +38,17 @@ func TestListTicketsKeysetOrder(t *testing.T) {
 	var got []string
 	var after *tenants.TicketKey
 	for page := 0; page < 10; page++ {
-		rows, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{}, after, 3)
+		rows, more, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{}, after, 3)
 		if err != nil {
 			t.Fatalf("ListTickets: %v", err)
 		}
 		for _, r := range rows {
 			got = append(got, r.ID)
 		}
-		if len(rows) < 3 {
+		if more != (len(got) < len(want)) {
+			t.Fatalf("page %d ends at %v with more = %v", page, got, more)
+		}
+		if !more {
 			break
 		}
 		k := rows[len(rows)-1].Key()
@@ -55,21 +58,21 @@ func TestListTicketsKeysetOrder(t *testing.T) {
 		t.Fatalf("listed %v, want %v", got, want)
 	}
 
-	rows, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{Statuses: []string{subjects.StatusCancelled}}, nil, 10)
+	rows, _, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{Statuses: []string{subjects.StatusCancelled}}, nil, 10)
 	if err != nil || len(rows) != 1 || rows[0].ID != "ta" || rows[0].Status != subjects.StatusCancelled || rows[0].CancelledAt == nil {
 		t.Fatalf("cancelled tickets: %+v, %v; want ta alone", rows, err)
 	}
-	rows, err = e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{CreatedFrom: ticketsT0, CreatedTo: ticketsT0.Add(time.Microsecond),
+	rows, _, err = e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{CreatedFrom: ticketsT0, CreatedTo: ticketsT0.Add(time.Microsecond),
 		Agent: e.agent, Type: subjects.Gold, Statuses: []string{subjects.StatusAllocated}}, nil, 10)
 	if err != nil || len(rows) != 2 || rows[0].ID != "t-c" || rows[1].ID != "tb" {
 		t.Fatalf("allocated GOLD tickets created at t0: %+v, %v; want t-c, tb", rows, err)
 	}
-	rows, err = e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{Agent: "nobody"}, nil, 10)
+	rows, _, err = e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{Agent: "nobody"}, nil, 10)
 	if err != nil || len(rows) != 0 {
 		t.Fatalf("tickets of an unknown agent: %+v, %v; want none", rows, err)
 	}
 	for _, limit := range []int{0, tenants.MaxTicketPage + 1} {
-		if _, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{}, nil, limit); err == nil {
+		if _, _, err := e.tickets.ListTickets(ctx, e.ten, tenants.TicketFilter{}, nil, limit); err == nil {
 			t.Errorf("ListTickets with limit %d: no error", limit)
 		}
 	}
