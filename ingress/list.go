@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,15 +15,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"tms/subjects"
 	"tms/tenants"
 )
 
 // Listing tickets (docs/api.md, "Listing tickets"): GET /tickets and the
 // NATS API's list_tickets, with filters and cursor pagination, from the
-// tenant's database. A ticket is listed once an allocator has written it
-// (usually within the allocators' batch wait after it was accepted); one
-// only the slot records hold yet is not, while GET /tickets/{id} finds it.
+// tenant's database plus the tickets its allocators have not written yet:
+// the tenant's records after the allocators' ack floor in its slot
+// shard's stream (at most maxPendingRecords of them).
 
 // Bounds of a page.
 const (
@@ -265,28 +269,82 @@ func cursorSum(tenant string, f tenants.TicketFilter, body []byte) [sha256.Size]
 	return out
 }
 
-// list is GET /tickets (list_tickets on NATS) for t, over the tenant's
-// database: one page after p.after, and the cursor of the next when
-// more follow (none leads to an empty page).
+// list is GET /tickets (list_tickets on NATS) for t: one page after
+// p.after, and the cursor of the next when more follow (none leads to an
+// empty page). The page merges the tenant database's rows with the
+// tickets its slot records say more about (pending): those are left out
+// of the query and answered as GET /tickets/{id} answers them, the
+// record and the row together (tenants.TicketState.Latest), then
+// filtered and placed in the same order.
 func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (answer, error) {
 	if r.agents == nil {
 		return answer{}, errNotConfigured
 	}
+	pend, err := r.pending(ctx, t.ID)
+	if err != nil {
+		return answer{}, err
+	}
+	ids := make([]string, 0, len(pend))
+	for id := range pend {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
 	gctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	rows, more, err := r.agents.ListTickets(gctx, t, p.filter, p.after, p.limit)
+	f := p.filter
+	f.Except = ids
+	rows, more, err := r.agents.ListTickets(gctx, t, f, p.after, p.limit)
 	if err != nil {
 		return answer{}, fmt.Errorf("listing tickets: %w", err)
 	}
-	body := listBody{Tickets: make([]ticketBody, 0, len(rows))}
+	type entry struct {
+		key tenants.TicketKey
+		ev  subjects.TicketEvent
+		st  string
+	}
+	page := make([]entry, 0, len(rows)+len(ids))
 	for _, row := range rows {
 		ev, status, _ := tenants.TicketState{Tenant: t.ID, Row: row, InDB: true}.Latest()
-		body.Tickets = append(body.Tickets, ticketBody{TicketID: ev.Ticket, TicketType: ev.Type, Status: status,
-			SlotTime: timestamp(ev.SlotTime), Deadline: timestamp(ev.Deadline), AgentID: ev.Agent,
-			CreatedAt: timestamp(ev.CreatedAt)})
+		page = append(page, entry{key: row.Key(), ev: ev, st: status})
 	}
-	if more && len(rows) > 0 {
-		body.NextCursor = encodeCursor(t.ID, p.filter, rows[len(rows)-1].Key())
+	if len(ids) > 0 {
+		written, err := r.agents.TicketRows(gctx, t, ids)
+		if err != nil {
+			return answer{}, fmt.Errorf("listing tickets: %w", err)
+		}
+		for _, id := range ids {
+			pr := pend[id]
+			st := tenants.TicketState{Tenant: t.ID, Event: pr.rec.Event(), Moves: pr.rec.Moves, InSlots: true}
+			st.Row, st.InDB = written[id]
+			ev, status, _ := st.Latest()
+			key := tenants.TicketKey{CreatedAt: subjects.Stamp(ev.CreatedAt), ID: id}
+			if p.after != nil && !p.after.Less(key) ||
+				!p.filter.Matches(status, ev.Type, ev.Agent, ev.CreatedAt, ev.Deadline) {
+				continue
+			}
+			page = append(page, entry{key: key, ev: ev, st: status})
+		}
+	}
+	slices.SortFunc(page, func(x, y entry) int {
+		switch {
+		case x.key.Less(y.key):
+			return -1
+		case y.key.Less(x.key):
+			return 1
+		}
+		return 0
+	})
+	if len(page) > p.limit {
+		page, more = page[:p.limit], true
+	}
+	body := listBody{Tickets: make([]ticketBody, 0, len(page))}
+	for _, e := range page {
+		body.Tickets = append(body.Tickets, ticketBody{TicketID: e.ev.Ticket, TicketType: e.ev.Type, Status: e.st,
+			SlotTime: timestamp(e.ev.SlotTime), Deadline: timestamp(e.ev.Deadline), AgentID: e.ev.Agent,
+			CreatedAt: timestamp(e.ev.CreatedAt)})
+	}
+	if more && len(page) > 0 {
+		body.NextCursor = encodeCursor(t.ID, p.filter, page[len(page)-1].key)
 	}
 	return answer{status: http.StatusOK, body: body}, nil
 }
@@ -308,4 +366,111 @@ func (a *api) listTicketsHTTP(reads *agentReads) http.HandlerFunc {
 		ans, err := reads.list(r.Context(), t, p)
 		a.respond(w, r, ans, err)
 	}
+}
+
+// maxPendingRecords bounds the slot records one listing reads past the
+// allocators' ack floor: the allocators' backlog of the tenant's shard,
+// normally a batch wait's worth. Past it the rest of the backlog is left
+// out (logged): those tickets are listed once written.
+var maxPendingRecords = 10000
+
+// pendingBatch is how many records one fetch of the listing's reader
+// asks for.
+const pendingBatch = 500
+
+// pendingRecord is the newest record of a ticket the allocators may not
+// have written yet.
+type pendingRecord struct {
+	rec subjects.SlotRecord
+	seq uint64
+}
+
+// pending is tenant's ticket records in its shard's stream after the
+// allocators' ack floor, the newest record of each ticket (stream
+// order): what the slot records say that the tenant database may not
+// say yet. Everything before the floor is written (acked after its
+// commit); after it, some may be too, which the merge tells from the
+// rows. A record that does not decode is left out and logged, as the
+// schedule does.
+func (r *agentReads) pending(ctx context.Context, tenant string) (map[string]pendingRecord, error) {
+	if r.js == nil {
+		return nil, errNotConfigured
+	}
+	gctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	shard := subjects.SlotShard(tenant, r.shards)
+	stream := subjects.SlotStream(shard)
+	var floor uint64
+	c, err := r.js.Consumer(gctx, stream, subjects.AllocatorConsumer(shard))
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, nil // no bucket yet: no record either
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		// No allocator has started on this shard: nothing is written from
+		// it, every record is pending (the cap bounds the read).
+	case err != nil:
+		return nil, fmt.Errorf("%w: reading the allocators' consumer of %s: %w", tenants.ErrUnavailable, stream, err)
+	default:
+		floor = c.CachedInfo().AckFloor.Stream
+	}
+	prefix := "$KV." + subjects.SlotBucket(shard) + "."
+	oc, err := r.js.OrderedConsumer(gctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{prefix + tenant + ".>"}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: floor + 1, InactiveThreshold: 10 * time.Second,
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading %s: %w", tenants.ErrUnavailable, stream, err)
+	}
+	defer func() {
+		// The server drops it after InactiveThreshold anyway; this only
+		// spares it the wait.
+		if info := oc.CachedInfo(); info != nil {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+			_ = r.js.DeleteConsumer(dctx, stream, info.Name)
+			dcancel()
+		}
+	}()
+	out := map[string]pendingRecord{}
+	read := 0
+	for read < maxPendingRecords {
+		batch, err := oc.FetchNoWait(min(pendingBatch, maxPendingRecords-read))
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading %s: %w", tenants.ErrUnavailable, stream, err)
+		}
+		n, last := 0, false
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			last = meta.NumPending == 0
+			if op := m.Headers().Get("KV-Operation"); op != "" {
+				continue // a delete or purge marker: nothing deletes in a slot bucket
+			}
+			key := strings.TrimPrefix(m.Subject(), prefix)
+			rec, err := subjects.DecodeSlotRecord(key, m.Data(), subjects.CheckNames)
+			if err != nil {
+				r.logger.Warn("ticket listing: skipping a slot record", slog.String("tenant", tenant),
+					slog.String("key", key), slog.Uint64("seq", meta.Sequence.Stream), slog.Any("err", err))
+				continue
+			}
+			if rec.HasTicket() {
+				out[rec.Ticket] = pendingRecord{rec: rec, seq: meta.Sequence.Stream}
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("%w: reading %s: %w", tenants.ErrUnavailable, stream, err)
+		}
+		read += n
+		if n == 0 || last {
+			return out, nil
+		}
+	}
+	r.logger.Warn("ticket listing: the allocators' backlog is longer than the listing reads; its newest tickets are listed once written",
+		slog.String("tenant", tenant), slog.Int("records_read", read))
+	return out, nil
 }

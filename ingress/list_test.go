@@ -382,24 +382,65 @@ func TestListTicketsBadInput(t *testing.T) {
 	}
 }
 
-// TestListTicketsAfterCreate: a ticket accepted through create_ticket is
-// listed once an allocator has written it, as GET /tickets/{id} answers
-// it then (allocated).
-func TestListTicketsAfterCreate(t *testing.T) {
+// TestListTicketsNotYetWritten: tickets accepted through create_ticket
+// are listed at once from their slot records (accepted; a cancel
+// cancelled), merged in order with the rows already written, each as GET
+// /tickets/{id} answers it; once an allocator has written them they are
+// allocated, listed once each.
+func TestListTicketsNotYetWritten(t *testing.T) {
 	t.Parallel()
 	e := newTicketEnv(t, ticketEnvOptions{})
-	a, _ := e.tenantWithAgent(t, "Madeco", "ops@madeco.example")
-	e.startAllocator(t)
-	id := e.createWhenReady(t, a, subjects.Silver)["ticket_id"].(string)
-	var page listed
-	testkit.Eventually(t, 20*time.Second, func() bool {
-		page = e.listPage(t, a, "?type=SILVER")
-		return len(page.ids) == 1
-	}, "the allocator to write the ticket")
-	got := e.must(t, http.StatusOK, request{method: "GET", path: "/tickets/" + id, token: a.token})
-	if page.ids[0] != id || page.next != "" || !reflect.DeepEqual(page.tickets[0], got) || got["status"] != subjects.StatusAllocated {
-		t.Fatalf("listed %v, GET answers %v", page.tickets, got)
+	a, agent := e.tenantWithAgent(t, "Madeco", "ops@madeco.example")
+	old := e.seeder(t, a).add(agent, subjects.Bronze, e.clock.Now().Add(-time.Hour), e.clock.Now().Add(time.Hour))
+	ids := []string{e.createWhenReady(t, a, subjects.Silver)["ticket_id"].(string)}
+	for range 2 {
+		resp := e.create(t, a, subjects.Gold, nil)
+		if resp.status != http.StatusCreated {
+			t.Fatalf("create: %d %s", resp.status, resp.raw)
+		}
+		ids = append(ids, resp.body["ticket_id"].(string))
 	}
+	if resp := e.cancel(t, a, ids[1]); resp.status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", resp.status, resp.raw)
+	}
+	// The tickets share the frozen clock's created_at: the id orders them.
+	created := slices.Clone(ids)
+	slices.Sort(created)
+	all := append([]string{old.Ticket}, created...)
+
+	check := func(wantStatus map[string]string) {
+		t.Helper()
+		for _, limit := range []string{"1", "3", "50"} {
+			if got := e.listAll(t, a, url.Values{"limit": {limit}}); !slices.Equal(got, all) {
+				t.Fatalf("limit %s: listed %v, want %v", limit, got, all)
+			}
+		}
+		for _, tk := range e.listPage(t, a, "").tickets {
+			id := tk["ticket_id"].(string)
+			got := e.must(t, http.StatusOK, request{method: "GET", path: "/tickets/" + id, token: a.token})
+			if !reflect.DeepEqual(got, tk) || tk["status"] != wantStatus[id] {
+				t.Errorf("listed %v, GET answers %v, want status %s", tk, got, wantStatus[id])
+			}
+		}
+		var accepted []string
+		for _, id := range all {
+			if wantStatus[id] == subjects.StatusAccepted {
+				accepted = append(accepted, id)
+			}
+		}
+		if got := e.listAll(t, a, url.Values{"status": {"accepted"}}); !slices.Equal(got, accepted) {
+			t.Errorf("accepted tickets: %v, want %v", got, accepted)
+		}
+	}
+	check(map[string]string{old.Ticket: subjects.StatusAllocated, ids[0]: subjects.StatusAccepted,
+		ids[1]: subjects.StatusCancelled, ids[2]: subjects.StatusAccepted})
+
+	e.startAllocator(t)
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return len(e.listPage(t, a, "?status=allocated").ids) == 3
+	}, "the allocator to write the tickets")
+	check(map[string]string{old.Ticket: subjects.StatusAllocated, ids[0]: subjects.StatusAllocated,
+		ids[1]: subjects.StatusCancelled, ids[2]: subjects.StatusAllocated})
 }
 
 // TestListCursor: a cursor decodes to the key it was made of only with

@@ -3,10 +3,12 @@ package tenants
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,6 +29,24 @@ type TicketFilter struct {
 	Agent                    string
 	CreatedFrom, CreatedTo   time.Time
 	DeadlineFrom, DeadlineTo time.Time
+	// Except leaves these tickets out: the caller answers them itself
+	// (the ones the slot records say more about).
+	Except []string
+}
+
+// Matches reports whether a ticket, as it stands (status, agent), passes
+// f; Except is not looked at.
+func (f TicketFilter) Matches(status, typ, agent string, created, deadline time.Time) bool {
+	inRange := func(at, from, to time.Time) bool {
+		return (from.IsZero() || !at.Before(from)) && (to.IsZero() || at.Before(to))
+	}
+	switch {
+	case len(f.Statuses) > 0 && !slices.Contains(f.Statuses, status),
+		f.Type != "" && typ != f.Type,
+		f.Agent != "" && agent != f.Agent:
+		return false
+	}
+	return inRange(created, f.CreatedFrom, f.CreatedTo) && inRange(deadline, f.DeadlineFrom, f.DeadlineTo)
 }
 
 // TicketKey is a ticket's place in the listing order.
@@ -77,19 +97,9 @@ func listTickets(ctx context.Context, pools *Pools, t Tenant, f TicketFilter, af
 		}
 		defer rs.Close()
 		for rs.Next() {
-			var r TicketRow
-			var start *time.Time
-			if err := rs.Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt,
-				&r.Moves); err != nil {
-				return pgErr("reading listed ticket", err)
-			}
-			if start != nil {
-				r.SlotTime = start.UTC()
-			}
-			r.CreatedAt, r.Deadline = r.CreatedAt.UTC(), r.Deadline.UTC()
-			if r.CancelledAt != nil {
-				u := r.CancelledAt.UTC()
-				r.CancelledAt = &u
+			r, err := scanTicketRow(rs)
+			if err != nil {
+				return err
 			}
 			rows = append(rows, r)
 		}
@@ -119,6 +129,9 @@ func listQuery(f TicketFilter, after *TicketKey, limit int) (string, []any) {
 	if len(f.Statuses) > 0 {
 		where = append(where, "status = ANY("+arg(f.Statuses)+")")
 	}
+	if len(f.Except) > 0 {
+		where = append(where, "id <> ALL("+arg(f.Except)+")")
+	}
 	if f.Type != "" {
 		where = append(where, "type = "+arg(f.Type))
 	}
@@ -139,10 +152,68 @@ func listQuery(f TicketFilter, after *TicketKey, limit int) (string, []any) {
 	if after != nil {
 		where = append(where, `(created_at, id COLLATE "C") > (`+arg(after.CreatedAt.UTC())+`, `+arg(after.ID)+`)`)
 	}
-	sql := `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at, moves FROM tickets`
+	sql := `SELECT ` + listColumns + ` FROM tickets`
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	sql += ` ORDER BY created_at, id COLLATE "C" LIMIT ` + arg(limit)
 	return sql, args
+}
+
+// listColumns are a TicketRow's columns, in scanTicketRow's order.
+const listColumns = `id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at, moves`
+
+func scanTicketRow(rs pgx.Rows) (TicketRow, error) {
+	var r TicketRow
+	var start *time.Time
+	if err := rs.Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt,
+		&r.Moves); err != nil {
+		return r, pgErr("reading listed ticket", err)
+	}
+	if start != nil {
+		r.SlotTime = start.UTC()
+	}
+	r.CreatedAt, r.Deadline = r.CreatedAt.UTC(), r.Deadline.UTC()
+	if r.CancelledAt != nil {
+		u := r.CancelledAt.UTC()
+		r.CancelledAt = &u
+	}
+	return r, nil
+}
+
+// MaxTicketRows bounds TicketRows' ids.
+const MaxTicketRows = 10000
+
+// TicketRows is the rows of those of ids t's database has, by id: one
+// query for at most MaxTicketRows ids.
+func (a *Agents) TicketRows(ctx context.Context, t Tenant, ids []string) (map[string]TicketRow, error) {
+	if len(ids) > MaxTicketRows {
+		return nil, fmt.Errorf("ticket rows of tenant %s: %d ids, more than %d", t.ID, len(ids), MaxTicketRows)
+	}
+	out := make(map[string]TicketRow, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err := a.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
+		rs, err := conn.Query(ctx, `SELECT `+listColumns+` FROM tickets WHERE id = ANY($1)`, ids)
+		if err != nil {
+			return pgErr("reading tickets", err)
+		}
+		defer rs.Close()
+		for rs.Next() {
+			r, err := scanTicketRow(rs)
+			if err != nil {
+				return err
+			}
+			out[r.ID] = r
+		}
+		if err := rs.Err(); err != nil {
+			return pgErr("reading tickets", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ticket rows of tenant %s: %w", t.ID, err)
+	}
+	return out, nil
 }
