@@ -280,7 +280,7 @@ func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (
 	if r.agents == nil {
 		return answer{}, errNotConfigured
 	}
-	pend, err := r.pending(ctx, t.ID)
+	pend, err := r.pending(ctx, t.ID, maxPendingRecords)
 	if err != nil {
 		return answer{}, err
 	}
@@ -369,10 +369,11 @@ func (a *api) listTicketsHTTP(reads *agentReads) http.HandlerFunc {
 }
 
 // maxPendingRecords bounds the slot records one listing reads past the
-// allocators' ack floor: the allocators' backlog of the tenant's shard,
-// normally a batch wait's worth. Past it the rest of the backlog is left
-// out (logged): those tickets are listed once written.
-var maxPendingRecords = 10000
+// allocators' ack floor: the allocators' backlog
+// of the tenant's shard, normally a batch wait's worth. Past it the rest
+// of the backlog is left out (logged): those tickets are listed once
+// written. It is tenants.MaxTicketRows, the most rows read back for them.
+const maxPendingRecords = tenants.MaxTicketRows
 
 // pendingBatch is how many records one fetch of the listing's reader
 // asks for.
@@ -386,13 +387,13 @@ type pendingRecord struct {
 }
 
 // pending is tenant's ticket records in its shard's stream after the
-// allocators' ack floor, the newest record of each ticket (stream
-// order): what the slot records say that the tenant database may not
-// say yet. Everything before the floor is written (acked after its
+// allocators' ack floor, at most limit of them read, the newest record
+// of each ticket (stream order): what the slot records say that the
+// tenant database may not say yet. Everything before the floor is written (acked after its
 // commit); after it, some may be too, which the merge tells from the
 // rows. A record that does not decode is left out and logged, as the
 // schedule does.
-func (r *agentReads) pending(ctx context.Context, tenant string) (map[string]pendingRecord, error) {
+func (r *agentReads) pending(ctx context.Context, tenant string, limit int) (map[string]pendingRecord, error) {
 	if r.js == nil {
 		return nil, errNotConfigured
 	}
@@ -435,8 +436,8 @@ func (r *agentReads) pending(ctx context.Context, tenant string) (map[string]pen
 	}()
 	out := map[string]pendingRecord{}
 	read := 0
-	for read < maxPendingRecords {
-		batch, err := oc.FetchNoWait(min(pendingBatch, maxPendingRecords-read))
+	for read < limit {
+		batch, err := oc.FetchNoWait(min(pendingBatch, limit-read))
 		if err != nil {
 			return nil, fmt.Errorf("%w: reading %s: %w", tenants.ErrUnavailable, stream, err)
 		}

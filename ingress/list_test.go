@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -463,6 +464,58 @@ func TestListCursor(t *testing.T) {
 	} {
 		if _, err := decodeCursor(c, tf.tenant, tf.f); err == nil {
 			t.Errorf("a cursor with another %s decodes", name)
+		}
+	}
+}
+
+// TestListTicketsSlotRecords: the listing reads only its tenant's slot
+// records (another tenant's in the same shard is never listed), skips a
+// record that does not decode, and reads at most the bound it is given.
+func TestListTicketsSlotRecords(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{})
+	a, agent := e.tenantWithAgent(t, "Recco", "ops@recco.example")
+	ids := []string{e.createWhenReady(t, a, subjects.Gold)["ticket_id"].(string)}
+	for range 2 {
+		resp := e.create(t, a, subjects.Bronze, nil)
+		if resp.status != http.StatusCreated {
+			t.Fatalf("create: %d %s", resp.status, resp.raw)
+		}
+		ids = append(ids, resp.body["ticket_id"].(string))
+	}
+	slices.Sort(ids)
+
+	ctx := testkit.Context(t, 30*time.Second)
+	kv, err := e.js.KeyValue(ctx, subjects.SlotBucket(subjects.SlotShard(a.id, subjects.DefaultSlotShards)))
+	if err != nil {
+		t.Fatalf("slot bucket: %v", err)
+	}
+	// A tenant that hashes elsewhere, written into this shard anyway: as
+	// a tenant of the same shard would be.
+	stranger := subjects.NewID("c", subjects.RandomIDChars)
+	minute := e.clock.Now().UTC().Truncate(time.Minute).Add(30 * time.Minute)
+	ticket, err := subjects.NewSlotTicketID(agent, minute, subjects.NewTicketNonce())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := subjects.Stamp(e.clock.Now())
+	rec := subjects.ConfirmedRecord(subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: stranger, Ticket: ticket,
+		Type: subjects.Gold, Agent: agent, SlotTime: minute, CreatedAt: created, Deadline: created.Add(time.Hour)}, 0)
+	if _, err := kv.Put(ctx, subjects.SlotKey(stranger, agent, minute), []byte(jsonBody(rec))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, subjects.SlotKey(a.id, agent, minute.Add(time.Minute)), []byte(`{"state":"confirmed",`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.listAll(t, a, url.Values{"limit": {"2"}}); !slices.Equal(got, ids) {
+		t.Fatalf("listed %v, want only the tenant's own %v", got, ids)
+	}
+
+	reads := newAgentReads(e.config(func(context.Context) error { return nil }))
+	for _, c := range []struct{ limit, want int }{{1, 1}, {2, 2}, {maxPendingRecords, 3}} {
+		got, err := reads.pending(ctx, a.id, c.limit)
+		if err != nil || len(got) != c.want {
+			t.Errorf("pending with limit %d: %d records, %v; want %d", c.limit, len(got), err, c.want)
 		}
 	}
 }
