@@ -2,6 +2,7 @@ package tenants_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,5 +82,67 @@ func TestListTicketsKeysetOrder(t *testing.T) {
 	if err := e.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = 'tickets'
 		AND indexname = 'tickets_created_order')`).Scan(&indexed); err != nil || !indexed {
 		t.Fatalf("index tickets_created_order: %v, %v", indexed, err)
+	}
+}
+
+// TestListTicketsExceptAndRows: Except leaves tickets out of a page (the
+// listing answers those from their slot records), TicketRows reads the
+// rows of given ids, only the tenant's own, and refuses too many ids.
+func TestListTicketsExceptAndRows(t *testing.T) {
+	t.Parallel()
+	e := newTenantEnv(t)
+	ctx := testkit.Context(t, 60*time.Second)
+	agents := e.Agents()
+	var tens []tenants.Tenant
+	for i, name := range []string{"One", "Two"} {
+		ten := e.createAccount(t, name, []string{"one@one.example", "two@two.example"}[i])
+		ag, err := agents.Create(ctx, ten, "Ann")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, id := range []string{"ta", "tb", "tc"} {
+			slot := ticketsT0.Truncate(time.Minute).Add(time.Duration(j+1) * time.Minute)
+			ev := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: ten.ID, Ticket: id + strings.ToLower(name), Type: subjects.Silver,
+				Agent: ag.ID, SlotTime: slot, CreatedAt: ticketsT0, Deadline: ticketsT0.Add(4 * time.Hour)}
+			if err := e.Tickets.ApplyCreated(ctx, ten, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tens = append(tens, ten)
+	}
+	rows, more, err := agents.ListTickets(ctx, tens[0], tenants.TicketFilter{Except: []string{"tbone", "tatwo"}}, nil, 1)
+	if err != nil || len(rows) != 1 || rows[0].ID != "taone" || !more {
+		t.Fatalf("first page without tbone: %+v, %v, %v", rows, more, err)
+	}
+	k := rows[0].Key()
+	rows, more, err = agents.ListTickets(ctx, tens[0], tenants.TicketFilter{Except: []string{"tbone"}}, &k, 5)
+	if err != nil || len(rows) != 1 || rows[0].ID != "tcone" || more {
+		t.Fatalf("second page without tbone: %+v, %v, %v", rows, more, err)
+	}
+	got, err := agents.TicketRows(ctx, tens[0], []string{"taone", "tcone", "tatwo", "nothing"})
+	if err != nil || len(got) != 2 || got["taone"].Status != subjects.StatusAllocated || got["tcone"].Type != subjects.Silver {
+		t.Fatalf("TicketRows: %+v, %v; want taone and tcone only", got, err)
+	}
+	if _, err := agents.TicketRows(ctx, tens[0], make([]string, tenants.MaxTicketRows+1)); err == nil {
+		t.Fatalf("TicketRows of %d ids: no error", tenants.MaxTicketRows+1)
+	}
+
+	f := tenants.TicketFilter{Statuses: []string{subjects.StatusAccepted}, Type: subjects.Gold, Agent: "a1",
+		CreatedFrom: ticketsT0, CreatedTo: ticketsT0.Add(time.Hour), DeadlineTo: ticketsT0.Add(2 * time.Hour)}
+	deadline := ticketsT0.Add(time.Hour)
+	if !f.Matches(subjects.StatusAccepted, subjects.Gold, "a1", ticketsT0, deadline) {
+		t.Errorf("Matches refuses a ticket inside every bound")
+	}
+	for name, ok := range map[string]bool{
+		"status":   f.Matches(subjects.StatusAllocated, subjects.Gold, "a1", ticketsT0, deadline),
+		"type":     f.Matches(subjects.StatusAccepted, subjects.Silver, "a1", ticketsT0, deadline),
+		"agent":    f.Matches(subjects.StatusAccepted, subjects.Gold, "a2", ticketsT0, deadline),
+		"from":     f.Matches(subjects.StatusAccepted, subjects.Gold, "a1", ticketsT0.Add(-time.Microsecond), deadline),
+		"to":       f.Matches(subjects.StatusAccepted, subjects.Gold, "a1", ticketsT0.Add(time.Hour), deadline),
+		"deadline": f.Matches(subjects.StatusAccepted, subjects.Gold, "a1", ticketsT0, ticketsT0.Add(2*time.Hour)),
+	} {
+		if ok {
+			t.Errorf("Matches takes a ticket outside its %s", name)
+		}
 	}
 }
