@@ -69,7 +69,7 @@ var listQueryNames = []string{"status", "type", "agent", "created_from", "create
 	"limit", "cursor"}
 
 // listRequestOfQuery reads GET /tickets' query into the NATS request's
-// form, so both are checked by one function (listRequest.params). Every
+// form, so both are checked by one function (listTicketsRequest.params). Every
 // parameter but status is given at most once; status may be repeated and
 // each value may be a comma list.
 func listRequestOfQuery(u *url.URL) (listTicketsRequest, error) {
@@ -123,7 +123,10 @@ func errInvalidLimit() *apiError {
 	return errInvalidField("limit", "must be a whole number from 1 to %d (default %d)", maxListLimit, defaultListLimit)
 }
 
-var errInvalidCursor = newError(http.StatusBadRequest, "invalid_cursor",
+// codeInvalidCursor is the 400 of a cursor this listing did not give.
+const codeInvalidCursor = "invalid_cursor"
+
+var errInvalidCursor = newError(http.StatusBadRequest, codeInvalidCursor,
 	"cursor: not a cursor of this listing (tampered, another client's, or used with other filters than the page it came from)")
 
 // params checks every member and gives the canonical parameters of t's
