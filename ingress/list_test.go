@@ -519,3 +519,61 @@ func TestListTicketsSlotRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestListTicketsFollowsAMove: tickets moved by a re-plan (their agent
+// went away) are listed at their new agent at once, as GET answers them,
+// whether or not an allocator has moved their rows yet; the agent filter
+// follows them.
+func TestListTicketsFollowsAMove(t *testing.T) {
+	t.Parallel()
+	e := newTicketEnv(t, ticketEnvOptions{})
+	a, gone := e.tenantWithAgent(t, "Movers", "ops@movers.example")
+	e.startAllocator(t)
+	ids := []string{e.createWhenReady(t, a, subjects.Gold)["ticket_id"].(string)}
+	for range 2 {
+		resp := e.create(t, a, subjects.Gold, nil)
+		if resp.status != http.StatusCreated {
+			t.Fatalf("create: %d %s", resp.status, resp.raw)
+		}
+		ids = append(ids, resp.body["ticket_id"].(string))
+	}
+	slices.Sort(ids)
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return len(e.listPage(t, a, "?status=allocated").ids) == len(ids)
+	}, "the allocator to write the tickets")
+	stays := e.addAgent(t, a)
+	off := e.must(t, http.StatusOK, request{method: "PATCH", path: "/agents/" + gone, token: a.token,
+		body: jsonBody(map[string]string{"agent_status": subjects.AgentUnavailable})})
+	if replan, _ := off["replan"].(map[string]any); replan["moved"] != float64(len(ids)) {
+		t.Fatalf("PATCH unavailable: replan %v, want %d moved", off["replan"], len(ids))
+	}
+	check := func() {
+		t.Helper()
+		page := e.listPage(t, a, "")
+		if !slices.Equal(page.ids, ids) {
+			t.Fatalf("listed %v, want %v", page.ids, ids)
+		}
+		for _, tk := range page.tickets {
+			got := e.must(t, http.StatusOK, request{method: "GET", path: "/tickets/" + tk["ticket_id"].(string), token: a.token})
+			if tk["agent_id"] != stays || tk["status"] != subjects.StatusAllocated || !reflect.DeepEqual(got, tk) {
+				t.Errorf("listed %v, GET answers %v; want allocated at %s", tk, got, stays)
+			}
+		}
+		if got := e.listAll(t, a, url.Values{"agent": {stays}}); !slices.Equal(got, ids) {
+			t.Errorf("tickets of %s: %v, want %v", stays, got, ids)
+		}
+		if got := e.listAll(t, a, url.Values{"agent": {gone}}); len(got) != 0 {
+			t.Errorf("tickets of %s, gone: %v, want none", gone, got)
+		}
+	}
+	check()
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		for _, id := range ids {
+			if row, err := e.row(t, a.id, id); err != nil || row.Moves != 1 {
+				return false
+			}
+		}
+		return true
+	}, "the allocator to move the rows")
+	check()
+}
