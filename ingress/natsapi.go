@@ -421,6 +421,13 @@ var natsOps = []natsOp{
 		}
 		return n.agentReads.schedule(ctx, t, req.AgentID, hours)
 	})},
+	{subjects.OpListTickets, natsCall(func(ctx context.Context, n *NATSAPI, t tenants.Tenant, req listTicketsRequest, _ *nats.Msg) (answer, error) {
+		p, err := req.params(t.ID)
+		if err != nil {
+			return answer{}, err
+		}
+		return n.agentReads.list(ctx, t, p)
+	})},
 }
 
 // natsCall makes an operation of a call on request type R: the body is

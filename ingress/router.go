@@ -235,6 +235,7 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		// A static segment wins over {ticket_id} in chi, whatever the
 		// order: "at-risk" is never looked up as a ticket id.
 		r.Get("/tickets/at-risk", a.atRiskHTTP)
+		r.Get("/tickets", a.listTicketsHTTP(reads))
 		r.Get("/tickets/{ticket_id}", a.getTicketHTTP)
 		r.Get("/capacity", a.capacityHTTP)
 	})

@@ -12,6 +12,7 @@ const (
 	OpGetTicket    = "get_ticket"
 	OpGetCapacity  = "get_capacity" // GET /capacity
 	OpGetAtRisk    = "get_at_risk"  // GET /tickets/at-risk
+	OpListTickets  = "list_tickets" // GET /tickets
 	OpValidateETA  = "validate_eta"
 	OpAllocateSlot = "allocate_slot"
 	APIAll         = "tms.api.*.*"
