@@ -144,7 +144,7 @@ func TestBadInputsChangeNothing(t *testing.T) {
 		{name: "list revoked token", method: "GET", path: "/agents", as: "revoked", status: 401, code: codeUnauthorized},
 
 		// routing
-		{name: "unknown path", method: "GET", path: "/tickets", as: "a", status: 404, code: codeNotFound},
+		{name: "unknown path", method: "GET", path: "/ticketz", as: "a", status: 404, code: codeNotFound},
 		{name: "internal path on public", method: "POST", path: "/validate_eta", body: `{}`, status: 404, code: codeNotFound},
 		{name: "nested unknown path", method: "GET", path: "/agents/" + aAgent + "/x", as: "a", status: 404, code: codeNotFound},
 		{name: "delete agents", method: "DELETE", path: "/agents", as: "a", status: 405, code: codeMethodNotAllowed, allow: "GET,POST"},

@@ -85,8 +85,8 @@ func TestMigrateOnFirstUse(t *testing.T) {
 	}
 	recorded, _ := conn.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
 	versions, err := pgx.CollectRows(recorded, pgx.RowTo[int32])
-	if err != nil || len(versions) != 2 || versions[0] != 1 || versions[1] != 2 {
-		t.Fatalf("schema_migrations = %v, %v; want [1 2]", versions, err)
+	if err != nil || len(versions) != 3 || versions[0] != 1 || versions[1] != 2 || versions[2] != 3 {
+		t.Fatalf("schema_migrations = %v, %v; want [1 2 3]", versions, err)
 	}
 
 	moved := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: id, Ticket: ticket, Type: subjects.Gold,
