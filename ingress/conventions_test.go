@@ -317,28 +317,7 @@ func TestFairShareRefusalFieldsThroughTheServer(t *testing.T) {
 	quiet, _ := e.tenantWithAgent(t, "Quiet Fields", "quietfields@example.com")
 	e.createWhenReady(t, quiet, subjects.Gold)
 
-	clock.Advance(time.Second)
-	done, _ := o.admit.enter(quiet.id)
-	clock.Advance(time.Millisecond)
-	done()
-	clock.Advance(100 * time.Millisecond)
-	var dones []func()
-	for i := range 105 {
-		tenant := noisy.id
-		if i < 4 {
-			tenant = quiet.id
-		}
-		done, why := o.admit.enter(tenant)
-		if why != admitted {
-			t.Fatalf("admission %d refused (%d)", i, why)
-		}
-		dones = append(dones, done)
-	}
-	clock.Advance(20 * time.Millisecond)
-	for _, done := range dones {
-		done()
-	}
-	clock.Advance(80 * time.Millisecond)
+	saturateFairShare(t, o, clock, noisy, quiet)
 
 	policy := regexp.MustCompile(`^"fair_share";q=([0-9]+);w=1$`)
 	check := func(what, gotPolicy, gotState string) {

@@ -606,31 +606,7 @@ func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
 	quiet, _ := e.tenantWithAgent(t, "Quiet Fair", "quietfair@example.com")
 	e.createWhenReady(t, quiet, subjects.Gold)
 
-	// An interval with a fast admission (the floor), then one where 101
-	// admissions of the noisy tenant and 4 of the quiet one all took
-	// 20 ms: a standing queue.
-	clock.Advance(time.Second)
-	done, _ := o.admit.enter(quiet.id)
-	clock.Advance(time.Millisecond)
-	done()
-	clock.Advance(100 * time.Millisecond)
-	var dones []func()
-	for i := range 105 {
-		tenant := noisy.id
-		if i < 4 {
-			tenant = quiet.id
-		}
-		done, why := o.admit.enter(tenant)
-		if why != admitted {
-			t.Fatalf("admission %d refused (%d)", i, why)
-		}
-		dones = append(dones, done)
-	}
-	clock.Advance(20 * time.Millisecond)
-	for _, done := range dones {
-		done()
-	}
-	clock.Advance(80 * time.Millisecond)
+	saturateFairShare(t, o, clock, noisy, quiet)
 
 	wantRefused(t, "noisy create_ticket over HTTP", e.create(t, noisy, subjects.Gold, nil),
 		http.StatusTooManyRequests, codeRateLimited, "1")
@@ -658,4 +634,34 @@ func TestFairShareIsSharedByHTTPAndNATS(t *testing.T) {
 			t.Fatalf("checkShareNATS(%q): %v, want nil", subject, err)
 		}
 	}
+}
+
+// saturateFairShare makes, on o's injected clock, an interval with a fast
+// admission (the floor), then one where 101 admissions of the noisy
+// tenant and 4 of the quiet one all took 20 ms: a standing queue, so
+// that the next interval shares admissions fairly.
+func saturateFairShare(t *testing.T, o *Overload, clock *testkit.Clock, noisy, quiet account) {
+	t.Helper()
+	clock.Advance(time.Second)
+	done, _ := o.admit.enter(quiet.id)
+	clock.Advance(time.Millisecond)
+	done()
+	clock.Advance(100 * time.Millisecond)
+	var dones []func()
+	for i := range 105 {
+		tenant := noisy.id
+		if i < 4 {
+			tenant = quiet.id
+		}
+		done, why := o.admit.enter(tenant)
+		if why != admitted {
+			t.Fatalf("admission %d refused (%d)", i, why)
+		}
+		dones = append(dones, done)
+	}
+	clock.Advance(20 * time.Millisecond)
+	for _, done := range dones {
+		done()
+	}
+	clock.Advance(80 * time.Millisecond)
 }
