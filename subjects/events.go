@@ -96,10 +96,11 @@ func knownKind(kind string) bool {
 	return false
 }
 
-// AcceptedEvent is the body of an EventAccepted event: the new ticket
-// where its reservation put it, as its create answered.
-type AcceptedEvent struct {
-	Event     string    `json:"event"` // EventAccepted
+// LifecycleEvent is what every event of a ticket's life (accepted,
+// allocated, cancelled) says of it: the ticket where its reservation put
+// it, as its create answered and its row holds it.
+type LifecycleEvent struct {
+	Event     string    `json:"event"` // its kind: EventAccepted, ...
 	Tenant    string    `json:"tenant"`
 	Ticket    string    `json:"ticket"`
 	Type      string    `json:"type"`
@@ -109,30 +110,18 @@ type AcceptedEvent struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
+// AcceptedEvent is the body of an EventAccepted event: the new ticket
+// where its reservation put it.
+type AcceptedEvent struct{ LifecycleEvent }
+
 // AllocatedEvent is the body of an EventAllocated event: the ticket's row
 // as the allocator committed it.
-type AllocatedEvent struct {
-	Event     string    `json:"event"` // EventAllocated
-	Tenant    string    `json:"tenant"`
-	Ticket    string    `json:"ticket"`
-	Type      string    `json:"type"`
-	Agent     string    `json:"agent"`
-	SlotTime  time.Time `json:"slot_time"`
-	Deadline  time.Time `json:"deadline"`
-	CreatedAt time.Time `json:"created_at"`
-}
+type AllocatedEvent struct{ LifecycleEvent }
 
 // CancelledEvent is the body of an EventCancelled event: the ticket, the
 // minute it gave back, and when it was cancelled.
 type CancelledEvent struct {
-	Event       string    `json:"event"` // EventCancelled
-	Tenant      string    `json:"tenant"`
-	Ticket      string    `json:"ticket"`
-	Type        string    `json:"type"`
-	Agent       string    `json:"agent"`
-	SlotTime    time.Time `json:"slot_time"`
-	Deadline    time.Time `json:"deadline"`
-	CreatedAt   time.Time `json:"created_at"`
+	LifecycleEvent
 	CancelledAt time.Time `json:"cancelled_at"`
 }
 
@@ -191,29 +180,28 @@ func DecodeEvent(subject string, data []byte) (any, error) {
 		tt                             string
 		times                          []time.Time
 	)
+	// life is the part every lifecycle event has, once decoded.
+	var life *LifecycleEvent
 	switch kind {
 	case EventAccepted:
 		var ev AcceptedEvent
 		if err := decodeStrict(data, &ev); err != nil {
 			return nil, err
 		}
-		body, event, tenantOf = ev, ev.Event, ev.Tenant
-		ticket, agent, tt, times = ev.Ticket, ev.Agent, ev.Type, []time.Time{ev.SlotTime, ev.Deadline, ev.CreatedAt}
+		body, life = ev, &ev.LifecycleEvent
 	case EventAllocated:
 		var ev AllocatedEvent
 		if err := decodeStrict(data, &ev); err != nil {
 			return nil, err
 		}
-		body, event, tenantOf = ev, ev.Event, ev.Tenant
-		ticket, agent, tt, times = ev.Ticket, ev.Agent, ev.Type, []time.Time{ev.SlotTime, ev.Deadline, ev.CreatedAt}
+		body, life = ev, &ev.LifecycleEvent
 	case EventCancelled:
 		var ev CancelledEvent
 		if err := decodeStrict(data, &ev); err != nil {
 			return nil, err
 		}
-		body, event, tenantOf = ev, ev.Event, ev.Tenant
-		ticket, agent, tt = ev.Ticket, ev.Agent, ev.Type
-		times = []time.Time{ev.SlotTime, ev.Deadline, ev.CreatedAt, ev.CancelledAt}
+		body, life = ev, &ev.LifecycleEvent
+		times = []time.Time{ev.CancelledAt}
 	case EventMoved:
 		var ev MoveEvent
 		if err := decodeStrict(data, &ev); err != nil {
@@ -235,6 +223,10 @@ func DecodeEvent(subject string, data []byte) (any, error) {
 		}
 		body, event, tenantOf = ev, ev.Event, ev.Tenant
 		ticket, agent, tt, times = ev.Ticket, ev.Agent, ev.Type, []time.Time{ev.SlotTime, ev.Deadline, ev.At}
+	}
+	if life != nil {
+		event, tenantOf, ticket, agent, tt = life.Event, life.Tenant, life.Ticket, life.Agent, life.Type
+		times = append(times, life.SlotTime, life.Deadline, life.CreatedAt)
 	}
 	switch {
 	case event != kind:

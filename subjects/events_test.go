@@ -47,13 +47,14 @@ func TestEventSubjects(t *testing.T) {
 // eventBodies are one valid body of each kind, for tenant c1.
 func eventBodies() map[string]any {
 	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	life := func(kind string) LifecycleEvent {
+		return LifecycleEvent{Event: kind, Tenant: "c1", Ticket: "t1", Type: "GOLD", Agent: "a1",
+			SlotTime: at, Deadline: at.Add(time.Hour), CreatedAt: at.Add(-time.Minute)}
+	}
 	return map[string]any{
-		EventAccepted: AcceptedEvent{Event: EventAccepted, Tenant: "c1", Ticket: "t1", Type: "GOLD", Agent: "a1",
-			SlotTime: at, Deadline: at.Add(time.Hour), CreatedAt: at.Add(-time.Minute)},
-		EventAllocated: AllocatedEvent{Event: EventAllocated, Tenant: "c1", Ticket: "t1", Type: "GOLD", Agent: "a1",
-			SlotTime: at, Deadline: at.Add(time.Hour), CreatedAt: at.Add(-time.Minute)},
-		EventCancelled: CancelledEvent{Event: EventCancelled, Tenant: "c1", Ticket: "t1", Type: "GOLD", Agent: "a1",
-			SlotTime: at, Deadline: at.Add(time.Hour), CreatedAt: at.Add(-time.Minute), CancelledAt: at.Add(-30 * time.Second)},
+		EventAccepted:  AcceptedEvent{life(EventAccepted)},
+		EventAllocated: AllocatedEvent{life(EventAllocated)},
+		EventCancelled: CancelledEvent{LifecycleEvent: life(EventCancelled), CancelledAt: at.Add(-30 * time.Second)},
 		EventMoved: MoveEvent{Event: EventMoved, Tenant: "c1", Ticket: "t1", Type: "SILVER", Agent: "a2", SlotTime: at,
 			FromAgent: "a1", FromSlotTime: at.Add(time.Minute), Deadline: at.Add(time.Hour), Moves: 1},
 		EventAtRisk: AtRiskEvent{Event: EventAtRisk, Tenant: "c1", AtRiskTicket: AtRiskTicket{Ticket: "t1", Type: "BRONZE",

@@ -78,22 +78,25 @@ func publishEvent(nc *nats.Conn, log *slog.Logger, tenant, kind, ticket string, 
 	return true
 }
 
+// lifecycle is what the kind's event says of the ticket of ev.
+func lifecycle(kind string, ev subjects.TicketEvent) subjects.LifecycleEvent {
+	return subjects.LifecycleEvent{Event: kind, Tenant: ev.Tenant, Ticket: ev.Ticket, Type: ev.Type,
+		Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Deadline: ev.Deadline.UTC(), CreatedAt: ev.CreatedAt.UTC()}
+}
+
 // acceptedEvent is the accepted event of a new ticket's created event.
 func acceptedEvent(ev subjects.TicketEvent) subjects.AcceptedEvent {
-	return subjects.AcceptedEvent{Event: subjects.EventAccepted, Tenant: ev.Tenant, Ticket: ev.Ticket, Type: ev.Type,
-		Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Deadline: ev.Deadline.UTC(), CreatedAt: ev.CreatedAt.UTC()}
+	return subjects.AcceptedEvent{LifecycleEvent: lifecycle(subjects.EventAccepted, ev)}
 }
 
 // allocatedEvent is the allocated event of a created event written.
 func allocatedEvent(ev subjects.TicketEvent) subjects.AllocatedEvent {
-	return subjects.AllocatedEvent{Event: subjects.EventAllocated, Tenant: ev.Tenant, Ticket: ev.Ticket, Type: ev.Type,
-		Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Deadline: ev.Deadline.UTC(), CreatedAt: ev.CreatedAt.UTC()}
+	return subjects.AllocatedEvent{LifecycleEvent: lifecycle(subjects.EventAllocated, ev)}
 }
 
 // cancelledEvent is the cancelled event of a cancelled event written.
 func cancelledEvent(ev subjects.TicketEvent) subjects.CancelledEvent {
-	out := subjects.CancelledEvent{Event: subjects.EventCancelled, Tenant: ev.Tenant, Ticket: ev.Ticket, Type: ev.Type,
-		Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Deadline: ev.Deadline.UTC(), CreatedAt: ev.CreatedAt.UTC()}
+	out := subjects.CancelledEvent{LifecycleEvent: lifecycle(subjects.EventCancelled, ev)}
 	if ev.CancelledAt != nil {
 		out.CancelledAt = ev.CancelledAt.UTC()
 	}

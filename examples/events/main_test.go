@@ -48,10 +48,11 @@ func TestEventsSubscriber(t *testing.T) {
 		"the subscriber subscribed")
 
 	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
-	accepted := subjects.AcceptedEvent{Event: subjects.EventAccepted, Tenant: "ca", Ticket: "t1", Type: subjects.Gold,
+	life := subjects.LifecycleEvent{Event: subjects.EventAccepted, Tenant: "ca", Ticket: "t1", Type: subjects.Gold,
 		Agent: "a1", SlotTime: at, Deadline: at.Add(2 * time.Hour), CreatedAt: at}
-	cancelled := subjects.CancelledEvent{Event: subjects.EventCancelled, Tenant: "ca", Ticket: "t1", Type: subjects.Gold,
-		Agent: "a1", SlotTime: at, Deadline: at.Add(2 * time.Hour), CreatedAt: at, CancelledAt: at.Add(time.Minute)}
+	accepted := subjects.AcceptedEvent{LifecycleEvent: life}
+	life.Event = subjects.EventCancelled
+	cancelled := subjects.CancelledEvent{LifecycleEvent: life, CancelledAt: at.Add(time.Minute)}
 	other := accepted
 	other.Tenant = "cb"
 	body := func(v any) []byte {
