@@ -235,10 +235,10 @@ func TestAllocatorLiveConcurrency(t *testing.T) {
 	}, "the live setting in force")
 	testkit.Eventually(t, 10*time.Second, func() bool { return a.Info().Writing == 4 }, "four batches written at once")
 	testkit.Eventually(t, 10*time.Second, func() bool { return waiters() == 4 }, "four writes waiting for their locks")
-	if got := plainGauge(t, metrics, "tms_allocator_concurrency"); got != 4 {
+	if got := gauge(t, metrics, "tms_allocator_concurrency"); got != 4 {
 		t.Errorf("tms_allocator_concurrency = %v, want 4", got)
 	}
-	if got := plainGauge(t, metrics, "tms_allocator_writing"); got != 4 {
+	if got := gauge(t, metrics, "tms_allocator_writing"); got != 4 {
 		t.Errorf("tms_allocator_writing = %v, want 4", got)
 	}
 	infos := e.workersInfo(t, 1)
@@ -287,7 +287,7 @@ func TestAllocatorLiveConcurrency(t *testing.T) {
 		n, src, got := a.Concurrency()
 		return n == 1 && src == subjects.ConcurrencyFromFlag && got == 0
 	}, "the flag's concurrency back")
-	testkit.Eventually(t, 10*time.Second, func() bool { return plainGauge(t, metrics, "tms_allocator_concurrency") == 1 },
+	testkit.Eventually(t, 10*time.Second, func() bool { return gauge(t, metrics, "tms_allocator_concurrency") == 1 },
 		"tms_allocator_concurrency back to 1")
 	if got := logged("allocator concurrency changed"); got != 2 {
 		t.Errorf("%d lines logged for the concurrency changes, want 2", got)
@@ -323,21 +323,6 @@ func (e *allocEnv) dbNames() []string {
 		names = append(names, tn.ten.DBName)
 	}
 	return names
-}
-
-// plainGauge reads an unlabelled gauge (0 when absent).
-func plainGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return 0
 }
 
 // TestAllocatorWorkersInfo: every allocator process answers the workers'
@@ -547,7 +532,7 @@ func TestAllocatorOpsMetrics(t *testing.T) {
 	if _, err := e.kv().Put(ctx, slotKey(e.event("bad", 99)), []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
-	testkit.Eventually(t, 10*time.Second, func() bool { return plainGauge(t, metrics, "tms_dead_letters") == 1 },
+	testkit.Eventually(t, 10*time.Second, func() bool { return gauge(t, metrics, "tms_dead_letters") == 1 },
 		"the dead letter counted")
 }
 
