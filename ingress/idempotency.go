@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
 
 	"tms/ingress/admission"
@@ -44,14 +45,14 @@ func idempotencyKeyOf(values []string) (*string, error) {
 // reply.
 const replayedHeader = "Idempotent-Replayed"
 
-// noteReplay returns r with a context on which admission calls back when
-// the answer is a replay (admission.OnReplay), setting replayedHeader on
-// w: the header is in place before the handler writes the 201. A request
-// without an Idempotency-Key is returned as it is, at no cost.
-func noteReplay(w http.ResponseWriter, r *http.Request) *http.Request {
-	if _, ok := r.Header[idempotencyHeader]; !ok {
-		return r
+// markReplays returns ctx with a function admission calls when the
+// answer is a replay (admission.OnReplay), setting replayedHeader on w:
+// the header is in place before the handler writes the 201. Only a
+// request with an Idempotency-Key can be a replay.
+func markReplays(ctx context.Context, w http.ResponseWriter, key *string) context.Context {
+	if key == nil {
+		return ctx
 	}
 	h := w.Header()
-	return r.WithContext(admission.OnReplay(r.Context(), func() { h.Set(replayedHeader, "true") }))
+	return admission.OnReplay(ctx, func() { h.Set(replayedHeader, "true") })
 }

@@ -409,9 +409,7 @@ func (o *Overload) shedNATS() error {
 
 // limitTenantHTTP is middleware behind authenticate: the session's tenant
 // pays one token per request, and an answer allowed says how many are
-// left (RateLimit fields; none when the limit is off). Every route of a
-// tenant's passes here, so it also arranges the Idempotent-Replayed
-// header of a create_ticket replayed (idempotency.go).
+// left (RateLimit fields; none when the limit is off).
 func (a *api) limitTenantHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st, err := a.overload.limitTenantState(sessionFrom(r.Context()).tenant.ID)
@@ -420,7 +418,7 @@ func (a *api) limitTenantHTTP(next http.Handler) http.Handler {
 			return
 		}
 		addRateLimit(w.Header(), a.overload.tenant.policyOf(), st)
-		next.ServeHTTP(w, noteReplay(w, r))
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -44,7 +44,7 @@ func (a *api) createTicketHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.logger, err)
 		return
 	}
-	ans, err := a.tickets.create(context.WithoutCancel(r.Context()), s.tenant, req, key)
+	ans, err := a.tickets.create(markReplays(context.WithoutCancel(r.Context()), w, key), s.tenant, req, key)
 	a.respond(w, r, ans, err)
 }
 
