@@ -274,9 +274,10 @@ func TestStreamLeaderLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3PROBED", Subjects: []string{"r3probed"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
-	}
+	c.Place("the R3 stream", func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3PROBED", Subjects: []string{"r3probed"}, Replicas: 3})
+		return err
+	})
 	probe := ops.StreamLeader(js, "R3PROBED")
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)

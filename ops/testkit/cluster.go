@@ -197,6 +197,27 @@ func (c *Cluster) waitPlacement() {
 	}, fmt.Sprintf("a stream of %d replicas placed in cluster %s", running, c.name))
 }
 
+// Place runs create (a stream or bucket of this cluster's replicas) until
+// the meta leader places it, for tests that make their own replicated
+// assets: on a loaded machine the leader can count a running peer offline
+// for a moment after waitPlacement succeeded (its statistics are late),
+// and answers "no suitable peers for placement" (10005), which production
+// start-up waits out too. Any other error ends the test.
+func (c *Cluster) Place(what string, create func(ctx context.Context) error) {
+	c.t.Helper()
+	var last error
+	Eventually(c.t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		last = create(ctx)
+		var apiErr *jetstream.APIError
+		if last != nil && !(errors.As(last, &apiErr) && apiErr.ErrorCode == 10005) {
+			c.t.Fatalf("create %s: %v", what, last)
+		}
+		return last == nil
+	}, fmt.Sprintf("%s placed in cluster %s", what, c.name))
+}
+
 // URLs is every node's client URL, comma-separated (what --nats-url takes).
 // A stopped node's URL stays listed: clients skip it until it is back.
 func (c *Cluster) URLs() string {

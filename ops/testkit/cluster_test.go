@@ -24,10 +24,11 @@ func TestClusterSurvivesItsLeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "R3TEST", Replicas: 3})
-	if err != nil {
-		t.Fatalf("create R3 bucket: %v", err)
-	}
+	var kv jetstream.KeyValue
+	c.Place("the R3 bucket", func(ctx context.Context) (err error) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "R3TEST", Replicas: 3})
+		return err
+	})
 	if _, err := kv.Create(ctx, "before", []byte("1")); err != nil {
 		t.Fatalf("create before: %v", err)
 	}
