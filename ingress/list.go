@@ -344,7 +344,7 @@ func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (
 	for _, e := range page {
 		body.Tickets = append(body.Tickets, ticketBody{TicketID: e.ev.Ticket, TicketType: e.ev.Type, Status: e.st,
 			SlotTime: timestamp(e.ev.SlotTime), Deadline: timestamp(e.ev.Deadline), AgentID: e.ev.Agent,
-			CreatedAt: timestamp(e.ev.CreatedAt)})
+			CreatedAt: timestamp(e.ev.CreatedAt), Subject: e.ev.Subject, Description: e.ev.Description})
 	}
 	if more && len(page) > 0 {
 		body.NextCursor = encodeCursor(t.ID, p.filter, page[len(page)-1].key)
