@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"tms/ops/jskit"
 	"tms/ops/testkit"
@@ -199,4 +201,57 @@ func marshalRecord(t *testing.T, rec subjects.SlotRecord) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestAllocatorWritesContent: the allocators write a ticket's content from
+// its record into its row (NULL for none), also when the record was
+// parked through an outage of its tenant database and written after it.
+func TestAllocatorWritesContent(t *testing.T) {
+	t.Parallel()
+	e := newAllocEnv(t, 1, 1)
+	metrics := prometheus.NewRegistry()
+	e.start(t, allocOpts{concurrency: 4, metrics: metrics})
+	subject, desc := strings.Repeat("<", subjects.MaxSubjectRunes), hostileDescription()
+	rich := e.event("rich", 0)
+	rich.Subject, rich.Description = subject, desc
+	plain := e.event("plain", 1)
+	e.confirm(t, rich)
+	e.confirm(t, plain)
+	e.waitRows(t, 2)
+	content := func(id string) (string, string, bool) {
+		t.Helper()
+		var s, d *string
+		ctx := testkit.Context(t, 10*time.Second)
+		conn, err := pgx.Connect(ctx, e.dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = conn.Close(ctx) }()
+		if err := conn.QueryRow(ctx, `SELECT subject, description FROM tickets WHERE id = $1`, id).Scan(&s, &d); err != nil {
+			t.Fatalf("row %s: %v", id, err)
+		}
+		if s == nil || d == nil {
+			return "", "", s == nil && d == nil
+		}
+		return *s, *d, false
+	}
+	if s, d, _ := content(rich.Ticket); s != subject || d != desc {
+		t.Errorf("row content (%d, %d bytes), want (%d, %d)", len(s), len(d), len(subject), len(desc))
+	}
+	if _, _, null := content(plain.Ticket); !null {
+		t.Error("a ticket without content has non-NULL content columns")
+	}
+
+	restore := testkit.RefuseConnections(t, e.ten.DBName)
+	parked := e.event("parked", 2)
+	parked.Subject, parked.Description = "parked", desc
+	e.confirm(t, parked)
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return counterValue(t, metrics, "tms_allocator_parked_total", subjects.TicketCreated) >= 1
+	}, "the record parked")
+	restore()
+	e.waitRows(t, 3)
+	if s, d, _ := content(parked.Ticket); s != "parked" || d != desc {
+		t.Errorf("parked ticket's row content (%q, %d bytes), want (parked, %d)", s, len(d), len(desc))
+	}
 }
