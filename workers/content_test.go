@@ -2,6 +2,7 @@ package workers_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -253,5 +254,91 @@ func TestAllocatorWritesContent(t *testing.T) {
 	e.waitRows(t, 3)
 	if s, d, _ := content(parked.Ticket); s != "parked" || d != desc {
 		t.Errorf("parked ticket's row content (%q, %d bytes), want (parked, %d)", s, len(d), len(desc))
+	}
+}
+
+// TestMovesCarryContent: a ticket moved by feasibility admission or by a
+// re-plan keeps its content at its new minute; the record that takes its
+// old minute (the new ticket's, or a vacated one) has only its own.
+func TestMovesCarryContent(t *testing.T) {
+	t.Parallel()
+	e := newRespEnv(t)
+	nc := e.nats.Connect(t)
+	subjectOf := func(i int) string { return fmt.Sprintf("ticket %d <&>", i) }
+
+	// Feasibility admission: 120 BRONZE fill one agent's GOLD window, then
+	// a GOLD moves one of them.
+	one, _, _ := e.plannedTenant(t, "Move Content", 1, nil)
+	want := map[string]string{}
+	for i := range 120 {
+		req := newReserve(one.ID, subjects.Bronze, respT0)
+		req.Subject, req.Description = subjectOf(i), "bronze\n"+subjectOf(i)
+		rep := mustAsk(t, nc, req)
+		if rep.Code != subjects.ETACreated {
+			t.Fatalf("BRONZE %d: %+v", i, rep)
+		}
+		want[rep.Ticket] = subjectOf(i)
+	}
+	gold := newReserve(one.ID, subjects.Gold, respT0)
+	gold.Subject = "gold"
+	rep := mustAsk(t, nc, gold)
+	if rep.Code != subjects.ETACreated || rep.Moves != 1 {
+		t.Fatalf("GOLD: %+v, want created with one move", rep)
+	}
+	want[rep.Ticket] = "gold"
+	moved := 0
+	for id, rec := range checkPlan(t, e.readPlan(t, one.ID)) {
+		if rec.Subject != want[id] {
+			t.Errorf("ticket %s (moves %d): subject %q, want %q", id, rec.Moves, rec.Subject, want[id])
+		}
+		if rec.Type == subjects.Bronze && rec.Description != "bronze\n"+want[id] {
+			t.Errorf("ticket %s (moves %d): description %q", id, rec.Moves, rec.Description)
+		}
+		if rec.Type == subjects.Gold && rec.Description != "" {
+			t.Errorf("the GOLD ticket has a description %q", rec.Description)
+		}
+		moved += rec.Moves
+	}
+	if moved != 1 {
+		t.Fatalf("%d moves in the plan, want 1", moved)
+	}
+
+	// A re-plan: two agents, tickets on the first rescued onto the second.
+	two, agents, r := e.plannedTenant(t, "Replan Content", 2, nil)
+	want = map[string]string{}
+	for i := range 6 {
+		req := newReserve(two.ID, subjects.Gold, respT0)
+		req.Subject = subjectOf(i)
+		rep := mustAsk(t, nc, req)
+		if rep.Code != subjects.ETACreated {
+			t.Fatalf("GOLD %d: %+v", i, rep)
+		}
+		want[rep.Ticket] = subjectOf(i)
+	}
+	e.setStatus(t, two, agents[0].ID, subjects.AgentUnavailable, respT0)
+	first, last, _ := calendar.Window(respT0, subjects.Gold)
+	testkit.Eventually(t, 10*time.Second, func() bool { return r.FreeSlots(two.ID, first, last) < 120*2-6 },
+		"the responder sees the agent gone")
+	if rep := mustAsk(t, nc, subjects.ETARequest{Op: subjects.ETAReplan, Tenant: two.ID}); rep.Code != subjects.ETAOK || rep.Moved != 3 {
+		t.Fatalf("replan: %+v, want 3 moved", rep)
+	}
+	plan := e.readPlan(t, two.ID)
+	for id, rec := range checkPlan(t, plan) {
+		if rec.Agent == agents[0].ID || rec.Subject != want[id] {
+			t.Errorf("ticket %s at %s (moves %d): subject %q, want %q on the other agent", id, rec.Agent, rec.Moves,
+				rec.Subject, want[id])
+		}
+	}
+	vacated := 0
+	for key, rec := range plan.keys {
+		if rec.State == subjects.SlotVacated {
+			vacated++
+			if rec.Subject != "" || rec.Description != "" {
+				t.Errorf("vacated record %s carries content", key)
+			}
+		}
+	}
+	if vacated != 3 {
+		t.Errorf("%d vacated records, want 3", vacated)
 	}
 }
