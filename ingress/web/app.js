@@ -13,7 +13,7 @@
   // one): no URL is written in these files.
   let SVG = null;
   const CELL = 2; // px per minute
-  const ROW = 18; // px per agent
+  const ROW = 22; // px per agent
   const LABEL = 170; // px of the agents' names
   const TOP = 18; // px of the hour labels
 
