@@ -18,6 +18,7 @@ import (
 
 // maxCalendarAgents bounds the agents one calendar reads (one slot-bucket
 // read each): a tenant with more gets its oldest ones and "truncated".
+// agentReads.calendarAgents is it, but in tests.
 const maxCalendarAgents = 100
 
 // calendarReaders is how many agents' slot keys one calendar reads at once.
@@ -62,8 +63,8 @@ func (r *agentReads) calendar(ctx context.Context, t tenants.Tenant, hours int) 
 	from := r.now().UTC().Truncate(time.Minute)
 	to := from.Add(time.Duration(hours) * time.Hour)
 	body := calendarBody{From: timestamp(from), To: timestamp(to), Hours: hours, Agents: []calendarAgentBody{}}
-	if len(list) > maxCalendarAgents {
-		list, body.Truncated = list[:maxCalendarAgents], true
+	if limit := r.calendarAgents; len(list) > limit {
+		list, body.Truncated = list[:limit], true
 	}
 	rows := make([]calendarAgentBody, len(list))
 	errs := make([]error, len(list))

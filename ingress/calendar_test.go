@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"tms/ops/testkit"
 	"tms/subjects"
 )
 
@@ -162,5 +163,39 @@ func TestCalendarEmptyAndBadInput(t *testing.T) {
 		if resp.status != http.StatusUnauthorized || resp.body["error"] != codeUnauthorized {
 			t.Errorf("GET /calendar with token %q: %d %s, want 401", tok, resp.status, resp.raw)
 		}
+	}
+}
+
+// TestCalendarTruncated: a tenant with more agents than a calendar reads
+// gets the first ones, in list order, and "truncated".
+func TestCalendarTruncated(t *testing.T) {
+	t.Parallel()
+	e := newScheduleEnv(t)
+	a, _ := e.tenantWithAgent(t, "Calendar Many", "ops@cal-many.example")
+	e.addAgent(t, a)
+	e.addAgent(t, a)
+	ctx := testkit.Context(t, 20*time.Second)
+	tenant, err := e.registry.Get(ctx, a.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := e.agents.List(ctx, tenant)
+	if err != nil || len(list) != 3 {
+		t.Fatalf("agents %v, %v", list, err)
+	}
+	reads := newAgentReads(e.config(nil))
+	reads.calendarAgents = 2
+	ans, err := reads.calendar(ctx, tenant, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := ans.body.(calendarBody)
+	if !body.Truncated || len(body.Agents) != 2 || body.Agents[0].AgentID != list[0].ID || body.Agents[1].AgentID != list[1].ID ||
+		body.Hours != 2 {
+		t.Errorf("calendar of 3 agents read 2 at most: %+v", body)
+	}
+	reads.calendarAgents = 3
+	if ans, err := reads.calendar(ctx, tenant, 2); err != nil || ans.body.(calendarBody).Truncated || len(ans.body.(calendarBody).Agents) != 3 {
+		t.Errorf("calendar of 3 agents read 3 at most: %+v, %v", ans.body, err)
 	}
 }

@@ -293,6 +293,38 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Logf("bad token screenshot: %s", path)
 		}
 	}
+
+	// A tenant with no agent and no decision: the empty states.
+	const password = "correct horse battery"
+	c := str(t, pub.must(http.StatusCreated, http.MethodPost, "/create_account", "", map[string]any{
+		"client_name": "Status C", "official_email": "ops@status-c.example", "password": password,
+	}), "client_id")
+	tokenC := str(t, pub.must(http.StatusOK, http.MethodPost, "/login", "", map[string]any{"client_id": c, "password": password}), "token")
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("token"), tokenC),
+		chromedp.Click(chromedp.ID("show")),
+	); err != nil {
+		t.Fatalf("giving tenant C's token: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.body.dataset.state === 'ready'`,
+		chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the page did not load tenant C: %v", err)
+	}
+	empty, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`({
+		calendar: document.getElementById('calendar-empty').hidden ? '' : document.getElementById('calendar-empty').textContent,
+		recent: document.getElementById('recent-empty').hidden ? '' : document.getElementById('recent-empty').textContent,
+		rows: document.querySelectorAll('#calendar-svg g.agent').length,
+		minutes: document.querySelectorAll('#calendar-svg rect.minute').length,
+		decisions: document.querySelectorAll('#recent li').length,
+		capacity: document.querySelectorAll('#capacity tbody tr').length,
+	})`))
+	if err != nil {
+		t.Fatalf("reading the page: %v", err)
+	}
+	if !strings.Contains(fmt.Sprint(empty["calendar"]), "No agents") || !strings.Contains(fmt.Sprint(empty["recent"]), "No create_ticket decisions") ||
+		empty["rows"] != float64(0) || empty["minutes"] != float64(0) || empty["decisions"] != float64(0) || empty["capacity"] != float64(3) {
+		t.Errorf("tenant C's empty page: %v", empty)
+	}
 	serve.stop()
 }
 
