@@ -284,8 +284,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading the page: %v", err)
 	}
-	if !bad.ErrorShown || !strings.Contains(bad.Error, "token refused") || bad.BoardShown || bad.Token != "" {
-		t.Errorf("bad token: error shown %v %q, board shown %v, token kept %q", bad.ErrorShown, bad.Error, bad.BoardShown, bad.Token)
+	if !bad.ErrorShown || !strings.Contains(bad.Error, "token refused") || bad.BoardShown || bad.Token != "" ||
+		bad.Updated != "not loaded" || len(bad.Tickets) != 0 || len(bad.Recent) != 0 || strings.Contains(bad.HTML, a.agents[0]) {
+		t.Errorf("bad token: error shown %v %q, board shown %v, token kept %q, updated %q, tenant A's tickets still in the page: %d",
+			bad.ErrorShown, bad.Error, bad.BoardShown, bad.Token, bad.Updated, len(bad.Tickets))
 	}
 	if shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
 		path := filepath.Join(artifactDir(t), "status-page-bad-token.png")

@@ -29,6 +29,18 @@
     el.hidden = false;
   }
 
+  // clearBoard hides and empties what was drawn for the last token.
+  function clearBoard() {
+    $('board').hidden = true;
+    $('forget').hidden = true;
+    $('calendar-svg').replaceChildren();
+    $('capacity').tBodies[0].replaceChildren();
+    $('recent').replaceChildren();
+    const updated = $('updated');
+    updated.textContent = 'not loaded';
+    delete updated.dataset.at;
+  }
+
   function clearTimer() {
     if (timer !== null) { clearTimeout(timer); timer = null; }
   }
@@ -162,8 +174,7 @@
       if (gen !== generation) return;
       if (err.status === 401) {
         sessionStorage.removeItem(TOKEN_KEY);
-        $('board').hidden = true;
-        $('forget').hidden = true;
+        clearBoard();
         showError('token refused: log in (POST /login) and paste the new token');
         setState('refused');
         return;
@@ -189,8 +200,7 @@
       sessionStorage.removeItem(TOKEN_KEY);
       generation++;
       clearTimer();
-      $('board').hidden = true;
-      $('forget').hidden = true;
+      clearBoard();
       $('error').hidden = true;
       setState('login');
     });
