@@ -18,7 +18,7 @@ ARGS      ?=
 BENCH_ARGS ?= --sweep 500,1000,2000 --duration 5s
 
 .DEFAULT_GOAL := help
-.PHONY: help build run test lint fuzz postgres clean bench
+.PHONY: help build run test lint fuzz postgres browser clean bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-9s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,7 +36,7 @@ bench: build ## start a fresh tms serve on loopback (temp data dir, throwaway da
 # run after the others, alone on the machine: beside the other packages'
 # test binaries their figures, and their fairness checks, would be those
 # of whatever else ran at the same time.
-test: ## run every test with the race detector (what CI runs; needs Postgres, see README)
+test: browser ## run every test with the race detector (what CI runs; needs Postgres, see README, and Chromium: make browser)
 	$(GO) test -race -count=1 -timeout 12m -skip '^TestSaturation' ./...
 	$(GO) test -race -count=1 -timeout 5m -run '^TestSaturation' ./cmd/tms
 
@@ -58,6 +58,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s); the corpus lives in te
 
 postgres: ## make sure PostgreSQL runs on 127.0.0.1:5432 with trust auth for postgres (installs it with apt-get if missing; needs root)
 	.ci/postgres
+
+browser: ## make sure headless Chromium is at /usr/bin/chromium for the status page's browser test (installs Debian's chromium with apt-get if missing; needs root)
+	.ci/chromium
 
 clean: ## remove bin/ (./var, the embedded NATS store and a private PostgreSQL, is kept: it holds the tenants)
 	rm -rf bin

@@ -39,7 +39,8 @@ var (
 
 // admissions is tms_admissions_total.
 type admissions struct {
-	total *prometheus.CounterVec
+	total  *prometheus.CounterVec
+	recent *recentAdmissions // GET /admissions/recent (recent.go)
 }
 
 // newAdmissions registers tms_admissions_total on reg (reused when the
@@ -58,7 +59,11 @@ func newAdmissions(reg prometheus.Registerer) (*admissions, error) {
 			total.WithLabelValues(typ, o)
 		}
 	}
-	return &admissions{total: total}, nil
+	recent, err := ops.Register(reg, newRecentAdmissions())
+	if err != nil {
+		return nil, err
+	}
+	return &admissions{total: total, recent: recent}, nil
 }
 
 // count records one decision: typ is the type the request asked for (any
@@ -66,6 +71,13 @@ func newAdmissions(reg prometheus.Registerer) (*admissions, error) {
 // a success).
 func (ad *admissions) count(typ string, status int, code string) {
 	ad.total.WithLabelValues(admissionType(typ), admissionOutcome(status, code)).Inc()
+}
+
+// decided counts the decision of note's request and, when its tenant is
+// known, keeps it among the tenant's recent ones.
+func (ad *admissions) decided(note *admissionNote, typ string, status int) {
+	ad.count(typ, status, note.code)
+	ad.recent.record(note.tenant, typ, status, note.code, note.ticketID)
 }
 
 // admissionType is typ when it is a ticket type, else "invalid".
@@ -122,6 +134,9 @@ type admissionNote struct {
 	typ   string
 	typed bool // the body was decoded: typ is what it asked for
 	code  string
+	// tenant is the request's, once authenticated (HTTP) or resolved from
+	// the subject (NATS); ticketID the accepted ticket's.
+	tenant, ticketID string
 }
 
 type admissionNoteKey struct{}
@@ -136,6 +151,29 @@ func noteTicketType(ctx context.Context, typ string) {
 	if n, ok := ctx.Value(admissionNoteKey{}).(*admissionNote); ok {
 		n.typ, n.typed = typ, true
 	}
+}
+
+// noteTenant records the request's tenant, when ctx is a create_ticket's.
+func noteTenant(ctx context.Context, tenant string) {
+	if n, ok := ctx.Value(admissionNoteKey{}).(*admissionNote); ok {
+		n.tenant = tenant
+	}
+}
+
+// noteAccepted records the accepted ticket, when ctx is a create_ticket's.
+func noteAccepted(ctx context.Context, ticketID string) {
+	if n, ok := ctx.Value(admissionNoteKey{}).(*admissionNote); ok {
+		n.ticketID = ticketID
+	}
+}
+
+// noteSessionTenant is the middleware, after authenticate, that records
+// the session's tenant of a create_ticket for its recent decisions.
+func noteSessionTenant(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		noteTenant(r.Context(), sessionFrom(r.Context()).tenant.ID)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // noteErrorCode records the code of the error answer, when ctx is a
@@ -165,7 +203,7 @@ func countAdmissions(ad *admissions) func(http.Handler) http.Handler {
 				data, _ := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
 				typ = peekTicketType(data)
 			}
-			ad.count(typ, status, note.code)
+			ad.decided(note, typ, status)
 		})
 	}
 }

@@ -233,7 +233,8 @@ func (n *NATSAPI) finish(ctx context.Context, m *nats.Msg, start time.Time, note
 		if !note.typed {
 			typ = peekTicketType(m.Data)
 		}
-		n.admissions.count(typ, status, code)
+		note.code = code // writeError notes it on HTTP
+		n.admissions.decided(note, typ, status)
 	}
 	n.send(m, out)
 	n.log(ctx, op, tenantID, perr == nil, status, code, elapsed, len(out.Data), err)
@@ -478,6 +479,7 @@ func (n *NATSAPI) dispatchLimited(ctx context.Context, m *nats.Msg, limit *limit
 	if err != nil {
 		return answer{}, err
 	}
+	noteTenant(ctx, t.ID)
 	st, err := n.overload.limitTenantState(t.ID)
 	if err != nil {
 		return answer{}, err

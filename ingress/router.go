@@ -219,9 +219,12 @@ func NewPublic(cfg Config) (http.Handler, error) {
 	r.Method(http.MethodGet, "/metrics", a.metricsHandler())
 	// create_ticket is counted outside authentication and the tenant rate
 	// limit: their refusals are admission decisions too.
-	r.With(countAdmissions(ad), a.authenticate, a.limitTenantHTTP).Post("/create_ticket", a.createTicketHTTP)
+	r.With(countAdmissions(ad), a.authenticate, noteSessionTenant, a.limitTenantHTTP).Post("/create_ticket", a.createTicketHTTP)
 	r.With(a.limitUnauthenticated(a.overload.creates, shedAccountCreates)).Post("/create_account", a.createAccount)
 	r.With(a.limitUnauthenticated(a.overload.logins, shedLogins)).Post("/login", a.login)
+	// The status page's own files hold no tenant data (status.go).
+	r.Get("/status", a.statusPageHTTP)
+	r.Get("/status/{file}", a.statusAssetHTTP)
 	r.Group(func(r chi.Router) {
 		r.Use(a.authenticate, a.limitTenantHTTP)
 		r.Post("/logout", a.logout)
@@ -238,6 +241,8 @@ func NewPublic(cfg Config) (http.Handler, error) {
 		r.Get("/tickets", a.listTicketsHTTP(reads))
 		r.Get("/tickets/{ticket_id}", a.getTicketHTTP)
 		r.Get("/capacity", a.capacityHTTP)
+		r.Get("/calendar", a.calendarHTTP(reads))
+		r.Get("/admissions/recent", a.recentAdmissionsHTTP(ad.recent))
 	})
 	return r, nil
 }

@@ -51,10 +51,13 @@ type agentReads struct {
 	now    func() time.Time
 	logger *slog.Logger
 	slots  []atomic.Pointer[jetstream.KeyValue] // opened on first use
+	// calendarAgents bounds the agents of one calendar (calendar.go).
+	calendarAgents int
 }
 
 func newAgentReads(cfg Config) *agentReads {
-	r := &agentReads{agents: cfg.Agents, js: cfg.JS, shards: subjects.DefaultSlotShards, now: time.Now, logger: cfg.Logger}
+	r := &agentReads{agents: cfg.Agents, js: cfg.JS, shards: subjects.DefaultSlotShards, now: time.Now, logger: cfg.Logger,
+		calendarAgents: maxCalendarAgents}
 	if r.logger == nil {
 		r.logger = slog.New(slog.DiscardHandler)
 	}

@@ -171,6 +171,7 @@ func (a ticketAPI) create(ctx context.Context, t tenants.Tenant, req createTicke
 	if err != nil {
 		return answer{}, err
 	}
+	noteAccepted(ctx, acc.TicketID)
 	return answer{status: http.StatusCreated,
 		body: subjects.NewAcceptedAnswer(acc.TicketID, acc.Type, acc.Agent, acc.SlotTime, acc.Deadline, acc.CreatedAt)}, nil
 }
