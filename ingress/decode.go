@@ -35,8 +35,8 @@ const maxBodyBytes = 64 << 10
 //   - 400 invalid_json: not UTF-8, not JSON, not an object, trailing data,
 //     a key given twice
 //   - 400 unknown_field: a key that is not a field (case matters)
-//   - 400 invalid_field: a value of the wrong type, null, or a required
-//     field missing
+//   - 400 invalid_field: a value of the wrong type, null (unless the
+//     field's type is nullable), or a required field missing
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := checkContentType(r); err != nil {
 		return err
@@ -161,8 +161,21 @@ func tokenizeObject(data []byte) ([]member, error) {
 	return members, nil
 }
 
+// nullable is a field type for which JSON null is a value: the field
+// is left unset, as if absent (a ticket's optional text).
+type nullable interface{ acceptsNull() }
+
+// valueError is a field type's own refusal of a value (its
+// UnmarshalJSON's), said instead of "must be <type>".
+type valueError struct{ message string }
+
+func (e *valueError) Error() string { return e.message }
+
 func setField(fv reflect.Value, f field, raw json.RawMessage) error {
 	if bytes.Equal(raw, []byte("null")) {
+		if t := fv.Type(); t.Kind() == reflect.Pointer && t.Elem().Implements(reflect.TypeFor[nullable]()) {
+			return nil
+		}
 		return errInvalidField(f.name, "must be %s, not null", f.want)
 	}
 	target := fv
@@ -173,6 +186,9 @@ func setField(fv reflect.Value, f field, raw json.RawMessage) error {
 		target = fv.Addr()
 	}
 	if err := json.Unmarshal(raw, target.Interface()); err != nil {
+		if ve, ok := errors.AsType[*valueError](err); ok {
+			return errInvalidField(f.name, "%s", ve.message)
+		}
 		return errInvalidField(f.name, "must be %s", f.want)
 	}
 	return nil

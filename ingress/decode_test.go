@@ -15,6 +15,7 @@ type decodeTarget struct {
 	Name     string  `json:"name"`
 	Note     *string `json:"note"`
 	Count    int     `json:"count"`
+	Text     *text   `json:"text"` // nullable, and refuses unpaired surrogate escapes
 }
 
 func decodeRequest(contentType, body string) (*decodeTarget, error) {
@@ -25,6 +26,30 @@ func decodeRequest(contentType, body string) (*decodeTarget, error) {
 	var dst decodeTarget
 	err := decodeJSON(httptest.NewRecorder(), r, &dst)
 	return &dst, err
+}
+
+// TestDecodeJSONText: a nullable text member takes null (left unset),
+// any JSON string encoding/json reads unchanged, surrogate pairs and
+// escaped backslashes before a "u" included.
+func TestDecodeJSONText(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]*string{
+		`{"client_id":"c1","name":"n","count":1}`:                          nil,
+		`{"client_id":"c1","name":"n","count":1,"text":null}`:              nil,
+		`{"client_id":"c1","name":"n","count":1,"text":""}`:                new(""),
+		`{"client_id":"c1","name":"n","count":1,"text":"\ud83d\ude00 ok"}`: new("😀 ok"),
+		`{"client_id":"c1","name":"n","count":1,"text":"\\udc00"}`:         new(`\udc00`),
+		`{"client_id":"c1","name":"n","count":1,"text":"a\n\t\u00e9\"\\"}`: new("a\n\té\"\\"),
+	} {
+		got, err := decodeRequest("application/json", body)
+		if err != nil {
+			t.Errorf("%s: %v", body, err)
+			continue
+		}
+		if (got.Text == nil) != (want == nil) || (want != nil && string(*got.Text) != *want) {
+			t.Errorf("%s: text %v, want %v", body, got.Text, want)
+		}
+	}
 }
 
 func TestDecodeJSONRefusesBadBodies(t *testing.T) {
@@ -59,6 +84,12 @@ func TestDecodeJSONRefusesBadBodies(t *testing.T) {
 		{"null required", "application/json", `{"client_id":null,"name":"n","count":1}`, 400, codeInvalidField, "client_id"},
 		{"null optional", "application/json", `{"client_id":"c1","name":"n","count":1,"note":null}`, 400, codeInvalidField, "note"},
 		{"missing required", "application/json", `{"client_id":"c1","count":1}`, 400, codeInvalidField, "name"},
+		{"text number", "application/json", `{"client_id":"c1","name":"n","count":1,"text":1}`, 400, codeInvalidField, "text"},
+		{"text object", "application/json", `{"client_id":"c1","name":"n","count":1,"text":{}}`, 400, codeInvalidField, "text"},
+		{"text lone low surrogate", "application/json", `{"client_id":"c1","name":"n","count":1,"text":"a\udc00b"}`, 400, codeInvalidField, "surrogate"},
+		{"text lone high surrogate", "application/json", `{"client_id":"c1","name":"n","count":1,"text":"a\ud83d"}`, 400, codeInvalidField, "surrogate"},
+		{"text high surrogate then text", "application/json", `{"client_id":"c1","name":"n","count":1,"text":"\ud83dx"}`, 400, codeInvalidField, "surrogate"},
+		{"text two high surrogates", "application/json", `{"client_id":"c1","name":"n","count":1,"text":"\ud83d\ud83d"}`, 400, codeInvalidField, "text"},
 		{"too large", "application/json", huge, 413, codeBodyTooLarge, "65536"},
 		{"text/plain", "text/plain", ok, 415, codeUnsupportedMediaType, "application/json"},
 		{"form", "application/x-www-form-urlencoded", "client_id=c1", 415, codeUnsupportedMediaType, "application/json"},

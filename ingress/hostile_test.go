@@ -163,7 +163,10 @@ func TestHostileInputsChangeNothing(t *testing.T) {
 		{name: "validate_eta", internal: true, method: "POST", path: "/validate_eta", idStatus: 400, idCode: codeInvalidField,
 			members: [][2]string{{"client_id", q(a.id)}, {"ticket_type", q("GOLD")}}},
 		{name: "allocate_slot", internal: true, method: "POST", path: "/allocate_slot", idStatus: 400, idCode: codeInvalidField,
-			members: [][2]string{{"client_id", q(a.id)}, {"ticket_type", q("GOLD")}, {"slot_id", q(aHold)}}},
+			members: [][2]string{{"client_id", q(a.id)}, {"ticket_type", q("GOLD")}, {"slot_id", q(aHold)}, {"subject", q("s")}}},
+		// With content: what is hostile in the other members stays so.
+		{name: "create_ticket with content", auth: true, method: "POST", path: "/create_ticket", idStatus: 400, idCode: codeInvalidField,
+			members: [][2]string{{"client_id", q(a.id)}, {"ticket_type", q("GOLD")}, {"subject", q("s")}, {"description", q("d\n")}}},
 	}
 	var cases []hostileCase
 	for _, ep := range endpoints {
@@ -203,6 +206,7 @@ func TestHostileInputsChangeNothing(t *testing.T) {
 	patch := endpoints[4]
 	tickets := endpoints[5]
 	allocate := endpoints[8]
+	content := endpoints[9]
 	field := func(ep endpoint, i int, raw string, status int, code string) hostileCase {
 		members := append([][2]string(nil), ep.members...)
 		members[i] = [2]string{members[i][0], raw}
@@ -238,6 +242,16 @@ func TestHostileInputsChangeNothing(t *testing.T) {
 		field(allocate, 2, q(strings.Repeat("2", 200)), 400, codeInvalidField),
 		field(allocate, 2, `1e400`, 400, codeInvalidField),
 		field(allocate, 1, `"BRONZE\u001b"`, 400, codeInvalidField),
+		field(allocate, 3, `"s\u0000"`, 400, codeInvalidField),
+		field(content, 2, `"a\u0000b"`, 400, codeInvalidField),
+		field(content, 2, `"\u001b]0;pwned\u0007"`, 400, codeInvalidField),
+		field(content, 2, `"\udc00"`, 400, codeInvalidField),
+		field(content, 2, q(strings.Repeat("é", 201)), 400, codeInvalidField),
+		field(content, 2, `{"subject":"x"}`, 400, codeInvalidField),
+		field(content, 3, `"\u001b[2J"`, 400, codeInvalidField),
+		field(content, 3, `"\ud800"`, 400, codeInvalidField),
+		field(content, 3, q(strings.Repeat("d", 10241)), 400, codeInvalidField),
+		field(content, 3, `1e400`, 400, codeInvalidField),
 	)
 	// Ids in paths: nothing but a ticket or agent of the caller is found,
 	// and what is not found is one answer.

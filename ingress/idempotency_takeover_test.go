@@ -48,7 +48,7 @@ func (e *ticketEnv) pendingRecord(t *testing.T, a account, key string, rec subje
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec.State, rec.Created, rec.BodyHash = subjects.IdempotencyPending, subjects.Stamp(claimed), admission.RequestHash(a.id, subjects.Gold)
+	rec.State, rec.Created, rec.BodyHash = subjects.IdempotencyPending, subjects.Stamp(claimed), admission.RequestHash(a.id, subjects.Gold, admission.Content{})
 	data, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)

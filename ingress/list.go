@@ -304,6 +304,10 @@ func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (
 		key tenants.TicketKey
 		ev  subjects.TicketEvent
 		st  string
+		// seq, when set, is the stream sequence of the pending record
+		// whose content the answer shows (no row has it): read again
+		// once the page is known (see pendingRecord).
+		seq uint64
 	}
 	page := make([]entry, 0, len(rows)+len(ids))
 	for _, row := range rows {
@@ -325,7 +329,11 @@ func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (
 				!p.filter.Matches(status, ev.Type, ev.Agent, ev.CreatedAt, ev.Deadline) {
 				continue
 			}
-			page = append(page, entry{key: key, ev: ev, st: status})
+			e := entry{key: key, ev: ev, st: status}
+			if pr.content && ev.Subject == "" && ev.Description == "" {
+				e.seq = pr.seq // the record stands for the ticket (no row, or its cancel)
+			}
+			page = append(page, e)
 		}
 	}
 	slices.SortFunc(page, func(x, y entry) int {
@@ -340,11 +348,29 @@ func (r *agentReads) list(ctx context.Context, t tenants.Tenant, p listParams) (
 	if len(page) > p.limit {
 		page, more = page[:p.limit], true
 	}
+	for i := range page {
+		if page[i].seq == 0 {
+			continue
+		}
+		rec, err := r.pendingContent(ctx, t.ID, page[i].seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			// Aged out or pushed out of its key's history since the
+			// read: the ticket is in its database by now, and listed
+			// with its text from there on the next read.
+			r.logger.Warn("ticket listing: a pending record's content is gone", slog.String("tenant", t.ID),
+				slog.String("ticket", page[i].ev.Ticket), slog.Any("err", err))
+			continue
+		}
+		if err != nil {
+			return answer{}, err
+		}
+		page[i].ev.Subject, page[i].ev.Description = rec.Subject, rec.Description
+	}
 	body := listBody{Tickets: make([]ticketBody, 0, len(page))}
 	for _, e := range page {
 		body.Tickets = append(body.Tickets, ticketBody{TicketID: e.ev.Ticket, TicketType: e.ev.Type, Status: e.st,
 			SlotTime: timestamp(e.ev.SlotTime), Deadline: timestamp(e.ev.Deadline), AgentID: e.ev.Agent,
-			CreatedAt: timestamp(e.ev.CreatedAt)})
+			CreatedAt: timestamp(e.ev.CreatedAt), Subject: e.ev.Subject, Description: e.ev.Description})
 	}
 	if more && len(page) > 0 {
 		body.NextCursor = encodeCursor(t.ID, p.filter, page[len(page)-1].key)
@@ -383,10 +409,37 @@ const maxPendingRecords = tenants.MaxTicketRows
 const pendingBatch = 500
 
 // pendingRecord is the newest record of a ticket the allocators may not
-// have written yet.
+// have written yet, without its content: up to maxPendingRecords of them
+// are held while a listing is made, and a ticket's text may be 60 KiB
+// of JSON, so only the page's tickets have theirs read again, by seq
+// (pendingContent). content says that the record has some.
 type pendingRecord struct {
-	rec subjects.SlotRecord
-	seq uint64
+	rec     subjects.SlotRecord
+	seq     uint64
+	content bool
+}
+
+// pendingContent is the record at seq of tenant's slot shard stream,
+// read again for its content (a pending ticket on a listed page).
+func (r *agentReads) pendingContent(ctx context.Context, tenant string, seq uint64) (subjects.SlotRecord, error) {
+	gctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	shard := subjects.SlotShard(tenant, r.shards)
+	stream := subjects.SlotStream(shard)
+	st, err := r.js.Stream(gctx, stream)
+	if err != nil {
+		return subjects.SlotRecord{}, fmt.Errorf("%w: reading %s: %w", tenants.ErrUnavailable, stream, err)
+	}
+	m, err := st.GetMsg(gctx, seq)
+	if err != nil {
+		return subjects.SlotRecord{}, fmt.Errorf("%w: reading %s at %d: %w", tenants.ErrUnavailable, stream, seq, err)
+	}
+	key := strings.TrimPrefix(m.Subject, "$KV."+subjects.SlotBucket(shard)+".")
+	rec, err := subjects.DecodeSlotRecord(key, m.Data, subjects.CheckNames)
+	if err != nil {
+		return subjects.SlotRecord{}, fmt.Errorf("reading the content of a listed ticket at %s %d: %w", stream, seq, err)
+	}
+	return rec, nil
 }
 
 // pending is tenant's ticket records in its shard's stream after the
@@ -463,7 +516,9 @@ func (r *agentReads) pending(ctx context.Context, tenant string, limit int) (map
 				continue
 			}
 			if rec.HasTicket() {
-				out[rec.Ticket] = pendingRecord{rec: rec, seq: meta.Sequence.Stream}
+				content := rec.Subject != "" || rec.Description != ""
+				rec.Subject, rec.Description = "", ""
+				out[rec.Ticket] = pendingRecord{rec: rec, seq: meta.Sequence.Stream, content: content}
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {

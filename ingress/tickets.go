@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,8 +28,92 @@ type answer struct {
 }
 
 type createTicketRequest struct {
-	ClientID   string `json:"client_id"`
-	TicketType string `json:"ticket_type"`
+	ClientID    string `json:"client_id"`
+	TicketType  string `json:"ticket_type"`
+	Subject     *text  `json:"subject"`
+	Description *text  `json:"description"`
+}
+
+// text is an optional free-text member (a ticket's subject or
+// description): a JSON string, or null or absent for none; "" is none
+// too. Unlike a plain string it refuses an escape of half a surrogate
+// pair (\udc00), which encoding/json would quietly turn into U+FFFD:
+// the text is kept as sent or refused. Its limits are admission's
+// (subjects.CheckContent).
+type text string
+
+func (text) acceptsNull() {}
+
+func (t *text) UnmarshalJSON(raw []byte) error {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return err
+	}
+	if loneSurrogate(raw) {
+		return &valueError{message: "must be valid UTF-8: it has an unpaired UTF-16 surrogate escape"}
+	}
+	*t = text(s)
+	return nil
+}
+
+// loneSurrogate reports a \uXXXX escape of a UTF-16 surrogate in raw, a
+// JSON string encoding/json has decoded, that is not a high surrogate
+// followed at once by the escape of a low one.
+func loneSurrogate(raw []byte) bool {
+	hex := func(i int) (rune, bool) {
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		var v rune
+		for _, c := range raw[i+2 : i+6] {
+			switch {
+			case c >= '0' && c <= '9':
+				v = v<<4 | rune(c-'0')
+			case c >= 'a' && c <= 'f':
+				v = v<<4 | rune(c-'a'+10)
+			case c >= 'A' && c <= 'F':
+				v = v<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return v, true
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		v, ok := hex(i)
+		if !ok {
+			i++ // a two-character escape: skip what it escapes
+			continue
+		}
+		switch {
+		case v >= 0xD800 && v < 0xDC00:
+			if lo, ok := hex(i + 6); !ok || lo < 0xDC00 || lo >= 0xE000 {
+				return true
+			}
+			i += 11
+		case v >= 0xDC00 && v < 0xE000:
+			return true
+		default:
+			i += 5
+		}
+	}
+	return false
+}
+
+// textOf is an optional text's value, "" when absent or null.
+func textOf(t *text) string {
+	if t == nil {
+		return ""
+	}
+	return string(*t)
+}
+
+// content is a create or allocate request's ticket content.
+func content(subject, description *text) admission.Content {
+	return admission.Content{Subject: textOf(subject), Description: textOf(description)}
 }
 
 type ticketIDRequest struct {
@@ -41,9 +126,11 @@ type validateETARequest struct {
 }
 
 type allocateSlotRequest struct {
-	ClientID   string `json:"client_id"`
-	TicketType string `json:"ticket_type"`
-	SlotID     string `json:"slot_id"`
+	ClientID    string `json:"client_id"`
+	TicketType  string `json:"ticket_type"`
+	SlotID      string `json:"slot_id"`
+	Subject     *text  `json:"subject"`
+	Description *text  `json:"description"`
 }
 
 func (q *createTicketRequest) claimedClientID() *string { return &q.ClientID }
@@ -59,6 +146,9 @@ type ticketBody struct {
 	Deadline   string `json:"deadline"`
 	AgentID    string `json:"agent_id"`
 	CreatedAt  string `json:"created_at"`
+	// The ticket's content, omitted when it has none.
+	Subject     string `json:"subject,omitempty"`
+	Description string `json:"description,omitempty"`
 }
 
 type ticketStatusBody struct {
@@ -77,7 +167,7 @@ type holdBody struct {
 // req.ClientID is t's id. idemKey, when not nil, is the request's valid
 // Idempotency-Key.
 func (a ticketAPI) create(ctx context.Context, t tenants.Tenant, req createTicketRequest, idemKey *string) (answer, error) {
-	acc, err := a.svc.Create(ctx, t, req.TicketType, idemKey)
+	acc, err := a.svc.Create(ctx, t, req.TicketType, content(req.Subject, req.Description), idemKey)
 	if err != nil {
 		return answer{}, err
 	}
@@ -104,6 +194,7 @@ func (a ticketAPI) get(ctx context.Context, t tenants.Tenant, req ticketIDReques
 	return answer{status: http.StatusOK, body: ticketBody{
 		TicketID: tk.TicketID, TicketType: tk.Type, Status: tk.Status, SlotTime: timestamp(tk.SlotTime),
 		Deadline: timestamp(tk.Deadline), AgentID: tk.Agent, CreatedAt: timestamp(tk.CreatedAt),
+		Subject: tk.Subject, Description: tk.Description,
 	}}, nil
 }
 
@@ -120,7 +211,7 @@ func (a ticketAPI) validateETA(ctx context.Context, t tenants.Tenant, req valida
 
 // allocateSlot is allocate_slot for t, the request's client.
 func (a ticketAPI) allocateSlot(ctx context.Context, t tenants.Tenant, req allocateSlotRequest) (answer, error) {
-	al, err := a.svc.AllocateSlot(ctx, t, req.TicketType, req.SlotID)
+	al, err := a.svc.AllocateSlot(ctx, t, req.TicketType, req.SlotID, content(req.Subject, req.Description))
 	if err != nil {
 		return answer{}, err
 	}

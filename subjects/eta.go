@@ -29,7 +29,7 @@ func ParseETA(subject string) (string, error) {
 // Only the responders write slot buckets; everything else asks them.
 const (
 	// ETAReserve admits a new ticket (create_ticket): Tenant, Type,
-	// CreatedAt, Nonce; AgentsRev. The responder writes the ticket's
+	// CreatedAt, Nonce; AgentsRev; Subject and Description (optional). The responder writes the ticket's
 	// confirmed record into the earliest free slot (the one durable write
 	// of an admission) and answers its Ticket id, Agent, SlotTime and
 	// Revision. A reserve with Takeover first looks for a ticket of the
@@ -39,7 +39,7 @@ const (
 	// CreatedAt; AgentsRev.
 	ETAHold = "hold"
 	// ETAConfirm turns a hold into a ticket (allocate_slot): Tenant,
-	// Type, SlotID, Nonce (the new ticket's, so that an asker that gets
+	// Type, SlotID, Subject and Description (optional), Nonce (the new ticket's, so that an asker that gets
 	// no reply knows the ticket id to release). The reply names the new Ticket, its Agent, SlotTime,
 	// CreatedAt (the hold's) and Revision.
 	ETAConfirm = "confirm"
@@ -106,6 +106,11 @@ type ETARequest struct {
 	// responder answers only from a calendar that has applied at least
 	// that revision (read-your-writes); 0 or absent: no wait.
 	AgentsRev uint64 `json:"agents_rev,omitempty"`
+	// Subject and Description (reserve and confirm only) are the new
+	// ticket's content, which its confirmed record carries
+	// (TicketEvent.Subject); "": none. subjects.CheckContent bounds them.
+	Subject     string `json:"subject,omitempty"`
+	Description string `json:"description,omitempty"`
 }
 
 // Reply codes of the ETA protocol: the Error member of a refusal, the one

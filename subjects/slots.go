@@ -247,7 +247,14 @@ type SlotMove struct {
 }
 
 // MaxSlotRecordBytes bounds a slot record (the bucket's MaxValueSize).
-const MaxSlotRecordBytes = 4 << 10
+// A ticket's record carries its content (Subject, Description): a
+// maximal description is MaxDescriptionBytes, which encoding/json may
+// write six times over (every byte of "<>&" escaped as \u003c), and a
+// maximal subject 200 characters of the same; with the record's other
+// members that is under 64 KiB, so 96 KiB leaves a wide margin. Buckets
+// and streams made with an older, smaller bound are updated to it on
+// start (jskit.OpenBucket, EnsureStream).
+const MaxSlotRecordBytes = 96 << 10
 
 // SlotRecord is one record under SlotKey: the value of a slot bucket key.
 // The newest record of a key says whether its minute is free: absent,
@@ -287,11 +294,16 @@ type SlotRecord struct {
 	// and where to (see SlotMove). Always set on SlotVacated; on a
 	// confirmed or held record when the minute was freed for it.
 	Moved *SlotMove `json:"moved,omitempty"`
+	// Subject and Description (confirmed and released) are the ticket's
+	// content (TicketEvent's): it travels with the ticket from admission
+	// to its row, through every move and its cancel. "": none.
+	Subject     string `json:"subject,omitempty"`
+	Description string `json:"description,omitempty"`
 }
 
 // MovedRecord is rec (a ticket's confirmed record) moved to agent's
-// minute, replacing revision prev of that key: the same ticket, one more
-// move.
+// minute, replacing revision prev of that key: the same ticket (its
+// content too), one more move.
 func MovedRecord(rec SlotRecord, agent string, minute time.Time, prev uint64) SlotRecord {
 	out := rec
 	out.Agent, out.SlotTime, out.Prev, out.Moved = agent, minute.UTC(), prev, nil
@@ -311,7 +323,8 @@ func VacatedRecord(rec SlotRecord, agent string, minute time.Time, prev uint64) 
 // slot, replacing revision prev of the key (0: none).
 func ConfirmedRecord(ev TicketEvent, prev uint64) SlotRecord {
 	return SlotRecord{State: SlotConfirmed, Tenant: ev.Tenant, Agent: ev.Agent, SlotTime: ev.SlotTime.UTC(), Prev: prev,
-		Type: ev.Type, CreatedAt: ev.CreatedAt, Ticket: ev.Ticket, Deadline: ev.Deadline}
+		Type: ev.Type, CreatedAt: ev.CreatedAt, Ticket: ev.Ticket, Deadline: ev.Deadline,
+		Subject: ev.Subject, Description: ev.Description}
 }
 
 // ReleasedRecord is the record that cancels ev's ticket at cancelledAt and
@@ -346,7 +359,8 @@ func (r SlotRecord) HasTicket() bool {
 // confirmed record, cancelled for a released one. Only for HasTicket.
 func (r SlotRecord) Event() TicketEvent {
 	ev := TicketEvent{Event: TicketCreated, Tenant: r.Tenant, Ticket: r.Ticket, Type: r.Type, Agent: r.Agent,
-		SlotTime: r.SlotTime.UTC(), CreatedAt: r.CreatedAt, Deadline: r.Deadline}
+		SlotTime: r.SlotTime.UTC(), CreatedAt: r.CreatedAt, Deadline: r.Deadline,
+		Subject: r.Subject, Description: r.Description}
 	if r.State == SlotReleased {
 		ev.Event = TicketCancelled
 		ev.CancelledAt = r.CancelledAt
@@ -360,8 +374,9 @@ func (r SlotRecord) Event() TicketEvent {
 // nothing after the object) and checks it against key: a known state; a
 // ticket's record must name key's tenant, agent and minute, carry a
 // ticket id that names the same agent and minute, and, under
-// CheckWritable, pass TicketEvent.Check as its event; a hold must have an
-// expiry. Every refusal wraps ErrInvalidSlot.
+// CheckWritable, pass TicketEvent.Check as its event (its content
+// bounded by CheckContent too); a hold must have an expiry, and only a
+// ticket's record may carry content (CheckWritable). Every refusal wraps ErrInvalidSlot.
 func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotRecord, error) {
 	var rec SlotRecord
 	tenant, agent, minute, err := ParseSlotKey(key)
@@ -390,6 +405,9 @@ func DecodeSlotRecord(key string, data []byte, check TicketEventCheck) (SlotReco
 		if err := checkMove(*rec.Moved); err != nil {
 			return rec, fmt.Errorf("%w on %q", err, key)
 		}
+	}
+	if check == CheckWritable && (rec.Subject != "" || rec.Description != "") && !rec.HasTicket() {
+		return rec, fmt.Errorf("%w: content on a record of no ticket on %q", ErrInvalidSlot, key)
 	}
 	switch rec.State {
 	case SlotHeld:

@@ -3,7 +3,10 @@ package subjects
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -78,7 +81,8 @@ func DeadLettersStreamConfig(replicas int) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicasOr1(replicas),
 		MaxAge:      30 * 24 * time.Hour,
-		MaxMsgSize:  64 << 10,
+		// A dead letter is a slot record and the headers that say why.
+		MaxMsgSize: MaxSlotRecordBytes + 4<<10,
 	}
 }
 
@@ -108,6 +112,56 @@ type TicketEvent struct {
 	CreatedAt   time.Time  `json:"created_at"`
 	Deadline    time.Time  `json:"deadline"`
 	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	// Subject and Description are the ticket's optional content
+	// (create_ticket, allocate_slot): "" is none. CheckContent bounds
+	// them. They are not part of any lifecycle event.
+	Subject     string `json:"subject,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Limits of a ticket's content (docs/api.md).
+const (
+	// MaxSubjectRunes bounds a subject, in characters (runes).
+	MaxSubjectRunes = 200
+	// MaxDescriptionBytes bounds a description, in bytes of UTF-8.
+	MaxDescriptionBytes = 10 << 10
+)
+
+// ContentError is content CheckContent refuses: Field is "subject" or
+// "description", Reason says why (for an API message).
+type ContentError struct{ Field, Reason string }
+
+func (e *ContentError) Error() string { return e.Field + " " + e.Reason }
+
+// CheckContent reports a subject or description no ticket may carry: not
+// valid UTF-8, a subject longer than MaxSubjectRunes characters or with
+// any control character (it is one line), a description longer than
+// MaxDescriptionBytes bytes or with a control character other than \n,
+// \r and \t. The error is a *ContentError. Empty strings are no content
+// and pass.
+func CheckContent(subject, description string) error {
+	switch {
+	case !utf8.ValidString(subject):
+		return &ContentError{"subject", "must be valid UTF-8"}
+	case utf8.RuneCountInString(subject) > MaxSubjectRunes:
+		return &ContentError{"subject", fmt.Sprintf("must be at most %d characters (got %d)", MaxSubjectRunes,
+			utf8.RuneCountInString(subject))}
+	case strings.IndexFunc(subject, unicode.IsControl) >= 0:
+		return &ContentError{"subject", "must not contain control characters (it is one line)"}
+	case !utf8.ValidString(description):
+		return &ContentError{"description", "must be valid UTF-8"}
+	case len(description) > MaxDescriptionBytes:
+		return &ContentError{"description", fmt.Sprintf("must be at most %d bytes of UTF-8 (10 KiB; got %d)",
+			MaxDescriptionBytes, len(description))}
+	case strings.IndexFunc(description, descriptionControl) >= 0:
+		return &ContentError{"description", `must not contain control characters other than \n, \r and \t`}
+	}
+	return nil
+}
+
+// descriptionControl is a control character a description refuses.
+func descriptionControl(r rune) bool {
+	return unicode.IsControl(r) && r != '\n' && r != '\r' && r != '\t'
 }
 
 // ErrInvalidEvent reports a ticket event that does not decode, or breaks
@@ -147,8 +201,9 @@ func (ev TicketEvent) checkNames(tenant, ticket string) error {
 // tenant and ticket of its subject: it must be a known event of that
 // ticket, of a known type, for a valid agent id, created at a known
 // instant, with a whole-minute slot inside the SLA window of created_at
-// (docs/api.md), a deadline of created_at + the SLA, and no cancelled_at
-// on a created event. An event Check accepts passes CheckRow.
+// (docs/api.md), a deadline of created_at + the SLA, no cancelled_at
+// on a created event, and content CheckContent accepts. An event Check
+// accepts passes CheckRow.
 func (ev TicketEvent) Check(tenant, ticket string) error {
 	sla, ok := SLA(ev.Type)
 	names := ev.checkNames(tenant, ticket)
@@ -175,13 +230,16 @@ func (ev TicketEvent) Check(tenant, ticket string) error {
 	case ev.Event == TicketCreated && ev.CancelledAt != nil:
 		return fmt.Errorf("%w: a created event with cancelled_at", ErrInvalidEvent)
 	}
+	if err := CheckContent(ev.Subject, ev.Description); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
 	return nil
 }
 
 // CheckRow reports an event that no database write may accept, whatever
 // its subject and whether or not it holds together: valid ticket and
 // agent ids, a whole-minute slot, created_at and deadline set, a known
-// type. Package tenants applies it to every event it writes; the
+// type, content CheckContent accepts. Package tenants applies it to every event it writes; the
 // allocator's Check has required far more before.
 func (ev TicketEvent) CheckRow() error {
 	switch {
@@ -196,6 +254,9 @@ func (ev TicketEvent) CheckRow() error {
 	}
 	if _, ok := SLA(ev.Type); !ok {
 		return fmt.Errorf("%w: ticket type %q", ErrInvalidEvent, ev.Type)
+	}
+	if err := CheckContent(ev.Subject, ev.Description); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package tenants_test
 
 import (
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"testing/fstest"
@@ -85,8 +86,26 @@ func TestMigrateOnFirstUse(t *testing.T) {
 	}
 	recorded, _ := conn.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
 	versions, err := pgx.CollectRows(recorded, pgx.RowTo[int32])
-	if err != nil || len(versions) != 3 || versions[0] != 1 || versions[1] != 2 || versions[2] != 3 {
-		t.Fatalf("schema_migrations = %v, %v; want [1 2 3]", versions, err)
+	if err != nil || !slices.Equal(versions, []int32{1, 2, 3, 4}) {
+		t.Fatalf("schema_migrations = %v, %v; want [1 2 3 4]", versions, err)
+	}
+	// 0004: the content columns, nullable and with no default (an
+	// instant ADD COLUMN), NULL on the row written before them.
+	for _, col := range []string{"subject", "description"} {
+		var nullable string
+		var def *string
+		if err := conn.QueryRow(ctx, `SELECT is_nullable, column_default FROM information_schema.columns
+			WHERE table_name = 'tickets' AND column_name = $1`, col).Scan(&nullable, &def); err != nil || nullable != "YES" || def != nil {
+			t.Errorf("column %s: nullable %q, default %v, %v; want nullable with no default", col, nullable, def, err)
+		}
+	}
+	var nulls bool
+	if err := conn.QueryRow(ctx, `SELECT subject IS NULL AND description IS NULL FROM tickets WHERE id = $1`, ticket).
+		Scan(&nulls); err != nil || !nulls {
+		t.Errorf("the old row's content: all NULL %v, %v", nulls, err)
+	}
+	if rows[0].Subject != "" || rows[0].Description != "" {
+		t.Errorf("the old row reads with content %+v", rows[0])
 	}
 
 	moved := subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: id, Ticket: ticket, Type: subjects.Gold,

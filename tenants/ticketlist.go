@@ -161,13 +161,14 @@ func listQuery(f TicketFilter, after *TicketKey, limit int) (string, []any) {
 }
 
 // listColumns are a TicketRow's columns, in scanTicketRow's order.
-const listColumns = `id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at, moves`
+const listColumns = `id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at, moves,
+	COALESCE(subject, ''), COALESCE(description, '')`
 
 func scanTicketRow(rs pgx.Rows) (TicketRow, error) {
 	var r TicketRow
 	var start *time.Time
 	if err := rs.Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt,
-		&r.Moves); err != nil {
+		&r.Moves, &r.Subject, &r.Description); err != nil {
 		return r, pgErr("reading listed ticket", err)
 	}
 	if start != nil {

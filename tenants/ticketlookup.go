@@ -107,6 +107,7 @@ func (r TicketRow) event(tenant string) subjects.TicketEvent {
 	ev := subjects.TicketEvent{
 		Event: subjects.TicketCreated, Tenant: tenant, Ticket: r.ID, Type: r.Type, Agent: r.Agent,
 		SlotTime: r.SlotTime.UTC(), CreatedAt: r.CreatedAt.UTC(), Deadline: r.Deadline.UTC(),
+		Subject: r.Subject, Description: r.Description,
 	}
 	if r.Status == subjects.StatusCancelled {
 		ev.Event = subjects.TicketCancelled

@@ -22,6 +22,9 @@ type TicketRow struct {
 	// Moves is how often the ticket was moved to another agent-minute
 	// (ApplyMoved); Agent and SlotTime are where it is now.
 	Moves int
+	// Subject and Description are the ticket's content ("": none, NULL
+	// in the table).
+	Subject, Description string
 }
 
 // Tickets writes accepted tickets and their cancels into each tenant's
@@ -94,11 +97,11 @@ func (s *Tickets) ApplyCreated(ctx context.Context, t Tenant, ev subjects.Ticket
 					return err
 				}
 				tag, err := tx.Exec(ctx, `INSERT INTO tickets
-					(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id)
-					VALUES ($1, $2, 'allocated', $3, $4, $5, $6, $7, $8)
+					(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, subject, description)
+					VALUES ($1, $2, 'allocated', $3, $4, $5, $6, $7, $8, NULLIF($9, ''), NULLIF($10, ''))
 					ON CONFLICT (id) DO NOTHING`,
 					ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
-					ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID)
+					ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, ev.Subject, ev.Description)
 				if err != nil {
 					return err // a unique violation is looked at below, after the rollback
 				}
@@ -239,13 +242,15 @@ func (s *Tickets) cancelTx(ctx context.Context, tx pgx.Tx, ev subjects.TicketEve
 	}
 	// A cancelled row is outside the partial unique index, so this
 	// never conflicts with the minute's new holder.
+	// A row already written keeps its content: the cancel only changes
+	// its status.
 	tag, err := tx.Exec(ctx, `INSERT INTO tickets
-		(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, cancelled_at)
-		VALUES ($1, $2, 'cancelled', $3, $4, $5, $6, $7, $8, $9)
+		(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, cancelled_at, subject, description)
+		VALUES ($1, $2, 'cancelled', $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), NULLIF($11, ''))
 		ON CONFLICT (id) DO UPDATE SET status = 'cancelled', cancelled_at = EXCLUDED.cancelled_at
 		WHERE tickets.status <> 'cancelled'`,
 		ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), ev.SlotTime.UTC(),
-		ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, cancelledAt)
+		ev.SlotTime.UTC().Add(time.Minute), ev.Agent, slotID, cancelledAt, ev.Subject, ev.Description)
 	if err != nil {
 		return pgErr("writing cancelled ticket", err)
 	}
@@ -267,9 +272,9 @@ func (s *Tickets) Get(ctx context.Context, t Tenant, id string) (TicketRow, erro
 	var r TicketRow
 	err := s.pools.Do(ctx, t, func(ctx context.Context, conn *pgxpool.Conn) error {
 		var start *time.Time
-		err := conn.QueryRow(ctx, `SELECT id, type, status, COALESCE(sa_id, ''), start_time, created_at, deadline, cancelled_at,
-			moves FROM tickets WHERE id = $1`, id).
-			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt, &r.Moves)
+		err := conn.QueryRow(ctx, `SELECT `+listColumns+` FROM tickets WHERE id = $1`, id).
+			Scan(&r.ID, &r.Type, &r.Status, &r.Agent, &start, &r.CreatedAt, &r.Deadline, &r.CancelledAt, &r.Moves,
+				&r.Subject, &r.Description)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrTicketNotFound
 		}

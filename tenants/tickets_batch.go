@@ -31,11 +31,13 @@ const (
 		ON CONFLICT DO NOTHING`
 	batchLockSQL    = `SELECT id FROM slots WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`
 	batchTicketsSQL = `WITH n AS (
-			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[])
-				AS n(id, type, created_at, deadline, start_time, sa_id, slot_id)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::text[],
+				$8::text[], $9::text[])
+				AS n(id, type, created_at, deadline, start_time, sa_id, slot_id, subject, description)
 		), ins AS (
-			INSERT INTO tickets (id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id)
-			SELECT id, type, 'allocated', created_at, deadline, start_time, start_time + interval '1 minute', sa_id, slot_id FROM n
+			INSERT INTO tickets (id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, subject, description)
+			SELECT id, type, 'allocated', created_at, deadline, start_time, start_time + interval '1 minute', sa_id, slot_id,
+				NULLIF(subject, ''), NULLIF(description, '') FROM n
 			WHERE NOT EXISTS (SELECT 1 FROM tickets t WHERE t.sa_id = n.sa_id AND t.start_time = n.start_time AND t.status <> 'cancelled')
 			ON CONFLICT (id) DO NOTHING
 			RETURNING id, slot_id
@@ -127,9 +129,11 @@ func (s *Tickets) insertCreated(ctx context.Context, t Tenant, evs []subjects.Ti
 	n := len(idx)
 	slotIDs, agents, tickets, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	starts, created, deadlines := make([]time.Time, n), make([]time.Time, n), make([]time.Time, n)
+	subjs, descs := make([]string, n), make([]string, n)
 	for j, i := range idx {
 		ev := evs[i]
 		slotIDs[j], agents[j], tickets[j], types[j] = slotRowID(ev.Agent, ev.SlotTime), ev.Agent, ev.Ticket, ev.Type
+		subjs[j], descs[j] = ev.Subject, ev.Description
 		starts[j], created[j], deadlines[j] = ev.SlotTime.UTC(), ev.CreatedAt.UTC(), ev.Deadline.UTC()
 	}
 	inserted := make(map[string]bool, n)
@@ -137,7 +141,7 @@ func (s *Tickets) insertCreated(ctx context.Context, t Tenant, evs []subjects.Ti
 		b := &pgx.Batch{}
 		b.Queue(batchSlotsSQL, slotIDs, agents, starts)
 		b.Queue(batchLockSQL, slotIDs)
-		b.Queue(batchTicketsSQL, tickets, types, created, deadlines, starts, agents, slotIDs)
+		b.Queue(batchTicketsSQL, tickets, types, created, deadlines, starts, agents, slotIDs, subjs, descs)
 		br := conn.SendBatch(ctx, b)
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()

@@ -144,11 +144,11 @@ func (s *Tickets) applyMoved(ctx context.Context, t Tenant, ev subjects.TicketEv
 			}
 			if !exists {
 				tag, err := tx.Exec(ctx, `INSERT INTO tickets
-					(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, moves)
-					VALUES ($1, $2, 'allocated', $3, $4, $5, $6, $7, $8, $9)
+					(id, type, status, created_at, deadline, start_time, end_time, sa_id, slot_id, moves, subject, description)
+					VALUES ($1, $2, 'allocated', $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), NULLIF($11, ''))
 					ON CONFLICT (id) DO NOTHING`,
 					ev.Ticket, ev.Type, ev.CreatedAt.UTC(), ev.Deadline.UTC(), start, start.Add(time.Minute), ev.Agent,
-					newSlot, moves)
+					newSlot, moves, ev.Subject, ev.Description)
 				if err != nil {
 					return err // a unique violation is looked at after the rollback
 				}

@@ -19,6 +19,7 @@ type ticketEnv struct {
 	ten     tenants.Tenant
 	agent   string
 	tickets *tenants.Tickets
+	agents  *tenants.Agents
 	db      *pgx.Conn
 }
 
@@ -40,7 +41,7 @@ func newTicketEnv(t testing.TB) *ticketEnv {
 		defer cancel()
 		_ = db.Close(cctx)
 	})
-	return &ticketEnv{ten: ten, agent: ag.ID, tickets: e.Tickets, db: db}
+	return &ticketEnv{ten: ten, agent: ag.ID, tickets: e.Tickets, agents: e.Agents(), db: db}
 }
 
 var ticketsT0 = time.Date(2030, 1, 2, 3, 4, 5, 600000000, time.UTC)

@@ -829,7 +829,7 @@ func TestAllocatorDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	scfg := stream.CachedInfo().Config
-	scfg.MaxMsgSize = 64 << 10
+	scfg.MaxMsgSize = 2 * subjects.MaxSlotRecordBytes
 	if _, err := e.js.UpdateStream(ctx, scfg); err != nil {
 		t.Fatal(err)
 	}

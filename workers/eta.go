@@ -135,26 +135,43 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 		}
 		return nil
 	}
+	// Only the operations that make a ticket carry its content.
+	content := func() error {
+		if err := subjects.CheckContent(req.Subject, req.Description); err != nil {
+			ce, _ := errors.AsType[*subjects.ContentError](err)
+			return field(ce.Field, ce.Reason)
+		}
+		return nil
+	}
+	noContent := func() error {
+		switch {
+		case req.Subject != "":
+			return field("subject", "only a reserve or confirm carries a ticket's content")
+		case req.Description != "":
+			return field("description", "only a reserve or confirm carries a ticket's content")
+		}
+		return nil
+	}
 	var errs []error
 	switch req.Op {
 	case subjects.ETAReserve:
-		errs = append(errs, typ(), nonce())
+		errs = append(errs, typ(), nonce(), content())
 		if req.Ticket != "" {
 			errs = append(errs, field("ticket", "a reserve names no ticket: the responder makes its id from the nonce"))
 		}
 	case subjects.ETAHold:
-		errs = append(errs, typ(), noTakeover())
+		errs = append(errs, typ(), noTakeover(), noContent())
 	case subjects.ETAConfirm:
 		// A Ticket from an asker of an older version is ignored: the id
 		// is made from the slot and the nonce.
-		errs = append(errs, typ(), nonce(), noAgentsRev(), noTakeover())
+		errs = append(errs, typ(), nonce(), noAgentsRev(), noTakeover(), content())
 		if _, _, _, err := subjects.ParseSlotID(req.SlotID); err != nil {
 			errs = append(errs, field("slot_id", err.Error()))
 		}
 	case subjects.ETAPing:
-		errs = append(errs, noAgentsRev(), noTakeover())
+		errs = append(errs, noAgentsRev(), noTakeover(), noContent())
 	case subjects.ETARelease:
-		errs = append(errs, noAgentsRev(), noTakeover())
+		errs = append(errs, noAgentsRev(), noTakeover(), noContent())
 		if req.Ticket == "" {
 			// Release by nonce: what an asker sends after a reserve
 			// that got no reply.
@@ -177,11 +194,11 @@ func decodeRequest(subject string, data []byte) (subjects.ETARequest, error) {
 			errs = append(errs, field("created_at", "the ticket's instant is required"))
 		}
 	case subjects.ETACapacity:
-		errs = append(errs, noTakeover())
+		errs = append(errs, noTakeover(), noContent())
 	case subjects.ETAReplan:
-		errs = append(errs, noTakeover())
+		errs = append(errs, noTakeover(), noContent())
 	case subjects.ETAAtRisk:
-		errs = append(errs, noAgentsRev(), noTakeover())
+		errs = append(errs, noAgentsRev(), noTakeover(), noContent())
 	default:
 		errs = append(errs, field("op", "must be reserve, hold, confirm, release, capacity, replan, at_risk or ping"))
 	}
@@ -308,7 +325,7 @@ func (r *Responder) reserve(ctx context.Context, req subjects.ETARequest, now ti
 			}
 			ticket = subjects.TicketEvent{Event: subjects.TicketCreated, Tenant: req.Tenant,
 				Ticket: id, Type: req.Type, Agent: s.Agent, SlotTime: s.Minute, CreatedAt: req.CreatedAt,
-				Deadline: req.CreatedAt.Add(sla)}
+				Deadline: req.CreatedAt.Add(sla), Subject: req.Subject, Description: req.Description}
 			return subjects.ConfirmedRecord(ticket, prev), nil
 		})
 	if err != nil {
@@ -492,7 +509,7 @@ func (r *Responder) confirm(ctx context.Context, req subjects.ETARequest, now ti
 	sla, _ := subjects.SLA(req.Type)
 	ticket := subjects.TicketEvent{Event: subjects.TicketCreated,
 		Tenant: req.Tenant, Ticket: id, Type: req.Type, Agent: agent, SlotTime: minute, CreatedAt: rec.CreatedAt,
-		Deadline: rec.CreatedAt.Add(sla)}
+		Deadline: rec.CreatedAt.Add(sla), Subject: req.Subject, Description: req.Description}
 	value, err := json.Marshal(subjects.ConfirmedRecord(ticket, e.Revision()))
 	if err != nil {
 		return subjects.ETAReply{}, err

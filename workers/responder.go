@@ -74,8 +74,10 @@ const (
 	// winning the race; each lost write marks a slot taken, so this is
 	// reached only under heavy contention (the answer is then 503).
 	maxAttempts = 64
-	// maxRequestBytes bounds a request body; real ones are a few hundred.
-	maxRequestBytes = 4 << 10
+	// maxRequestBytes bounds a request body; real ones are a few hundred
+	// bytes, a reserve or confirm with a maximal ticket content (escaped
+	// as JSON) up to some 64 KiB: the bound of the record it becomes.
+	maxRequestBytes = subjects.MaxSlotRecordBytes
 )
 
 // Responder answers ETA requests for every tenant (request-reply on

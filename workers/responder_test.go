@@ -678,7 +678,7 @@ func TestResponderRefusesHostileRequests(t *testing.T) {
 		{"garbage", subjects.ETA(a.ID), []byte("{\"op\":"), 400, "invalid_json"},
 		{"not an object", subjects.ETA(a.ID), []byte("[1,2]"), 400, "invalid_json"},
 		{"trailing data", subjects.ETA(a.ID), []byte(`{"op":"hold"} {}`), 400, "invalid_json"},
-		{"oversized", subjects.ETA(a.ID), []byte(`{"op":"` + strings.Repeat("x", 5000) + `"}`), 400, "body_too_large"},
+		{"oversized", subjects.ETA(a.ID), []byte(`{"op":"` + strings.Repeat("x", subjects.MaxSlotRecordBytes+1) + `"}`), 400, "body_too_large"},
 		{"release inside a minute", subjects.ETA(a.ID), release("slot_time", respT0.Add(time.Second)), 400, "invalid_field"},
 		{"release of another minute", subjects.ETA(a.ID), release("slot_time", respT0.Add(time.Minute)), 400, "invalid_field"},
 		{"release of another agent", subjects.ETA(a.ID), release("agent", "a2"), 400, "invalid_field"},

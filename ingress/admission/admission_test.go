@@ -9,12 +9,39 @@ import (
 
 func TestRequestHashSeparatesFields(t *testing.T) {
 	t.Parallel()
-	a := RequestHash("ab", "GOLD")
-	if a != RequestHash("ab", "GOLD") {
+	none := Content{}
+	a := RequestHash("ab", "GOLD", none)
+	if a != RequestHash("ab", "GOLD", none) {
 		t.Error("RequestHash is not stable")
 	}
-	if a == RequestHash("a", "bGOLD") || a == RequestHash("ab", "SILVER") {
+	if a == RequestHash("a", "bGOLD", none) || a == RequestHash("ab", "SILVER", none) {
 		t.Error("RequestHash collides for different requests")
+	}
+	seen := map[string]Content{"": none}
+	for _, c := range []Content{{Subject: "x"}, {Description: "x"}, {Subject: "x", Description: "y"},
+		{Subject: "xy"}, {Subject: "x\u0000y"}, {Subject: "y", Description: "x"}} {
+		h := RequestHash("ab", "GOLD", c)
+		if h == a {
+			t.Errorf("content %+v has the fingerprint of a request without content", c)
+		}
+		if other, dup := seen[h]; dup {
+			t.Errorf("content %+v and %+v share a fingerprint", c, other)
+		}
+		seen[h] = c
+	}
+}
+
+// oldRequestHash is RequestHash("c1", "GOLD") of the versions before
+// content: sha256 of "create_ticket\x00c1\x00GOLD\x00", in hex.
+const oldRequestHash = "734b796c790be4900233bc587dcb8f19634e9aae7d8fe878c5d77a47fadb1d69"
+
+// TestRequestHashWithoutContentIsTheOldOne pins the fingerprint of a
+// request without content to the one versions before content wrote: a
+// key claimed before an upgrade matches its retry after it.
+func TestRequestHashWithoutContentIsTheOldOne(t *testing.T) {
+	t.Parallel()
+	if got := RequestHash("c1", "GOLD", Content{}); got != oldRequestHash {
+		t.Fatalf("RequestHash = %s, want the pinned %s", got, oldRequestHash)
 	}
 }
 

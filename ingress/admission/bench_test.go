@@ -107,7 +107,7 @@ func newCreateBench(b *testing.B, n int, oneConn bool) *createBench {
 	// Once a create succeeds the responder knows the tenant; its agents
 	// arrive from the watch together, as one initial snapshot.
 	testkit.Eventually(b, 30*time.Second, func() bool {
-		_, err := svc.Create(ctx, t, subjects.Bronze, nil)
+		_, err := svc.Create(ctx, t, subjects.Bronze, admission.Content{}, nil)
 		return r.Ready() && err == nil
 	}, "a first create to succeed")
 	return &createBench{svc: svc, tenant: t}
@@ -140,7 +140,7 @@ func BenchmarkCreate(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
-			if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, nil); err != nil {
+			if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, admission.Content{}, nil); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -154,7 +154,7 @@ func BenchmarkCreate(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, nil); err != nil {
+					if _, err := e.svc.Create(ctx, e.tenant, subjects.Bronze, admission.Content{}, nil); err != nil {
 						b.Error(err)
 						return
 					}

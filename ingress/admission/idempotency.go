@@ -86,8 +86,18 @@ func hexSHA256(parts ...string) string {
 // RequestHash fingerprints the canonical fields of a create_ticket
 // request (its client_id, the tenant, and its ticket_type), whatever their
 // spacing or order in the body: a record's BodyHash.
-func RequestHash(tenant, ticketType string) string {
-	return hexSHA256(subjects.OpCreateTicket, tenant, ticketType)
+//
+// A request with content adds its subject and description, so that the
+// same key with other text is a conflict; one without content keeps the
+// fingerprint of the versions before content, so a key used before an
+// upgrade still matches its retry after it. The parts hold no NUL (a
+// ticket type is one of three, content refuses control characters), so
+// the two forms never collide.
+func RequestHash(tenant, ticketType string, c Content) string {
+	if c == (Content{}) {
+		return hexSHA256(subjects.OpCreateTicket, tenant, ticketType)
+	}
+	return hexSHA256(subjects.OpCreateTicket, tenant, ticketType, c.Subject, c.Description)
 }
 
 // ClaimKey is the idempotency bucket's key for a tenant's Idempotency-Key
@@ -145,14 +155,14 @@ func replayed(ctx context.Context) {
 }
 
 // createIdempotent is create_ticket under an Idempotency-Key.
-func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, key string) (Accepted, error) {
+func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ string, c Content, key string) (Accepted, error) {
 	kv, err := s.idempotencyBucket(ctx)
 	if err != nil {
 		return Accepted{}, err
 	}
 	keyHash := hexSHA256(key)
 	kvKey := subjects.IdempotencyKey(t.ID, keyHash)
-	bodyHash := RequestHash(t.ID, typ)
+	bodyHash := RequestHash(t.ID, typ, c)
 	waitUntil := time.Now().Add(s.budget.ETA + time.Second)
 	for attempt := 1; ; attempt++ {
 		rec := subjects.IdempotencyRecord{
@@ -166,14 +176,14 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 		rev, err := kv.Create(cctx, kvKey, data, jetstream.KeyTTL(idemPendingTTL))
 		cancel()
 		if err == nil {
-			return s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec, false)
+			return s.createClaimed(ctx, t, typ, c, kv, kvKey, keyHash, rev, rec, false)
 		}
 		if !jskit.CreateLost(err) {
 			return Accepted{}, unavailable(fmt.Errorf("claiming idempotency key %s: %w", kvKey, err))
 		}
 		acc, retry, stale, err := s.awaitTwin(ctx, kv, kvKey, bodyHash, waitUntil)
 		if stale != nil {
-			acc, retry, err = s.takeOver(ctx, t, typ, kv, kvKey, keyHash, *stale)
+			acc, retry, err = s.takeOver(ctx, t, typ, c, kv, kvKey, keyHash, *stale)
 		} else if err == nil && !retry {
 			acc = s.currentPlan(ctx, t, acc)
 			replayed(ctx)
@@ -190,12 +200,12 @@ func (s *Service) createIdempotent(ctx context.Context, t tenants.Tenant, typ, k
 // createClaimed admits the ticket of the key this request has claimed
 // (rec, at rev), then remembers it or forgets the attempt. takeover: the
 // claim was taken over from a twin presumed dead (see takeOver).
-func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ string,
+func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ string, c Content,
 	kv jetstream.KeyValue, kvKey, keyHash string, rev uint64, rec subjects.IdempotencyRecord, takeover bool) (Accepted, error) {
 	log := s.logger.With(slog.String("tenant", t.ID), slog.String("nonce", rec.Nonce), slog.String("key", kvKey))
 	// Real time: a context deadline is real time, whatever the clock.
 	actx, cancel := context.WithTimeout(ctx, s.budget.IdempotencyClaim())
-	acc, unknown, err := s.admit(actx, t, typ, rec.Nonce, takeover)
+	acc, unknown, err := s.admit(actx, t, typ, c, rec.Nonce, takeover)
 	if takeover && errors.Is(err, errNonceReleased) {
 		// The twin's ticket was written and then released (by the
 		// release its twin sent after an unknown outcome): no client
@@ -206,7 +216,7 @@ func (s *Service) createClaimed(ctx context.Context, t tenants.Tenant, typ strin
 			log = log.With(slog.String("fresh_nonce", rec.Nonce))
 			log.Warn("the taken-over nonce's ticket was released; admitting with a fresh nonce")
 			takeover = false
-			acc, unknown, err = s.admit(actx, t, typ, rec.Nonce, false)
+			acc, unknown, err = s.admit(actx, t, typ, c, rec.Nonce, false)
 		} else if jskit.WrongLastSequence(err) {
 			err = ErrIdempotencyInUse
 		} else {
@@ -306,7 +316,7 @@ type staleClaim struct {
 // same nonce (reserve with Takeover). retry means another request took
 // the record over first (or its twin finished after all): look at the key
 // again.
-func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv jetstream.KeyValue,
+func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, c Content, kv jetstream.KeyValue,
 	kvKey, keyHash string, stale staleClaim) (Accepted, bool, error) {
 	rec := subjects.IdempotencyRecord{State: subjects.IdempotencyPending, BodyHash: stale.rec.BodyHash,
 		Nonce: stale.rec.Nonce, Ticket: stale.rec.Ticket, Created: subjects.Stamp(s.now())}
@@ -337,7 +347,7 @@ func (s *Service) takeOver(ctx context.Context, t tenants.Tenant, typ string, kv
 			return acc, false, err
 		}
 	}
-	acc, err := s.createClaimed(ctx, t, typ, kv, kvKey, keyHash, rev, rec, true)
+	acc, err := s.createClaimed(ctx, t, typ, c, kv, kvKey, keyHash, rev, rec, true)
 	return acc, false, err
 }
 

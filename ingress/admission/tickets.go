@@ -27,6 +27,22 @@ type Accepted struct {
 type Ticket struct {
 	TicketID, Type, Status, Agent string
 	SlotTime, Deadline, CreatedAt time.Time
+	Content
+}
+
+// Content is a new ticket's optional subject and description
+// (create_ticket, allocate_slot); "" is none. subjects.CheckContent
+// bounds it.
+type Content struct{ Subject, Description string }
+
+// check refuses content no ticket may carry: a *FieldError naming the
+// member, nothing asked of anyone.
+func (c Content) check() error {
+	if err := subjects.CheckContent(c.Subject, c.Description); err != nil {
+		ce, _ := errors.AsType[*subjects.ContentError](err)
+		return invalidField(ce.Field, "%s", ce.Reason)
+	}
+	return nil
 }
 
 // Hold is a pending hold made by ValidateETA.
@@ -63,11 +79,15 @@ func (s *Service) agentsRev(tenant string) uint64 {
 	return s.agents.Revision(tenant)
 }
 
-// Create admits a new ticket of type typ for t (create_ticket). idemKey,
-// when not nil, is the request's Idempotency-Key, already checked by the
-// transport: the same key with the same type gives the same ticket.
-func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idemKey *string) (Accepted, error) {
+// Create admits a new ticket of type typ with content c for t
+// (create_ticket). idemKey, when not nil, is the request's
+// Idempotency-Key, already checked by the transport: the same key with
+// the same type and content gives the same ticket.
+func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, c Content, idemKey *string) (Accepted, error) {
 	if _, err := ticketType(typ); err != nil {
+		return Accepted{}, err
+	}
+	if err := c.check(); err != nil {
 		return Accepted{}, err
 	}
 	release, err := s.enterNew(ctx, t.ID)
@@ -76,10 +96,10 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 	}
 	defer release()
 	if idemKey != nil {
-		return s.createIdempotent(ctx, t, typ, *idemKey)
+		return s.createIdempotent(ctx, t, typ, c, *idemKey)
 	}
 	nonce := subjects.NewTicketNonce()
-	acc, unknown, err := s.admit(ctx, t, typ, nonce, false)
+	acc, unknown, err := s.admit(ctx, t, typ, c, nonce, false)
 	if unknown {
 		s.releaseNonce(ctx, t.ID, nonce, err)
 	}
@@ -87,7 +107,7 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 }
 
 // admit asks the responders to reserve a slot for a ticket whose id has
-// nonce, and returns the ticket: the responders' write of its slot record
+// nonce and whose record carries c, and returns the ticket: the responders' write of its slot record
 // is its admission, nothing else is written. takeover asks for the
 // tenant's ticket with that nonce first (an Idempotency-Key takeover).
 //
@@ -96,7 +116,7 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, idem
 // was written (no reply in time, a reply this version cannot read, a
 // responder that could not finish): err is then set, and the caller
 // decides whether to release the nonce's ticket (releaseNonce).
-func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string, takeover bool) (acc Accepted, unknown bool, err error) {
+func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ string, c Content, nonce string, takeover bool) (acc Accepted, unknown bool, err error) {
 	sla, err := ticketType(typ)
 	if err != nil {
 		return Accepted{}, false, err
@@ -104,7 +124,7 @@ func (s *Service) admit(ctx context.Context, t tenants.Tenant, typ, nonce string
 	createdAt := subjects.Stamp(s.now())
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAReserve, Tenant: t.ID, Type: typ, CreatedAt: createdAt, Nonce: nonce, Takeover: takeover,
-		AgentsRev: s.agentsRev(t.ID),
+		AgentsRev: s.agentsRev(t.ID), Subject: c.Subject, Description: c.Description,
 	})
 	if err != nil {
 		// A request no responder received wrote nothing.
@@ -359,7 +379,8 @@ func (s *Service) Get(ctx context.Context, t tenants.Tenant, ticket string) (Tic
 		return Ticket{}, ErrTicketNotFound
 	}
 	return Ticket{TicketID: ev.Ticket, Type: ev.Type, Status: status, Agent: ev.Agent,
-		SlotTime: ev.SlotTime, Deadline: ev.Deadline, CreatedAt: ev.CreatedAt}, nil
+		SlotTime: ev.SlotTime, Deadline: ev.Deadline, CreatedAt: ev.CreatedAt,
+		Content: Content{Subject: ev.Subject, Description: ev.Description}}, nil
 }
 
 // ValidateETA makes a pending hold of a typ slot for t (validate_eta).
@@ -394,13 +415,17 @@ func (s *Service) ValidateETA(ctx context.Context, t tenants.Tenant, typ string)
 	}
 }
 
-// AllocateSlot turns a pending hold into a ticket of t (allocate_slot).
+// AllocateSlot turns a pending hold into a ticket of t with content c
+// (allocate_slot).
 // The ticket's created_at is the instant of the validate_eta that made
 // the hold, as the responder reports it. An outcome left unknown (see
 // admit) releases the ticket the confirm may have written.
-func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotID string) (Allocated, error) {
+func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotID string, c Content) (Allocated, error) {
 	sla, err := ticketType(typ)
 	if err != nil {
+		return Allocated{}, err
+	}
+	if err := c.check(); err != nil {
 		return Allocated{}, err
 	}
 	if _, _, _, err := subjects.ParseSlotID(slotID); err != nil {
@@ -414,6 +439,7 @@ func (s *Service) AllocateSlot(ctx context.Context, t tenants.Tenant, typ, slotI
 	nonce := subjects.NewTicketNonce()
 	reply, err := s.ask(ctx, subjects.ETARequest{
 		Op: subjects.ETAConfirm, Tenant: t.ID, Type: typ, SlotID: slotID, Nonce: nonce,
+		Subject: c.Subject, Description: c.Description,
 	})
 	if err != nil {
 		if !errors.Is(err, nats.ErrNoResponders) {
