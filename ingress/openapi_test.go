@@ -80,8 +80,9 @@ func (d *apiDoc) operations() []string {
 // operation is the raw operation of "METHOD /path".
 func (d *apiDoc) operation(op string) map[string]any {
 	method, path, _ := strings.Cut(op, " ")
-	item := d.raw["paths"].(map[string]any)[path].(map[string]any)
-	return item[strings.ToLower(method)].(map[string]any)
+	item, _ := d.raw["paths"].(map[string]any)[path].(map[string]any)
+	o, _ := item[strings.ToLower(method)].(map[string]any)
+	return o
 }
 
 // resolve follows a local $ref (one or more steps).
@@ -119,7 +120,7 @@ func (d *apiDoc) examples(media map[string]any) map[string]any {
 // parameters are op's parameters, path-level ones included, resolved.
 func (d *apiDoc) parameters(op string) []map[string]any {
 	_, path, _ := strings.Cut(op, " ")
-	item := d.raw["paths"].(map[string]any)[path].(map[string]any)
+	item, _ := d.raw["paths"].(map[string]any)[path].(map[string]any)
 	var out []map[string]any
 	for _, src := range []any{item["parameters"], d.operation(op)["parameters"]} {
 		list, _ := src.([]any)
@@ -244,6 +245,9 @@ func (r *exampleRun) substitute(s string) string {
 // matches the document, and learns the ids of the answer.
 func (d *apiDoc) sendExample(t *testing.T, h http.Handler, run *exampleRun, step exampleStep) {
 	t.Helper()
+	if d.operation(step.op) == nil {
+		t.Fatalf("%s: exampleWalk's %s is not in the document", d.listener, step.op)
+	}
 	method, path, _ := strings.Cut(step.op, " ")
 	header := http.Header{}
 	for _, p := range d.parameters(step.op) {
@@ -274,6 +278,10 @@ func (d *apiDoc) sendExample(t *testing.T, h http.Handler, run *exampleRun, step
 	if run.token != "" && d.listener == "public" {
 		req.Header.Set("Authorization", "Bearer "+run.token)
 	}
+	if ok, errs := d.v.ValidateHttpRequest(req); !ok {
+		t.Errorf("%s %s example %q: the request does not match the document:%s", d.listener, step.op, step.example, validationErrors(errs))
+	}
+	req.Body = io.NopCloser(strings.NewReader(run.substitute(string(body))))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	want := d.successStatus(t, step.op)
