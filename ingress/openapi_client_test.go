@@ -3,9 +3,9 @@ package ingress
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 
