@@ -191,7 +191,7 @@ func routesOf(t *testing.T, h http.Handler) []string {
 }
 
 // exampleStep is one request the example walk sends: an operation and,
-// for one with several request examples, the example's name.
+// for one with several request or answer examples, the example's name.
 type exampleStep struct{ op, example string }
 
 // exampleWalk is the order in which every documented request example is
@@ -205,14 +205,14 @@ var exampleWalk = map[string][]exampleStep{
 		{"POST /create_ticket", ""}, {"GET /tickets/{ticket_id}", ""}, {"GET /tickets", ""},
 		{"GET /tickets/at-risk", ""}, {"GET /capacity", ""}, {"POST /cancel_ticket", ""},
 		{"PATCH /agents/{agent_id}", "unavailable"}, {"PATCH /agents/{agent_id}", "available"},
-		{"GET /healthz", ""}, {"GET /readyz", ""}, {"GET /metrics", ""}, {"GET /openapi.json", ""},
+		{"GET /healthz", ""}, {"GET /readyz", "ready"}, {"GET /metrics", ""}, {"GET /openapi.json", ""},
 		{"POST /logout", ""},
 	},
 	"internal": {
 		{"POST /validate_eta", ""}, {"POST /allocate_slot", ""},
-		{"GET /healthz", ""}, {"GET /readyz", ""}, {"GET /openapi.json", ""},
+		{"GET /healthz", ""}, {"GET /readyz", "ready"}, {"GET /openapi.json", ""},
 	},
-	"ops": {{"GET /healthz", ""}, {"GET /readyz", ""}, {"GET /metrics", ""}, {"GET /openapi.json", ""}},
+	"ops": {{"GET /healthz", ""}, {"GET /readyz", "ready"}, {"GET /metrics", ""}, {"GET /openapi.json", ""}},
 }
 
 // learnedFields are the answer members whose example value stands for
@@ -300,13 +300,20 @@ func (d *apiDoc) sendExample(t *testing.T, h http.Handler, run *exampleRun, step
 	exs := d.examples(media)
 	ex, ok := exs[step.example]
 	if !ok && len(exs) == 1 {
-		for _, ex = range exs {
+		for _, only := range exs {
+			ex = only
 		}
 	}
 	exObj, _ := ex.(map[string]any)
 	var real map[string]any
 	if err := json.Unmarshal(rec.Body.Bytes(), &real); err != nil {
 		t.Fatalf("%s %s: %v", d.listener, step.op, err)
+	}
+	// The example shows every member the real answer has.
+	for k := range real {
+		if _, ok := exObj[k]; !ok {
+			t.Errorf("%s %s: the answer has %q, which its documented example %q lacks", d.listener, step.op, k, step.example)
+		}
 	}
 	for _, f := range learnedFields {
 		e, eok := exObj[f].(string)
