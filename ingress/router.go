@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tms/ingress/admission"
+	"tms/ingress/openapi"
 	"tms/subjects"
 	"tms/tenants"
 )
@@ -128,6 +129,11 @@ func newRouter(listener string, a *api, reg prometheus.Registerer) (*chi.Mux, er
 	r.MethodNotAllowed(methodNotAllowed(r, logger))
 	r.Get("/healthz", a.healthz)
 	r.Get("/readyz", a.readyz)
+	doc, err := openapi.Handler(listener)
+	if err != nil {
+		return nil, err
+	}
+	r.Method(http.MethodGet, "/openapi.json", doc)
 	return r, nil
 }
 
