@@ -47,8 +47,9 @@ func TestGeneratedClient(t *testing.T) {
 		t.Fatalf("create agent: %s", show(err, agent))
 	}
 	key := apiclient.IdempotencyKey("order-4711")
+	subject := "Printer on floor 3 is offline"
 	created, err := c.CreateTicketWithResponse(ctx, &apiclient.CreateTicketParams{IdempotencyKey: &key},
-		apiclient.CreateTicketRequest{ClientId: client, TicketType: apiclient.GOLD}, bearer)
+		apiclient.CreateTicketRequest{ClientId: client, TicketType: apiclient.GOLD, Subject: &subject}, bearer)
 	if err != nil || created.JSON201 == nil || created.JSON201.AgentId != agent.JSON201.AgentId {
 		t.Fatalf("create ticket: %s", show(err, created))
 	}
@@ -58,7 +59,8 @@ func TestGeneratedClient(t *testing.T) {
 	}
 
 	got, err := c.GetTicketWithResponse(ctx, ticket, bearer)
-	if err != nil || got.JSON200 == nil || got.JSON200.TicketId != ticket || got.JSON200.TicketType != apiclient.GOLD {
+	if err != nil || got.JSON200 == nil || got.JSON200.TicketId != ticket || got.JSON200.TicketType != apiclient.GOLD ||
+		got.JSON200.Subject == nil || *got.JSON200.Subject != subject || got.JSON200.Description != nil {
 		t.Fatalf("get ticket: %s", show(err, got))
 	}
 	limit := 10
@@ -73,6 +75,12 @@ func TestGeneratedClient(t *testing.T) {
 	got, err = c.GetTicketWithResponse(ctx, ticket, bearer)
 	if err != nil || got.JSON200 == nil || got.JSON200.Status != apiclient.TicketStatusCancelled {
 		t.Fatalf("get cancelled ticket: %s", show(err, got))
+	}
+	// The status page's calendar decodes too: the cancelled ticket's
+	// minute is free again.
+	cal, err := c.GetCalendarWithResponse(ctx, nil, bearer)
+	if err != nil || cal.JSON200 == nil || len(cal.JSON200.Agents) != 1 || len(cal.JSON200.Agents[0].Minutes) != 0 {
+		t.Fatalf("calendar: %s", show(err, cal))
 	}
 	// An error answer decodes into the documented error type too.
 	missing, err := c.GetTicketWithResponse(ctx, "nosuchticket", bearer)

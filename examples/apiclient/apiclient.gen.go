@@ -252,6 +252,66 @@ func (e ReadyStatus) Valid() bool {
 	}
 }
 
+// Defines values for RecentAdmissionsScope.
+const (
+	Process RecentAdmissionsScope = "process"
+)
+
+// Valid indicates whether the value is a known member of the RecentAdmissionsScope enum.
+func (e RecentAdmissionsScope) Valid() bool {
+	switch e {
+	case Process:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RecentDecisionOutcome.
+const (
+	RecentDecisionOutcomeAccepted RecentDecisionOutcome = "accepted"
+	RecentDecisionOutcomeRefused  RecentDecisionOutcome = "refused"
+)
+
+// Valid indicates whether the value is a known member of the RecentDecisionOutcome enum.
+func (e RecentDecisionOutcome) Valid() bool {
+	switch e {
+	case RecentDecisionOutcomeAccepted:
+		return true
+	case RecentDecisionOutcomeRefused:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RecentDecisionReason.
+const (
+	RecentDecisionReasonInvalid     RecentDecisionReason = "invalid"
+	RecentDecisionReasonNoSlot      RecentDecisionReason = "no_slot"
+	RecentDecisionReasonRateLimited RecentDecisionReason = "rate_limited"
+	RecentDecisionReasonShed        RecentDecisionReason = "shed"
+	RecentDecisionReasonUnavailable RecentDecisionReason = "unavailable"
+)
+
+// Valid indicates whether the value is a known member of the RecentDecisionReason enum.
+func (e RecentDecisionReason) Valid() bool {
+	switch e {
+	case RecentDecisionReasonInvalid:
+		return true
+	case RecentDecisionReasonNoSlot:
+		return true
+	case RecentDecisionReasonRateLimited:
+		return true
+	case RecentDecisionReasonShed:
+		return true
+	case RecentDecisionReasonUnavailable:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SessionStatus.
 const (
 	SessionStatusOk SessionStatus = "ok"
@@ -303,6 +363,24 @@ func (e TicketType) Valid() bool {
 	case GOLD:
 		return true
 	case SILVER:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetStatusFileParamsFile.
+const (
+	AppCss GetStatusFileParamsFile = "app.css"
+	AppJs  GetStatusFileParamsFile = "app.js"
+)
+
+// Valid indicates whether the value is a known member of the GetStatusFileParamsFile enum.
+func (e GetStatusFileParamsFile) Valid() bool {
+	switch e {
+	case AppCss:
+		return true
+	case AppJs:
 		return true
 	default:
 		return false
@@ -402,6 +480,43 @@ type AtRiskTicket struct {
 	TicketType TicketType `json:"ticket_type"`
 }
 
+// Calendar defines model for Calendar.
+type Calendar struct {
+	Agents []CalendarAgent `json:"agents"`
+
+	// From RFC 3339 in UTC, to the microsecond.
+	From  Timestamp `json:"from"`
+	Hours int       `json:"hours"`
+
+	// To RFC 3339 in UTC, to the microsecond.
+	To        Timestamp `json:"to"`
+	Truncated bool      `json:"truncated"`
+}
+
+// CalendarAgent defines model for CalendarAgent.
+type CalendarAgent struct {
+	// AgentId An opaque id (client_id, agent_id, ticket_id).
+	AgentId     ID               `json:"agent_id"`
+	AgentStatus AgentStatus      `json:"agent_status"`
+	Minutes     []CalendarMinute `json:"minutes"`
+	Name        string           `json:"name"`
+}
+
+// CalendarMinute defines model for CalendarMinute.
+type CalendarMinute struct {
+	// Deadline RFC 3339 in UTC, to the microsecond.
+	Deadline Timestamp `json:"deadline"`
+
+	// Minute RFC 3339 in UTC, to the microsecond.
+	Minute Timestamp `json:"minute"`
+
+	// TicketId An opaque id (client_id, agent_id, ticket_id).
+	TicketId ID `json:"ticket_id"`
+
+	// TicketType GOLD 2 h, SILVER 4 h, BRONZE 8 h (case-sensitive).
+	TicketType TicketType `json:"ticket_type"`
+}
+
 // CancelledTicket defines model for CancelledTicket.
 type CancelledTicket struct {
 	Status CancelledTicketStatus `json:"status"`
@@ -443,6 +558,15 @@ type CreateAgentRequest struct {
 type CreateTicketRequest struct {
 	// ClientId An opaque id (client_id, agent_id, ticket_id).
 	ClientId ID `json:"client_id"`
+
+	// Description Optional text: at most 10240 bytes (10 KiB) of UTF-8; control
+	// characters other than newline, carriage return and tab are
+	// refused. Absent, null and "" all mean none.
+	Description *TicketDescription `json:"description,omitempty"`
+
+	// Subject Optional one-line subject: at most 200 characters of UTF-8, no
+	// control characters. Absent, null and "" all mean none.
+	Subject *TicketSubject `json:"subject,omitempty"`
 
 	// TicketType GOLD 2 h, SILVER 4 h, BRONZE 8 h (case-sensitive).
 	TicketType TicketType `json:"ticket_type"`
@@ -542,6 +666,41 @@ type Ready struct {
 // ReadyStatus defines model for Ready.Status.
 type ReadyStatus string
 
+// RecentAdmissions defines model for RecentAdmissions.
+type RecentAdmissions struct {
+	Decisions []RecentDecision      `json:"decisions"`
+	Limit     int                   `json:"limit"`
+	Scope     RecentAdmissionsScope `json:"scope"`
+}
+
+// RecentAdmissionsScope defines model for RecentAdmissions.Scope.
+type RecentAdmissionsScope string
+
+// RecentDecision defines model for RecentDecision.
+type RecentDecision struct {
+	// At RFC 3339 in UTC, to the microsecond.
+	At Timestamp `json:"at"`
+
+	// Code Refused only: the answer's error code.
+	Code    *string               `json:"code,omitempty"`
+	Outcome RecentDecisionOutcome `json:"outcome"`
+
+	// Reason Refused only.
+	Reason *RecentDecisionReason `json:"reason,omitempty"`
+
+	// TicketId Accepted only.
+	TicketId *ID `json:"ticket_id,omitempty"`
+
+	// TicketType GOLD, SILVER or BRONZE; "invalid" when the request named no valid type.
+	TicketType string `json:"ticket_type"`
+}
+
+// RecentDecisionOutcome defines model for RecentDecision.Outcome.
+type RecentDecisionOutcome string
+
+// RecentDecisionReason Refused only.
+type RecentDecisionReason string
+
 // Replan What the re-plan of an agent made unavailable did, or why it could not be confirmed (the change stands).
 type Replan struct {
 	union json.RawMessage
@@ -628,9 +787,15 @@ type Ticket struct {
 	// Deadline RFC 3339 in UTC, to the microsecond.
 	Deadline Timestamp `json:"deadline"`
 
+	// Description The create request's description; absent when it had none.
+	Description *string `json:"description,omitempty"`
+
 	// SlotTime RFC 3339 in UTC, to the microsecond.
 	SlotTime Timestamp    `json:"slot_time"`
 	Status   TicketStatus `json:"status"`
+
+	// Subject The create request's subject; absent when it had none.
+	Subject *string `json:"subject,omitempty"`
 
 	// TicketId An opaque id (client_id, agent_id, ticket_id).
 	TicketId ID `json:"ticket_id"`
@@ -638,6 +803,11 @@ type Ticket struct {
 	// TicketType GOLD 2 h, SILVER 4 h, BRONZE 8 h (case-sensitive).
 	TicketType TicketType `json:"ticket_type"`
 }
+
+// TicketDescription Optional text: at most 10240 bytes (10 KiB) of UTF-8; control
+// characters other than newline, carriage return and tab are
+// refused. Absent, null and "" all mean none.
+type TicketDescription = string
 
 // TicketIDRequest defines model for TicketIDRequest.
 type TicketIDRequest struct {
@@ -652,6 +822,10 @@ type TicketList struct {
 
 // TicketStatus defines model for TicketStatus.
 type TicketStatus string
+
+// TicketSubject Optional one-line subject: at most 200 characters of UTF-8, no
+// control characters. Absent, null and "" all mean none.
+type TicketSubject = string
 
 // TicketType GOLD 2 h, SILVER 4 h, BRONZE 8 h (case-sensitive).
 type TicketType string
@@ -694,6 +868,9 @@ type Forbidden = Error
 // Internal defines model for Internal.
 type Internal = Error
 
+// NotFound defines model for NotFound.
+type NotFound = Error
+
 // RateLimited defines model for RateLimited.
 type RateLimited = Error
 
@@ -715,6 +892,12 @@ type GetAgentScheduleParams struct {
 	Hours *int `form:"hours,omitempty" json:"hours,omitempty"`
 }
 
+// GetCalendarParams defines parameters for GetCalendar.
+type GetCalendarParams struct {
+	// Hours Whole hours from the current minute, plain digits 1-8 (default 8), at most once.
+	Hours *int `form:"hours,omitempty" json:"hours,omitempty"`
+}
+
 // CreateTicketParams defines parameters for CreateTicket.
 type CreateTicketParams struct {
 	// IdempotencyKey 1-128 printable ASCII characters, at most once. The same key from the
@@ -722,6 +905,9 @@ type CreateTicketParams struct {
 	// nothing; with another body it is 422; a 409 is not remembered.
 	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
 }
+
+// GetStatusFileParamsFile defines parameters for GetStatusFile.
+type GetStatusFileParamsFile string
 
 // ListTicketsParams defines parameters for ListTickets.
 type ListTicketsParams struct {
@@ -900,6 +1086,11 @@ func WithRequestEditorFn(fn RequestEditorFn) ClientOption {
 // The interface specification for the client above.
 type ClientInterface interface {
 
+	// GetRecentAdmissions The last create_ticket decisions of the tenant seen by this process (takes no query parameters)
+	//
+	// Corresponds with GET /admissions/recent (the `GetRecentAdmissions` operationId).
+	GetRecentAdmissions(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListAgents The tenant's agents
 	//
 	// Corresponds with GET /agents (the `ListAgents` operationId).
@@ -942,6 +1133,11 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /agents/{agent_id}/schedule (the `GetAgentSchedule` operationId).
 	GetAgentSchedule(ctx context.Context, agentId AgentID, params *GetAgentScheduleParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetCalendar The tenant's agents and the booked minute of each ticket in the next hours (what the status page draws)
+	//
+	// Corresponds with GET /calendar (the `GetCalendar` operationId).
+	GetCalendar(ctx context.Context, params *GetCalendarParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CancelTicketWithBody Cancel a ticket; its minute is free at once (repeating answers the same)
 	//
@@ -1038,6 +1234,16 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetStatusPage The status page (HTML; it asks for the tenant's token and draws /calendar, /capacity and /admissions/recent)
+	//
+	// Corresponds with GET /status (the `GetStatusPage` operationId).
+	GetStatusPage(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetStatusFile The status page's own script and style sheet
+	//
+	// Corresponds with GET /status/{file} (the `GetStatusFile` operationId).
+	GetStatusFile(ctx context.Context, file GetStatusFileParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListTickets The tenant's tickets, filtered, in keyset pages (created_at, then ticket_id)
 	//
 	// Corresponds with GET /tickets (the `ListTickets` operationId).
@@ -1052,6 +1258,21 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /tickets/{ticket_id} (the `GetTicket` operationId).
 	GetTicket(ctx context.Context, ticketId string, reqEditors ...RequestEditorFn) (*http.Response, error)
+}
+
+// GetRecentAdmissions The last create_ticket decisions of the tenant seen by this process (takes no query parameters)
+//
+// Corresponds with GET /admissions/recent (the `GetRecentAdmissions` operationId).
+func (c *Client) GetRecentAdmissions(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetRecentAdmissionsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
 }
 
 // ListAgents The tenant's agents
@@ -1157,6 +1378,21 @@ func (c *Client) SetAgentStatus(ctx context.Context, agentId AgentID, body SetAg
 // Corresponds with GET /agents/{agent_id}/schedule (the `GetAgentSchedule` operationId).
 func (c *Client) GetAgentSchedule(ctx context.Context, agentId AgentID, params *GetAgentScheduleParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetAgentScheduleRequest(c.Server, agentId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetCalendar The tenant's agents and the booked minute of each ticket in the next hours (what the status page draws)
+//
+// Corresponds with GET /calendar (the `GetCalendar` operationId).
+func (c *Client) GetCalendar(ctx context.Context, params *GetCalendarParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetCalendarRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1412,6 +1648,36 @@ func (c *Client) Readyz(ctx context.Context, reqEditors ...RequestEditorFn) (*ht
 	return c.Client.Do(req)
 }
 
+// GetStatusPage The status page (HTML; it asks for the tenant's token and draws /calendar, /capacity and /admissions/recent)
+//
+// Corresponds with GET /status (the `GetStatusPage` operationId).
+func (c *Client) GetStatusPage(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetStatusPageRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetStatusFile The status page's own script and style sheet
+//
+// Corresponds with GET /status/{file} (the `GetStatusFile` operationId).
+func (c *Client) GetStatusFile(ctx context.Context, file GetStatusFileParamsFile, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetStatusFileRequest(c.Server, file)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // ListTickets The tenant's tickets, filtered, in keyset pages (created_at, then ticket_id)
 //
 // Corresponds with GET /tickets (the `ListTickets` operationId).
@@ -1455,6 +1721,33 @@ func (c *Client) GetTicket(ctx context.Context, ticketId string, reqEditors ...R
 		return nil, err
 	}
 	return c.Client.Do(req)
+}
+
+// NewGetRecentAdmissionsRequest constructs an http.Request for the GetRecentAdmissions method
+func NewGetRecentAdmissionsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admissions/recent")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
 }
 
 // NewListAgentsRequest constructs an http.Request for the ListAgents method
@@ -1622,6 +1915,60 @@ func NewGetAgentScheduleRequest(server string, agentId AgentID, params *GetAgent
 	}
 
 	operationPath := fmt.Sprintf("/agents/%s/schedule", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Hours != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "hours", *params.Hours, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetCalendarRequest constructs an http.Request for the GetCalendar method
+func NewGetCalendarRequest(server string, params *GetCalendarParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/calendar")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2016,6 +2363,67 @@ func NewReadyzRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewGetStatusPageRequest constructs an http.Request for the GetStatusPage method
+func NewGetStatusPageRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/status")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetStatusFileRequest constructs an http.Request for the GetStatusFile method
+func NewGetStatusFileRequest(server string, file GetStatusFileParamsFile) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "file", file, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/status/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewListTicketsRequest constructs an http.Request for the ListTickets method
 func NewListTicketsRequest(server string, params *ListTicketsParams) (*http.Request, error) {
 	var err error
@@ -2271,6 +2679,13 @@ func WithBaseURL(baseURL string) ClientOption {
 // ClientWithResponsesInterface is the interface specification for the client with responses above.
 type ClientWithResponsesInterface interface {
 
+	// GetRecentAdmissionsWithResponse The last create_ticket decisions of the tenant seen by this process (takes no query parameters)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admissions/recent (the `GetRecentAdmissions` operationId).
+	GetRecentAdmissionsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetRecentAdmissionsResponse, error)
+
 	// ListAgentsWithResponse The tenant's agents
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2319,6 +2734,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /agents/{agent_id}/schedule (the `GetAgentSchedule` operationId).
 	GetAgentScheduleWithResponse(ctx context.Context, agentId AgentID, params *GetAgentScheduleParams, reqEditors ...RequestEditorFn) (*GetAgentScheduleResponse, error)
+
+	// GetCalendarWithResponse The tenant's agents and the booked minute of each ticket in the next hours (what the status page draws)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /calendar (the `GetCalendar` operationId).
+	GetCalendarWithResponse(ctx context.Context, params *GetCalendarParams, reqEditors ...RequestEditorFn) (*GetCalendarResponse, error)
 
 	// CancelTicketWithBodyWithResponse Cancel a ticket; its minute is free at once (repeating answers the same)
 	//
@@ -2425,6 +2847,20 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `Readyz` operationId).
 	ReadyzWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ReadyzResponse, error)
 
+	// GetStatusPageWithResponse The status page (HTML; it asks for the tenant's token and draws /calendar, /capacity and /admissions/recent)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /status (the `GetStatusPage` operationId).
+	GetStatusPageWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusPageResponse, error)
+
+	// GetStatusFileWithResponse The status page's own script and style sheet
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /status/{file} (the `GetStatusFile` operationId).
+	GetStatusFileWithResponse(ctx context.Context, file GetStatusFileParamsFile, reqEditors ...RequestEditorFn) (*GetStatusFileResponse, error)
+
 	// ListTicketsWithResponse The tenant's tickets, filtered, in keyset pages (created_at, then ticket_id)
 	//
 	// Returns a wrapper object for the known response body format(s).
@@ -2445,6 +2881,107 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /tickets/{ticket_id} (the `GetTicket` operationId).
 	GetTicketWithResponse(ctx context.Context, ticketId string, reqEditors ...RequestEditorFn) (*GetTicketResponse, error)
+}
+
+// GetRecentAdmissionsResponse200Headers the declared response headers of an HTTP 200 response for GetRecentAdmissions
+type GetRecentAdmissionsResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// GetRecentAdmissionsResponse400Headers the declared response headers of an HTTP 400 response for GetRecentAdmissions
+type GetRecentAdmissionsResponse400Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// GetRecentAdmissionsResponse401Headers the declared response headers of an HTTP 401 response for GetRecentAdmissions
+type GetRecentAdmissionsResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// GetRecentAdmissionsResponse429Headers the declared response headers of an HTTP 429 response for GetRecentAdmissions
+type GetRecentAdmissionsResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      int
+}
+
+type GetRecentAdmissionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *RecentAdmissions
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Internal
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetRecentAdmissionsResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetRecentAdmissionsResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetRecentAdmissionsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetRecentAdmissionsResponse429Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetRecentAdmissionsResponse) GetJSON200() *RecentAdmissions {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetRecentAdmissionsResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetRecentAdmissionsResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetRecentAdmissionsResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetRecentAdmissionsResponse) GetJSON500() *Internal {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetRecentAdmissionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetRecentAdmissionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetRecentAdmissionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetRecentAdmissionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
 }
 
 // ListAgentsResponse200Headers the declared response headers of an HTTP 200 response for ListAgents
@@ -3104,6 +3641,121 @@ func (r GetAgentScheduleResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetAgentScheduleResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetCalendarResponse200Headers the declared response headers of an HTTP 200 response for GetCalendar
+type GetCalendarResponse200Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// GetCalendarResponse400Headers the declared response headers of an HTTP 400 response for GetCalendar
+type GetCalendarResponse400Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+// GetCalendarResponse401Headers the declared response headers of an HTTP 401 response for GetCalendar
+type GetCalendarResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// GetCalendarResponse429Headers the declared response headers of an HTTP 429 response for GetCalendar
+type GetCalendarResponse429Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+	RetryAfter      int
+}
+
+// GetCalendarResponse503Headers the declared response headers of an HTTP 503 response for GetCalendar
+type GetCalendarResponse503Headers struct {
+	RetryAfter int
+}
+
+type GetCalendarResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Calendar
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Unauthorized
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *RateLimited
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Internal
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetCalendarResponse200Headers
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetCalendarResponse400Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *GetCalendarResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetCalendarResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetCalendarResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetCalendarResponse) GetJSON200() *Calendar {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetCalendarResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetCalendarResponse) GetJSON401() *Unauthorized {
+	return r.JSON401
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r GetCalendarResponse) GetJSON429() *RateLimited {
+	return r.JSON429
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetCalendarResponse) GetJSON500() *Internal {
+	return r.JSON500
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r GetCalendarResponse) GetJSON503() *Unavailable {
+	return r.JSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r GetCalendarResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetCalendarResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetCalendarResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetCalendarResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4110,6 +4762,125 @@ func (r ReadyzResponse) ContentType() string {
 	return ""
 }
 
+// GetStatusPageResponse400Headers the declared response headers of an HTTP 400 response for GetStatusPage
+type GetStatusPageResponse400Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+type GetStatusPageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Internal
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetStatusPageResponse400Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetStatusPageResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetStatusPageResponse) GetJSON500() *Internal {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetStatusPageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetStatusPageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetStatusPageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetStatusPageResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// GetStatusFileResponse400Headers the declared response headers of an HTTP 400 response for GetStatusFile
+type GetStatusFileResponse400Headers struct {
+	RateLimit       *string
+	RateLimitPolicy *string
+}
+
+type GetStatusFileResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *BadRequest
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *NotFound
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Internal
+	// Headers400 the parsed response headers for an HTTP 400 response
+	Headers400 *GetStatusFileResponse400Headers
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetStatusFileResponse) GetJSON400() *BadRequest {
+	return r.JSON400
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetStatusFileResponse) GetJSON404() *NotFound {
+	return r.JSON404
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r GetStatusFileResponse) GetJSON500() *Internal {
+	return r.JSON500
+}
+
+// GetBody returns the raw response body bytes
+func (r GetStatusFileResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetStatusFileResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetStatusFileResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetStatusFileResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // ListTicketsResponse200Headers the declared response headers of an HTTP 200 response for ListTickets
 type ListTicketsResponse200Headers struct {
 	RateLimit       *string
@@ -4455,6 +5226,19 @@ func (r GetTicketResponse) ContentType() string {
 	return ""
 }
 
+// GetRecentAdmissionsWithResponse The last create_ticket decisions of the tenant seen by this process (takes no query parameters)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admissions/recent (the `GetRecentAdmissions` operationId).
+func (c *ClientWithResponses) GetRecentAdmissionsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetRecentAdmissionsResponse, error) {
+	rsp, err := c.GetRecentAdmissions(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetRecentAdmissionsResponse(rsp)
+}
+
 // ListAgentsWithResponse The tenant's agents
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4544,6 +5328,19 @@ func (c *ClientWithResponses) GetAgentScheduleWithResponse(ctx context.Context, 
 		return nil, err
 	}
 	return ParseGetAgentScheduleResponse(rsp)
+}
+
+// GetCalendarWithResponse The tenant's agents and the booked minute of each ticket in the next hours (what the status page draws)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /calendar (the `GetCalendar` operationId).
+func (c *ClientWithResponses) GetCalendarWithResponse(ctx context.Context, params *GetCalendarParams, reqEditors ...RequestEditorFn) (*GetCalendarResponse, error) {
+	rsp, err := c.GetCalendar(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetCalendarResponse(rsp)
 }
 
 // CancelTicketWithBodyWithResponse Cancel a ticket; its minute is free at once (repeating answers the same)
@@ -4741,6 +5538,32 @@ func (c *ClientWithResponses) ReadyzWithResponse(ctx context.Context, reqEditors
 	return ParseReadyzResponse(rsp)
 }
 
+// GetStatusPageWithResponse The status page (HTML; it asks for the tenant's token and draws /calendar, /capacity and /admissions/recent)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /status (the `GetStatusPage` operationId).
+func (c *ClientWithResponses) GetStatusPageWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusPageResponse, error) {
+	rsp, err := c.GetStatusPage(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetStatusPageResponse(rsp)
+}
+
+// GetStatusFileWithResponse The status page's own script and style sheet
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /status/{file} (the `GetStatusFile` operationId).
+func (c *ClientWithResponses) GetStatusFileWithResponse(ctx context.Context, file GetStatusFileParamsFile, reqEditors ...RequestEditorFn) (*GetStatusFileResponse, error) {
+	rsp, err := c.GetStatusFile(ctx, file, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetStatusFileResponse(rsp)
+}
+
 // ListTicketsWithResponse The tenant's tickets, filtered, in keyset pages (created_at, then ticket_id)
 //
 // Returns a wrapper object for the known response body format(s).
@@ -4778,6 +5601,131 @@ func (c *ClientWithResponses) GetTicketWithResponse(ctx context.Context, ticketI
 		return nil, err
 	}
 	return ParseGetTicketResponse(rsp)
+}
+
+// ParseGetRecentAdmissionsResponse parses an HTTP response from a GetRecentAdmissionsWithResponse call
+func ParseGetRecentAdmissionsResponse(rsp *http.Response) (*GetRecentAdmissionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetRecentAdmissionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest RecentAdmissions
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetRecentAdmissionsResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetRecentAdmissionsResponse400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetRecentAdmissionsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetRecentAdmissionsResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	}
+
+	return response, nil
 }
 
 // ParseListAgentsResponse parses an HTTP response from a ListAgentsWithResponse call
@@ -5601,6 +6549,148 @@ func ParseGetAgentScheduleResponse(rsp *http.Response) (*GetAgentScheduleRespons
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetAgentScheduleResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetCalendarResponse parses an HTTP response from a GetCalendarWithResponse call
+func ParseGetCalendarResponse(rsp *http.Response) (*GetCalendarResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetCalendarResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Calendar
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetCalendarResponse200Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 400:
+		var headers GetCalendarResponse400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
+	case rsp.StatusCode == 401:
+		var headers GetCalendarResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetCalendarResponse429Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetCalendarResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -6768,6 +7858,119 @@ func ParseReadyzResponse(rsp *http.Response) (*ReadyzResponse, error) {
 			headers.RetryAfter = value
 		}
 		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetStatusPageResponse parses an HTTP response from a GetStatusPageWithResponse call
+func ParseGetStatusPageResponse(rsp *http.Response) (*GetStatusPageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetStatusPageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetStatusPageResponse400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetStatusFileResponse parses an HTTP response from a GetStatusFileWithResponse call
+func ParseGetStatusFileResponse(rsp *http.Response) (*GetStatusFileResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetStatusFileResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest NotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Internal
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 400:
+		var headers GetStatusFileResponse400Headers
+		if values := rsp.Header.Values("RateLimit"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimit = &value
+		}
+		if values := rsp.Header.Values("RateLimit-Policy"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "RateLimit-Policy", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RateLimitPolicy = &value
+		}
+		response.Headers400 = &headers
 	}
 
 	return response, nil
