@@ -104,7 +104,9 @@ func (e *respEnv) responder(t testing.TB, mod func(*workers.ResponderConfig)) *w
 	if mod != nil {
 		mod(&cfg)
 	}
-	r, err := workers.NewResponder(testkit.Context(t, 30*time.Second), cfg)
+	r, err := tenantstest.Retry(t, "responder", func(ctx context.Context) (*workers.Responder, error) {
+		return workers.NewResponder(ctx, cfg)
+	})
 	if err != nil {
 		t.Fatalf("NewResponder: %v", err)
 	}

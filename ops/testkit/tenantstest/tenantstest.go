@@ -9,6 +9,7 @@
 package tenantstest
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tms/ops"
 	"tms/ops/testkit"
 	"tms/tenants"
 )
@@ -50,7 +52,9 @@ func NewProvisioner(t testing.TB, cfg tenants.ProvisionerConfig) *tenants.Provis
 func StartRegistry(t testing.TB, cfg tenants.RegistryConfig) *tenants.Registry {
 	t.Helper()
 	cfg.Logger = orTestLogger(t, cfg.Logger)
-	r, err := tenants.NewRegistry(testkit.Context(t, 30*time.Second), cfg)
+	r, err := Retry(t, "tenant registry", func(ctx context.Context) (*tenants.Registry, error) {
+		return tenants.NewRegistry(ctx, cfg)
+	})
 	return started(t, "Registry", r, err)
 }
 
@@ -60,8 +64,26 @@ func StartRegistry(t testing.TB, cfg tenants.RegistryConfig) *tenants.Registry {
 func StartSessions(t testing.TB, cfg tenants.SessionsConfig) *tenants.Sessions {
 	t.Helper()
 	cfg.Logger = orTestLogger(t, cfg.Logger)
-	s, err := tenants.NewSessions(testkit.Context(t, 30*time.Second), cfg)
+	s, err := Retry(t, "sessions", func(ctx context.Context) (*tenants.Sessions, error) {
+		return tenants.NewSessions(ctx, cfg)
+	})
 	return started(t, "Sessions", s, err)
+}
+
+// Retry makes what with ops.Waiter's retry, as tms start-up does, for at
+// most 30 s: a replicated bucket's create can meet a JetStream meta
+// leader that has not heard from every peer yet ("no suitable peers for
+// placement", after a leader change on a loaded machine), which start-up
+// waits out and a test must too.
+func Retry[P any](t testing.TB, what string, build func(ctx context.Context) (P, error)) (P, error) {
+	t.Helper()
+	var p P
+	err := ops.NewWaiter(testkit.Logger(t)).Retry(testkit.Context(t, 30*time.Second), what, func(ctx context.Context) error {
+		var err error
+		p, err = build(ctx)
+		return err
+	})
+	return p, err
 }
 
 // started fails the test if what could not be made, else starts it
@@ -91,7 +113,9 @@ func StartPools(t testing.TB, cfg tenants.PoolsConfig) *tenants.Pools {
 func NewAgents(t testing.TB, cfg tenants.AgentsConfig) *tenants.Agents {
 	t.Helper()
 	cfg.Logger = orTestLogger(t, cfg.Logger)
-	a, err := tenants.NewAgents(testkit.Context(t, 30*time.Second), cfg)
+	a, err := Retry(t, "agents", func(ctx context.Context) (*tenants.Agents, error) {
+		return tenants.NewAgents(ctx, cfg)
+	})
 	if err != nil {
 		t.Fatalf("NewAgents: %v", err)
 	}
