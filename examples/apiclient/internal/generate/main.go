@@ -1,9 +1,9 @@
-// Command generate writes examples/apiclient's client (apiclient.gen.go)
-// from the public listener's OpenAPI document (tms/ingress/openapi), with
-// oapi-codegen's library at the version go.mod pins: `go generate
-// ./examples/apiclient`. Its test checks that the committed file is what
-// it generates now, so a change of the document that is not regenerated
-// fails the tests.
+// Package main is the command generate: it writes examples/apiclient's
+// client (apiclient.gen.go) from the public listener's OpenAPI document
+// (tms/ingress/openapi), with oapi-codegen's library at the version go.mod
+// pins: `go generate ./examples/apiclient`. Its test checks that the
+// committed file is what it generates now, so a change of the document
+// that is not regenerated fails the tests.
 //
 // oapi-codegen v2.8.2 reads OpenAPI 3.1 (through kin-openapi): the
 // document is given as served, not down-converted to 3.0.
