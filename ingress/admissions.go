@@ -66,18 +66,24 @@ func newAdmissions(reg prometheus.Registerer) (*admissions, error) {
 	return &admissions{total: total, recent: recent}, nil
 }
 
-// count records one decision: typ is the type the request asked for (any
-// string), status and code the answer's HTTP status and error code ("" for
-// a success).
-func (ad *admissions) count(typ string, status int, code string) {
-	ad.total.WithLabelValues(admissionType(typ), admissionOutcome(status, code)).Inc()
+// decision is one create_ticket decision as tms_admissions_total labels
+// it, and the error code of its answer ("" for a success).
+type decision struct{ typ, outcome, code string }
+
+// newDecision names the decision of an answer: typ is the type the
+// request asked for (any string), status and code the answer's HTTP
+// status and error code.
+func newDecision(typ string, status int, code string) decision {
+	return decision{typ: admissionType(typ), outcome: admissionOutcome(status, code), code: code}
 }
 
 // decided counts the decision of note's request and, when its tenant is
-// known, keeps it among the tenant's recent ones.
+// known, keeps it among the tenant's recent ones: its labels are named
+// once for both.
 func (ad *admissions) decided(note *admissionNote, typ string, status int) {
-	ad.count(typ, status, note.code)
-	ad.recent.record(note.tenant, typ, status, note.code, note.ticketID)
+	d := newDecision(typ, status, note.code)
+	ad.total.WithLabelValues(d.typ, d.outcome).Inc()
+	ad.recent.record(note.tenant, d, note.ticketID)
 }
 
 // admissionType is typ when it is a ticket type, else "invalid".

@@ -65,9 +65,9 @@ type recentRing struct {
 // recentEntry is a decision as kept: every string is a constant or an id
 // the service made, so a hostile request cannot grow it.
 type recentEntry struct {
-	at                   time.Time
-	typ, outcome, reason string
-	code, ticketID       string
+	at time.Time
+	decision
+	ticketID string
 }
 
 func (g *recentRing) add(e recentEntry) {
@@ -169,16 +169,17 @@ func (r *recentAdmissions) ring(tenant string, create bool) *recentRing {
 	return g
 }
 
-// record keeps one decision of tenant ("" when the request never got as far
-// as a tenant: nothing is kept). typ is what the request asked for (any
-// string), status and code its answer's, ticketID the accepted ticket's.
-func (r *recentAdmissions) record(tenant, typ string, status int, code, ticketID string) {
+// record keeps decision d of tenant ("" when the request never got as
+// far as a tenant: nothing is kept); ticketID is the accepted ticket's.
+func (r *recentAdmissions) record(tenant string, d decision, ticketID string) {
 	if r == nil || tenant == "" {
 		return
 	}
-	e := recentEntry{at: r.now(), typ: admissionType(typ), outcome: recentAccepted, ticketID: ticketID}
-	if status >= 300 {
-		e.outcome, e.reason, e.code, e.ticketID = recentRefused, admissionOutcome(status, code), boundedCode(code), ""
+	e := recentEntry{at: r.now(), decision: d}
+	if d.outcome == outcomeAccepted {
+		e.ticketID = ticketID
+	} else {
+		e.code = boundedCode(d.code)
 	}
 	r.ring(tenant, true).add(e)
 }
@@ -201,8 +202,11 @@ func (r *recentAdmissions) recent(tenant string) recentBody {
 		return body
 	}
 	for _, e := range g.newestFirst() {
-		body.Decisions = append(body.Decisions, recentDecision{At: timestamp(e.at), TicketType: e.typ,
-			Outcome: e.outcome, Reason: e.reason, Code: e.code, TicketID: e.ticketID})
+		d := recentDecision{At: timestamp(e.at), TicketType: e.typ, Outcome: recentAccepted, TicketID: e.ticketID}
+		if e.outcome != outcomeAccepted {
+			d.Outcome, d.Reason, d.Code = recentRefused, e.outcome, e.code
+		}
+		body.Decisions = append(body.Decisions, d)
 	}
 	return body
 }

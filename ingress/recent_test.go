@@ -120,7 +120,7 @@ func TestRecentRingBounds(t *testing.T) {
 	t.Parallel()
 	r := newRecentAdmissions()
 	for i := range recentPerTenant + 10 {
-		r.record("t1", subjects.Gold, http.StatusCreated, "", fmt.Sprintf("ticket-%03d", i))
+		r.record("t1", newDecision(subjects.Gold, http.StatusCreated, ""), fmt.Sprintf("ticket-%03d", i))
 	}
 	body := r.recent("t1")
 	if len(body.Decisions) != recentPerTenant || body.Decisions[0].TicketID != fmt.Sprintf("ticket-%03d", recentPerTenant+9) ||
@@ -130,7 +130,7 @@ func TestRecentRingBounds(t *testing.T) {
 	if got := r.recent("nobody"); len(got.Decisions) != 0 || got.Decisions == nil {
 		t.Errorf("a tenant never seen: %+v", got)
 	}
-	r.record("", subjects.Gold, http.StatusUnauthorized, codeUnauthorized, "")
+	r.record("", newDecision(subjects.Gold, http.StatusUnauthorized, codeUnauthorized), "")
 	if got := tenantsKept(r); got != 1 {
 		t.Errorf("a decision without tenant was kept: %d tenants", got)
 	}
@@ -142,8 +142,8 @@ func TestRecentRingBounds(t *testing.T) {
 		wg.Go(func() {
 			for i := range 400 {
 				id := fmt.Sprintf("w%d-t%d", w, i)
-				r.record(id, "BOGUS", http.StatusTooManyRequests, codeRateLimited, "")
-				r.record(id, subjects.Bronze, http.StatusCreated, "", id+"-ticket")
+				r.record(id, newDecision("BOGUS", http.StatusTooManyRequests, codeRateLimited), "")
+				r.record(id, newDecision(subjects.Bronze, http.StatusCreated, ""), id+"-ticket")
 			}
 		})
 	}
@@ -178,7 +178,7 @@ func TestRecentRingBounds(t *testing.T) {
 		t.Errorf("t1 kept %d decisions although every shard is full", len(d))
 	}
 	// The tenant decided last is kept.
-	r.record("last", subjects.Silver, http.StatusConflict, codeSLAUnavailable, "")
+	r.record("last", newDecision(subjects.Silver, http.StatusConflict, codeSLAUnavailable), "")
 	if d := r.recent("last").Decisions; len(d) != 1 || d[0].Reason != outcomeNoSlot || d[0].Code != codeSLAUnavailable {
 		t.Errorf("tenant decided last: %+v", d)
 	}

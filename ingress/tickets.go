@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"unicode"
+	"unicode/utf16"
 
 	"tms/ingress/admission"
 	"tms/subjects"
@@ -60,41 +63,27 @@ func (t *text) UnmarshalJSON(raw []byte) error {
 // JSON string encoding/json has decoded, that is not a high surrogate
 // followed at once by the escape of a low one.
 func loneSurrogate(raw []byte) bool {
-	hex := func(i int) (rune, bool) {
+	escape := func(i int) (rune, bool) { // the \uXXXX at raw[i], if any
 		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
 			return 0, false
 		}
-		var v rune
-		for _, c := range raw[i+2 : i+6] {
-			switch {
-			case c >= '0' && c <= '9':
-				v = v<<4 | rune(c-'0')
-			case c >= 'a' && c <= 'f':
-				v = v<<4 | rune(c-'a'+10)
-			case c >= 'A' && c <= 'F':
-				v = v<<4 | rune(c-'A'+10)
-			default:
-				return 0, false
-			}
-		}
-		return v, true
+		v, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(v), err == nil
 	}
 	for i := 0; i < len(raw); i++ {
 		if raw[i] != '\\' {
 			continue
 		}
-		v, ok := hex(i)
-		if !ok {
-			i++ // a two-character escape: skip what it escapes
-			continue
-		}
+		r, ok := escape(i)
 		switch {
-		case v >= 0xD800 && v < 0xDC00:
-			if lo, ok := hex(i + 6); !ok || lo < 0xDC00 || lo >= 0xE000 {
+		case !ok:
+			i++ // a two-character escape: skip what it escapes
+		case r >= 0xD800 && r < 0xDC00: // high: a low must follow
+			if lo, ok := escape(i + 6); !ok || utf16.DecodeRune(r, lo) == unicode.ReplacementChar {
 				return true
 			}
 			i += 11
-		case v >= 0xDC00 && v < 0xE000:
+		case utf16.IsSurrogate(r): // a low one alone
 			return true
 		default:
 			i += 5

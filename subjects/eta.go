@@ -29,18 +29,19 @@ func ParseETA(subject string) (string, error) {
 // Only the responders write slot buckets; everything else asks them.
 const (
 	// ETAReserve admits a new ticket (create_ticket): Tenant, Type,
-	// CreatedAt, Nonce; AgentsRev; Subject and Description (optional). The responder writes the ticket's
-	// confirmed record into the earliest free slot (the one durable write
-	// of an admission) and answers its Ticket id, Agent, SlotTime and
-	// Revision. A reserve with Takeover first looks for a ticket of the
+	// CreatedAt, Nonce; AgentsRev; Subject and Description (optional).
+	// The responder writes the ticket's confirmed record into the earliest
+	// free slot (the one durable write of an admission) and answers its
+	// Ticket id, Agent, SlotTime and Revision. A reserve with Takeover first looks for a ticket of the
 	// tenant with that Nonce and answers it if there is one.
 	ETAReserve = "reserve"
 	// ETAHold makes a pending hold (validate_eta): Tenant, Type,
 	// CreatedAt; AgentsRev.
 	ETAHold = "hold"
 	// ETAConfirm turns a hold into a ticket (allocate_slot): Tenant,
-	// Type, SlotID, Subject and Description (optional), Nonce (the new ticket's, so that an asker that gets
-	// no reply knows the ticket id to release). The reply names the new Ticket, its Agent, SlotTime,
+	// Type, SlotID, Subject and Description (optional), Nonce (the new
+	// ticket's, so that an asker that gets no reply knows the ticket id to
+	// release). The reply names the new Ticket, its Agent, SlotTime,
 	// CreatedAt (the hold's) and Revision.
 	ETAConfirm = "confirm"
 	// ETARelease cancels a ticket and frees its slot (cancel_ticket):

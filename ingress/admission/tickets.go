@@ -107,8 +107,9 @@ func (s *Service) Create(ctx context.Context, t tenants.Tenant, typ string, c Co
 }
 
 // admit asks the responders to reserve a slot for a ticket whose id has
-// nonce and whose record carries c, and returns the ticket: the responders' write of its slot record
-// is its admission, nothing else is written. takeover asks for the
+// nonce and whose record carries c, and returns the ticket: the
+// responders' write of its slot record is its admission, nothing else is
+// written. takeover asks for the
 // tenant's ticket with that nonce first (an Idempotency-Key takeover).
 //
 // A rejection writes nothing, and neither does a request no responder
