@@ -619,8 +619,12 @@ func setUp(ctx context.Context, b *benchClient, cfg benchConfig, say func(string
 }
 
 // registerAgents adds n agents to the tenant, a few at a time; it
-// returns those registered, also on an error.
+// returns those registered, also on an error. An interruption (ctx done)
+// stops sending new requests but lets those in flight finish, as the
+// account creates do: an agent the server made for a request cut off
+// would be unknown to the clean-up, left available.
 func registerAgents(ctx context.Context, b *benchClient, clientID string, n int) ([]string, error) {
+	bg := context.WithoutCancel(ctx)
 	var (
 		mu    sync.Mutex
 		ids   []string
@@ -633,7 +637,7 @@ func registerAgents(ctx context.Context, b *benchClient, clientID string, n int)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				a, err := b.must(ctx, http.StatusCreated, http.MethodPost, "/agents",
+				a, err := b.must(bg, http.StatusCreated, http.MethodPost, "/agents",
 					map[string]string{"client_id": clientID, "name": fmt.Sprintf("bench agent %d", i+1)})
 				mu.Lock()
 				if err != nil && first == nil {
